@@ -1,0 +1,595 @@
+//! Command line: the one place where flags are named, parsed and validated.
+//!
+//! Every subcommand shares the daemon's flags, so `pepwrt rules` prints the
+//! firewall setup for exactly the configuration the daemon runs with.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// What the user asked the program to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Run,
+    Check,
+    Rules(RulesRequest),
+    Status { json: bool },
+    Help,
+    Version,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Nft,
+    Iptables,
+}
+
+/// Which part of the interception setup `pepwrt rules` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RulesPart {
+    /// A shell script: firewall and routing together.
+    All,
+    /// nft: the bare `table inet pepwrt` ruleset (for `nft -f` or a fw4
+    /// include); iptables: a shell script of iptables commands.
+    Firewall,
+    /// A shell script of `ip rule` / `ip route` commands.
+    Routing,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RulesRequest {
+    pub backend: Backend,
+    pub delete: bool,
+    pub part: RulesPart,
+}
+
+/// Where a match for interception or snooping applies: an interface name
+/// or a subnet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Interface(String),
+    Subnet(IpAddr, u8),
+}
+
+/// Source address of the outgoing (server) leg.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutgoingSource {
+    /// Bind the client's own address (IP_TRANSPARENT): the server sees the client.
+    Client,
+    /// Let the kernel pick the router's address.
+    Router,
+}
+
+/// Socket options for one leg of a split connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LegOptions {
+    pub congestion: Option<String>,
+    pub nodelay: bool,
+    pub quickack: bool,
+    pub sndbuf_bytes: Option<u32>,
+    pub rcvbuf_bytes: Option<u32>,
+    pub mss: Option<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnoopConfig {
+    pub targets: Vec<Target>,
+    pub queue: u16,
+    pub flows: u16,
+    pub cache_bytes: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub command: Command,
+    pub foreground: bool,
+    pub log_level: log::LevelFilter,
+    pub queue: u16,
+    pub port: u16,
+    pub mark: u32,
+    pub table: u32,
+    pub max_conns: u16,
+    pub buffer_bytes: u32,
+    pub idle_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub outgoing_source: OutgoingSource,
+    pub client_leg: LegOptions,
+    pub server_leg: LegOptions,
+    pub server_fastopen: bool,
+    pub intercept: Vec<Target>,
+    pub exclude_ports: Vec<u16>,
+    pub ipv6: bool,
+    pub control_path: PathBuf,
+    pub snoop: Option<SnoopConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            command: Command::Run,
+            foreground: false,
+            log_level: log::LevelFilter::Info,
+            queue: 3135,
+            port: 3135,
+            mark: 0x0001_0000,
+            table: 3135,
+            max_conns: 128,
+            buffer_bytes: 32 * 1024,
+            idle_timeout: Duration::from_secs(600),
+            connect_timeout: Duration::from_secs(10),
+            outgoing_source: OutgoingSource::Client,
+            client_leg: LegOptions {
+                nodelay: true,
+                ..LegOptions::default()
+            },
+            server_leg: LegOptions::default(),
+            server_fastopen: false,
+            intercept: Vec::new(),
+            exclude_ports: Vec::new(),
+            ipv6: true,
+            control_path: PathBuf::from("/var/run/pepwrt.sock"),
+            snoop: None,
+        }
+    }
+}
+
+impl Config {
+    /// The bit the daemon sets on SYNs it has decided on (split or pass), so
+    /// the queue rule does not see them again after the repeat verdict.
+    pub fn decided_mark(&self) -> u32 {
+        self.mark << 1
+    }
+
+    /// Both bits pepwrt owns in the packet mark.
+    pub fn mark_mask(&self) -> u32 {
+        self.mark | self.decided_mark()
+    }
+
+    /// Mark on Snoop's own retransmissions, so the rules can exempt them
+    /// from conntrack.
+    pub fn snoop_mark(&self) -> u32 {
+        self.mark << 2
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (see 'pepwrt --help')", self.0)
+    }
+}
+
+fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError(msg.into()))
+}
+
+enum Owned {
+    Short(char),
+    Long(String),
+    Value(OsString),
+}
+
+pub const HELP: &str = "\
+pepwrt - transparent split-TCP performance enhancing proxy for routers
+
+USAGE:
+    pepwrt [run] [OPTIONS]          run the proxy (default)
+    pepwrt check [OPTIONS]          check that the kernel has what pepwrt needs
+    pepwrt rules [RULES-OPTIONS] [OPTIONS]
+                                    print the firewall and routing setup
+    pepwrt status [--json] [--control PATH]
+                                    show counters and live connections
+    pepwrt --help | --version
+
+Connections that cross the router are intercepted when their first SYN
+reaches NFQUEUE --queue. If a pool slot is free the SYN gets the split mark
+and TPROXY delivers it to pepwrt's transparent listener on --port; pepwrt
+then opens its own connection to the real destination and relays bytes
+between the two. If the pool is full, or policy excludes the connection,
+the SYN passes untouched and the connection is forwarded as usual. With
+queue bypass in the rules, traffic flows unsplit while pepwrt is stopped.
+
+GENERAL OPTIONS:
+    -f, --foreground         log to stderr instead of syslog (daemon facility)
+    --log-level LEVEL        error, warn, info or debug [default: info]
+    --control PATH           status socket [default: /var/run/pepwrt.sock]
+
+INTERCEPTION:
+    --queue NUM              NFQUEUE number for SYNs [default: 3135]
+    --port PORT              transparent listener port [default: 3135]
+    --mark BIT               packet mark bit for split SYNs; the next bit up
+                             marks decided SYNs and the one above it Snoop's
+                             retransmissions [default: 0x10000]
+    --table NUM              routing table for marked packets [default: 3135]
+    --intercept IF|CIDR      intercept SYNs arriving on this interface or
+                             from this subnet; repeatable [default: all]
+    --exclude-port PORT      never split connections to this port; repeatable
+    --no-ipv6                IPv4 only
+
+POOL:
+    --max-conns N            split connections at once, 1-65000 [default: 128]
+    --buffer BYTES           relay buffer per direction per connection,
+                             4096-16777216, suffixes k and m [default: 32k]
+    --idle-timeout SECS      close connections idle this long [default: 600]
+    --connect-timeout SECS   give up on the outgoing connect [default: 10]
+    Memory for buffers is max-conns * 2 * buffer, allocated at start.
+
+OUTGOING LEG (router to server):
+    --outgoing-source client|router
+                             source address of the outgoing leg: the client's
+                             own address (transparent, the default) or the
+                             router's
+    --server-cc NAME         congestion control, e.g. bbr or cubic
+    --server-nodelay         set TCP_NODELAY
+    --server-quickack        set TCP_QUICKACK
+    --server-sndbuf BYTES    SO_SNDBUF (large windows on long links)
+    --server-rcvbuf BYTES    SO_RCVBUF
+    --server-mss BYTES       MSS [default: the client's SYN MSS]
+    --server-fastopen        TCP fast open on the outgoing connect
+
+CLIENT LEG (client to router):
+    --client-cc NAME, --client-nodelay (on by default; --client-delay turns it
+    off), --client-quickack, --client-sndbuf BYTES, --client-rcvbuf BYTES,
+    --client-mss BYTES       as above, for the intercepted connection
+
+SNOOP (local recovery toward lossy wireless hosts):
+    --snoop IF|CIDR          snoop forwarded TCP toward this interface or
+                             subnet; repeatable; enables Snoop
+    --snoop-queue NUM        NFQUEUE number for snooped packets [default: 3136]
+    --snoop-flows N          flows tracked at once [default: 64]
+    --snoop-cache BYTES      segment cache, suffixes k and m [default: 1m]
+
+RULES OPTIONS:
+    --backend nft|iptables   rule flavour [default: nft]
+    --delete                 print the commands that remove the setup instead
+    --part all|firewall|routing
+                             all: one shell script [default]; firewall: nft's
+                             bare ruleset (for nft -f or a fw4 include) or the
+                             iptables commands; routing: the ip rule/route
+                             commands
+
+STATUS OPTIONS:
+    --json                   machine-readable output
+
+EXIT STATUS:
+    0 success, 1 runtime failure, 2 bad command line, 3 missing kernel support
+";
+
+/// Parses a command line (without the program name).
+pub fn parse<I>(args: I) -> Result<Config, ConfigError>
+where
+    I: IntoIterator,
+    I::Item: Into<OsString>,
+{
+
+
+    let mut cfg = Config::default();
+    let mut parser = lexopt::Parser::from_args(args);
+    let mut command: Option<&'static str> = None;
+    let mut backend = Backend::Nft;
+    let mut delete = false;
+    let mut part = RulesPart::All;
+    let mut json = false;
+    let mut snoop_targets = Vec::new();
+    let mut snoop = SnoopConfig {
+        targets: Vec::new(),
+        queue: 3136,
+        flows: 64,
+        cache_bytes: 1024 * 1024,
+    };
+    let mut help = false;
+    let mut version = false;
+
+    loop {
+        // Owned, so the parser can be asked for the flag's value below.
+        let arg = match parser.next() {
+            Ok(Some(lexopt::Arg::Short(c))) => Owned::Short(c),
+            Ok(Some(lexopt::Arg::Long(l))) => Owned::Long(l.to_string()),
+            Ok(Some(lexopt::Arg::Value(v))) => Owned::Value(v),
+            Ok(None) => break,
+            Err(e) => return err(e.to_string()),
+        };
+        let flag = match &arg {
+            Owned::Short(c) => format!("-{c}"),
+            Owned::Long(l) => format!("--{l}"),
+            Owned::Value(_) => String::new(),
+        };
+        let mut value = || -> Result<String, ConfigError> {
+            match parser.value() {
+                Ok(v) => v
+                    .into_string()
+                    .or_else(|_| err(format!("{flag}: value is not valid UTF-8"))),
+                Err(_) => err(format!("{flag} needs a value")),
+            }
+        };
+        use Owned::{Long, Short, Value};
+        let long = match &arg {
+            Long(l) => l.as_str(),
+            _ => "",
+        };
+        match (&arg, long) {
+            (Short('h'), _) | (_, "help") => help = true,
+            (Short('V'), _) | (_, "version") => version = true,
+            (Short('f'), _) | (_, "foreground") => cfg.foreground = true,
+            (_, "log-level") => cfg.log_level = parse_level(&value()?)?,
+            (_, "control") => cfg.control_path = PathBuf::from(value()?),
+            (_, "queue") => cfg.queue = parse_num(&flag, &value()?, 0, 65535)? as u16,
+            (_, "port") => cfg.port = parse_num(&flag, &value()?, 1, 65535)? as u16,
+            (_, "mark") => cfg.mark = parse_mark(&value()?)?,
+            (_, "table") => cfg.table = parse_num(&flag, &value()?, 1, 0xffff_fffe)? as u32,
+            (_, "intercept") => cfg.intercept.push(parse_target(&flag, &value()?)?),
+            (_, "exclude-port") => cfg
+                .exclude_ports
+                .push(parse_num(&flag, &value()?, 1, 65535)? as u16),
+            (_, "no-ipv6") => cfg.ipv6 = false,
+            (_, "max-conns") => cfg.max_conns = parse_num(&flag, &value()?, 1, 65000)? as u16,
+            (_, "buffer") => cfg.buffer_bytes = parse_size(&flag, &value()?, 4096, 16 << 20)?,
+            (_, "idle-timeout") => cfg.idle_timeout = parse_secs(&flag, &value()?)?,
+            (_, "connect-timeout") => cfg.connect_timeout = parse_secs(&flag, &value()?)?,
+            (_, "outgoing-source") => {
+                cfg.outgoing_source = match value()?.as_str() {
+                    "client" => OutgoingSource::Client,
+                    "router" => OutgoingSource::Router,
+                    other => return err(format!("--outgoing-source: '{other}' is not client or router")),
+                }
+            }
+            (_, "server-fastopen") => cfg.server_fastopen = true,
+            (_, "client-delay") => cfg.client_leg.nodelay = false,
+            (_, name) if name.starts_with("server-") || name.starts_with("client-") => {
+                let (leg, opt) = if let Some(opt) = name.strip_prefix("server-") {
+                    (&mut cfg.server_leg, opt)
+                } else {
+                    (&mut cfg.client_leg, &name["client-".len()..])
+                };
+                match opt {
+                    "cc" => leg.congestion = Some(parse_cc(&flag, &value()?)?),
+                    "nodelay" => leg.nodelay = true,
+                    "quickack" => leg.quickack = true,
+                    "sndbuf" => leg.sndbuf_bytes = Some(parse_size(&flag, &value()?, 4096, 1 << 30)?),
+                    "rcvbuf" => leg.rcvbuf_bytes = Some(parse_size(&flag, &value()?, 4096, 1 << 30)?),
+                    "mss" => leg.mss = Some(parse_num(&flag, &value()?, 88, 65495)? as u16),
+                    _ => return err(format!("unknown option {flag}")),
+                }
+            }
+            (_, "snoop") => snoop_targets.push(parse_target(&flag, &value()?)?),
+            (_, "snoop-queue") => snoop.queue = parse_num(&flag, &value()?, 0, 65535)? as u16,
+            (_, "snoop-flows") => snoop.flows = parse_num(&flag, &value()?, 1, 4096)? as u16,
+            (_, "snoop-cache") => snoop.cache_bytes = parse_size(&flag, &value()?, 16 * 1024, 64 << 20)?,
+            (_, "backend") => {
+                backend = match value()?.as_str() {
+                    "nft" | "nftables" => Backend::Nft,
+                    "iptables" | "xt" => Backend::Iptables,
+                    other => return err(format!("--backend: '{other}' is not nft or iptables")),
+                }
+            }
+            (_, "delete") => delete = true,
+            (_, "part") => {
+                part = match value()?.as_str() {
+                    "all" => RulesPart::All,
+                    "firewall" => RulesPart::Firewall,
+                    "routing" => RulesPart::Routing,
+                    other => return err(format!("--part: '{other}' is not all, firewall or routing")),
+                }
+            }
+            (_, "json") => json = true,
+            (Value(v), _) if command.is_none() => {
+                command = Some(match v.to_str() {
+                    Some("run") => "run",
+                    Some("check") => "check",
+                    Some("rules") => "rules",
+                    Some("status") => "status",
+                    _ => return err(format!("unknown command '{}'", v.to_string_lossy())),
+                })
+            }
+            (Value(v), _) => return err(format!("unexpected argument '{}'", v.to_string_lossy())),
+            _ => return err(format!("unknown option {flag}")),
+        }
+    }
+
+    if !snoop_targets.is_empty() {
+        snoop.targets = snoop_targets;
+        cfg.snoop = Some(snoop);
+    }
+    if cfg.snoop.as_ref().is_some_and(|s| s.queue == cfg.queue) {
+        return err("--snoop-queue must differ from --queue");
+    }
+    if (cfg.mark << 2) >> 2 != cfg.mark {
+        return err("--mark: the bit and the two above it must fit in 32 bits");
+    }
+    if !cfg.ipv6 {
+        let v6 = |t: &Target| matches!(t, Target::Subnet(IpAddr::V6(_), _));
+        if cfg.intercept.iter().any(v6) {
+            return err("--intercept: an IPv6 subnet was given together with --no-ipv6");
+        }
+    }
+    cfg.command = if help {
+        Command::Help
+    } else if version {
+        Command::Version
+    } else {
+        match command.unwrap_or("run") {
+            "check" => Command::Check,
+            "rules" => Command::Rules(RulesRequest { backend, delete, part }),
+            "status" => Command::Status { json },
+            _ => Command::Run,
+        }
+    };
+    Ok(cfg)
+}
+
+fn parse_level(s: &str) -> Result<log::LevelFilter, ConfigError> {
+    match s {
+        "error" => Ok(log::LevelFilter::Error),
+        "warn" | "warning" => Ok(log::LevelFilter::Warn),
+        "info" => Ok(log::LevelFilter::Info),
+        "debug" => Ok(log::LevelFilter::Debug),
+        "trace" => Ok(log::LevelFilter::Trace),
+        _ => err(format!("--log-level: '{s}' is not error, warn, info or debug")),
+    }
+}
+
+fn parse_num(flag: &str, s: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
+    let n = if let Some(hex) = s.strip_prefix("0x") {
+        u64::from_str_radix(hex, 16)
+    } else {
+        s.parse::<u64>()
+    };
+    match n {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        Ok(_) => err(format!("{flag}: {s} is out of range {min}-{max}")),
+        Err(_) => err(format!("{flag}: '{s}' is not a number")),
+    }
+}
+
+/// Sizes accept a k or m suffix (powers of 1024), as UCI users write them.
+fn parse_size(flag: &str, s: &str, min: u64, max: u64) -> Result<u32, ConfigError> {
+    let lower = s.to_ascii_lowercase();
+    let (digits, unit) = match lower.as_bytes().last() {
+        Some(b'k') => (&lower[..lower.len() - 1], 1024),
+        Some(b'm') => (&lower[..lower.len() - 1], 1024 * 1024),
+        _ => (lower.as_str(), 1),
+    };
+    let n = match digits.parse::<u64>() {
+        Ok(n) => n.saturating_mul(unit),
+        Err(_) => return err(format!("{flag}: '{s}' is not a size (e.g. 65536, 64k, 1m)")),
+    };
+    if !(min..=max).contains(&n) {
+        return err(format!("{flag}: {s} is out of range {min}-{max} bytes"));
+    }
+    Ok(n as u32)
+}
+
+fn parse_secs(flag: &str, s: &str) -> Result<Duration, ConfigError> {
+    Ok(Duration::from_secs(parse_num(flag, s, 1, 86400)?))
+}
+
+fn parse_mark(s: &str) -> Result<u32, ConfigError> {
+    let m = parse_num("--mark", s, 1, 0xffff_ffff)? as u32;
+    if !m.is_power_of_two() {
+        return err(format!("--mark: {s} must be a single bit, e.g. 0x10000"));
+    }
+    Ok(m)
+}
+
+fn parse_cc(flag: &str, s: &str) -> Result<String, ConfigError> {
+    // TCP_CONGESTION names are at most 16 bytes including the NUL.
+    let ok = !s.is_empty() && s.len() < 16 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !ok {
+        return err(format!("{flag}: '{s}' is not a congestion control name"));
+    }
+    Ok(s.to_string())
+}
+
+/// An interface name or a CIDR subnet.
+pub fn parse_target(flag: &str, s: &str) -> Result<Target, ConfigError> {
+    if let Some((addr, len)) = s.split_once('/') {
+        let addr: IpAddr = match addr.parse() {
+            Ok(a) => a,
+            Err(_) => return err(format!("{flag}: '{s}' is not a subnet like 198.18.0.0/24")),
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let len = parse_num(flag, len, 0, max)? as u8;
+        return Ok(Target::Subnet(addr, len));
+    }
+    if let Ok(addr) = s.parse::<IpAddr>() {
+        return Ok(Target::Subnet(addr, if addr.is_ipv4() { 32 } else { 128 }));
+    }
+    // IFNAMSIZ is 16 including the NUL; these characters are what Linux
+    // and OpenWrt interface names use, and what is safe in a rule.
+    let ok = !s.is_empty()
+        && s.len() < 16
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b));
+    if !ok {
+        return err(format!("{flag}: '{s}' is neither an interface name nor a subnet"));
+    }
+    Ok(Target::Interface(s.to_string()))
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Interface(name) => f.write_str(name),
+            Target::Subnet(addr, len) => write!(f, "{addr}/{len}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Result<Config, ConfigError> {
+        parse(args.iter().copied())
+    }
+
+    #[test]
+    fn defaults_run_the_daemon() {
+        let c = p(&[]).unwrap();
+        assert_eq!(c.command, Command::Run);
+        assert_eq!(c.max_conns, 128);
+        assert_eq!(c.buffer_bytes, 32768);
+        assert_eq!(c.decided_mark(), 0x20000);
+    }
+
+    #[test]
+    fn leg_options_go_to_their_leg() {
+        let c = p(&["--server-cc", "bbr", "--server-sndbuf", "4m", "--client-quickack", "--server-mss", "1400"]).unwrap();
+        assert_eq!(c.server_leg.congestion.as_deref(), Some("bbr"));
+        assert_eq!(c.server_leg.sndbuf_bytes, Some(4 << 20));
+        assert_eq!(c.server_leg.mss, Some(1400));
+        assert!(c.client_leg.quickack);
+        assert!(!c.server_leg.quickack);
+    }
+
+    #[test]
+    fn rules_subcommand_takes_backend_and_part() {
+        let c = p(&["rules", "--backend", "iptables", "--delete", "--part", "routing"]).unwrap();
+        assert_eq!(
+            c.command,
+            Command::Rules(RulesRequest { backend: Backend::Iptables, delete: true, part: RulesPart::Routing })
+        );
+    }
+
+    #[test]
+    fn targets_are_interfaces_or_subnets() {
+        assert_eq!(parse_target("x", "br-lan").unwrap(), Target::Interface("br-lan".into()));
+        assert_eq!(
+            parse_target("x", "198.18.0.0/24").unwrap(),
+            Target::Subnet("198.18.0.0".parse().unwrap(), 24)
+        );
+        assert!(parse_target("x", "fd00::/129").is_err());
+        assert!(parse_target("x", "eth0; rm -rf /").is_err());
+    }
+
+    #[test]
+    fn bad_values_say_which_flag() {
+        for (args, needle) in [
+            (&["--max-conns", "0"][..], "--max-conns"),
+            (&["--buffer", "12q"][..], "--buffer"),
+            (&["--mark", "3"][..], "single bit"),
+            (&["--frobnicate"][..], "unknown option --frobnicate"),
+            (&["--queue"][..], "--queue needs a value"),
+            (&["launch"][..], "unknown command"),
+            (&["--server-cc", "bb r"][..], "--server-cc"),
+            (&["--snoop", "wlan0", "--snoop-queue", "3135"][..], "--snoop-queue"),
+        ] {
+            let e = p(args).unwrap_err().to_string();
+            assert!(e.contains(needle), "{args:?} gave {e}");
+        }
+    }
+
+    #[test]
+    fn snoop_is_enabled_by_a_target() {
+        assert!(p(&[]).unwrap().snoop.is_none());
+        let c = p(&["--snoop", "wlan0", "--snoop-cache", "2m"]).unwrap();
+        let s = c.snoop.unwrap();
+        assert_eq!(s.cache_bytes, 2 << 20);
+        assert_eq!(s.targets, vec![Target::Interface("wlan0".into())]);
+    }
+}
