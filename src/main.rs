@@ -1,6 +1,7 @@
 //! pepwrt: a transparent split-TCP performance enhancing proxy for routers.
 
 mod config;
+mod wire;
 mod rules;
 
 use std::process::ExitCode;
