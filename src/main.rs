@@ -1,12 +1,28 @@
 //! pepwrt: a transparent split-TCP performance enhancing proxy for routers.
 
+#![deny(unsafe_code)]
+
+mod admission;
+mod check;
 mod config;
-mod wire;
+mod event_loop;
+mod logger;
+mod nfqueue;
+mod pool;
+mod relay;
+mod ring;
 mod rules;
+mod stats;
+mod sys;
+mod tuning;
+mod wire;
 
 use std::process::ExitCode;
 
-use config::Command;
+use config::{Command, Config};
+
+#[global_allocator]
+static ALLOCATOR: sys::alloc_count::Counting = sys::alloc_count::Counting;
 
 fn main() -> ExitCode {
     let cfg = match config::parse(std::env::args_os().skip(1)) {
@@ -29,8 +45,45 @@ fn main() -> ExitCode {
             print!("{}", rules::render(&cfg, req));
             ExitCode::SUCCESS
         }
-        _ => {
-            eprintln!("pepwrt: not yet implemented");
+        Command::Status { json } => match event_loop::query_status(&cfg.control_path, json) {
+            Ok(report) => {
+                print!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("pepwrt: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Check => check::report(&cfg),
+        Command::Run => run(cfg),
+    }
+}
+
+fn run(cfg: Config) -> ExitCode {
+    let foreground = cfg.foreground;
+    logger::init(foreground, cfg.log_level);
+    if let Err(e) = check::preflight(&cfg) {
+        log::error!("{}", e.message);
+        if !foreground {
+            eprintln!("pepwrt: {}", e.message);
+        }
+        return ExitCode::from(e.exit_code);
+    }
+    let mut proxy = match event_loop::Proxy::start(cfg) {
+        Ok(p) => p,
+        Err(e) => {
+            log::error!("{}", e.message);
+            if !foreground {
+                eprintln!("pepwrt: {}", e.message);
+            }
+            return ExitCode::from(e.exit_code);
+        }
+    };
+    match proxy.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("event loop failed: {e}");
             ExitCode::from(1)
         }
     }

@@ -1,0 +1,106 @@
+//! Start-up checks: is every kernel piece pepwrt relies on there? Each
+//! failure names the missing piece and the OpenWrt package that has it.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::config::Config;
+use crate::event_loop::StartError;
+use crate::nfqueue::NfQueue;
+use crate::sys::socket;
+
+/// Kernel module names (any one suffices) for a piece of the rules, and
+/// the packages that provide them on OpenWrt.
+const RULE_PIECES: &[(&str, &[&str], &str)] = &[
+    ("TPROXY", &["xt_TPROXY", "nft_tproxy", "nf_tproxy_ipv4"], "kmod-nft-tproxy (fw4) or kmod-ipt-tproxy (fw3)"),
+    ("socket match", &["xt_socket", "nft_socket", "nf_socket_ipv4"], "kmod-nft-socket (fw4) or kmod-ipt-socket (fw3)"),
+];
+
+/// Whether a module is loaded, built in, or installed to be loaded on
+/// demand. `None`: this system does not tell (no module tree at all).
+fn module_present(names: &[&str]) -> Option<bool> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let tree = Path::new("/lib/modules").join(release.trim());
+    let modules = std::fs::read_to_string("/proc/modules").unwrap_or_default();
+    let builtin = std::fs::read_to_string(tree.join("modules.builtin")).unwrap_or_default();
+    let mut told = !modules.is_empty() || !builtin.is_empty();
+    for name in names {
+        if Path::new("/sys/module").join(name).exists() || modules.lines().any(|l| l.split(' ').next() == Some(name)) {
+            return Some(true);
+        }
+        if builtin.lines().any(|l| l.ends_with(&format!("/{name}.ko"))) {
+            return Some(true);
+        }
+        // OpenWrt keeps modules flat in /lib/modules/<release>/.
+        if tree.join(format!("{name}.ko")).exists() {
+            return Some(true);
+        }
+        told |= tree.exists();
+    }
+    told.then_some(false)
+}
+
+/// Congestion control is checked by setting it on a scratch socket, which
+/// also loads its module when allowed.
+fn check_congestion(cfg: &Config) -> Result<(), String> {
+    let legs = [("--server-cc", &cfg.server_leg), ("--client-cc", &cfg.client_leg)];
+    for (flag, leg) in legs {
+        let Some(cc) = &leg.congestion else { continue };
+        let probe = std::net::TcpListener::bind(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 0))
+            .map_err(|e| format!("creating a probe socket: {e}"))?;
+        use std::os::fd::AsRawFd;
+        if let Err(e) = socket::set_congestion(probe.as_raw_fd(), cc) {
+            let avail = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_congestion_control").unwrap_or_default();
+            return Err(format!(
+                "{flag} {cc}: {e}; this kernel offers: {} (on OpenWrt, bbr comes with kmod-tcp-bbr)",
+                avail.trim()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The checks `run` makes before it binds anything.
+pub fn preflight(cfg: &Config) -> Result<(), StartError> {
+    check_congestion(cfg).map_err(|message| StartError { message, exit_code: 3 })?;
+    for (piece, names, package) in RULE_PIECES {
+        if module_present(names) == Some(false) {
+            log::warn!("{piece} support not found in this kernel (install {package}); interception will not work without it");
+        }
+    }
+    Ok(())
+}
+
+/// `pepwrt check`: every check, one line each; exit 3 if any fails.
+pub fn report(cfg: &Config) -> ExitCode {
+    let mut failed = false;
+    let mut line = |ok: bool, what: &str| {
+        println!("{} {what}", if ok { "ok     " } else { "MISSING" });
+        failed |= !ok;
+    };
+    match check_congestion(cfg) {
+        Ok(()) => line(true, "congestion control"),
+        Err(e) => line(false, &e),
+    }
+    match NfQueue::open(cfg.queue, 128, 16) {
+        Ok(_) => line(true, &format!("NFQUEUE {} can be bound", cfg.queue)),
+        Err(e) => line(false, &e),
+    }
+    let addr = SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), cfg.port);
+    match socket::transparent_listener(addr, 1, |_| Ok(())) {
+        Ok(_) => line(true, &format!("transparent listener on port {}", cfg.port)),
+        Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => {
+            line(false, &format!("port {} is in use (by a running pepwrt or another program)", cfg.port))
+        }
+        Err(e) => line(false, &format!("transparent listener on port {}: {e} (needs root or CAP_NET_ADMIN)", cfg.port)),
+    }
+    for (piece, names, package) in RULE_PIECES {
+        match module_present(names) {
+            Some(true) => line(true, piece),
+            Some(false) => line(false, &format!("{piece}: install {package}")),
+            None => println!("?       {piece}: this system does not list its kernel modules; assuming built in"),
+        }
+    }
+    if failed { ExitCode::from(3) } else { ExitCode::SUCCESS }
+}

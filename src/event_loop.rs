@@ -1,0 +1,436 @@
+//! The one loop: owns the poll set, the periodic tick and signals, and
+//! dispatches readiness to admission, the listeners, the connections, the
+//! control socket and Snoop. No other module polls.
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::admission::{self, Decision};
+use crate::config::{Config, OutgoingSource};
+use crate::nfqueue::{self, NfQueue};
+use crate::pool::{ConnId, FourTuple, Pool, SlotState};
+use crate::relay::{Conn, End, Ready, Step};
+use crate::stats::{Counters, Report};
+use crate::sys::poll::{self, PollFd};
+use crate::sys::signals::SignalPipe;
+use crate::sys::socket;
+use crate::tuning;
+
+/// Housekeeping interval: timeouts are in seconds, so a one-second tick
+/// bounds their error without a timer per connection.
+const TICK: Duration = Duration::from_secs(1);
+/// After SIGTERM, live connections get this long to finish (procd sends
+/// SIGKILL after 5 s).
+const DRAIN: Duration = Duration::from_secs(3);
+/// Packets and accepts handled per wake-up before connections get a turn.
+const BUDGET: usize = 256;
+/// A SYN's IPv6 headers with extension headers and all TCP options fit.
+const SYN_COPY_RANGE: u16 = 256;
+
+#[derive(Debug, Clone, Copy)]
+enum Token {
+    Signals,
+    SynQueue,
+    Control,
+    Listener(usize),
+    /// The client socket of a connection; its server socket follows it.
+    Conn(ConnId),
+    ConnServer,
+    #[allow(dead_code)]
+    Snoop,
+}
+
+pub struct Proxy {
+    cfg: Config,
+    pool: Pool,
+    listeners: Vec<TcpListener>,
+    queue: Option<NfQueue>,
+    control: UnixListener,
+    signals: SignalPipe,
+    counters: Counters,
+    started: Instant,
+    pollset: Vec<PollFd>,
+    tokens: Vec<Token>,
+    report: String,
+    stop_at: Option<Instant>,
+}
+
+/// A startup failure, worded for the admin, with its exit code.
+pub struct StartError {
+    pub message: String,
+    pub exit_code: u8,
+}
+
+fn start_error(message: String) -> StartError {
+    StartError { message, exit_code: 1 }
+}
+
+fn listener_error(addr: SocketAddr, e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::EADDRINUSE) => format!("port {} is in use by another program: stop it or choose another --port", addr.port()),
+        Some(libc::EPERM) | Some(libc::EACCES) => "transparent sockets need root or CAP_NET_ADMIN".to_string(),
+        _ => format!("listener on {addr}: {e}"),
+    }
+}
+
+/// Binds the control socket, refusing to steal one a live pepwrt answers on.
+fn bind_control(path: &Path) -> Result<UnixListener, String> {
+    if UnixStream::connect(path).is_ok() {
+        return Err(format!("another pepwrt is running (its control socket {} answers)", path.display()));
+    }
+    let _ = std::fs::remove_file(path);
+    let l = UnixListener::bind(path).map_err(|e| format!("control socket {}: {e}", path.display()))?;
+    l.set_nonblocking(true).map_err(|e| e.to_string())?;
+    Ok(l)
+}
+
+impl Proxy {
+    pub fn start(cfg: Config) -> Result<Proxy, StartError> {
+        let mut listeners = Vec::new();
+        let mut addrs = vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), cfg.port)];
+        if cfg.ipv6 {
+            addrs.push(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), cfg.port));
+        }
+        for addr in addrs {
+            let leg = &cfg.client_leg;
+            match socket::transparent_listener(addr, 1024, |fd| tuning::before_handshake(fd, leg, None)) {
+                Ok(l) => listeners.push(l),
+                Err(e) if addr.is_ipv6() && e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
+                    log::warn!("IPv6 is not available in this kernel; intercepting IPv4 only");
+                }
+                Err(e) => return Err(start_error(listener_error(addr, &e))),
+            }
+        }
+        let control = bind_control(&cfg.control_path).map_err(start_error)?;
+        let queue = NfQueue::open(cfg.queue, SYN_COPY_RANGE, 1024).map_err(|m| StartError { message: m, exit_code: 3 })?;
+        let signals = SignalPipe::install(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGUSR1])
+            .map_err(|e| start_error(format!("signal handlers: {e}")))?;
+        let pool = Pool::new(cfg.max_conns, cfg.buffer_bytes as usize);
+        let fds = 8 + 2 * usize::from(cfg.max_conns);
+        // The status report is rebuilt in place; reserve what a full table
+        // needs so reporting does not allocate either.
+        let report = String::with_capacity(4096 + 256 * usize::from(cfg.max_conns));
+        log::info!(
+            "started: queue {}, port {}, {} connections of 2 x {} bytes ({} KiB of buffers)",
+            cfg.queue,
+            cfg.port,
+            cfg.max_conns,
+            cfg.buffer_bytes,
+            u64::from(cfg.max_conns) * 2 * u64::from(cfg.buffer_bytes) / 1024
+        );
+        Ok(Proxy {
+            cfg,
+            pool,
+            listeners,
+            queue: Some(queue),
+            control,
+            signals,
+            counters: Counters::default(),
+            started: Instant::now(),
+            pollset: Vec::with_capacity(fds),
+            tokens: Vec::with_capacity(fds),
+            report,
+            stop_at: None,
+        })
+    }
+
+    /// Runs until a stop signal and the drain that follows.
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut next_tick = Instant::now() + TICK;
+        loop {
+            let now = Instant::now();
+            if now >= next_tick {
+                self.tick(now);
+                next_tick = now + TICK;
+            }
+            if let Some(stop) = self.stop_at {
+                if self.pool.active_ids().next().is_none() || now >= stop {
+                    self.close_all(End::Shutdown, now);
+                    log::info!("stopped");
+                    return Ok(());
+                }
+            }
+            self.build_pollset();
+            poll::poll(&mut self.pollset, Some(next_tick.saturating_duration_since(now)))?;
+            let now = Instant::now();
+            for i in 0..self.pollset.len() {
+                let revents = self.pollset[i].revents;
+                if revents == 0 {
+                    continue;
+                }
+                match self.tokens[i] {
+                    Token::Signals => self.on_signals(now),
+                    Token::SynQueue => self.on_syns(now),
+                    Token::Control => self.on_control(now),
+                    Token::Listener(l) => self.on_accept(l, now),
+                    Token::Conn(id) => {
+                        let ready = Ready { client: revents, server: self.pollset[i + 1].revents };
+                        self.on_conn(id, ready, now);
+                    }
+                    Token::ConnServer => {
+                        if self.pollset[i - 1].revents == 0 {
+                            if let Token::Conn(id) = self.tokens[i - 1] {
+                                self.on_conn(id, Ready { client: 0, server: revents }, now);
+                            }
+                        }
+                    }
+                    Token::Snoop => {}
+                }
+            }
+        }
+    }
+
+    fn build_pollset(&mut self) {
+        self.pollset.clear();
+        self.tokens.clear();
+        let add = |set: &mut Vec<PollFd>, tokens: &mut Vec<Token>, fd, ev, t| {
+            set.push(poll::entry(fd, ev));
+            tokens.push(t);
+        };
+        add(&mut self.pollset, &mut self.tokens, self.signals.fd(), poll::IN, Token::Signals);
+        if self.stop_at.is_none() {
+            if let Some(q) = &self.queue {
+                add(&mut self.pollset, &mut self.tokens, q.fd(), poll::IN, Token::SynQueue);
+            }
+            for (i, l) in self.listeners.iter().enumerate() {
+                add(&mut self.pollset, &mut self.tokens, l.as_raw_fd(), poll::IN, Token::Listener(i));
+            }
+        }
+        add(&mut self.pollset, &mut self.tokens, self.control.as_raw_fd(), poll::IN, Token::Control);
+        for (i, slot) in self.pool.slots().iter().enumerate() {
+            let SlotState::Active(conn) = &slot.state else { continue };
+            let (c, s) = conn.interest(&slot.up, &slot.down);
+            let id = ConnId { slot: i as u16, generation: slot.generation };
+            add(&mut self.pollset, &mut self.tokens, conn.client.as_raw_fd(), c, Token::Conn(id));
+            add(&mut self.pollset, &mut self.tokens, conn.server.as_raw_fd(), s, Token::ConnServer);
+        }
+    }
+
+    fn on_signals(&mut self, now: Instant) {
+        while let Some(sig) = self.signals.next() {
+            match sig {
+                libc::SIGTERM | libc::SIGINT => self.begin_stop(now),
+                libc::SIGHUP => {
+                    crate::logger::reopen();
+                    log::info!("log reopened");
+                }
+                libc::SIGUSR1 => self.log_stats(now),
+                _ => {}
+            }
+        }
+    }
+
+    /// Stops taking new connections: the queue is unbound (queue bypass
+    /// lets new SYNs through unsplit) and the listeners close; live
+    /// connections get DRAIN to finish.
+    fn begin_stop(&mut self, now: Instant) {
+        if self.stop_at.is_some() {
+            return;
+        }
+        log::info!("stopping: no new connections, {} live ones get {} s to finish", self.pool.active_ids().count(), DRAIN.as_secs());
+        self.queue = None;
+        self.listeners.clear();
+        self.stop_at = Some(now + DRAIN);
+    }
+
+    fn log_stats(&mut self, now: Instant) {
+        self.report.clear();
+        Report { counters: &self.counters, pool: &self.pool, started: self.started, now, buffer_bytes: self.cfg.buffer_bytes, snoop: None }
+            .write_text(&mut self.report);
+        for line in self.report.lines() {
+            log::info!("{line}");
+        }
+    }
+
+    fn on_syns(&mut self, now: Instant) {
+        let Some(queue) = &mut self.queue else { return };
+        let cfg = &self.cfg;
+        let pool = &mut self.pool;
+        let counters = &mut self.counters;
+        queue.drain(BUDGET, |pkt| {
+            let decision = admission::decide(cfg, pool, pkt.payload, now);
+            match decision {
+                Decision::Split => counters.split += 1,
+                Decision::PassFull => counters.passed_full += 1,
+                Decision::PassPolicy => counters.passed_policy += 1,
+                Decision::Malformed => {
+                    counters.malformed += 1;
+                    return nfqueue::Verdict::Accept;
+                }
+            }
+            nfqueue::Verdict::RepeatWithMark(admission::mark_for(cfg, decision, pkt.mark))
+        });
+    }
+
+    fn on_accept(&mut self, which: usize, now: Instant) {
+        for _ in 0..BUDGET {
+            let Some(listener) = self.listeners.get(which) else { return };
+            let (client, peer) = match listener.accept() {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    // EMFILE and friends: leave the rest in the backlog.
+                    log::warn!("accept: {e}");
+                    return;
+                }
+            };
+            self.admit(client, peer, now);
+        }
+    }
+
+    /// Pairs an accepted client with its reservation and starts the
+    /// outgoing leg.
+    fn admit(&mut self, client: TcpStream, peer: SocketAddr, now: Instant) {
+        let Ok(local) = client.local_addr() else { return };
+        let tuple = FourTuple { client: peer, server: local };
+        let Some((id, syn)) = self.pool.claim(&tuple) else {
+            // Not a SYN pepwrt admitted: a direct connection to the
+            // listener, or a late one. Never an open proxy.
+            self.counters.refused += 1;
+            log::debug!("refused {peer} -> {local}: not admitted");
+            socket::set_abortive_close(&client);
+            return;
+        };
+        let _ = client.set_nonblocking(true);
+        if let Err(e) = tuning::after_handshake(client.as_raw_fd(), &self.cfg.client_leg) {
+            log::debug!("client leg options: {e}");
+        }
+        let src = match self.cfg.outgoing_source {
+            OutgoingSource::Client => Some(peer.ip()),
+            OutgoingSource::Router => None,
+        };
+        let leg = &self.cfg.server_leg;
+        let server = socket::connect(local, src, self.cfg.server_fastopen, |fd| {
+            // The client's DSCP travels on; the server leg's MSS is what the
+            // client asked for unless configured.
+            if let Err(e) = socket::set_tos(fd, local.is_ipv4(), syn.tos) {
+                log::debug!("copying TOS: {e}");
+            }
+            tuning::before_handshake(fd, leg, syn.options.mss)
+        });
+        let server = match server {
+            Ok(s) => s,
+            Err(e) => {
+                self.counters.connect_failed += 1;
+                log::info!("{peer} -> {local}: connect failed at once: {e}");
+                socket::set_abortive_close(&client);
+                self.pool.release(id);
+                return;
+            }
+        };
+        let deadline = now + self.cfg.connect_timeout;
+        if let Some(slot) = self.pool.get_mut(id) {
+            slot.state = SlotState::Active(Conn::new(client, server, tuple, deadline, now));
+            self.counters.total += 1;
+        }
+    }
+
+    fn on_conn(&mut self, id: ConnId, ready: Ready, now: Instant) {
+        let Some(slot) = self.pool.get_mut(id) else { return };
+        let SlotState::Active(conn) = &mut slot.state else { return };
+        let step = conn.run(ready, &mut slot.up, &mut slot.down, now);
+        if let Step::Done(end) = step {
+            self.finish(id, end, now);
+        }
+    }
+
+    /// Logs the connection's close line, adds its bytes, frees its slot.
+    fn finish(&mut self, id: ConnId, end: End, now: Instant) {
+        let Some(slot) = self.pool.get_mut(id) else { return };
+        let SlotState::Active(conn) = &slot.state else { return };
+        self.counters.bytes_up += conn.bytes_up();
+        self.counters.bytes_down += conn.bytes_down();
+        if let End::ConnectFailed(_) | End::ConnectTimeout = end {
+            self.counters.connect_failed += 1;
+        }
+        log::info!(
+            "{} -> {}: {}{} after {:.1} s, {} bytes up, {} bytes down",
+            conn.tuple.client,
+            conn.tuple.server,
+            end.describe(),
+            Errno(end),
+            now.duration_since(conn.started).as_secs_f64(),
+            conn.bytes_up(),
+            conn.bytes_down()
+        );
+        self.pool.release(id);
+    }
+
+    fn tick(&mut self, now: Instant) {
+        self.pool.expire_reservations(now);
+        let idle = self.cfg.idle_timeout;
+        for i in 0..self.pool.capacity() {
+            let Some(id) = self.pool.active_id_at(i) else { continue };
+            let Some(slot) = self.pool.get_mut(id) else { continue };
+            let SlotState::Active(conn) = &mut slot.state else { continue };
+            if let Step::Done(end) = conn.check_timers(now, idle, &mut slot.up, &mut slot.down) {
+                self.finish(id, end, now);
+            }
+        }
+    }
+
+    fn close_all(&mut self, end: End, now: Instant) {
+        for i in 0..self.pool.capacity() {
+            let Some(id) = self.pool.active_id_at(i) else { continue };
+            if let Some(slot) = self.pool.get_mut(id) {
+                if let SlotState::Active(conn) = &mut slot.state {
+                    conn.abort(end, &mut slot.up, &mut slot.down);
+                }
+            }
+            self.finish(id, end, now);
+        }
+    }
+
+    /// Answers one status request: the client writes `json` or `text` and
+    /// reads the report until EOF. Bounded by short socket timeouts, as
+    /// the control socket is root's alone.
+    fn on_control(&mut self, now: Instant) {
+        let Ok((mut stream, _)) = self.control.accept() else { return };
+        let _ = stream.set_nonblocking(false);
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+        let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+        let mut req = [0u8; 16];
+        let n = stream.read(&mut req).unwrap_or(0);
+        let json = req[..n].starts_with(b"json");
+        self.report.clear();
+        let report = Report { counters: &self.counters, pool: &self.pool, started: self.started, now, buffer_bytes: self.cfg.buffer_bytes, snoop: None };
+        if json {
+            report.write_json(&mut self.report);
+        } else {
+            report.write_text(&mut self.report);
+        }
+        let _ = stream.write_all(self.report.as_bytes());
+    }
+}
+
+/// The reason behind a failed connect, for the close line (": No route to host").
+struct Errno(End);
+
+impl std::fmt::Display for Errno {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            End::ConnectFailed(e) => write!(f, ": {}", io::Error::from_raw_os_error(e)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// `pepwrt status`: asks the running daemon for its report.
+pub fn query_status(path: &Path, json: bool) -> Result<String, String> {
+    let mut s = UnixStream::connect(path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
+            format!("pepwrt is not running (no control socket at {})", path.display())
+        }
+        io::ErrorKind::PermissionDenied => format!("{}: permission denied (run as root)", path.display()),
+        _ => format!("{}: {e}", path.display()),
+    })?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    s.write_all(if json { b"json\n" } else { b"text\n" }).map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).map_err(|e| format!("reading status: {e}"))?;
+    Ok(out)
+}

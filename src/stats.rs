@@ -1,0 +1,196 @@
+//! Counters and the status report, as JSON and as text for people.
+
+use std::fmt::Write;
+use std::time::Instant;
+
+use crate::pool::{Pool, SlotState};
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counters {
+    /// SYNs admitted for splitting.
+    pub split: u64,
+    /// Split connections accepted and relayed since start.
+    pub total: u64,
+    pub passed_full: u64,
+    pub passed_policy: u64,
+    /// Connections to the listener that pepwrt did not admit.
+    pub refused: u64,
+    pub malformed: u64,
+    pub connect_failed: u64,
+    /// Bytes of finished connections; live ones are added when reporting.
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+}
+
+/// Everything a status report shows, borrowed from the running proxy.
+pub struct Report<'a> {
+    pub counters: &'a Counters,
+    pub pool: &'a Pool,
+    pub started: Instant,
+    pub now: Instant,
+    pub buffer_bytes: u32,
+    /// Snoop's JSON object, if Snoop runs.
+    pub snoop: Option<&'a dyn Fn(&mut String)>,
+}
+
+/// Writes `s` as a JSON string (endpoints and states need no escaping,
+/// but nothing is trusted blindly).
+fn json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn json_endpoint(out: &mut String, addr: std::net::SocketAddr) {
+    let mut ep: heapless::String<64> = heapless::String::new();
+    let _ = write!(ep, "{addr}");
+    json_str(out, &ep);
+}
+
+/// An endpoint as `198.18.0.2:80` or `[fd00::2]:80` (SocketAddr's Display),
+/// written without a temporary String.
+struct Endpoint(std::net::SocketAddr);
+
+impl Report<'_> {
+    fn live_bytes(&self) -> (u64, u64) {
+        self.pool.slots().iter().fold((0, 0), |(u, d), s| match &s.state {
+            SlotState::Active(c) => (u + c.bytes_up(), d + c.bytes_down()),
+            _ => (u, d),
+        })
+    }
+
+    fn active(&self) -> usize {
+        self.pool.slots().iter().filter(|s| matches!(s.state, SlotState::Active(_))).count()
+    }
+
+    pub fn write_json(&self, out: &mut String) {
+        let c = self.counters;
+        let (lu, ld) = self.live_bytes();
+        let _ = write!(
+            out,
+            "{{\"version\":\"{}\",\"pid\":{},\"uptime_s\":{},\"max_conns\":{},\"buffer_bytes\":{},\"allocations\":{},",
+            crate::config::VERSION,
+            std::process::id(),
+            self.now.duration_since(self.started).as_secs(),
+            self.pool.capacity(),
+            self.buffer_bytes,
+            crate::sys::alloc_count::allocations(),
+        );
+        let _ = write!(
+            out,
+            "\"counters\":{{\"active\":{},\"total\":{},\"split\":{},\"passed\":{},\"passed_full\":{},\"passed_policy\":{},\"refused\":{},\"malformed\":{},\"connect_failed\":{},\"bytes_up\":{},\"bytes_down\":{}}},",
+            self.active(),
+            c.total,
+            c.split,
+            c.passed_full + c.passed_policy,
+            c.passed_full,
+            c.passed_policy,
+            c.refused,
+            c.malformed,
+            c.connect_failed,
+            c.bytes_up + lu,
+            c.bytes_down + ld,
+        );
+        out.push_str("\"snoop\":");
+        match self.snoop {
+            Some(f) => f(out),
+            None => out.push_str("null"),
+        }
+        out.push_str(",\"connections\":[");
+        let mut first = true;
+        for (i, slot) in self.pool.slots().iter().enumerate() {
+            let SlotState::Active(conn) = &slot.state else { continue };
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            let id = crate::pool::ConnId { slot: i as u16, generation: slot.generation };
+            let _ = write!(out, "{{\"id\":{},\"client\":", id.as_u32());
+            json_endpoint(out, conn.tuple.client);
+            out.push_str(",\"server\":");
+            json_endpoint(out, conn.tuple.server);
+            let _ = write!(
+                out,
+                ",\"age_s\":{:.1},\"state\":\"{}\",\"bytes_up\":{},\"bytes_down\":{}}}",
+                self.now.duration_since(conn.started).as_secs_f64(),
+                conn.state_name(),
+                conn.bytes_up(),
+                conn.bytes_down()
+            );
+        }
+        out.push_str("]}\n");
+    }
+
+    pub fn write_text(&self, out: &mut String) {
+        let c = self.counters;
+        let (lu, ld) = self.live_bytes();
+        let _ = writeln!(
+            out,
+            "pepwrt {} (pid {}), up {} s",
+            crate::config::VERSION,
+            std::process::id(),
+            self.now.duration_since(self.started).as_secs()
+        );
+        let _ = writeln!(
+            out,
+            "pool:        {} of {} connections active, {} bytes of buffer per direction",
+            self.active(),
+            self.pool.capacity(),
+            self.buffer_bytes
+        );
+        let _ = writeln!(
+            out,
+            "connections: {} split, {} relayed, {} passed unsplit ({} pool full, {} policy), {} refused, {} connect failed, {} malformed SYNs",
+            c.split,
+            c.total,
+            c.passed_full + c.passed_policy,
+            c.passed_full,
+            c.passed_policy,
+            c.refused,
+            c.connect_failed,
+            c.malformed
+        );
+        let _ = writeln!(out, "bytes:       {} up (client to server), {} down", c.bytes_up + lu, c.bytes_down + ld);
+        if let Some(f) = self.snoop {
+            out.push_str("snoop:       ");
+            f(out);
+            out.push('\n');
+        }
+        if self.active() > 0 {
+            let _ = writeln!(out, "\n{:<10} {:<46} {:<46} {:<12} {:>8} {:>12} {:>12}", "ID", "CLIENT", "SERVER", "STATE", "AGE", "UP", "DOWN");
+        }
+        for (i, slot) in self.pool.slots().iter().enumerate() {
+            let SlotState::Active(conn) = &slot.state else { continue };
+            let id = crate::pool::ConnId { slot: i as u16, generation: slot.generation };
+            let _ = writeln!(
+                out,
+                "{:<10x} {:<46} {:<46} {:<12} {:>7.1}s {:>12} {:>12}",
+                id.as_u32(),
+                Endpoint(conn.tuple.client),
+                Endpoint(conn.tuple.server),
+                conn.state_name(),
+                self.now.duration_since(conn.started).as_secs_f64(),
+                conn.bytes_up(),
+                conn.bytes_down()
+            );
+        }
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Padding applies to the whole endpoint, so format it once.
+        let mut buf: heapless::String<64> = heapless::String::new();
+        let _ = write!(buf, "{}", self.0);
+        f.pad(&buf)
+    }
+}

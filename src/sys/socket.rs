@@ -1,0 +1,183 @@
+//! TCP sockets with the options std does not offer: transparent bind,
+//! congestion control, fast open, abortive close.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+
+use super::cvt;
+
+fn domain(addr: &SocketAddr) -> libc::c_int {
+    if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 }
+}
+
+/// A socket address in the C layout, and its length.
+fn raw_addr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in.
+            let sin = unsafe { &mut *(&raw mut storage).cast::<libc::sockaddr_in>() };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+            size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: as above, for sockaddr_in6.
+            let sin6 = unsafe { &mut *(&raw mut storage).cast::<libc::sockaddr_in6>() };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_addr.s6_addr = a.ip().octets();
+            sin6.sin6_scope_id = a.scope_id();
+            size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
+}
+
+/// Owns a raw socket until it is handed to a std type, closing it on error.
+struct Pending(RawFd);
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if self.0 >= 0 {
+            // SAFETY: we own this fd and nobody else has seen it.
+            unsafe { libc::close(self.0) };
+        }
+    }
+}
+
+impl Pending {
+    fn tcp(family: libc::c_int) -> io::Result<Pending> {
+        let ty = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+        // SAFETY: plain socket(2) call.
+        Ok(Pending(cvt(unsafe { libc::socket(family, ty, 0) })?))
+    }
+    fn take(mut self) -> RawFd {
+        std::mem::replace(&mut self.0, -1)
+    }
+}
+
+pub fn set_int(fd: RawFd, level: libc::c_int, opt: libc::c_int, val: libc::c_int) -> io::Result<()> {
+    // SAFETY: val lives across the call and its size is passed.
+    cvt(unsafe {
+        libc::setsockopt(fd, level, opt, (&raw const val).cast(), size_of::<libc::c_int>() as libc::socklen_t)
+    })
+    .map(drop)
+}
+
+fn get_int(fd: RawFd, level: libc::c_int, opt: libc::c_int) -> io::Result<libc::c_int> {
+    let mut val: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: val and len are valid for writes of the sizes passed.
+    cvt(unsafe { libc::getsockopt(fd, level, opt, (&raw mut val).cast(), &mut len) })?;
+    Ok(val)
+}
+
+/// Sets the congestion control algorithm (the kernel loads its module if
+/// the process may).
+pub fn set_congestion(fd: RawFd, name: &str) -> io::Result<()> {
+    // SAFETY: the pointer and length describe `name`'s bytes.
+    cvt(unsafe {
+        libc::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_CONGESTION, name.as_ptr().cast(), name.len() as libc::socklen_t)
+    })
+    .map(drop)
+}
+
+/// Sets IP_TRANSPARENT or IPV6_TRANSPARENT, which lets a socket accept
+/// connections for, and bind to, addresses that are not the router's.
+fn set_transparent(fd: RawFd, family: libc::c_int) -> io::Result<()> {
+    if family == libc::AF_INET {
+        set_int(fd, libc::SOL_IP, libc::IP_TRANSPARENT, 1)
+    } else {
+        set_int(fd, libc::SOL_IPV6, libc::IPV6_TRANSPARENT, 1)
+    }
+}
+
+/// A non-blocking transparent listener for TPROXY, on all addresses.
+pub fn transparent_listener(addr: SocketAddr, backlog: i32, setup: impl Fn(RawFd) -> io::Result<()>) -> io::Result<TcpListener> {
+    let family = domain(&addr);
+    let s = Pending::tcp(family)?;
+    set_int(s.0, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    if family == libc::AF_INET6 {
+        set_int(s.0, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)?;
+    }
+    set_transparent(s.0, family)?;
+    setup(s.0)?;
+    let (sa, len) = raw_addr(&addr);
+    // SAFETY: sa/len come from raw_addr for this family.
+    cvt(unsafe { libc::bind(s.0, (&raw const sa).cast(), len) })?;
+    // SAFETY: plain listen(2) on our socket.
+    cvt(unsafe { libc::listen(s.0, backlog) })?;
+    // SAFETY: the fd is a bound, listening TCP socket we own exclusively.
+    Ok(unsafe { TcpListener::from_raw_fd(s.take()) })
+}
+
+/// Starts a non-blocking connect to `dst`, from `src`'s address if given
+/// (transparently: `src` need not be local). `setup` applies socket options
+/// before the SYN leaves. Fast open defers the SYN to the first write.
+pub fn connect(dst: SocketAddr, src: Option<std::net::IpAddr>, fastopen: bool, setup: impl FnOnce(RawFd) -> io::Result<()>) -> io::Result<TcpStream> {
+    let family = domain(&dst);
+    let s = Pending::tcp(family)?;
+    setup(s.0)?;
+    if let Some(ip) = src {
+        set_transparent(s.0, family)?;
+        // Let connect() choose the port for the whole 4-tuple, so many
+        // connections can share the client's address without running out
+        // of ports at bind time.
+        set_int(s.0, libc::SOL_IP, libc::IP_BIND_ADDRESS_NO_PORT, 1)?;
+        let (sa, len) = raw_addr(&SocketAddr::new(ip, 0));
+        // SAFETY: sa/len come from raw_addr.
+        cvt(unsafe { libc::bind(s.0, (&raw const sa).cast(), len) })?;
+    }
+    if fastopen {
+        set_int(s.0, libc::IPPROTO_TCP, libc::TCP_FASTOPEN_CONNECT, 1)?;
+    }
+    let (sa, len) = raw_addr(&dst);
+    // SAFETY: sa/len come from raw_addr.
+    let r = unsafe { libc::connect(s.0, (&raw const sa).cast(), len) };
+    if r == -1 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINPROGRESS) {
+            return Err(e);
+        }
+    }
+    // SAFETY: the fd is a TCP socket we own exclusively.
+    Ok(unsafe { TcpStream::from_raw_fd(s.take()) })
+}
+
+/// The pending error of a socket (how a non-blocking connect ended).
+pub fn take_error(fd: RawFd) -> io::Result<()> {
+    match get_int(fd, libc::SOL_SOCKET, libc::SO_ERROR)? {
+        0 => Ok(()),
+        e => Err(io::Error::from_raw_os_error(e)),
+    }
+}
+
+/// Makes the next close send RST instead of FIN (relaying a reset).
+pub fn set_abortive_close(s: &TcpStream) {
+    let lg = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: lg lives across the call and its size is passed.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const lg).cast(),
+            size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+}
+
+/// Copies the client's DSCP/ECN byte to the outgoing leg.
+pub fn set_tos(fd: RawFd, ipv4: bool, tos: u8) -> io::Result<()> {
+    if ipv4 {
+        set_int(fd, libc::IPPROTO_IP, libc::IP_TOS, libc::c_int::from(tos))
+    } else {
+        set_int(fd, libc::IPPROTO_IPV6, libc::IPV6_TCLASS, libc::c_int::from(tos))
+    }
+}
+
+pub use libc::{IPPROTO_TCP, SOL_SOCKET, SO_RCVBUF, SO_SNDBUF, TCP_MAXSEG, TCP_NODELAY, TCP_QUICKACK};

@@ -1,0 +1,45 @@
+//! Per-leg socket options from the command line.
+
+use std::io;
+use std::os::fd::RawFd;
+
+use crate::config::LegOptions;
+use crate::sys::socket::{self, IPPROTO_TCP, SO_RCVBUF, SO_SNDBUF, SOL_SOCKET, TCP_MAXSEG, TCP_NODELAY, TCP_QUICKACK};
+
+/// Options that must be in place before the handshake (window scale and
+/// MSS are negotiated in the SYN): set on the listener or before connect.
+pub fn before_handshake(fd: RawFd, leg: &LegOptions, mss: Option<u16>) -> io::Result<()> {
+    if let Some(cc) = &leg.congestion {
+        socket::set_congestion(fd, cc).map_err(|e| with_context(e, "TCP_CONGESTION", cc))?;
+    }
+    if let Some(b) = leg.sndbuf_bytes {
+        socket::set_int(fd, SOL_SOCKET, SO_SNDBUF, b as i32)?;
+    }
+    if let Some(b) = leg.rcvbuf_bytes {
+        socket::set_int(fd, SOL_SOCKET, SO_RCVBUF, b as i32)?;
+    }
+    if let Some(m) = leg.mss.or(mss) {
+        socket::set_int(fd, IPPROTO_TCP, TCP_MAXSEG, i32::from(m))?;
+    }
+    after_handshake(fd, leg)
+}
+
+/// Options that apply to a connected socket.
+pub fn after_handshake(fd: RawFd, leg: &LegOptions) -> io::Result<()> {
+    if leg.nodelay {
+        socket::set_int(fd, IPPROTO_TCP, TCP_NODELAY, 1)?;
+    }
+    if leg.quickack {
+        socket::set_int(fd, IPPROTO_TCP, TCP_QUICKACK, 1)?;
+    }
+    Ok(())
+}
+
+fn with_context(e: io::Error, what: &str, value: &str) -> io::Error {
+    let hint = match e.raw_os_error() {
+        Some(libc::ENOENT) => " (not available in this kernel: load its module, e.g. kmod-tcp-bbr on OpenWrt)",
+        Some(libc::EPERM) => " (not allowed: add it to net.ipv4.tcp_allowed_congestion_control or run with CAP_NET_ADMIN)",
+        _ => "",
+    };
+    io::Error::new(e.kind(), format!("{what} {value}: {e}{hint}"))
+}
