@@ -1,0 +1,283 @@
+//! A client — router — server testbed in network namespaces, for tests
+//! that run pepwrt for real. Addresses are 198.18.0.0/15 and fd00::/8
+//! only; every namespace is removed when the testbed drops.
+
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub const PEPWRT: &str = env!("CARGO_BIN_EXE_pepwrt");
+pub const CLIENT4: &str = "198.18.0.2";
+pub const SERVER4: &str = "198.18.1.2";
+pub const CLIENT6: &str = "fd00::2";
+pub const SERVER6: &str = "fd00:1::2";
+
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    assert_eq!(uid, 0, "these tests build network namespaces and need root (CI runs them as root)");
+}
+
+fn sh(args: &[&str]) -> Output {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    out
+}
+
+/// Runs a command and fails the test if it fails.
+pub fn run(args: &[&str]) {
+    let out = sh(args);
+    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A unique short prefix: interface names must stay under 16 bytes.
+fn unique_prefix() -> String {
+    format!("p{}x{}", std::process::id() % 100_000, SEQ.fetch_add(1, Ordering::Relaxed))
+}
+
+pub struct Testbed {
+    pub prefix: String,
+    pub client: String,
+    pub router: String,
+    pub server: String,
+    /// The router's client-facing interface.
+    pub lan_if: String,
+    pub control: PathBuf,
+    daemons: Vec<Child>,
+}
+
+impl Testbed {
+    pub fn new() -> Testbed {
+        require_root();
+        let p = unique_prefix();
+        let tb = Testbed {
+            client: format!("{p}c"),
+            router: format!("{p}r"),
+            server: format!("{p}s"),
+            lan_if: format!("{p}l"),
+            control: std::env::temp_dir().join(format!("{p}.sock")),
+            prefix: p.clone(),
+            daemons: Vec::new(),
+        };
+        for ns in [&tb.client, &tb.router, &tb.server] {
+            run(&["ip", "netns", "add", ns]);
+            run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        let wan_if = format!("{p}w");
+        let (ca, sa) = (format!("{p}a"), format!("{p}z"));
+        run(&["ip", "link", "add", &ca, "netns", &tb.client, "type", "veth", "peer", "name", &tb.lan_if, "netns", &tb.router]);
+        run(&["ip", "link", "add", &wan_if, "netns", &tb.router, "type", "veth", "peer", "name", &sa, "netns", &tb.server]);
+        let addrs = [
+            (&tb.client, &ca, "198.18.0.2/24", "fd00::2/64"),
+            (&tb.router, &tb.lan_if, "198.18.0.1/24", "fd00::1/64"),
+            (&tb.router, &wan_if, "198.18.1.1/24", "fd00:1::1/64"),
+            (&tb.server, &sa, "198.18.1.2/24", "fd00:1::2/64"),
+        ];
+        for (ns, dev, v4, v6) in addrs {
+            run(&["ip", "-n", ns, "addr", "add", v4, "dev", dev]);
+            run(&["ip", "-n", ns, "-6", "addr", "add", v6, "dev", dev, "nodad"]);
+            run(&["ip", "-n", ns, "link", "set", dev, "up"]);
+        }
+        for (ns, v4, v6) in [(&tb.client, "198.18.0.1", "fd00::1"), (&tb.server, "198.18.1.1", "fd00:1::1")] {
+            run(&["ip", "-n", ns, "route", "add", "default", "via", v4]);
+            run(&["ip", "-n", ns, "-6", "route", "add", "default", "via", v6]);
+        }
+        tb.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"]);
+        tb
+    }
+
+    /// Runs a command in the router namespace and asserts success.
+    pub fn exec(&self, args: &[&str]) -> Output {
+        let mut full = vec!["ip", "netns", "exec", &self.router];
+        full.extend_from_slice(args);
+        let out = sh(&full);
+        assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        out
+    }
+
+    /// Installs the interception rules pepwrt prints for `flags`.
+    pub fn install_rules(&self, backend: &str, flags: &[&str]) {
+        let mut args = vec![PEPWRT, "rules", "--backend", backend, "--intercept", &self.lan_if];
+        args.extend_from_slice(flags);
+        let script = self.exec(&args).stdout;
+        let mut sh = Command::new("ip")
+            .args(["netns", "exec", &self.router, "sh"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("sh");
+        sh.stdin.take().expect("stdin").write_all(&script).expect("script");
+        let out = sh.wait_with_output().expect("sh");
+        assert!(out.status.success(), "rules failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Starts pepwrt in the router with the test's control socket and
+    /// waits until it answers status.
+    pub fn start_pepwrt(&mut self, flags: &[&str]) -> usize {
+        let mut args = vec!["netns", "exec", &self.router, PEPWRT, "run", "--foreground", "--log-level", "debug"];
+        let control = self.control.to_string_lossy().to_string();
+        args.extend_from_slice(&["--control", &control, "--intercept", &self.lan_if]);
+        args.extend_from_slice(flags);
+        let log = File::create(self.log_path()).expect("log");
+        let child = Command::new("ip").args(&args).stderr(log).spawn().expect("pepwrt");
+        self.daemons.push(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.try_status().is_some() {
+                return self.daemons.len() - 1;
+            }
+            if let Ok(Some(st)) = self.daemons.last_mut().expect("child").try_wait() {
+                panic!("pepwrt exited with {st}: {}", self.log());
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        panic!("pepwrt did not answer status within 10 s: {}", self.log());
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        std::env::temp_dir().join(format!("{}.log", self.prefix))
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    pub fn signal(&mut self, which: usize, sig: libc::c_int) {
+        // `ip netns exec` execs pepwrt, so the child's pid is pepwrt's.
+        let pid = self.daemons[which].id() as libc::pid_t;
+        // SAFETY: kill on our own child's pid.
+        unsafe { libc::kill(pid, sig) };
+    }
+
+    /// Waits for a pepwrt to exit; its exit code.
+    pub fn wait(&mut self, which: usize, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.daemons[which].try_wait() {
+                return st.code();
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn try_status(&self) -> Option<String> {
+        let control = self.control.to_string_lossy().to_string();
+        let out = sh(&["ip", "netns", "exec", &self.router, PEPWRT, "status", "--json", "--control", &control]);
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).to_string())
+    }
+
+    pub fn status(&self) -> String {
+        self.try_status().unwrap_or_else(|| panic!("status failed; log: {}", self.log()))
+    }
+
+    /// A number from the status JSON, by key (first occurrence).
+    pub fn counter(&self, key: &str) -> u64 {
+        json_number(&self.status(), key).unwrap_or_else(|| panic!("no {key} in status"))
+    }
+
+    pub fn in_client<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> thread::JoinHandle<T> {
+        in_netns(&self.client, f)
+    }
+
+    pub fn in_server<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> thread::JoinHandle<T> {
+        in_netns(&self.server, f)
+    }
+
+    /// A listener in the server namespace.
+    pub fn server_listener(&self, addr: &str) -> TcpListener {
+        let addr: SocketAddr = addr.parse().expect("addr");
+        in_netns(&self.server, move || TcpListener::bind(addr).expect("bind")).join().expect("thread")
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        for d in &mut self.daemons {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+        for ns in [&self.client, &self.router, &self.server] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+        let _ = std::fs::remove_file(&self.control);
+        if !thread::panicking() {
+            let _ = std::fs::remove_file(self.log_path());
+        } else {
+            eprintln!("pepwrt log:\n{}", self.log());
+        }
+    }
+}
+
+/// Runs `f` on a thread inside namespace `ns` (network namespaces are per
+/// thread, so the test's other threads are unaffected).
+pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> thread::JoinHandle<T> {
+    let path = format!("/run/netns/{ns}");
+    thread::spawn(move || {
+        let file = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        // SAFETY: setns on a namespace fd we hold open; affects this thread.
+        let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(r, 0, "setns {path}");
+        f()
+    })
+}
+
+/// Finds `"key":NUMBER` in a JSON text.
+pub fn json_number(json: &str, key: &str) -> Option<u64> {
+    let pat = format!("\"{key}\":");
+    let at = json.find(&pat)? + pat.len();
+    let digits: String = json[at..].chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().ok()
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
+pub fn payload(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Reads until EOF with an overall time limit.
+pub fn read_all(s: &mut TcpStream, limit: Duration) -> std::io::Result<Vec<u8>> {
+    s.set_read_timeout(Some(limit))?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// An echo server that reads each connection to EOF, then writes it all
+/// back and closes (so every transfer relies on the half-close being
+/// relayed). Records each client's address. Stops after `conns`.
+pub fn echo_after_eof(listener: TcpListener, conns: usize) -> Vec<SocketAddr> {
+    let mut peers = Vec::new();
+    let mut workers = Vec::new();
+    listener.set_nonblocking(false).expect("blocking");
+    for _ in 0..conns {
+        let Ok((mut s, peer)) = listener.accept() else { break };
+        peers.push(peer);
+        workers.push(thread::spawn(move || {
+            if let Ok(data) = read_all(&mut s, Duration::from_secs(30)) {
+                let _ = s.write_all(&data);
+            }
+        }));
+    }
+    for w in workers {
+        let _ = w.join();
+    }
+    peers
+}

@@ -1,0 +1,289 @@
+//! The split-TCP relay, for real: namespaces, iptables rules, NFQUEUE,
+//! TPROXY and real TCP peers on both sides.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::thread;
+use std::time::Duration;
+
+use common::*;
+
+/// Many concurrent connections, random sizes, both directions, each
+/// relying on the relayed half-close; returns the peers the server saw.
+fn concurrent_echo(tb: &Testbed, server: &str, conns: usize, max_len: usize) -> Vec<SocketAddr> {
+    let listener = tb.server_listener(&format!("{server}:7000").replace("fd00:1::2:7000", "[fd00:1::2]:7000"));
+    let target: SocketAddr = listener.local_addr().expect("addr");
+    let srv = thread::spawn(move || echo_after_eof(listener, conns));
+    let clients: Vec<_> = (0..conns)
+        .map(|i| {
+            tb.in_client(move || {
+                let data = payload(i as u64 + 1, (i * 7919) % max_len);
+                let mut s = TcpStream::connect_timeout(&target, Duration::from_secs(10)).expect("connect");
+                s.write_all(&data).expect("send");
+                s.shutdown(Shutdown::Write).expect("half-close");
+                let back = read_all(&mut s, Duration::from_secs(30)).expect("echo");
+                assert_eq!(back.len(), data.len(), "connection {i}: length");
+                assert!(back == data, "connection {i}: bytes differ");
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().expect("client");
+    }
+    srv.join().expect("server")
+}
+
+#[test]
+fn concurrent_transfers_with_half_close_are_relayed_intact_ipv4_and_ipv6() {
+    let mut tb = Testbed::new();
+    tb.install_rules("iptables", &[]);
+    tb.start_pepwrt(&["--buffer", "16k"]);
+    let peers = concurrent_echo(&tb, SERVER4, 40, 400_000);
+    assert!(peers.iter().all(|p| p.ip().to_string() == CLIENT4), "server saw {peers:?}");
+    let peers6 = concurrent_echo(&tb, SERVER6, 20, 200_000);
+    assert!(peers6.iter().all(|p| p.ip().to_string() == CLIENT6), "server saw {peers6:?}");
+    assert_eq!(tb.counter("total"), 60, "every connection was split: {}", tb.status());
+    assert_eq!(tb.counter("passed"), 0);
+    let st = tb.status();
+    assert_eq!(json_number(&st, "bytes_up"), json_number(&st, "bytes_down"));
+}
+
+#[test]
+fn status_and_ss_show_both_legs_of_a_live_connection() {
+    let mut tb = Testbed::new();
+    tb.install_rules("iptables", &[]);
+    tb.start_pepwrt(&[]);
+    let listener = tb.server_listener("198.18.1.2:7001");
+    let srv = thread::spawn(move || {
+        let (mut s, peer) = listener.accept().expect("accept");
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).expect("read");
+        s.write_all(b"world").expect("write");
+        let _ = read_all(&mut s, Duration::from_secs(10));
+        peer
+    });
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let cli = tb.in_client(move || {
+        let mut s = TcpStream::connect("198.18.1.2:7001").expect("connect");
+        s.write_all(b"hello").expect("write");
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).expect("read");
+        assert_eq!(&buf, b"world");
+        let _ = rx.recv_timeout(Duration::from_secs(10));
+    });
+    // Wait (bounded) until the connection is relaying.
+    let mut st = String::new();
+    for _ in 0..100 {
+        st = tb.status();
+        if st.contains("\"state\":\"relay\"") {
+            break;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(st.contains("\"client\":\"198.18.0.2:"), "{st}");
+    assert!(st.contains("\"server\":\"198.18.1.2:7001\""), "{st}");
+    // The router holds both legs: one socket towards the client (local
+    // address = the server's, thanks to TPROXY) and one to the server.
+    let ss = String::from_utf8_lossy(&tb.exec(&["ss", "-tnH", "state", "established"]).stdout).to_string();
+    let legs = ss.lines().filter(|l| l.contains("198.18.1.2:7001")).count();
+    assert_eq!(legs, 2, "ss in the router:\n{ss}");
+    tx.send(()).ok();
+    cli.join().expect("client");
+    let peer = srv.join().expect("server");
+    assert_eq!(peer.ip().to_string(), CLIENT4, "the server sees the client's own address");
+}
+
+#[test]
+fn full_pool_passes_new_connections_unsplit_and_they_still_work() {
+    let mut tb = Testbed::new();
+    tb.install_rules("iptables", &[]);
+    tb.start_pepwrt(&["--max-conns", "2"]);
+    let listener = tb.server_listener("198.18.1.2:7002");
+    let srv = thread::spawn(move || echo_after_eof(listener, 3));
+    // Two connections hold the whole pool...
+    let holders: Vec<_> = (0..2)
+        .map(|_| tb.in_client(|| TcpStream::connect("198.18.1.2:7002").expect("connect")).join().expect("t"))
+        .collect();
+    for _ in 0..100 {
+        if tb.counter("active") == 2 {
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(tb.counter("active"), 2);
+    // ... so the third passes through unsplit, and works.
+    tb.in_client(|| {
+        let mut s = TcpStream::connect("198.18.1.2:7002").expect("connect");
+        s.write_all(b"through").expect("write");
+        s.shutdown(Shutdown::Write).expect("shutdown");
+        assert_eq!(read_all(&mut s, Duration::from_secs(10)).expect("read"), b"through");
+    })
+    .join()
+    .expect("third");
+    assert_eq!(tb.counter("passed_full"), 1, "{}", tb.status());
+    for mut h in holders {
+        h.shutdown(Shutdown::Write).expect("shutdown");
+        let _ = read_all(&mut h, Duration::from_secs(10));
+    }
+    srv.join().expect("server");
+}
+
+#[test]
+fn traffic_flows_unsplit_after_pepwrt_is_killed_and_a_restart_leaves_no_stale_state() {
+    let mut tb = Testbed::new();
+    tb.install_rules("iptables", &[]);
+    let first = tb.start_pepwrt(&[]);
+    tb.signal(first, libc::SIGKILL);
+    tb.wait(first, Duration::from_secs(5)).map(|_| ()).unwrap_or(());
+    let listener = tb.server_listener("198.18.1.2:7003");
+    let srv = thread::spawn(move || echo_after_eof(listener, 2));
+    let echo = |tb: &Testbed| {
+        tb.in_client(|| {
+            let mut s = TcpStream::connect_timeout(&"198.18.1.2:7003".parse().expect("a"), Duration::from_secs(5))
+                .expect("connect while pepwrt is dead (queue bypass)");
+            s.write_all(b"ping").expect("write");
+            s.shutdown(Shutdown::Write).expect("shutdown");
+            assert_eq!(read_all(&mut s, Duration::from_secs(10)).expect("read"), b"ping");
+        })
+        .join()
+        .expect("client");
+    };
+    echo(&tb);
+    // The stale control socket and queue binding do not stop a new start.
+    tb.start_pepwrt(&[]);
+    echo(&tb);
+    assert_eq!(tb.counter("total"), 1, "{}", tb.status());
+    srv.join().expect("server");
+}
+
+#[test]
+fn direct_connections_to_the_listener_are_refused() {
+    let mut tb = Testbed::new();
+    tb.install_rules("iptables", &[]);
+    tb.start_pepwrt(&[]);
+    let outcome = tb
+        .in_client(|| {
+            let mut s = TcpStream::connect_timeout(&"198.18.0.1:3135".parse().expect("a"), Duration::from_secs(5))?;
+            s.write_all(b"GET http://198.18.1.2/ HTTP/1.0\r\n\r\n")?;
+            let mut buf = Vec::new();
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            s.read_to_end(&mut buf).map(|_| buf)
+        })
+        .join()
+        .expect("client");
+    match outcome {
+        Err(e) => assert!(matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::ConnectionRefused), "{e}"),
+        Ok(buf) => assert!(buf.is_empty(), "the listener relayed a direct connection"),
+    }
+    assert_eq!(tb.counter("refused"), 1, "{}", tb.status());
+    assert_eq!(tb.counter("total"), 0);
+}
+
+#[test]
+fn failed_connect_and_server_reset_reach_the_client_as_resets() {
+    let mut tb = Testbed::new();
+    tb.install_rules("iptables", &[]);
+    tb.start_pepwrt(&[]);
+    // Nothing listens on 7999: the server's RST becomes the client's.
+    let r = tb
+        .in_client(|| {
+            let mut s = TcpStream::connect("198.18.1.2:7999")?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            let mut buf = [0u8; 1];
+            s.read(&mut buf)
+        })
+        .join()
+        .expect("client");
+    assert!(matches!(&r, Err(e) if e.kind() == ErrorKind::ConnectionReset), "{r:?}");
+    // A server that resets mid-connection, after sending some bytes.
+    let listener = tb.server_listener("198.18.1.2:7004");
+    let srv = thread::spawn(move || {
+        let (s, _) = listener.accept().expect("accept");
+        (&s).write_all(b"partial").expect("write");
+        thread::sleep(Duration::from_millis(200));
+        let s2 = socket2_linger0(s);
+        drop(s2);
+    });
+    let r = tb
+        .in_client(|| {
+            let mut s = TcpStream::connect("198.18.1.2:7004")?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            let mut buf = Vec::new();
+            let res = s.read_to_end(&mut buf);
+            Ok::<_, std::io::Error>((buf, res.map(|_| ())))
+        })
+        .join()
+        .expect("client")
+        .expect("connect");
+    srv.join().expect("server");
+    assert_eq!(r.0, b"partial", "bytes before the reset arrive");
+    assert!(matches!(&r.1, Err(e) if e.kind() == ErrorKind::ConnectionReset), "{:?}", r.1);
+    assert!(tb.counter("connect_failed") >= 1);
+    assert!(tb.log().contains("server reset"), "{}", tb.log());
+}
+
+/// Sets SO_LINGER 0 so dropping the stream sends RST.
+fn socket2_linger0(s: TcpStream) -> TcpStream {
+    use std::os::fd::AsRawFd;
+    let lg = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: valid fd, pointer and size.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const lg).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    s
+}
+
+#[test]
+fn steady_state_allocates_nothing() {
+    let mut tb = Testbed::new();
+    tb.install_rules("iptables", &[]);
+    tb.start_pepwrt(&["--max-conns", "16"]);
+    // Warm up: the first connections may grow the nfq crate's internal
+    // queue and the kernel-facing buffers to their working size.
+    concurrent_echo(&tb, SERVER4, 16, 100_000);
+    let before = tb.counter("allocations");
+    concurrent_echo(&tb, SERVER4, 16, 100_000);
+    concurrent_echo(&tb, SERVER6, 16, 100_000);
+    let after = tb.counter("allocations");
+    assert_eq!(tb.counter("total"), 48);
+    assert_eq!(after, before, "allocations grew from {before} to {after} over 32 connections");
+}
+
+#[test]
+fn sigterm_lets_live_connections_finish_then_exits_cleanly() {
+    let mut tb = Testbed::new();
+    tb.install_rules("iptables", &[]);
+    let d = tb.start_pepwrt(&[]);
+    let listener = tb.server_listener("198.18.1.2:7005");
+    let srv = thread::spawn(move || echo_after_eof(listener, 1));
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let cli = tb.in_client(move || {
+        let mut s = TcpStream::connect("198.18.1.2:7005").expect("connect");
+        s.write_all(b"before").expect("write");
+        rx.recv_timeout(Duration::from_secs(10)).ok();
+        s.write_all(b" and after").expect("write after SIGTERM");
+        s.shutdown(Shutdown::Write).expect("shutdown");
+        read_all(&mut s, Duration::from_secs(10)).expect("read")
+    });
+    for _ in 0..100 {
+        if tb.counter("active") == 1 {
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    tb.signal(d, libc::SIGTERM);
+    thread::sleep(Duration::from_millis(300));
+    tx.send(()).ok();
+    assert_eq!(cli.join().expect("client"), b"before and after");
+    srv.join().expect("server");
+    assert_eq!(tb.wait(d, Duration::from_secs(5)), Some(0), "{}", tb.log());
+    assert!(tb.log().contains("stopped"));
+}
