@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::pool::{FourTuple, Pool, SynInfo};
-use crate::wire::{self, tcp::{SynOptions, flags}};
+use crate::wire::{
+    self,
+    tcp::{SynOptions, flags},
+};
 
 /// How long an admitted SYN holds its slot waiting for the handshake to
 /// reach the listener; covers the client's SYN retransmissions (1 s, 3 s).
@@ -39,10 +42,17 @@ pub fn decide(cfg: &Config, pool: &mut Pool, pkt: &[u8], now: Instant) -> Decisi
         || server.ip().is_multicast()
         || server.ip().is_unspecified()
         || server.port() == 0
+        // The rules cannot tell such a connection's handshake from traffic
+        // for our own listener (see rules.rs), so it is never split.
+        || server.port() == cfg.port
     {
         return Decision::PassPolicy;
     }
-    let syn = SynInfo { tuple: FourTuple { client, server }, tos: ip.tos, options };
+    let syn = SynInfo {
+        tuple: FourTuple { client, server },
+        tos: ip.tos,
+        options,
+    };
     match pool.reserve(syn, now + RESERVATION) {
         Ok(_) => Decision::Split,
         Err(_) => Decision::PassFull,
@@ -72,7 +82,10 @@ mod tests {
 
     #[test]
     fn syn_is_split_while_slots_last_then_passed() {
-        let cfg = Config { max_conns: 1, ..Config::default() };
+        let cfg = Config {
+            max_conns: 1,
+            ..Config::default()
+        };
         let mut pool = Pool::new(1, 4096);
         let now = Instant::now();
         let pkt = syn_packet();
@@ -86,9 +99,15 @@ mod tests {
 
     #[test]
     fn excluded_port_passes() {
-        let cfg = Config { exclude_ports: vec![80], ..Config::default() };
+        let cfg = Config {
+            exclude_ports: vec![80],
+            ..Config::default()
+        };
         let mut pool = Pool::new(1, 4096);
-        assert_eq!(decide(&cfg, &mut pool, &syn_packet(), Instant::now()), Decision::PassPolicy);
+        assert_eq!(
+            decide(&cfg, &mut pool, &syn_packet(), Instant::now()),
+            Decision::PassPolicy
+        );
         assert_eq!(pool.in_use(), 0);
     }
 

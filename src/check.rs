@@ -13,8 +13,16 @@ use crate::sys::socket;
 /// Kernel module names (any one suffices) for a piece of the rules, and
 /// the packages that provide them on OpenWrt.
 const RULE_PIECES: &[(&str, &[&str], &str)] = &[
-    ("TPROXY", &["xt_TPROXY", "nft_tproxy", "nf_tproxy_ipv4"], "kmod-nft-tproxy (fw4) or kmod-ipt-tproxy (fw3)"),
-    ("socket match", &["xt_socket", "nft_socket", "nf_socket_ipv4"], "kmod-nft-socket (fw4) or kmod-ipt-socket (fw3)"),
+    (
+        "TPROXY",
+        &["xt_TPROXY", "nft_tproxy", "nf_tproxy_ipv4"],
+        "kmod-nft-tproxy (fw4) or kmod-ipt-tproxy (fw3)",
+    ),
+    (
+        "socket match",
+        &["xt_socket", "nft_socket", "nf_socket_ipv4"],
+        "kmod-nft-socket (fw4) or kmod-ipt-socket (fw3)",
+    ),
 ];
 
 /// Whether a module is loaded, built in, or installed to be loaded on
@@ -26,7 +34,9 @@ fn module_present(names: &[&str]) -> Option<bool> {
     let builtin = std::fs::read_to_string(tree.join("modules.builtin")).unwrap_or_default();
     let mut told = !modules.is_empty() || !builtin.is_empty();
     for name in names {
-        if Path::new("/sys/module").join(name).exists() || modules.lines().any(|l| l.split(' ').next() == Some(name)) {
+        if Path::new("/sys/module").join(name).exists()
+            || modules.lines().any(|l| l.split(' ').next() == Some(name))
+        {
             return Some(true);
         }
         if builtin.lines().any(|l| l.ends_with(&format!("/{name}.ko"))) {
@@ -44,14 +54,19 @@ fn module_present(names: &[&str]) -> Option<bool> {
 /// Congestion control is checked by setting it on a scratch socket, which
 /// also loads its module when allowed.
 fn check_congestion(cfg: &Config) -> Result<(), String> {
-    let legs = [("--server-cc", &cfg.server_leg), ("--client-cc", &cfg.client_leg)];
+    let legs = [
+        ("--server-cc", &cfg.server_leg),
+        ("--client-cc", &cfg.client_leg),
+    ];
     for (flag, leg) in legs {
         let Some(cc) = &leg.congestion else { continue };
         let probe = std::net::TcpListener::bind(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 0))
             .map_err(|e| format!("creating a probe socket: {e}"))?;
         use std::os::fd::AsRawFd;
         if let Err(e) = socket::set_congestion(probe.as_raw_fd(), cc) {
-            let avail = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_congestion_control").unwrap_or_default();
+            let avail =
+                std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_congestion_control")
+                    .unwrap_or_default();
             return Err(format!(
                 "{flag} {cc}: {e}; this kernel offers: {} (on OpenWrt, bbr comes with kmod-tcp-bbr)",
                 avail.trim()
@@ -63,10 +78,15 @@ fn check_congestion(cfg: &Config) -> Result<(), String> {
 
 /// The checks `run` makes before it binds anything.
 pub fn preflight(cfg: &Config) -> Result<(), StartError> {
-    check_congestion(cfg).map_err(|message| StartError { message, exit_code: 3 })?;
+    check_congestion(cfg).map_err(|message| StartError {
+        message,
+        exit_code: 3,
+    })?;
     for (piece, names, package) in RULE_PIECES {
         if module_present(names) == Some(false) {
-            log::warn!("{piece} support not found in this kernel (install {package}); interception will not work without it");
+            log::warn!(
+                "{piece} support not found in this kernel (install {package}); interception will not work without it"
+            );
         }
     }
     Ok(())
@@ -90,17 +110,33 @@ pub fn report(cfg: &Config) -> ExitCode {
     let addr = SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), cfg.port);
     match socket::transparent_listener(addr, 1, |_| Ok(())) {
         Ok(_) => line(true, &format!("transparent listener on port {}", cfg.port)),
-        Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => {
-            line(false, &format!("port {} is in use (by a running pepwrt or another program)", cfg.port))
-        }
-        Err(e) => line(false, &format!("transparent listener on port {}: {e} (needs root or CAP_NET_ADMIN)", cfg.port)),
+        Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => line(
+            false,
+            &format!(
+                "port {} is in use (by a running pepwrt or another program)",
+                cfg.port
+            ),
+        ),
+        Err(e) => line(
+            false,
+            &format!(
+                "transparent listener on port {}: {e} (needs root or CAP_NET_ADMIN)",
+                cfg.port
+            ),
+        ),
     }
     for (piece, names, package) in RULE_PIECES {
         match module_present(names) {
             Some(true) => line(true, piece),
             Some(false) => line(false, &format!("{piece}: install {package}")),
-            None => println!("?       {piece}: this system does not list its kernel modules; assuming built in"),
+            None => println!(
+                "?       {piece}: this system does not list its kernel modules; assuming built in"
+            ),
         }
     }
-    if failed { ExitCode::from(3) } else { ExitCode::SUCCESS }
+    if failed {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    }
 }

@@ -267,8 +267,6 @@ where
     I: IntoIterator,
     I::Item: Into<OsString>,
 {
-
-
     let mut cfg = Config::default();
     let mut parser = lexopt::Parser::from_args(args);
     let mut command: Option<&'static str> = None;
@@ -336,7 +334,11 @@ where
                 cfg.outgoing_source = match value()?.as_str() {
                     "client" => OutgoingSource::Client,
                     "router" => OutgoingSource::Router,
-                    other => return err(format!("--outgoing-source: '{other}' is not client or router")),
+                    other => {
+                        return err(format!(
+                            "--outgoing-source: '{other}' is not client or router"
+                        ));
+                    }
                 }
             }
             (_, "server-fastopen") => cfg.server_fastopen = true,
@@ -351,8 +353,12 @@ where
                     "cc" => leg.congestion = Some(parse_cc(&flag, &value()?)?),
                     "nodelay" => leg.nodelay = true,
                     "quickack" => leg.quickack = true,
-                    "sndbuf" => leg.sndbuf_bytes = Some(parse_size(&flag, &value()?, 4096, 1 << 30)?),
-                    "rcvbuf" => leg.rcvbuf_bytes = Some(parse_size(&flag, &value()?, 4096, 1 << 30)?),
+                    "sndbuf" => {
+                        leg.sndbuf_bytes = Some(parse_size(&flag, &value()?, 4096, 1 << 30)?)
+                    }
+                    "rcvbuf" => {
+                        leg.rcvbuf_bytes = Some(parse_size(&flag, &value()?, 4096, 1 << 30)?)
+                    }
                     "mss" => leg.mss = Some(parse_num(&flag, &value()?, 88, 65495)? as u16),
                     _ => return err(format!("unknown option {flag}")),
                 }
@@ -360,7 +366,9 @@ where
             (_, "snoop") => snoop_targets.push(parse_target(&flag, &value()?)?),
             (_, "snoop-queue") => snoop.queue = parse_num(&flag, &value()?, 0, 65535)? as u16,
             (_, "snoop-flows") => snoop.flows = parse_num(&flag, &value()?, 1, 4096)? as u16,
-            (_, "snoop-cache") => snoop.cache_bytes = parse_size(&flag, &value()?, 16 * 1024, 64 << 20)?,
+            (_, "snoop-cache") => {
+                snoop.cache_bytes = parse_size(&flag, &value()?, 16 * 1024, 64 << 20)?
+            }
             (_, "backend") => {
                 backend = match value()?.as_str() {
                     "nft" | "nftables" => Backend::Nft,
@@ -374,7 +382,9 @@ where
                     "all" => RulesPart::All,
                     "firewall" => RulesPart::Firewall,
                     "routing" => RulesPart::Routing,
-                    other => return err(format!("--part: '{other}' is not all, firewall or routing")),
+                    other => {
+                        return err(format!("--part: '{other}' is not all, firewall or routing"));
+                    }
                 }
             }
             (_, "json") => json = true,
@@ -415,7 +425,11 @@ where
     } else {
         match command.unwrap_or("run") {
             "check" => Command::Check,
-            "rules" => Command::Rules(RulesRequest { backend, delete, part }),
+            "rules" => Command::Rules(RulesRequest {
+                backend,
+                delete,
+                part,
+            }),
             "status" => Command::Status { json },
             _ => Command::Run,
         }
@@ -430,7 +444,9 @@ fn parse_level(s: &str) -> Result<log::LevelFilter, ConfigError> {
         "info" => Ok(log::LevelFilter::Info),
         "debug" => Ok(log::LevelFilter::Debug),
         "trace" => Ok(log::LevelFilter::Trace),
-        _ => err(format!("--log-level: '{s}' is not error, warn, info or debug")),
+        _ => err(format!(
+            "--log-level: '{s}' is not error, warn, info or debug"
+        )),
     }
 }
 
@@ -479,7 +495,8 @@ fn parse_mark(s: &str) -> Result<u32, ConfigError> {
 
 fn parse_cc(flag: &str, s: &str) -> Result<String, ConfigError> {
     // TCP_CONGESTION names are at most 16 bytes including the NUL.
-    let ok = !s.is_empty() && s.len() < 16 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    let ok =
+        !s.is_empty() && s.len() < 16 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
     if !ok {
         return err(format!("{flag}: '{s}' is not a congestion control name"));
     }
@@ -504,9 +521,12 @@ pub fn parse_target(flag: &str, s: &str) -> Result<Target, ConfigError> {
     // and OpenWrt interface names use, and what is safe in a rule.
     let ok = !s.is_empty()
         && s.len() < 16
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b));
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b));
     if !ok {
-        return err(format!("{flag}: '{s}' is neither an interface name nor a subnet"));
+        return err(format!(
+            "{flag}: '{s}' is neither an interface name nor a subnet"
+        ));
     }
     Ok(Target::Interface(s.to_string()))
 }
@@ -539,7 +559,16 @@ mod tests {
 
     #[test]
     fn leg_options_go_to_their_leg() {
-        let c = p(&["--server-cc", "bbr", "--server-sndbuf", "4m", "--client-quickack", "--server-mss", "1400"]).unwrap();
+        let c = p(&[
+            "--server-cc",
+            "bbr",
+            "--server-sndbuf",
+            "4m",
+            "--client-quickack",
+            "--server-mss",
+            "1400",
+        ])
+        .unwrap();
         assert_eq!(c.server_leg.congestion.as_deref(), Some("bbr"));
         assert_eq!(c.server_leg.sndbuf_bytes, Some(4 << 20));
         assert_eq!(c.server_leg.mss, Some(1400));
@@ -549,16 +578,31 @@ mod tests {
 
     #[test]
     fn rules_subcommand_takes_backend_and_part() {
-        let c = p(&["rules", "--backend", "iptables", "--delete", "--part", "routing"]).unwrap();
+        let c = p(&[
+            "rules",
+            "--backend",
+            "iptables",
+            "--delete",
+            "--part",
+            "routing",
+        ])
+        .unwrap();
         assert_eq!(
             c.command,
-            Command::Rules(RulesRequest { backend: Backend::Iptables, delete: true, part: RulesPart::Routing })
+            Command::Rules(RulesRequest {
+                backend: Backend::Iptables,
+                delete: true,
+                part: RulesPart::Routing
+            })
         );
     }
 
     #[test]
     fn targets_are_interfaces_or_subnets() {
-        assert_eq!(parse_target("x", "br-lan").unwrap(), Target::Interface("br-lan".into()));
+        assert_eq!(
+            parse_target("x", "br-lan").unwrap(),
+            Target::Interface("br-lan".into())
+        );
         assert_eq!(
             parse_target("x", "198.18.0.0/24").unwrap(),
             Target::Subnet("198.18.0.0".parse().unwrap(), 24)
@@ -577,7 +621,10 @@ mod tests {
             (&["--queue"][..], "--queue needs a value"),
             (&["launch"][..], "unknown command"),
             (&["--server-cc", "bb r"][..], "--server-cc"),
-            (&["--snoop", "wlan0", "--snoop-queue", "3135"][..], "--snoop-queue"),
+            (
+                &["--snoop", "wlan0", "--snoop-queue", "3135"][..],
+                "--snoop-queue",
+            ),
         ] {
             let e = p(args).unwrap_err().to_string();
             assert!(e.contains(needle), "{args:?} gave {e}");

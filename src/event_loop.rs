@@ -6,7 +6,7 @@ use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::admission::{self, Decision};
@@ -49,7 +49,7 @@ pub struct Proxy {
     pool: Pool,
     listeners: Vec<TcpListener>,
     queue: Option<NfQueue>,
-    control: UnixListener,
+    control: Control,
     signals: SignalPipe,
     counters: Counters,
     started: Instant,
@@ -66,30 +66,64 @@ pub struct StartError {
 }
 
 fn start_error(message: String) -> StartError {
-    StartError { message, exit_code: 1 }
+    StartError {
+        message,
+        exit_code: 1,
+    }
 }
 
 fn listener_error(addr: SocketAddr, e: &io::Error) -> String {
     match e.raw_os_error() {
-        Some(libc::EADDRINUSE) => format!("port {} is in use by another program: stop it or choose another --port", addr.port()),
-        Some(libc::EPERM) | Some(libc::EACCES) => "transparent sockets need root or CAP_NET_ADMIN".to_string(),
+        Some(libc::EADDRINUSE) => format!(
+            "port {} is in use by another program: stop it or choose another --port",
+            addr.port()
+        ),
+        Some(libc::EPERM) | Some(libc::EACCES) => {
+            "transparent sockets need root or CAP_NET_ADMIN".to_string()
+        }
         _ => format!("listener on {addr}: {e}"),
     }
 }
 
-/// Binds the control socket, refusing to steal one a live pepwrt answers on.
-fn bind_control(path: &Path) -> Result<UnixListener, String> {
+/// The status socket; its file goes when pepwrt does.
+struct Control {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Binds the control socket, refusing to steal one a live pepwrt answers
+/// on; a stale file from a crashed run is replaced.
+fn bind_control(path: &Path) -> Result<Control, String> {
     if UnixStream::connect(path).is_ok() {
-        return Err(format!("another pepwrt is running (its control socket {} answers)", path.display()));
+        return Err(format!(
+            "another pepwrt is running (its control socket {} answers)",
+            path.display()
+        ));
     }
     let _ = std::fs::remove_file(path);
-    let l = UnixListener::bind(path).map_err(|e| format!("control socket {}: {e}", path.display()))?;
-    l.set_nonblocking(true).map_err(|e| e.to_string())?;
-    Ok(l)
+    let listener =
+        UnixListener::bind(path).map_err(|e| format!("control socket {}: {e}", path.display()))?;
+    let control = Control {
+        listener,
+        path: path.to_path_buf(),
+    };
+    control
+        .listener
+        .set_nonblocking(true)
+        .map_err(|e| e.to_string())?;
+    Ok(control)
 }
 
 impl Proxy {
     pub fn start(cfg: Config) -> Result<Proxy, StartError> {
+        // First, so that a second pepwrt is told so before anything else.
+        let control = bind_control(&cfg.control_path).map_err(start_error)?;
         let mut listeners = Vec::new();
         let mut addrs = vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), cfg.port)];
         if cfg.ipv6 {
@@ -97,7 +131,9 @@ impl Proxy {
         }
         for addr in addrs {
             let leg = &cfg.client_leg;
-            match socket::transparent_listener(addr, 1024, |fd| tuning::before_handshake(fd, leg, None)) {
+            match socket::transparent_listener(addr, 1024, |fd| {
+                tuning::before_handshake(fd, leg, None)
+            }) {
                 Ok(l) => listeners.push(l),
                 Err(e) if addr.is_ipv6() && e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
                     log::warn!("IPv6 is not available in this kernel; intercepting IPv4 only");
@@ -105,10 +141,13 @@ impl Proxy {
                 Err(e) => return Err(start_error(listener_error(addr, &e))),
             }
         }
-        let control = bind_control(&cfg.control_path).map_err(start_error)?;
-        let queue = NfQueue::open(cfg.queue, SYN_COPY_RANGE, 1024).map_err(|m| StartError { message: m, exit_code: 3 })?;
-        let signals = SignalPipe::install(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGUSR1])
-            .map_err(|e| start_error(format!("signal handlers: {e}")))?;
+        let queue = NfQueue::open(cfg.queue, SYN_COPY_RANGE, 1024).map_err(|m| StartError {
+            message: m,
+            exit_code: 3,
+        })?;
+        let signals =
+            SignalPipe::install(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGUSR1])
+                .map_err(|e| start_error(format!("signal handlers: {e}")))?;
         let pool = Pool::new(cfg.max_conns, cfg.buffer_bytes as usize);
         let fds = 8 + 2 * usize::from(cfg.max_conns);
         // The status report is rebuilt in place; reserve what a full table
@@ -155,7 +194,10 @@ impl Proxy {
                 }
             }
             self.build_pollset();
-            poll::poll(&mut self.pollset, Some(next_tick.saturating_duration_since(now)))?;
+            poll::poll(
+                &mut self.pollset,
+                Some(next_tick.saturating_duration_since(now)),
+            )?;
             let now = Instant::now();
             for i in 0..self.pollset.len() {
                 let revents = self.pollset[i].revents;
@@ -168,13 +210,23 @@ impl Proxy {
                     Token::Control => self.on_control(now),
                     Token::Listener(l) => self.on_accept(l, now),
                     Token::Conn(id) => {
-                        let ready = Ready { client: revents, server: self.pollset[i + 1].revents };
+                        let ready = Ready {
+                            client: revents,
+                            server: self.pollset[i + 1].revents,
+                        };
                         self.on_conn(id, ready, now);
                     }
                     Token::ConnServer => {
                         if self.pollset[i - 1].revents == 0 {
                             if let Token::Conn(id) = self.tokens[i - 1] {
-                                self.on_conn(id, Ready { client: 0, server: revents }, now);
+                                self.on_conn(
+                                    id,
+                                    Ready {
+                                        client: 0,
+                                        server: revents,
+                                    },
+                                    now,
+                                );
                             }
                         }
                     }
@@ -191,22 +243,63 @@ impl Proxy {
             set.push(poll::entry(fd, ev));
             tokens.push(t);
         };
-        add(&mut self.pollset, &mut self.tokens, self.signals.fd(), poll::IN, Token::Signals);
+        add(
+            &mut self.pollset,
+            &mut self.tokens,
+            self.signals.fd(),
+            poll::IN,
+            Token::Signals,
+        );
         if self.stop_at.is_none() {
             if let Some(q) = &self.queue {
-                add(&mut self.pollset, &mut self.tokens, q.fd(), poll::IN, Token::SynQueue);
+                add(
+                    &mut self.pollset,
+                    &mut self.tokens,
+                    q.fd(),
+                    poll::IN,
+                    Token::SynQueue,
+                );
             }
             for (i, l) in self.listeners.iter().enumerate() {
-                add(&mut self.pollset, &mut self.tokens, l.as_raw_fd(), poll::IN, Token::Listener(i));
+                add(
+                    &mut self.pollset,
+                    &mut self.tokens,
+                    l.as_raw_fd(),
+                    poll::IN,
+                    Token::Listener(i),
+                );
             }
         }
-        add(&mut self.pollset, &mut self.tokens, self.control.as_raw_fd(), poll::IN, Token::Control);
+        add(
+            &mut self.pollset,
+            &mut self.tokens,
+            self.control.listener.as_raw_fd(),
+            poll::IN,
+            Token::Control,
+        );
         for (i, slot) in self.pool.slots().iter().enumerate() {
-            let SlotState::Active(conn) = &slot.state else { continue };
+            let SlotState::Active(conn) = &slot.state else {
+                continue;
+            };
             let (c, s) = conn.interest(&slot.up, &slot.down);
-            let id = ConnId { slot: i as u16, generation: slot.generation };
-            add(&mut self.pollset, &mut self.tokens, conn.client.as_raw_fd(), c, Token::Conn(id));
-            add(&mut self.pollset, &mut self.tokens, conn.server.as_raw_fd(), s, Token::ConnServer);
+            let id = ConnId {
+                slot: i as u16,
+                generation: slot.generation,
+            };
+            add(
+                &mut self.pollset,
+                &mut self.tokens,
+                conn.client.as_raw_fd(),
+                c,
+                Token::Conn(id),
+            );
+            add(
+                &mut self.pollset,
+                &mut self.tokens,
+                conn.server.as_raw_fd(),
+                s,
+                Token::ConnServer,
+            );
         }
     }
 
@@ -231,7 +324,11 @@ impl Proxy {
         if self.stop_at.is_some() {
             return;
         }
-        log::info!("stopping: no new connections, {} live ones get {} s to finish", self.pool.active_ids().count(), DRAIN.as_secs());
+        log::info!(
+            "stopping: no new connections, {} live ones get {} s to finish",
+            self.pool.active_ids().count(),
+            DRAIN.as_secs()
+        );
         self.queue = None;
         self.listeners.clear();
         self.stop_at = Some(now + DRAIN);
@@ -239,8 +336,15 @@ impl Proxy {
 
     fn log_stats(&mut self, now: Instant) {
         self.report.clear();
-        Report { counters: &self.counters, pool: &self.pool, started: self.started, now, buffer_bytes: self.cfg.buffer_bytes, snoop: None }
-            .write_text(&mut self.report);
+        Report {
+            counters: &self.counters,
+            pool: &self.pool,
+            started: self.started,
+            now,
+            buffer_bytes: self.cfg.buffer_bytes,
+            snoop: None,
+        }
+        .write_text(&mut self.report);
         for line in self.report.lines() {
             log::info!("{line}");
         }
@@ -268,7 +372,9 @@ impl Proxy {
 
     fn on_accept(&mut self, which: usize, now: Instant) {
         for _ in 0..BUDGET {
-            let Some(listener) = self.listeners.get(which) else { return };
+            let Some(listener) = self.listeners.get(which) else {
+                return;
+            };
             let (client, peer) = match listener.accept() {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -285,8 +391,13 @@ impl Proxy {
     /// Pairs an accepted client with its reservation and starts the
     /// outgoing leg.
     fn admit(&mut self, client: TcpStream, peer: SocketAddr, now: Instant) {
-        let Ok(local) = client.local_addr() else { return };
-        let tuple = FourTuple { client: peer, server: local };
+        let Ok(local) = client.local_addr() else {
+            return;
+        };
+        let tuple = FourTuple {
+            client: peer,
+            server: local,
+        };
         let Some((id, syn)) = self.pool.claim(&tuple) else {
             // Not a SYN pepwrt admitted: a direct connection to the
             // listener, or a late one. Never an open proxy.
@@ -330,8 +441,12 @@ impl Proxy {
     }
 
     fn on_conn(&mut self, id: ConnId, ready: Ready, now: Instant) {
-        let Some(slot) = self.pool.get_mut(id) else { return };
-        let SlotState::Active(conn) = &mut slot.state else { return };
+        let Some(slot) = self.pool.get_mut(id) else {
+            return;
+        };
+        let SlotState::Active(conn) = &mut slot.state else {
+            return;
+        };
         let step = conn.run(ready, &mut slot.up, &mut slot.down, now);
         if let Step::Done(end) = step {
             self.finish(id, end, now);
@@ -340,8 +455,12 @@ impl Proxy {
 
     /// Logs the connection's close line, adds its bytes, frees its slot.
     fn finish(&mut self, id: ConnId, end: End, now: Instant) {
-        let Some(slot) = self.pool.get_mut(id) else { return };
-        let SlotState::Active(conn) = &slot.state else { return };
+        let Some(slot) = self.pool.get_mut(id) else {
+            return;
+        };
+        let SlotState::Active(conn) = &slot.state else {
+            return;
+        };
         self.counters.bytes_up += conn.bytes_up();
         self.counters.bytes_down += conn.bytes_down();
         if let End::ConnectFailed(_) | End::ConnectTimeout = end {
@@ -364,9 +483,15 @@ impl Proxy {
         self.pool.expire_reservations(now);
         let idle = self.cfg.idle_timeout;
         for i in 0..self.pool.capacity() {
-            let Some(id) = self.pool.active_id_at(i) else { continue };
-            let Some(slot) = self.pool.get_mut(id) else { continue };
-            let SlotState::Active(conn) = &mut slot.state else { continue };
+            let Some(id) = self.pool.active_id_at(i) else {
+                continue;
+            };
+            let Some(slot) = self.pool.get_mut(id) else {
+                continue;
+            };
+            let SlotState::Active(conn) = &mut slot.state else {
+                continue;
+            };
             if let Step::Done(end) = conn.check_timers(now, idle, &mut slot.up, &mut slot.down) {
                 self.finish(id, end, now);
             }
@@ -375,7 +500,9 @@ impl Proxy {
 
     fn close_all(&mut self, end: End, now: Instant) {
         for i in 0..self.pool.capacity() {
-            let Some(id) = self.pool.active_id_at(i) else { continue };
+            let Some(id) = self.pool.active_id_at(i) else {
+                continue;
+            };
             if let Some(slot) = self.pool.get_mut(id) {
                 if let SlotState::Active(conn) = &mut slot.state {
                     conn.abort(end, &mut slot.up, &mut slot.down);
@@ -389,7 +516,9 @@ impl Proxy {
     /// reads the report until EOF. Bounded by short socket timeouts, as
     /// the control socket is root's alone.
     fn on_control(&mut self, now: Instant) {
-        let Ok((mut stream, _)) = self.control.accept() else { return };
+        let Ok((mut stream, _)) = self.control.listener.accept() else {
+            return;
+        };
         let _ = stream.set_nonblocking(false);
         let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
         let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
@@ -397,7 +526,14 @@ impl Proxy {
         let n = stream.read(&mut req).unwrap_or(0);
         let json = req[..n].starts_with(b"json");
         self.report.clear();
-        let report = Report { counters: &self.counters, pool: &self.pool, started: self.started, now, buffer_bytes: self.cfg.buffer_bytes, snoop: None };
+        let report = Report {
+            counters: &self.counters,
+            pool: &self.pool,
+            started: self.started,
+            now,
+            buffer_bytes: self.cfg.buffer_bytes,
+            snoop: None,
+        };
         if json {
             report.write_json(&mut self.report);
         } else {
@@ -423,14 +559,21 @@ impl std::fmt::Display for Errno {
 pub fn query_status(path: &Path, json: bool) -> Result<String, String> {
     let mut s = UnixStream::connect(path).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
-            format!("pepwrt is not running (no control socket at {})", path.display())
+            format!(
+                "pepwrt is not running (no control socket at {})",
+                path.display()
+            )
         }
-        io::ErrorKind::PermissionDenied => format!("{}: permission denied (run as root)", path.display()),
+        io::ErrorKind::PermissionDenied => {
+            format!("{}: permission denied (run as root)", path.display())
+        }
         _ => format!("{}: {e}", path.display()),
     })?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    s.write_all(if json { b"json\n" } else { b"text\n" }).map_err(|e| e.to_string())?;
+    s.write_all(if json { b"json\n" } else { b"text\n" })
+        .map_err(|e| e.to_string())?;
     let mut out = String::new();
-    s.read_to_string(&mut out).map_err(|e| format!("reading status: {e}"))?;
+    s.read_to_string(&mut out)
+        .map_err(|e| format!("reading status: {e}"))?;
     Ok(out)
 }

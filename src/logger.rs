@@ -31,8 +31,15 @@ fn connect_syslog() -> Option<UnixDatagram> {
 
 /// Installs the logger; `foreground` sends records to stderr.
 pub fn init(foreground: bool, level: log::LevelFilter) {
-    let sink = if foreground { Sink::Stderr } else { Sink::Syslog(connect_syslog()) };
-    let logger = LOGGER.get_or_init(|| Logger { sink: Mutex::new(sink), pid: std::process::id() });
+    let sink = if foreground {
+        Sink::Stderr
+    } else {
+        Sink::Syslog(connect_syslog())
+    };
+    let logger = LOGGER.get_or_init(|| Logger {
+        sink: Mutex::new(sink),
+        pid: std::process::id(),
+    });
     if log::set_logger(logger).is_ok() {
         log::set_max_level(level);
     }
@@ -76,18 +83,27 @@ impl log::Log for Logger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let Ok(mut sink) = self.sink.lock() else { return };
+        let Ok(mut sink) = self.sink.lock() else {
+            return;
+        };
         let mut line: heapless::String<LINE> = heapless::String::new();
         // A record longer than the buffer is cut, not dropped.
         match &mut *sink {
             Sink::Stderr => {
-                let _ = write!(line, "pepwrt: {}: {}\n", level_name(record.level()), record.args());
+                let _ = write!(
+                    line,
+                    "pepwrt: {}: {}\n",
+                    level_name(record.level()),
+                    record.args()
+                );
                 let _ = std::io::stderr().write_all(line.as_bytes());
             }
             Sink::Syslog(sock) => {
                 let pri = LOG_DAEMON | severity(record.level());
                 let _ = write!(line, "<{pri}>pepwrt[{}]: {}", self.pid, record.args());
-                let sent = sock.as_ref().is_some_and(|s| s.send(line.as_bytes()).is_ok());
+                let sent = sock
+                    .as_ref()
+                    .is_some_and(|s| s.send(line.as_bytes()).is_ok());
                 if !sent {
                     // No syslog daemon: stderr at least (procd forwards it).
                     let _ = std::io::stderr().write_all(line.as_bytes());
@@ -99,4 +115,3 @@ impl log::Log for Logger {
 
     fn flush(&self) {}
 }
-

@@ -33,10 +33,21 @@ pub struct NfQueue {
 /// What went wrong opening a queue, worded for the admin.
 pub fn describe_open_error(num: u16, e: &io::Error) -> String {
     match e.raw_os_error() {
-        Some(libc::EPERM) => format!("NFQUEUE {num}: permission denied: run as root or with CAP_NET_ADMIN"),
-        Some(libc::EBUSY) => format!("NFQUEUE {num} is already bound by another process (another pepwrt?); choose another --queue"),
-        Some(libc::EINVAL) | Some(libc::ENOENT) | Some(libc::EPROTONOSUPPORT) | Some(libc::EOPNOTSUPP) => {
-            format!("NFQUEUE {num}: the kernel has no nfnetlink_queue support: install kmod-nfnetlink-queue (OpenWrt) or load nfnetlink_queue ({e})")
+        // The kernel answers EPERM both without CAP_NET_ADMIN and when
+        // another process holds the queue.
+        Some(libc::EPERM) if !crate::sys::is_root() => {
+            format!("NFQUEUE {num}: permission denied: run as root or with CAP_NET_ADMIN")
+        }
+        Some(libc::EPERM) | Some(libc::EBUSY) => format!(
+            "NFQUEUE {num} is already bound by another process (another pepwrt?); choose another --queue"
+        ),
+        Some(libc::EINVAL)
+        | Some(libc::ENOENT)
+        | Some(libc::EPROTONOSUPPORT)
+        | Some(libc::EOPNOTSUPP) => {
+            format!(
+                "NFQUEUE {num}: the kernel has no nfnetlink_queue support: install kmod-nfnetlink-queue (OpenWrt) or load nfnetlink_queue ({e})"
+            )
         }
         _ => format!("NFQUEUE {num}: {e}"),
     }
@@ -46,19 +57,33 @@ impl NfQueue {
     /// Binds queue `num`, copying `copy_range` bytes of each packet, with
     /// fail-open so a full queue lets packets through instead of dropping.
     pub fn open(num: u16, copy_range: u16, max_len: u32) -> Result<NfQueue, String> {
-        let before = netlink::netfilter_sockets().map_err(|e| format!("listing open sockets: {e}"))?;
+        let before =
+            netlink::netfilter_sockets().map_err(|e| format!("listing open sockets: {e}"))?;
         let mut queue = nfq::Queue::open().map_err(|e| describe_open_error(num, &e))?;
-        let after = netlink::netfilter_sockets().map_err(|e| format!("listing open sockets: {e}"))?;
+        let after =
+            netlink::netfilter_sockets().map_err(|e| format!("listing open sockets: {e}"))?;
         // nfq 0.2.5 keeps its netlink fd private; it is the one socket that
         // appeared during open(). Replace with AsRawFd once a release has it.
-        let new: Vec<RawFd> = after.into_iter().filter(|fd| !before.contains(fd)).collect();
+        let new: Vec<RawFd> = after
+            .into_iter()
+            .filter(|fd| !before.contains(fd))
+            .collect();
         let [fd] = new[..] else {
-            return Err(format!("NFQUEUE {num}: could not identify the queue's netlink socket ({} candidates)", new.len()));
+            return Err(format!(
+                "NFQUEUE {num}: could not identify the queue's netlink socket ({} candidates)",
+                new.len()
+            ));
         };
         queue.bind(num).map_err(|e| describe_open_error(num, &e))?;
-        queue.set_copy_range(num, copy_range).map_err(|e| describe_open_error(num, &e))?;
-        queue.set_queue_max_len(num, max_len).map_err(|e| describe_open_error(num, &e))?;
-        queue.set_fail_open(num, true).map_err(|e| describe_open_error(num, &e))?;
+        queue
+            .set_copy_range(num, copy_range)
+            .map_err(|e| describe_open_error(num, &e))?;
+        queue
+            .set_queue_max_len(num, max_len)
+            .map_err(|e| describe_open_error(num, &e))?;
+        queue
+            .set_fail_open(num, true)
+            .map_err(|e| describe_open_error(num, &e))?;
         // Only now: the configuration calls above wait for netlink ACKs.
         queue.set_nonblocking(true);
         Ok(NfQueue { queue, fd, num })
@@ -71,13 +96,22 @@ impl NfQueue {
     /// Gives every waiting packet its verdict, until the socket is empty
     /// (one datagram may carry several packets, invisible to poll) or
     /// `budget` packets are done. Returns how many were handled.
-    pub fn drain(&mut self, budget: usize, mut decide: impl FnMut(&Queued<'_>) -> Verdict) -> usize {
+    pub fn drain(
+        &mut self,
+        budget: usize,
+        mut decide: impl FnMut(&Queued<'_>) -> Verdict,
+    ) -> usize {
         let mut done = 0;
         while done < budget {
             let mut msg = match self.queue.recv() {
                 Ok(m) => m,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EINTR) | Some(libc::ENOBUFS)) => {
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ENOSPC) | Some(libc::EINTR) | Some(libc::ENOBUFS)
+                    ) =>
+                {
                     log::warn!("NFQUEUE {}: {e}; continuing", self.num);
                     continue;
                 }

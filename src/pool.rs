@@ -85,13 +85,18 @@ impl Pool {
     }
 
     fn id(&self, slot: u16) -> ConnId {
-        ConnId { slot, generation: self.slots[usize::from(slot)].generation }
+        ConnId {
+            slot,
+            generation: self.slots[usize::from(slot)].generation,
+        }
     }
 
     fn find_reserved(&self, tuple: &FourTuple) -> Option<u16> {
         self.slots
             .iter()
-            .position(|s| matches!(&s.state, SlotState::Reserved { syn, .. } if syn.tuple == *tuple))
+            .position(
+                |s| matches!(&s.state, SlotState::Reserved { syn, .. } if syn.tuple == *tuple),
+            )
             .map(|i| i as u16)
     }
 
@@ -146,7 +151,10 @@ impl Pool {
     /// The handle of slot `i` if it holds a live connection.
     pub fn active_id_at(&self, i: usize) -> Option<ConnId> {
         let s = self.slots.get(i)?;
-        matches!(s.state, SlotState::Active(_)).then_some(ConnId { slot: i as u16, generation: s.generation })
+        matches!(s.state, SlotState::Active(_)).then_some(ConnId {
+            slot: i as u16,
+            generation: s.generation,
+        })
     }
 
     /// Handles of the slots holding live connections, in slot order.
@@ -155,7 +163,10 @@ impl Pool {
             .iter()
             .enumerate()
             .filter(|(_, s)| matches!(s.state, SlotState::Active(_)))
-            .map(|(i, s)| ConnId { slot: i as u16, generation: s.generation })
+            .map(|(i, s)| ConnId {
+                slot: i as u16,
+                generation: s.generation,
+            })
     }
 
     pub fn slots(&self) -> &[Slot] {

@@ -15,7 +15,9 @@ use crate::sys::socket;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     /// Waiting for the outgoing connect; client bytes are already buffered.
-    Connecting { deadline: Instant },
+    Connecting {
+        deadline: Instant,
+    },
     Relaying,
 }
 
@@ -84,12 +86,20 @@ pub enum Step {
 }
 
 impl Conn {
-    pub fn new(client: TcpStream, server: TcpStream, tuple: FourTuple, connect_deadline: Instant, now: Instant) -> Conn {
+    pub fn new(
+        client: TcpStream,
+        server: TcpStream,
+        tuple: FourTuple,
+        connect_deadline: Instant,
+        now: Instant,
+    ) -> Conn {
         Conn {
             client,
             server,
             tuple,
-            phase: Phase::Connecting { deadline: connect_deadline },
+            phase: Phase::Connecting {
+                deadline: connect_deadline,
+            },
             up: Flow::default(),
             down: Flow::default(),
             started: now,
@@ -117,7 +127,8 @@ impl Conn {
     /// (high and low watermarks), so a slow reader throttles a fast writer
     /// through TCP's own flow control.
     pub fn interest(&self, up: &Ring, down: &Ring) -> (libc::c_short, libc::c_short) {
-        let wants_read = |f: &Flow, r: &Ring| !f.eof && (r.is_empty() || r.free() >= r.capacity() / 4);
+        let wants_read =
+            |f: &Flow, r: &Ring| !f.eof && (r.is_empty() || r.free() >= r.capacity() / 4);
         let mut client = 0;
         let mut server = 0;
         if wants_read(&self.up, up) {
@@ -161,10 +172,26 @@ impl Conn {
         let before = self.up.bytes + self.down.bytes;
         let client_in = ready.client & (poll::IN | poll::ERR) != 0;
         let server_in = ready.server & (poll::IN | poll::ERR) != 0;
-        if let Err(end) = relay_one(&mut self.client, &mut self.server, up, &mut self.up, client_in, End::ClientReset, End::ServerReset) {
+        if let Err(end) = relay_one(
+            &mut self.client,
+            &mut self.server,
+            up,
+            &mut self.up,
+            client_in,
+            End::ClientReset,
+            End::ServerReset,
+        ) {
             return self.abort(end, up, down);
         }
-        if let Err(end) = relay_one(&mut self.server, &mut self.client, down, &mut self.down, server_in, End::ServerReset, End::ClientReset) {
+        if let Err(end) = relay_one(
+            &mut self.server,
+            &mut self.client,
+            down,
+            &mut self.down,
+            server_in,
+            End::ServerReset,
+            End::ClientReset,
+        ) {
             return self.abort(end, up, down);
         }
         if self.up.bytes + self.down.bytes != before {
@@ -177,10 +204,20 @@ impl Conn {
     }
 
     /// Deadlines: a connect that takes too long, or a connection idle too long.
-    pub fn check_timers(&mut self, now: Instant, idle: Duration, up: &mut Ring, down: &mut Ring) -> Step {
+    pub fn check_timers(
+        &mut self,
+        now: Instant,
+        idle: Duration,
+        up: &mut Ring,
+        down: &mut Ring,
+    ) -> Step {
         match self.phase {
-            Phase::Connecting { deadline } if deadline <= now => self.abort(End::ConnectTimeout, up, down),
-            _ if now.duration_since(self.last_active) >= idle => self.abort(End::IdleTimeout, up, down),
+            Phase::Connecting { deadline } if deadline <= now => {
+                self.abort(End::ConnectTimeout, up, down)
+            }
+            _ if now.duration_since(self.last_active) >= idle => {
+                self.abort(End::IdleTimeout, up, down)
+            }
             _ => Step::Continue,
         }
     }
@@ -223,7 +260,15 @@ fn pull(src: &mut TcpStream, ring: &mut Ring, flow: &mut Flow, src_fail: End) ->
 /// One direction: read what is ready, write what is buffered (at once: the
 /// destination is usually writable, which saves a poll round), and pass a
 /// FIN on once every byte before it has been written.
-fn relay_one(src: &mut TcpStream, dst: &mut TcpStream, ring: &mut Ring, flow: &mut Flow, readable: bool, src_fail: End, dst_fail: End) -> Result<(), End> {
+fn relay_one(
+    src: &mut TcpStream,
+    dst: &mut TcpStream,
+    ring: &mut Ring,
+    flow: &mut Flow,
+    readable: bool,
+    src_fail: End,
+    dst_fail: End,
+) -> Result<(), End> {
     if readable {
         pull(src, ring, flow, src_fail)?;
     }

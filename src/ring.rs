@@ -20,7 +20,11 @@ pub enum Fill {
 
 impl Ring {
     pub fn with_capacity(bytes: usize) -> Ring {
-        Ring { buf: vec![0u8; bytes].into_boxed_slice(), head: 0, len: 0 }
+        Ring {
+            buf: vec![0u8; bytes].into_boxed_slice(),
+            head: 0,
+            len: 0,
+        }
     }
 
     pub fn capacity(&self) -> usize {
@@ -112,7 +116,11 @@ mod tests {
     impl Read for Trickle<'_> {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
             if self.data.is_empty() {
-                return if self.eof { Ok(0) } else { Err(io::ErrorKind::WouldBlock.into()) };
+                return if self.eof {
+                    Ok(0)
+                } else {
+                    Err(io::ErrorKind::WouldBlock.into())
+                };
             }
             let n = buf.len().min(self.chunk).min(self.data.len());
             buf[..n].copy_from_slice(&self.data[..n]);
@@ -145,8 +153,15 @@ mod tests {
     fn bytes_come_out_in_order_across_the_wrap() {
         let data: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 251) as u8).collect();
         let mut ring = Ring::with_capacity(64);
-        let mut src = Trickle { data: &data, chunk: 13, eof: true };
-        let mut dst = Narrow { out: Vec::new(), room: 0 };
+        let mut src = Trickle {
+            data: &data,
+            chunk: 13,
+            eof: true,
+        };
+        let mut dst = Narrow {
+            out: Vec::new(),
+            room: 0,
+        };
         let mut eof = false;
         for _ in 0..10_000 {
             if !eof {
@@ -165,7 +180,11 @@ mod tests {
     fn full_ring_stops_reading_without_losing_bytes() {
         let data = [5u8; 100];
         let mut ring = Ring::with_capacity(32);
-        let mut src = Trickle { data: &data, chunk: 100, eof: false };
+        let mut src = Trickle {
+            data: &data,
+            chunk: 100,
+            eof: false,
+        };
         assert_eq!(ring.fill_from(&mut src).unwrap(), Fill::Open(32));
         assert_eq!(ring.free(), 0);
         assert_eq!(ring.fill_from(&mut src).unwrap(), Fill::Open(0));
@@ -175,7 +194,11 @@ mod tests {
     #[test]
     fn eof_reports_the_last_bytes() {
         let mut ring = Ring::with_capacity(32);
-        let mut src = Trickle { data: b"bye", chunk: 8, eof: true };
+        let mut src = Trickle {
+            data: b"bye",
+            chunk: 8,
+            eof: true,
+        };
         assert_eq!(ring.fill_from(&mut src).unwrap(), Fill::Eof(3));
         assert_eq!(ring.len(), 3);
     }

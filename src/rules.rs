@@ -44,7 +44,11 @@ pub fn render(cfg: &Config, req: RulesRequest) -> String {
 }
 
 fn families(cfg: &Config) -> &'static [Family] {
-    if cfg.ipv6 { &[Family::V4, Family::V6] } else { &[Family::V4] }
+    if cfg.ipv6 {
+        &[Family::V4, Family::V6]
+    } else {
+        &[Family::V4]
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -82,10 +86,22 @@ fn nft_ruleset(cfg: &Config, delete: bool, out: &mut String) {
     let p = cfg.port;
     let _ = writeln!(out, "table inet pepwrt {{");
     let _ = writeln!(out, "  chain prerouting {{");
-    let _ = writeln!(out, "    type filter hook prerouting priority mangle; policy accept;");
     let _ = writeln!(
         out,
-        "    meta l4proto tcp socket transparent 1 socket wildcard 0 meta mark set meta mark | {m:#x} accept"
+        "    type filter hook prerouting priority mangle; policy accept;"
+    );
+    // Packets of connections pepwrt holds. `socket wildcard 0` keeps
+    // forwarded traffic to a remote port that happens to equal ours away
+    // from our wildcard listener, but it never matches sockets mid-handshake
+    // (not full sockets), so it is limited to that one port, which
+    // admission never splits.
+    let _ = writeln!(
+        out,
+        "    meta l4proto tcp tcp dport != {p} socket transparent 1 meta mark set meta mark | {m:#x} accept"
+    );
+    let _ = writeln!(
+        out,
+        "    meta l4proto tcp tcp dport {p} socket transparent 1 socket wildcard 0 meta mark set meta mark | {m:#x} accept"
     );
     let _ = writeln!(
         out,
@@ -105,7 +121,9 @@ fn nft_ruleset(cfg: &Config, delete: bool, out: &mut String) {
     for t in &cfg.intercept {
         let _ = match t {
             Target::Interface(i) => writeln!(out, "    {fam}{syn} iifname \"{i}\" jump intercept"),
-            Target::Subnet(a, l) if a.is_ipv4() => writeln!(out, "    {syn} ip saddr {a}/{l} jump intercept"),
+            Target::Subnet(a, l) if a.is_ipv4() => {
+                writeln!(out, "    {syn} ip saddr {a}/{l} jump intercept")
+            }
             Target::Subnet(a, l) => writeln!(out, "    {syn} ip6 saddr {a}/{l} jump intercept"),
         };
     }
@@ -128,11 +146,16 @@ fn nft_snoop(cfg: &Config, s: &crate::config::SnoopConfig, out: &mut String) {
     let sm = cfg.snoop_mark();
     let q = s.queue;
     let _ = writeln!(out, "  chain snoop {{");
-    let _ = writeln!(out, "    type filter hook forward priority mangle; policy accept;");
+    let _ = writeln!(
+        out,
+        "    type filter hook forward priority mangle; policy accept;"
+    );
     for t in &s.targets {
         let (toward, from) = match t {
             Target::Interface(i) => (format!("oifname \"{i}\""), format!("iifname \"{i}\"")),
-            Target::Subnet(a, l) if a.is_ipv4() => (format!("ip daddr {a}/{l}"), format!("ip saddr {a}/{l}")),
+            Target::Subnet(a, l) if a.is_ipv4() => {
+                (format!("ip daddr {a}/{l}"), format!("ip saddr {a}/{l}"))
+            }
             Target::Subnet(a, l) => (format!("ip6 daddr {a}/{l}"), format!("ip6 saddr {a}/{l}")),
         };
         let _ = writeln!(out, "    meta l4proto tcp {toward} queue num {q} bypass");
@@ -142,14 +165,21 @@ fn nft_snoop(cfg: &Config, s: &crate::config::SnoopConfig, out: &mut String) {
     // Local retransmissions are copies of packets conntrack already saw
     // forwarded; untracked, they leave unchanged and create no state.
     let _ = writeln!(out, "  chain snoop_out {{");
-    let _ = writeln!(out, "    type filter hook output priority raw; policy accept;");
+    let _ = writeln!(
+        out,
+        "    type filter hook output priority raw; policy accept;"
+    );
     let _ = writeln!(out, "    meta mark & {sm:#x} == {sm:#x} notrack");
     let _ = writeln!(out, "  }}");
 }
 
 fn iptables_script(cfg: &Config, delete: bool, out: &mut String) {
     for &fam in families(cfg) {
-        let ipt = if fam == Family::V4 { "iptables -w" } else { "ip6tables -w" };
+        let ipt = if fam == Family::V4 {
+            "iptables -w"
+        } else {
+            "ip6tables -w"
+        };
         // Removal first, quietly: it makes the add script idempotent too.
         for (table, hook, chain) in [
             ("mangle", "PREROUTING", "PEPWRT"),
@@ -175,9 +205,15 @@ fn iptables_script(cfg: &Config, delete: bool, out: &mut String) {
         // Packets of connections pepwrt already holds: mark for the local
         // route and stop here.
         let _ = writeln!(out, "{ipt} -t mangle -N PEPWRT_DIVERT");
-        let _ = writeln!(out, "{ipt} -t mangle -A PEPWRT_DIVERT -j MARK --set-xmark {m:#x}/{m:#x}");
+        let _ = writeln!(
+            out,
+            "{ipt} -t mangle -A PEPWRT_DIVERT -j MARK --set-xmark {m:#x}/{m:#x}"
+        );
         let _ = writeln!(out, "{ipt} -t mangle -A PEPWRT_DIVERT -j ACCEPT");
-        let _ = writeln!(out, "{ipt} -t mangle -A PEPWRT -p tcp -m socket --transparent -j PEPWRT_DIVERT");
+        let _ = writeln!(
+            out,
+            "{ipt} -t mangle -A PEPWRT -p tcp -m socket --transparent -j PEPWRT_DIVERT"
+        );
         let _ = writeln!(
             out,
             "{ipt} -t mangle -A PEPWRT -p tcp -m mark --mark {m:#x}/{m:#x} -j TPROXY --on-port {} --tproxy-mark {m:#x}/{m:#x}",
@@ -195,9 +231,15 @@ fn iptables_script(cfg: &Config, delete: bool, out: &mut String) {
             };
         }
         for port in &cfg.exclude_ports {
-            let _ = writeln!(out, "{ipt} -t mangle -A PEPWRT_Q -p tcp --dport {port} -j RETURN");
+            let _ = writeln!(
+                out,
+                "{ipt} -t mangle -A PEPWRT_Q -p tcp --dport {port} -j RETURN"
+            );
         }
-        let _ = writeln!(out, "{ipt} -t mangle -A PEPWRT_Q -m addrtype --dst-type LOCAL -j RETURN");
+        let _ = writeln!(
+            out,
+            "{ipt} -t mangle -A PEPWRT_Q -m addrtype --dst-type LOCAL -j RETURN"
+        );
         let _ = writeln!(
             out,
             "{ipt} -t mangle -A PEPWRT_Q -j NFQUEUE --queue-num {} --queue-bypass",
@@ -222,7 +264,10 @@ fn iptables_script(cfg: &Config, delete: bool, out: &mut String) {
             let _ = writeln!(out, "{ipt} -t mangle -I FORWARD -j PEPWRT_SNOOP");
             let sm = cfg.snoop_mark();
             let _ = writeln!(out, "{ipt} -t raw -N PEPWRT_RAW");
-            let _ = writeln!(out, "{ipt} -t raw -A PEPWRT_RAW -m mark --mark {sm:#x}/{sm:#x} -j CT --notrack");
+            let _ = writeln!(
+                out,
+                "{ipt} -t raw -A PEPWRT_RAW -m mark --mark {sm:#x}/{sm:#x} -j CT --notrack"
+            );
             let _ = writeln!(out, "{ipt} -t raw -I OUTPUT -j PEPWRT_RAW");
         }
         let _ = writeln!(out, "set +e");
@@ -233,7 +278,11 @@ fn routing_script(cfg: &Config, delete: bool, out: &mut String) {
     let m = cfg.mark;
     let t = cfg.table;
     for &fam in families(cfg) {
-        let (ip, any) = if fam == Family::V4 { ("ip", "0.0.0.0/0") } else { ("ip -6", "::/0") };
+        let (ip, any) = if fam == Family::V4 {
+            ("ip", "0.0.0.0/0")
+        } else {
+            ("ip -6", "::/0")
+        };
         // Delete until gone: earlier runs may have left duplicates.
         let _ = writeln!(
             out,
@@ -263,7 +312,15 @@ mod tests {
 
     #[test]
     fn nft_ruleset_has_queue_tproxy_and_socket_rules() {
-        let r = rules(&["rules", "--part", "firewall", "--exclude-port", "22", "--intercept", "br-lan"]);
+        let r = rules(&[
+            "rules",
+            "--part",
+            "firewall",
+            "--exclude-port",
+            "22",
+            "--intercept",
+            "br-lan",
+        ]);
         assert!(r.starts_with("table inet pepwrt {}\ndelete table inet pepwrt\n"));
         assert!(r.contains("queue num 3135 bypass"));
         assert!(r.contains("tproxy ip to :3135"));
@@ -276,10 +333,24 @@ mod tests {
 
     #[test]
     fn iptables_subnets_go_to_their_family() {
-        let r = rules(&["rules", "--backend", "iptables", "--intercept", "198.18.0.0/24", "--intercept", "fd00:1::/64"]);
-        assert!(r.contains("iptables -w -t mangle -A PEPWRT -p tcp --syn -m mark --mark 0/0x20000 -s 198.18.0.0/24"));
-        assert!(r.contains("ip6tables -w -t mangle -A PEPWRT -p tcp --syn -m mark --mark 0/0x20000 -s fd00:1::/64"));
-        assert!(!r.contains("iptables -w -t mangle -A PEPWRT -p tcp --syn -m mark --mark 0/0x20000 -s fd00"));
+        let r = rules(&[
+            "rules",
+            "--backend",
+            "iptables",
+            "--intercept",
+            "198.18.0.0/24",
+            "--intercept",
+            "fd00:1::/64",
+        ]);
+        assert!(r.contains(
+            "iptables -w -t mangle -A PEPWRT -p tcp --syn -m mark --mark 0/0x20000 -s 198.18.0.0/24"
+        ));
+        assert!(r.contains(
+            "ip6tables -w -t mangle -A PEPWRT -p tcp --syn -m mark --mark 0/0x20000 -s fd00:1::/64"
+        ));
+        assert!(!r.contains(
+            "iptables -w -t mangle -A PEPWRT -p tcp --syn -m mark --mark 0/0x20000 -s fd00"
+        ));
         assert!(r.contains("ip rule add fwmark 0x10000/0x10000 lookup 3135"));
         assert!(r.contains("ip -6 route add local ::/0 dev lo table 3135"));
     }
@@ -302,7 +373,9 @@ mod tests {
         assert!(r.contains("oifname \"wlan0\" queue num 3136 bypass"));
         assert!(r.contains("notrack"));
         let i = rules(&["rules", "--backend", "iptables", "--snoop", "wlan0"]);
-        assert!(i.contains("-A PEPWRT_SNOOP -p tcp -o wlan0 -j NFQUEUE --queue-num 3136 --queue-bypass"));
+        assert!(i.contains(
+            "-A PEPWRT_SNOOP -p tcp -o wlan0 -j NFQUEUE --queue-num 3136 --queue-bypass"
+        ));
         assert!(i.contains("-j CT --notrack"));
     }
 

@@ -62,14 +62,21 @@ struct Endpoint(std::net::SocketAddr);
 
 impl Report<'_> {
     fn live_bytes(&self) -> (u64, u64) {
-        self.pool.slots().iter().fold((0, 0), |(u, d), s| match &s.state {
-            SlotState::Active(c) => (u + c.bytes_up(), d + c.bytes_down()),
-            _ => (u, d),
-        })
+        self.pool
+            .slots()
+            .iter()
+            .fold((0, 0), |(u, d), s| match &s.state {
+                SlotState::Active(c) => (u + c.bytes_up(), d + c.bytes_down()),
+                _ => (u, d),
+            })
     }
 
     fn active(&self) -> usize {
-        self.pool.slots().iter().filter(|s| matches!(s.state, SlotState::Active(_))).count()
+        self.pool
+            .slots()
+            .iter()
+            .filter(|s| matches!(s.state, SlotState::Active(_)))
+            .count()
     }
 
     pub fn write_json(&self, out: &mut String) {
@@ -108,12 +115,17 @@ impl Report<'_> {
         out.push_str(",\"connections\":[");
         let mut first = true;
         for (i, slot) in self.pool.slots().iter().enumerate() {
-            let SlotState::Active(conn) = &slot.state else { continue };
+            let SlotState::Active(conn) = &slot.state else {
+                continue;
+            };
             if !first {
                 out.push(',');
             }
             first = false;
-            let id = crate::pool::ConnId { slot: i as u16, generation: slot.generation };
+            let id = crate::pool::ConnId {
+                slot: i as u16,
+                generation: slot.generation,
+            };
             let _ = write!(out, "{{\"id\":{},\"client\":", id.as_u32());
             json_endpoint(out, conn.tuple.client);
             out.push_str(",\"server\":");
@@ -159,18 +171,32 @@ impl Report<'_> {
             c.connect_failed,
             c.malformed
         );
-        let _ = writeln!(out, "bytes:       {} up (client to server), {} down", c.bytes_up + lu, c.bytes_down + ld);
+        let _ = writeln!(
+            out,
+            "bytes:       {} up (client to server), {} down",
+            c.bytes_up + lu,
+            c.bytes_down + ld
+        );
         if let Some(f) = self.snoop {
             out.push_str("snoop:       ");
             f(out);
             out.push('\n');
         }
         if self.active() > 0 {
-            let _ = writeln!(out, "\n{:<10} {:<46} {:<46} {:<12} {:>8} {:>12} {:>12}", "ID", "CLIENT", "SERVER", "STATE", "AGE", "UP", "DOWN");
+            let _ = writeln!(
+                out,
+                "\n{:<10} {:<46} {:<46} {:<12} {:>8} {:>12} {:>12}",
+                "ID", "CLIENT", "SERVER", "STATE", "AGE", "UP", "DOWN"
+            );
         }
         for (i, slot) in self.pool.slots().iter().enumerate() {
-            let SlotState::Active(conn) = &slot.state else { continue };
-            let id = crate::pool::ConnId { slot: i as u16, generation: slot.generation };
+            let SlotState::Active(conn) = &slot.state else {
+                continue;
+            };
+            let id = crate::pool::ConnId {
+                slot: i as u16,
+                generation: slot.generation,
+            };
             let _ = writeln!(
                 out,
                 "{:<10x} {:<46} {:<46} {:<12} {:>7.1}s {:>12} {:>12}",

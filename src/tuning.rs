@@ -4,7 +4,9 @@ use std::io;
 use std::os::fd::RawFd;
 
 use crate::config::LegOptions;
-use crate::sys::socket::{self, IPPROTO_TCP, SO_RCVBUF, SO_SNDBUF, SOL_SOCKET, TCP_MAXSEG, TCP_NODELAY, TCP_QUICKACK};
+use crate::sys::socket::{
+    self, IPPROTO_TCP, SO_RCVBUF, SO_SNDBUF, SOL_SOCKET, TCP_MAXSEG, TCP_NODELAY, TCP_QUICKACK,
+};
 
 /// Options that must be in place before the handshake (window scale and
 /// MSS are negotiated in the SYN): set on the listener or before connect.
@@ -37,8 +39,12 @@ pub fn after_handshake(fd: RawFd, leg: &LegOptions) -> io::Result<()> {
 
 fn with_context(e: io::Error, what: &str, value: &str) -> io::Error {
     let hint = match e.raw_os_error() {
-        Some(libc::ENOENT) => " (not available in this kernel: load its module, e.g. kmod-tcp-bbr on OpenWrt)",
-        Some(libc::EPERM) => " (not allowed: add it to net.ipv4.tcp_allowed_congestion_control or run with CAP_NET_ADMIN)",
+        Some(libc::ENOENT) => {
+            " (not available in this kernel: load its module, e.g. kmod-tcp-bbr on OpenWrt)"
+        }
+        Some(libc::EPERM) => {
+            " (not allowed: add it to net.ipv4.tcp_allowed_congestion_control or run with CAP_NET_ADMIN)"
+        }
         _ => "",
     };
     io::Error::new(e.kind(), format!("{what} {value}: {e}{hint}"))

@@ -13,14 +13,16 @@ use common::*;
 /// Many concurrent connections, random sizes, both directions, each
 /// relying on the relayed half-close; returns the peers the server saw.
 fn concurrent_echo(tb: &Testbed, server: &str, conns: usize, max_len: usize) -> Vec<SocketAddr> {
-    let listener = tb.server_listener(&format!("{server}:7000").replace("fd00:1::2:7000", "[fd00:1::2]:7000"));
+    let listener =
+        tb.server_listener(&format!("{server}:7000").replace("fd00:1::2:7000", "[fd00:1::2]:7000"));
     let target: SocketAddr = listener.local_addr().expect("addr");
     let srv = thread::spawn(move || echo_after_eof(listener, conns));
     let clients: Vec<_> = (0..conns)
         .map(|i| {
             tb.in_client(move || {
                 let data = payload(i as u64 + 1, (i * 7919) % max_len);
-                let mut s = TcpStream::connect_timeout(&target, Duration::from_secs(10)).expect("connect");
+                let mut s =
+                    TcpStream::connect_timeout(&target, Duration::from_secs(10)).expect("connect");
                 s.write_all(&data).expect("send");
                 s.shutdown(Shutdown::Write).expect("half-close");
                 let back = read_all(&mut s, Duration::from_secs(30)).expect("echo");
@@ -41,10 +43,21 @@ fn concurrent_transfers_with_half_close_are_relayed_intact_ipv4_and_ipv6() {
     tb.install_rules("iptables", &[]);
     tb.start_pepwrt(&["--buffer", "16k"]);
     let peers = concurrent_echo(&tb, SERVER4, 40, 400_000);
-    assert!(peers.iter().all(|p| p.ip().to_string() == CLIENT4), "server saw {peers:?}");
+    assert!(
+        peers.iter().all(|p| p.ip().to_string() == CLIENT4),
+        "server saw {peers:?}"
+    );
     let peers6 = concurrent_echo(&tb, SERVER6, 20, 200_000);
-    assert!(peers6.iter().all(|p| p.ip().to_string() == CLIENT6), "server saw {peers6:?}");
-    assert_eq!(tb.counter("total"), 60, "every connection was split: {}", tb.status());
+    assert!(
+        peers6.iter().all(|p| p.ip().to_string() == CLIENT6),
+        "server saw {peers6:?}"
+    );
+    assert_eq!(
+        tb.counter("total"),
+        60,
+        "every connection was split: {}",
+        tb.status()
+    );
     assert_eq!(tb.counter("passed"), 0);
     let st = tb.status();
     assert_eq!(json_number(&st, "bytes_up"), json_number(&st, "bytes_down"));
@@ -86,13 +99,18 @@ fn status_and_ss_show_both_legs_of_a_live_connection() {
     assert!(st.contains("\"server\":\"198.18.1.2:7001\""), "{st}");
     // The router holds both legs: one socket towards the client (local
     // address = the server's, thanks to TPROXY) and one to the server.
-    let ss = String::from_utf8_lossy(&tb.exec(&["ss", "-tnH", "state", "established"]).stdout).to_string();
+    let ss = String::from_utf8_lossy(&tb.exec(&["ss", "-tnH", "state", "established"]).stdout)
+        .to_string();
     let legs = ss.lines().filter(|l| l.contains("198.18.1.2:7001")).count();
     assert_eq!(legs, 2, "ss in the router:\n{ss}");
     tx.send(()).ok();
     cli.join().expect("client");
     let peer = srv.join().expect("server");
-    assert_eq!(peer.ip().to_string(), CLIENT4, "the server sees the client's own address");
+    assert_eq!(
+        peer.ip().to_string(),
+        CLIENT4,
+        "the server sees the client's own address"
+    );
 }
 
 #[test]
@@ -104,7 +122,11 @@ fn full_pool_passes_new_connections_unsplit_and_they_still_work() {
     let srv = thread::spawn(move || echo_after_eof(listener, 3));
     // Two connections hold the whole pool...
     let holders: Vec<_> = (0..2)
-        .map(|_| tb.in_client(|| TcpStream::connect("198.18.1.2:7002").expect("connect")).join().expect("t"))
+        .map(|_| {
+            tb.in_client(|| TcpStream::connect("198.18.1.2:7002").expect("connect"))
+                .join()
+                .expect("t")
+        })
         .collect();
     for _ in 0..100 {
         if tb.counter("active") == 2 {
@@ -118,7 +140,10 @@ fn full_pool_passes_new_connections_unsplit_and_they_still_work() {
         let mut s = TcpStream::connect("198.18.1.2:7002").expect("connect");
         s.write_all(b"through").expect("write");
         s.shutdown(Shutdown::Write).expect("shutdown");
-        assert_eq!(read_all(&mut s, Duration::from_secs(10)).expect("read"), b"through");
+        assert_eq!(
+            read_all(&mut s, Duration::from_secs(10)).expect("read"),
+            b"through"
+        );
     })
     .join()
     .expect("third");
@@ -136,16 +161,24 @@ fn traffic_flows_unsplit_after_pepwrt_is_killed_and_a_restart_leaves_no_stale_st
     tb.install_rules("iptables", &[]);
     let first = tb.start_pepwrt(&[]);
     tb.signal(first, libc::SIGKILL);
-    tb.wait(first, Duration::from_secs(5)).map(|_| ()).unwrap_or(());
+    tb.wait(first, Duration::from_secs(5))
+        .map(|_| ())
+        .unwrap_or(());
     let listener = tb.server_listener("198.18.1.2:7003");
     let srv = thread::spawn(move || echo_after_eof(listener, 2));
     let echo = |tb: &Testbed| {
         tb.in_client(|| {
-            let mut s = TcpStream::connect_timeout(&"198.18.1.2:7003".parse().expect("a"), Duration::from_secs(5))
-                .expect("connect while pepwrt is dead (queue bypass)");
+            let mut s = TcpStream::connect_timeout(
+                &"198.18.1.2:7003".parse().expect("a"),
+                Duration::from_secs(5),
+            )
+            .expect("connect while pepwrt is dead (queue bypass)");
             s.write_all(b"ping").expect("write");
             s.shutdown(Shutdown::Write).expect("shutdown");
-            assert_eq!(read_all(&mut s, Duration::from_secs(10)).expect("read"), b"ping");
+            assert_eq!(
+                read_all(&mut s, Duration::from_secs(10)).expect("read"),
+                b"ping"
+            );
         })
         .join()
         .expect("client");
@@ -165,7 +198,10 @@ fn direct_connections_to_the_listener_are_refused() {
     tb.start_pepwrt(&[]);
     let outcome = tb
         .in_client(|| {
-            let mut s = TcpStream::connect_timeout(&"198.18.0.1:3135".parse().expect("a"), Duration::from_secs(5))?;
+            let mut s = TcpStream::connect_timeout(
+                &"198.18.0.1:3135".parse().expect("a"),
+                Duration::from_secs(5),
+            )?;
             s.write_all(b"GET http://198.18.1.2/ HTTP/1.0\r\n\r\n")?;
             let mut buf = Vec::new();
             s.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -174,7 +210,13 @@ fn direct_connections_to_the_listener_are_refused() {
         .join()
         .expect("client");
     match outcome {
-        Err(e) => assert!(matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::ConnectionRefused), "{e}"),
+        Err(e) => assert!(
+            matches!(
+                e.kind(),
+                ErrorKind::ConnectionReset | ErrorKind::ConnectionRefused
+            ),
+            "{e}"
+        ),
         Ok(buf) => assert!(buf.is_empty(), "the listener relayed a direct connection"),
     }
     assert_eq!(tb.counter("refused"), 1, "{}", tb.status());
@@ -196,7 +238,10 @@ fn failed_connect_and_server_reset_reach_the_client_as_resets() {
         })
         .join()
         .expect("client");
-    assert!(matches!(&r, Err(e) if e.kind() == ErrorKind::ConnectionReset), "{r:?}");
+    assert!(
+        matches!(&r, Err(e) if e.kind() == ErrorKind::ConnectionReset),
+        "{r:?}"
+    );
     // A server that resets mid-connection, after sending some bytes.
     let listener = tb.server_listener("198.18.1.2:7004");
     let srv = thread::spawn(move || {
@@ -219,7 +264,11 @@ fn failed_connect_and_server_reset_reach_the_client_as_resets() {
         .expect("connect");
     srv.join().expect("server");
     assert_eq!(r.0, b"partial", "bytes before the reset arrive");
-    assert!(matches!(&r.1, Err(e) if e.kind() == ErrorKind::ConnectionReset), "{:?}", r.1);
+    assert!(
+        matches!(&r.1, Err(e) if e.kind() == ErrorKind::ConnectionReset),
+        "{:?}",
+        r.1
+    );
     assert!(tb.counter("connect_failed") >= 1);
     assert!(tb.log().contains("server reset"), "{}", tb.log());
 }
@@ -227,7 +276,10 @@ fn failed_connect_and_server_reset_reach_the_client_as_resets() {
 /// Sets SO_LINGER 0 so dropping the stream sends RST.
 fn socket2_linger0(s: TcpStream) -> TcpStream {
     use std::os::fd::AsRawFd;
-    let lg = libc::linger { l_onoff: 1, l_linger: 0 };
+    let lg = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
     // SAFETY: valid fd, pointer and size.
     unsafe {
         libc::setsockopt(
@@ -254,7 +306,10 @@ fn steady_state_allocates_nothing() {
     concurrent_echo(&tb, SERVER6, 16, 100_000);
     let after = tb.counter("allocations");
     assert_eq!(tb.counter("total"), 48);
-    assert_eq!(after, before, "allocations grew from {before} to {after} over 32 connections");
+    assert_eq!(
+        after, before,
+        "allocations grew from {before} to {after} over 32 connections"
+    );
 }
 
 #[test]
@@ -286,4 +341,73 @@ fn sigterm_lets_live_connections_finish_then_exits_cleanly() {
     srv.join().expect("server");
     assert_eq!(tb.wait(d, Duration::from_secs(5)), Some(0), "{}", tb.log());
     assert!(tb.log().contains("stopped"));
+}
+
+/// nft's own `queue` is missing from this kernel (OpenWrt has it), so the
+/// nft ruleset runs here with its queue rule swapped for the iptables
+/// NFQUEUE target, in a chain that runs just before it: everything else
+/// (socket match, TPROXY, marks, routing) is the nft text users get.
+#[test]
+fn nft_ruleset_intercepts_with_queue_supplied_by_iptables() {
+    let mut tb = Testbed::new();
+    let nft = String::from_utf8_lossy(
+        &tb.exec(&[
+            PEPWRT,
+            "rules",
+            "--backend",
+            "nft",
+            "--part",
+            "firewall",
+            "--intercept",
+            &tb.lan_if,
+        ])
+        .stdout,
+    )
+    .to_string();
+    assert!(nft.contains("queue num 3135 bypass"));
+    let adapted: String = nft
+        .lines()
+        .filter(|l| !l.contains("queue num"))
+        .map(|l| l.replace("priority mangle;", "priority mangle + 1;") + "\n")
+        .collect();
+    let path = std::env::temp_dir().join(format!("{}.nft", tb.prefix));
+    std::fs::write(&path, adapted).expect("write");
+    tb.exec(&["nft", "-f", &path.to_string_lossy()]);
+    let _ = std::fs::remove_file(&path);
+    let routing = String::from_utf8_lossy(&tb.exec(&[PEPWRT, "rules", "--part", "routing"]).stdout)
+        .to_string();
+    tb.exec(&["sh", "-c", &routing]);
+    for ipt in ["iptables", "ip6tables"] {
+        tb.exec(&[
+            ipt,
+            "-t",
+            "mangle",
+            "-A",
+            "PREROUTING",
+            "-i",
+            &tb.lan_if,
+            "-p",
+            "tcp",
+            "--syn",
+            "-m",
+            "mark",
+            "--mark",
+            "0/0x20000",
+            "-m",
+            "addrtype",
+            "!",
+            "--dst-type",
+            "LOCAL",
+            "-j",
+            "NFQUEUE",
+            "--queue-num",
+            "3135",
+            "--queue-bypass",
+        ]);
+    }
+    tb.start_pepwrt(&[]);
+    let peers = concurrent_echo(&tb, SERVER4, 8, 100_000);
+    assert!(peers.iter().all(|p| p.ip().to_string() == CLIENT4));
+    concurrent_echo(&tb, SERVER6, 8, 100_000);
+    assert_eq!(tb.counter("total"), 16, "{}", tb.status());
 }

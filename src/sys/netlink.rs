@@ -7,9 +7,7 @@ fn sockopt_int(fd: RawFd, opt: libc::c_int) -> Option<libc::c_int> {
     let mut val: libc::c_int = 0;
     let mut len = size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: val and len are valid for writes of the sizes passed.
-    let r = unsafe {
-        libc::getsockopt(fd, libc::SOL_SOCKET, opt, (&raw mut val).cast(), &mut len)
-    };
+    let r = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, opt, (&raw mut val).cast(), &mut len) };
     (r == 0).then_some(val)
 }
 
@@ -17,7 +15,11 @@ fn sockopt_int(fd: RawFd, opt: libc::c_int) -> Option<libc::c_int> {
 pub fn netfilter_sockets() -> io::Result<Vec<RawFd>> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc/self/fd")? {
-        let Some(fd) = entry?.file_name().to_str().and_then(|s| s.parse::<RawFd>().ok()) else {
+        let Some(fd) = entry?
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<RawFd>().ok())
+        else {
             continue;
         };
         if sockopt_int(fd, libc::SO_DOMAIN) == Some(libc::AF_NETLINK)

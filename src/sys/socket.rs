@@ -8,7 +8,11 @@ use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use super::cvt;
 
 fn domain(addr: &SocketAddr) -> libc::c_int {
-    if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 }
+    if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    }
 }
 
 /// A socket address in the C layout, and its length.
@@ -60,10 +64,21 @@ impl Pending {
     }
 }
 
-pub fn set_int(fd: RawFd, level: libc::c_int, opt: libc::c_int, val: libc::c_int) -> io::Result<()> {
+pub fn set_int(
+    fd: RawFd,
+    level: libc::c_int,
+    opt: libc::c_int,
+    val: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: val lives across the call and its size is passed.
     cvt(unsafe {
-        libc::setsockopt(fd, level, opt, (&raw const val).cast(), size_of::<libc::c_int>() as libc::socklen_t)
+        libc::setsockopt(
+            fd,
+            level,
+            opt,
+            (&raw const val).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
     })
     .map(drop)
 }
@@ -81,7 +96,13 @@ fn get_int(fd: RawFd, level: libc::c_int, opt: libc::c_int) -> io::Result<libc::
 pub fn set_congestion(fd: RawFd, name: &str) -> io::Result<()> {
     // SAFETY: the pointer and length describe `name`'s bytes.
     cvt(unsafe {
-        libc::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_CONGESTION, name.as_ptr().cast(), name.len() as libc::socklen_t)
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_CONGESTION,
+            name.as_ptr().cast(),
+            name.len() as libc::socklen_t,
+        )
     })
     .map(drop)
 }
@@ -97,7 +118,11 @@ fn set_transparent(fd: RawFd, family: libc::c_int) -> io::Result<()> {
 }
 
 /// A non-blocking transparent listener for TPROXY, on all addresses.
-pub fn transparent_listener(addr: SocketAddr, backlog: i32, setup: impl Fn(RawFd) -> io::Result<()>) -> io::Result<TcpListener> {
+pub fn transparent_listener(
+    addr: SocketAddr,
+    backlog: i32,
+    setup: impl Fn(RawFd) -> io::Result<()>,
+) -> io::Result<TcpListener> {
     let family = domain(&addr);
     let s = Pending::tcp(family)?;
     set_int(s.0, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
@@ -118,7 +143,12 @@ pub fn transparent_listener(addr: SocketAddr, backlog: i32, setup: impl Fn(RawFd
 /// Starts a non-blocking connect to `dst`, from `src`'s address if given
 /// (transparently: `src` need not be local). `setup` applies socket options
 /// before the SYN leaves. Fast open defers the SYN to the first write.
-pub fn connect(dst: SocketAddr, src: Option<std::net::IpAddr>, fastopen: bool, setup: impl FnOnce(RawFd) -> io::Result<()>) -> io::Result<TcpStream> {
+pub fn connect(
+    dst: SocketAddr,
+    src: Option<std::net::IpAddr>,
+    fastopen: bool,
+    setup: impl FnOnce(RawFd) -> io::Result<()>,
+) -> io::Result<TcpStream> {
     let family = domain(&dst);
     let s = Pending::tcp(family)?;
     setup(s.0)?;
@@ -158,7 +188,10 @@ pub fn take_error(fd: RawFd) -> io::Result<()> {
 
 /// Makes the next close send RST instead of FIN (relaying a reset).
 pub fn set_abortive_close(s: &TcpStream) {
-    let lg = libc::linger { l_onoff: 1, l_linger: 0 };
+    let lg = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
     // SAFETY: lg lives across the call and its size is passed.
     unsafe {
         libc::setsockopt(
@@ -176,8 +209,15 @@ pub fn set_tos(fd: RawFd, ipv4: bool, tos: u8) -> io::Result<()> {
     if ipv4 {
         set_int(fd, libc::IPPROTO_IP, libc::IP_TOS, libc::c_int::from(tos))
     } else {
-        set_int(fd, libc::IPPROTO_IPV6, libc::IPV6_TCLASS, libc::c_int::from(tos))
+        set_int(
+            fd,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_TCLASS,
+            libc::c_int::from(tos),
+        )
     }
 }
 
-pub use libc::{IPPROTO_TCP, SOL_SOCKET, SO_RCVBUF, SO_SNDBUF, TCP_MAXSEG, TCP_NODELAY, TCP_QUICKACK};
+pub use libc::{
+    IPPROTO_TCP, SO_RCVBUF, SO_SNDBUF, SOL_SOCKET, TCP_MAXSEG, TCP_NODELAY, TCP_QUICKACK,
+};

@@ -51,7 +51,14 @@ fn parse_v4(pkt: &[u8]) -> Result<IpRepr> {
     if pkt[9] != PROTO_TCP {
         return Err(Error::Unsupported);
     }
-    let addr = |at: usize| IpAddr::V4(Ipv4Addr::new(pkt[at], pkt[at + 1], pkt[at + 2], pkt[at + 3]));
+    let addr = |at: usize| {
+        IpAddr::V4(Ipv4Addr::new(
+            pkt[at],
+            pkt[at + 1],
+            pkt[at + 2],
+            pkt[at + 3],
+        ))
+    };
     Ok(IpRepr {
         src: addr(12),
         dst: addr(16),
@@ -64,7 +71,10 @@ fn parse_v4(pkt: &[u8]) -> Result<IpRepr> {
 /// Extension headers pepwrt walks past to reach TCP. Any other next header
 /// (ESP, fragment, ...) makes the packet unsupported.
 fn is_skippable_ext(next: u8) -> bool {
-    matches!(next, 0 /* hop-by-hop */ | 43 /* routing */ | 60 /* destination */)
+    matches!(
+        next,
+        0 /* hop-by-hop */ | 43 /* routing */ | 60 /* destination */
+    )
 }
 
 fn parse_v6(pkt: &[u8]) -> Result<IpRepr> {

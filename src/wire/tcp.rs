@@ -59,7 +59,9 @@ impl<'a> Segment<'a> {
         be16(self.buf, 14)
     }
     pub fn options(&self) -> Options<'a> {
-        Options { rest: &self.buf[20..self.header_len] }
+        Options {
+            rest: &self.buf[20..self.header_len],
+        }
     }
     /// The payload bytes present in the buffer (a capture may be cut short).
     pub fn payload(&self) -> &'a [u8] {
@@ -75,9 +77,15 @@ pub enum TcpOption<'a> {
     SackPermitted,
     /// Up to four (left, right) edges, raw.
     Sack(&'a [u8]),
-    Timestamps { value: u32, echo: u32 },
+    Timestamps {
+        value: u32,
+        echo: u32,
+    },
     FastOpen(&'a [u8]),
-    Other { kind: u8, data: &'a [u8] },
+    Other {
+        kind: u8,
+        data: &'a [u8],
+    },
 }
 
 /// Iterates the options area; yields `Err` once and stops on a bad length.
@@ -111,14 +119,23 @@ impl<'a> Iterator for Options<'a> {
             };
             let data = &self.rest[2..len];
             self.rest = &self.rest[len..];
-            let fixed = |want: usize| if data.len() == want { Ok(()) } else { Err(Error::Malformed) };
+            let fixed = |want: usize| {
+                if data.len() == want {
+                    Ok(())
+                } else {
+                    Err(Error::Malformed)
+                }
+            };
             let opt = match kind {
                 2 => fixed(2).map(|_| TcpOption::Mss(be16(data, 0))),
                 3 => fixed(1).map(|_| TcpOption::WindowScale(data[0])),
                 4 => fixed(0).map(|_| TcpOption::SackPermitted),
                 5 if data.len() % 8 == 0 && !data.is_empty() => Ok(TcpOption::Sack(data)),
                 5 => Err(Error::Malformed),
-                8 => fixed(8).map(|_| TcpOption::Timestamps { value: be32(data, 0), echo: be32(data, 4) }),
+                8 => fixed(8).map(|_| TcpOption::Timestamps {
+                    value: be32(data, 0),
+                    echo: be32(data, 4),
+                }),
                 34 => Ok(TcpOption::FastOpen(data)),
                 _ => Ok(TcpOption::Other { kind, data }),
             };
@@ -199,15 +216,26 @@ pub(crate) mod tests {
         let o = SynOptions::parse(&s).unwrap();
         assert_eq!(
             o,
-            SynOptions { mss: Some(1460), window_scale: Some(7), sack_permitted: true, timestamps: true }
+            SynOptions {
+                mss: Some(1460),
+                window_scale: Some(7),
+                sack_permitted: true,
+                timestamps: true
+            }
         );
         assert!(s.payload().is_empty());
     }
 
     #[test]
     fn truncated_and_bad_offsets_are_rejected() {
-        assert_eq!(Segment::new_checked(&SYN[..19]).err(), Some(Error::Truncated));
-        assert_eq!(Segment::new_checked(&SYN[..39]).err(), Some(Error::Truncated));
+        assert_eq!(
+            Segment::new_checked(&SYN[..19]).err(),
+            Some(Error::Truncated)
+        );
+        assert_eq!(
+            Segment::new_checked(&SYN[..39]).err(),
+            Some(Error::Truncated)
+        );
         let mut bad = SYN;
         bad[12] = 0x40; // data offset 16 bytes
         assert_eq!(Segment::new_checked(&bad).err(), Some(Error::Malformed));
@@ -215,11 +243,23 @@ pub(crate) mod tests {
 
     #[test]
     fn bad_option_lengths_are_malformed_not_a_panic() {
-        for (at, val) in [(21, 0u8), (21, 1), (21, 30), (21, 3), (25, 3), (27, 11), (37, 2)] {
+        for (at, val) in [
+            (21, 0u8),
+            (21, 1),
+            (21, 30),
+            (21, 3),
+            (25, 3),
+            (27, 11),
+            (37, 2),
+        ] {
             let mut bad = SYN;
             bad[at] = val;
             let s = Segment::new_checked(&bad).unwrap();
-            assert_eq!(SynOptions::parse(&s), Err(Error::Malformed), "byte {at} = {val}");
+            assert_eq!(
+                SynOptions::parse(&s),
+                Err(Error::Malformed),
+                "byte {at} = {val}"
+            );
         }
     }
 

@@ -23,25 +23,39 @@ pub const SERVER6: &str = "fd00:1::2";
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let uid = unsafe { libc::geteuid() };
-    assert_eq!(uid, 0, "these tests build network namespaces and need root (CI runs them as root)");
+    assert_eq!(
+        uid, 0,
+        "these tests build network namespaces and need root (CI runs them as root)"
+    );
 }
 
 fn sh(args: &[&str]) -> Output {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
     out
 }
 
 /// Runs a command and fails the test if it fails.
 pub fn run(args: &[&str]) {
     let out = sh(args);
-    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// A unique short prefix: interface names must stay under 16 bytes.
 fn unique_prefix() -> String {
-    format!("p{}x{}", std::process::id() % 100_000, SEQ.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "p{}x{}",
+        std::process::id() % 100_000,
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 pub struct Testbed {
@@ -74,8 +88,14 @@ impl Testbed {
         }
         let wan_if = format!("{p}w");
         let (ca, sa) = (format!("{p}a"), format!("{p}z"));
-        run(&["ip", "link", "add", &ca, "netns", &tb.client, "type", "veth", "peer", "name", &tb.lan_if, "netns", &tb.router]);
-        run(&["ip", "link", "add", &wan_if, "netns", &tb.router, "type", "veth", "peer", "name", &sa, "netns", &tb.server]);
+        run(&[
+            "ip", "link", "add", &ca, "netns", &tb.client, "type", "veth", "peer", "name",
+            &tb.lan_if, "netns", &tb.router,
+        ]);
+        run(&[
+            "ip", "link", "add", &wan_if, "netns", &tb.router, "type", "veth", "peer", "name", &sa,
+            "netns", &tb.server,
+        ]);
         let addrs = [
             (&tb.client, &ca, "198.18.0.2/24", "fd00::2/64"),
             (&tb.router, &tb.lan_if, "198.18.0.1/24", "fd00::1/64"),
@@ -87,11 +107,19 @@ impl Testbed {
             run(&["ip", "-n", ns, "-6", "addr", "add", v6, "dev", dev, "nodad"]);
             run(&["ip", "-n", ns, "link", "set", dev, "up"]);
         }
-        for (ns, v4, v6) in [(&tb.client, "198.18.0.1", "fd00::1"), (&tb.server, "198.18.1.1", "fd00:1::1")] {
+        for (ns, v4, v6) in [
+            (&tb.client, "198.18.0.1", "fd00::1"),
+            (&tb.server, "198.18.1.1", "fd00:1::1"),
+        ] {
             run(&["ip", "-n", ns, "route", "add", "default", "via", v4]);
             run(&["ip", "-n", ns, "-6", "route", "add", "default", "via", v6]);
         }
-        tb.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"]);
+        tb.exec(&[
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+            "net.ipv6.conf.all.forwarding=1",
+        ]);
         tb
     }
 
@@ -100,13 +128,24 @@ impl Testbed {
         let mut full = vec!["ip", "netns", "exec", &self.router];
         full.extend_from_slice(args);
         let out = sh(&full);
-        assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         out
     }
 
     /// Installs the interception rules pepwrt prints for `flags`.
     pub fn install_rules(&self, backend: &str, flags: &[&str]) {
-        let mut args = vec![PEPWRT, "rules", "--backend", backend, "--intercept", &self.lan_if];
+        let mut args = vec![
+            PEPWRT,
+            "rules",
+            "--backend",
+            backend,
+            "--intercept",
+            &self.lan_if,
+        ];
         args.extend_from_slice(flags);
         let script = self.exec(&args).stdout;
         let mut sh = Command::new("ip")
@@ -115,20 +154,41 @@ impl Testbed {
             .stderr(Stdio::piped())
             .spawn()
             .expect("sh");
-        sh.stdin.take().expect("stdin").write_all(&script).expect("script");
+        sh.stdin
+            .take()
+            .expect("stdin")
+            .write_all(&script)
+            .expect("script");
         let out = sh.wait_with_output().expect("sh");
-        assert!(out.status.success(), "rules failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "rules failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Starts pepwrt in the router with the test's control socket and
     /// waits until it answers status.
     pub fn start_pepwrt(&mut self, flags: &[&str]) -> usize {
-        let mut args = vec!["netns", "exec", &self.router, PEPWRT, "run", "--foreground", "--log-level", "debug"];
+        let mut args = vec![
+            "netns",
+            "exec",
+            &self.router,
+            PEPWRT,
+            "run",
+            "--foreground",
+            "--log-level",
+            "debug",
+        ];
         let control = self.control.to_string_lossy().to_string();
         args.extend_from_slice(&["--control", &control, "--intercept", &self.lan_if]);
         args.extend_from_slice(flags);
         let log = File::create(self.log_path()).expect("log");
-        let child = Command::new("ip").args(&args).stderr(log).spawn().expect("pepwrt");
+        let child = Command::new("ip")
+            .args(&args)
+            .stderr(log)
+            .spawn()
+            .expect("pepwrt");
         self.daemons.push(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
@@ -172,12 +232,25 @@ impl Testbed {
 
     pub fn try_status(&self) -> Option<String> {
         let control = self.control.to_string_lossy().to_string();
-        let out = sh(&["ip", "netns", "exec", &self.router, PEPWRT, "status", "--json", "--control", &control]);
-        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).to_string())
+        let out = sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.router,
+            PEPWRT,
+            "status",
+            "--json",
+            "--control",
+            &control,
+        ]);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).to_string())
     }
 
     pub fn status(&self) -> String {
-        self.try_status().unwrap_or_else(|| panic!("status failed; log: {}", self.log()))
+        self.try_status()
+            .unwrap_or_else(|| panic!("status failed; log: {}", self.log()))
     }
 
     /// A number from the status JSON, by key (first occurrence).
@@ -185,18 +258,26 @@ impl Testbed {
         json_number(&self.status(), key).unwrap_or_else(|| panic!("no {key} in status"))
     }
 
-    pub fn in_client<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> thread::JoinHandle<T> {
+    pub fn in_client<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> thread::JoinHandle<T> {
         in_netns(&self.client, f)
     }
 
-    pub fn in_server<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> thread::JoinHandle<T> {
+    pub fn in_server<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> thread::JoinHandle<T> {
         in_netns(&self.server, f)
     }
 
     /// A listener in the server namespace.
     pub fn server_listener(&self, addr: &str) -> TcpListener {
         let addr: SocketAddr = addr.parse().expect("addr");
-        in_netns(&self.server, move || TcpListener::bind(addr).expect("bind")).join().expect("thread")
+        in_netns(&self.server, move || TcpListener::bind(addr).expect("bind"))
+            .join()
+            .expect("thread")
     }
 }
 
@@ -220,7 +301,10 @@ impl Drop for Testbed {
 
 /// Runs `f` on a thread inside namespace `ns` (network namespaces are per
 /// thread, so the test's other threads are unaffected).
-pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> thread::JoinHandle<T> {
+pub fn in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> thread::JoinHandle<T> {
     let path = format!("/run/netns/{ns}");
     thread::spawn(move || {
         let file = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
@@ -235,7 +319,10 @@ pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'sta
 pub fn json_number(json: &str, key: &str) -> Option<u64> {
     let pat = format!("\"{key}\":");
     let at = json.find(&pat)? + pat.len();
-    let digits: String = json[at..].chars().take_while(|c| c.is_ascii_digit()).collect();
+    let digits: String = json[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
     digits.parse().ok()
 }
 
@@ -268,7 +355,9 @@ pub fn echo_after_eof(listener: TcpListener, conns: usize) -> Vec<SocketAddr> {
     let mut workers = Vec::new();
     listener.set_nonblocking(false).expect("blocking");
     for _ in 0..conns {
-        let Ok((mut s, peer)) = listener.accept() else { break };
+        let Ok((mut s, peer)) = listener.accept() else {
+            break;
+        };
         peers.push(peer);
         workers.push(thread::spawn(move || {
             if let Ok(data) = read_all(&mut s, Duration::from_secs(30)) {

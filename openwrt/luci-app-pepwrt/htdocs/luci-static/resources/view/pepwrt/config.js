@@ -1,0 +1,374 @@
+'use strict';
+'require view';
+'require form';
+'require fs';
+'require uci';
+'require tools.widgets as widgets';
+
+// Settings page for /etc/config/pepwrt. The checks below mirror what
+// "pepwrt run" accepts, so a value LuCI lets through also starts the daemon.
+
+var CC_FILE = '/proc/sys/net/ipv4/tcp_available_congestion_control';
+
+// Sizes as pepwrt reads them: digits, optionally followed by k or m
+// (powers of 1024). Returns the number of bytes or null.
+function parseSize(value) {
+	var m = String(value).match(/^([0-9]+)([kKmM]?)$/);
+
+	if (!m)
+		return null;
+
+	var unit = { '': 1, 'k': 1024, 'm': 1048576 }[m[2].toLowerCase()];
+
+	return parseInt(m[1], 10) * unit;
+}
+
+function sizeCheck(min, max, minText, maxText) {
+	return function(section_id, value) {
+		if (value == null || value === '')
+			return true;
+
+		var n = parseSize(value);
+
+		if (n == null)
+			return _('Enter a size in bytes, optionally with k or m, for example 64k or 4m');
+
+		if (n < min || n > max)
+			return _('Enter a size from %s to %s').format(minText, maxText);
+
+		return true;
+	};
+}
+
+// A number, decimal or 0x-hexadecimal, as pepwrt reads it, or null.
+function parseNumber(value) {
+	var s = String(value);
+
+	if (/^0x[0-9a-fA-F]+$/.test(s))
+		return parseInt(s.substring(2), 16);
+
+	if (/^[0-9]+$/.test(s))
+		return parseInt(s, 10);
+
+	return null;
+}
+
+function isIPv4(s) {
+	var p = s.split('.');
+
+	return p.length == 4 && p.every(function(o) {
+		return /^[0-9]{1,3}$/.test(o) && +o <= 255;
+	});
+}
+
+function isIPv6(s) {
+	if (!/^[0-9a-fA-F:.]+$/.test(s) || s.indexOf(':') < 0 || /:::/.test(s))
+		return false;
+
+	var halves = s.split('::');
+
+	if (halves.length > 2)
+		return false;
+
+	var groups = [];
+
+	halves.forEach(function(h) {
+		if (h !== '')
+			groups = groups.concat(h.split(':'));
+	});
+
+	var words = 0;
+
+	for (var i = 0; i < groups.length; i++) {
+		if (i == groups.length - 1 && groups[i].indexOf('.') >= 0) {
+			if (!isIPv4(groups[i]))
+				return false;
+			words += 2;
+		}
+		else if (/^[0-9a-fA-F]{1,4}$/.test(groups[i])) {
+			words++;
+		}
+		else {
+			return false;
+		}
+	}
+
+	return halves.length == 2 ? words < 8 : words == 8;
+}
+
+// One interface name (as Linux writes it) or one subnet in CIDR notation.
+function isTarget(s) {
+	var slash = s.indexOf('/');
+
+	if (slash >= 0) {
+		var addr = s.substring(0, slash),
+		    len = s.substring(slash + 1);
+
+		if (!/^[0-9]{1,3}$/.test(len))
+			return false;
+
+		if (isIPv4(addr))
+			return +len <= 32;
+
+		return isIPv6(addr) && +len <= 128;
+	}
+
+	if (isIPv4(s) || isIPv6(s))
+		return true;
+
+	return /^[A-Za-z0-9._@-]{1,15}$/.test(s);
+}
+
+function targetCheck(section_id, value) {
+	var values = Array.isArray(value) ? value : String(value == null ? '' : value).split(/\s+/);
+
+	for (var i = 0; i < values.length; i++)
+		if (values[i] !== '' && !isTarget(values[i]))
+			return _('"%s" is neither an interface name nor a subnet such as 192.168.1.0/24').format(values[i]);
+
+	return true;
+}
+
+function ccOption(s, tab, name, title, description, available) {
+	var o = s.taboption(tab, form.ListValue, name, title, description),
+	    current = uci.get('pepwrt', 'main', name);
+
+	o.value('', _('Kernel default'));
+
+	available.forEach(function(cc) {
+		o.value(cc);
+	});
+
+	if (current && available.indexOf(current) < 0)
+		o.value(current, _('%s (not available in the running kernel)').format(current));
+
+	o.optional = true;
+
+	return o;
+}
+
+return view.extend({
+	load: function() {
+		return Promise.all([
+			L.resolveDefault(fs.read(CC_FILE), ''),
+			uci.load('pepwrt')
+		]);
+	},
+
+	render: function(data) {
+		var available = String(data[0] || '').trim().split(/\s+/).filter(function(cc) {
+			return /^[A-Za-z0-9_]{1,15}$/.test(cc);
+		});
+		var m, s, o;
+
+		m = new form.Map('pepwrt', _('TCP accelerator (pepwrt)'),
+			_('pepwrt speeds up TCP connections that cross this router over a slow, long or lossy link (satellite, LTE, long-distance Wi-Fi). ' +
+			  'It answers the devices on your network itself and opens its own, tuned connection to the server, so each side sees a short, clean path. ' +
+			  'Save & Apply restarts the service with the new settings.'));
+
+		s = m.section(form.NamedSection, 'main', 'pepwrt', _('Accelerator'));
+		s.addremove = false;
+
+		s.tab('general', _('General'));
+		s.tab('pool', _('Connections'));
+		s.tab('server', _('Server side'));
+		s.tab('client', _('Client side'));
+		s.tab('advanced', _('Advanced'));
+
+		/* General */
+
+		o = s.taboption('general', form.Flag, 'enabled', _('Enable'),
+			_('Start pepwrt now and at every boot.'));
+		o.rmempty = false;
+
+		o = s.taboption('general', widgets.DeviceSelect, 'intercept', _('Accelerate connections from'),
+			_('Connections started by devices behind these interfaces are accelerated, usually your LAN bridge (br-lan). ' +
+			  'You can also type a subnet such as 192.168.1.0/24 to accelerate only some devices. Leave empty to accelerate every forwarded connection.'));
+		o.multiple = true;
+		o.noaliases = true;
+		o.validate = targetCheck;
+
+		o = s.taboption('general', form.DynamicList, 'exclude_port', _('Never accelerate ports'),
+			_('Connections to these server ports are always left alone, for example 22 (SSH) for interactive sessions.'));
+		o.datatype = 'port';
+		o.placeholder = '22';
+
+		o = s.taboption('general', form.Flag, 'ipv6', _('IPv6'),
+			_('Accelerate IPv6 connections too, not only IPv4.'));
+		o.default = o.enabled;
+		o.rmempty = false;
+
+		o = s.taboption('general', form.ListValue, 'log_level', _('Log level'),
+			_('How much pepwrt writes to the system log. "Information" is a good choice; "Debug" is for tracking down problems.'));
+		o.value('error', _('Errors only'));
+		o.value('warn', _('Warnings'));
+		o.value('info', _('Information'));
+		o.value('debug', _('Debug'));
+		o.default = 'info';
+
+		/* Connections */
+
+		o = s.taboption('pool', form.Value, 'max_conns', _('Maximum accelerated connections'),
+			_('How many connections pepwrt accelerates at once. Further connections still work; they just pass through without acceleration until a place frees up.'));
+		o.datatype = 'range(1,65000)';
+		o.placeholder = '128';
+
+		o = s.taboption('pool', form.Value, 'buffer_size', _('Buffer per direction'),
+			_('Memory each accelerated connection gets for each direction, from 4k to 16m. ' +
+			  'Bigger buffers help fast long-distance links but use max connections × 2 × buffer of RAM in total, reserved at start.'));
+		o.placeholder = '32k';
+		o.validate = sizeCheck(4096, 16777216, '4k', '16m');
+
+		o = s.taboption('pool', form.Value, 'idle_timeout', _('Idle timeout (seconds)'),
+			_('Close an accelerated connection after this long without any data, from 1 to 86400 seconds.'));
+		o.datatype = 'range(1,86400)';
+		o.placeholder = '600';
+
+		o = s.taboption('pool', form.Value, 'connect_timeout', _('Connect timeout (seconds)'),
+			_('How long pepwrt waits for the server to answer before it gives up on a new connection.'));
+		o.datatype = 'range(1,86400)';
+		o.placeholder = '10';
+
+		/* Server side: the connection from the router to the server. */
+
+		o = s.taboption('server', form.ListValue, 'outgoing_source', _('Source address toward servers'),
+			_('"Client" keeps each device\'s own address on the connection to the server, as without pepwrt. ' +
+			  '"Router" uses the router\'s address instead, which some setups with several uplinks need.'));
+		o.value('client', _('Client (transparent)'));
+		o.value('router', _('Router'));
+		o.default = 'client';
+
+		ccOption(s, 'server', 'server_cc', _('Congestion control'),
+			_('How the router\'s connection to the server paces its sending. BBR usually does best on long or lossy links. ' +
+			  'The list shows what the running kernel offers; install a package such as kmod-tcp-bbr to get more.'),
+			available);
+
+		o = s.taboption('server', form.Flag, 'server_fastopen', _('TCP Fast Open'),
+			_('Send the first data together with the connection request, saving one round trip when the server supports it.'));
+
+		o = s.taboption('server', form.Flag, 'server_nodelay', _('No delay'),
+			_('Send small pieces of data at once instead of collecting them first. Helps interactive traffic, costs a little efficiency.'));
+
+		o = s.taboption('server', form.Value, 'server_sndbuf', _('Send buffer'),
+			_('Kernel send buffer of the connection to the server, from 4k to 1024m. Leave empty to let the kernel size it.'));
+		o.placeholder = _('automatic');
+		o.validate = sizeCheck(4096, 1073741824, '4k', '1024m');
+
+		o = s.taboption('server', form.Value, 'server_rcvbuf', _('Receive buffer'),
+			_('Kernel receive buffer of the connection to the server, from 4k to 1024m. Leave empty to let the kernel size it.'));
+		o.placeholder = _('automatic');
+		o.validate = sizeCheck(4096, 1073741824, '4k', '1024m');
+
+		o = s.taboption('server', form.Value, 'server_mss', _('Maximum segment size'),
+			_('Largest TCP segment toward the server, from 88 to 65495 bytes. Leave empty to use what the client asked for.'));
+		o.datatype = 'range(88,65495)';
+		o.placeholder = _('automatic');
+
+		/* Client side: the connection between the device and the router. */
+
+		ccOption(s, 'client', 'client_cc', _('Congestion control'),
+			_('How the router paces data it sends to your devices. The kernel default is fine for a wired LAN.'),
+			available);
+
+		o = s.taboption('client', form.Value, 'client_sndbuf', _('Send buffer'),
+			_('Kernel send buffer of the connection to the device, from 4k to 1024m. Leave empty to let the kernel size it.'));
+		o.placeholder = _('automatic');
+		o.validate = sizeCheck(4096, 1073741824, '4k', '1024m');
+
+		o = s.taboption('client', form.Value, 'client_rcvbuf', _('Receive buffer'),
+			_('Kernel receive buffer of the connection to the device, from 4k to 1024m. Leave empty to let the kernel size it.'));
+		o.placeholder = _('automatic');
+		o.validate = sizeCheck(4096, 1073741824, '4k', '1024m');
+
+		/* Advanced: numbers that only matter when they clash with other software. */
+
+		o = s.taboption('advanced', form.Value, 'queue', _('Packet queue number'),
+			_('NFQUEUE number on which pepwrt sees new connections, 0 to 65535. Change it only if another program uses the same number.'));
+		o.datatype = 'range(0,65535)';
+		o.placeholder = '3135';
+
+		o = s.taboption('advanced', form.Value, 'port', _('Listener port'),
+			_('Local port where intercepted connections are handed to pepwrt. It is not reachable from outside.'));
+		o.datatype = 'port';
+		o.placeholder = '3135';
+
+		o = s.taboption('advanced', form.Value, 'mark', _('Packet mark'),
+			_('Firewall mark bit for accelerated packets, for example 0x10000. pepwrt also uses the two bits above it, so pick one no other program (such as mwan3 or SQM) uses.'));
+		o.placeholder = '0x10000';
+		o.validate = function(section_id, value) {
+			if (value == null || value === '')
+				return true;
+
+			var n = parseNumber(value);
+
+			if (n == null || n < 1 || n > 0x20000000 || (n & (n - 1)) != 0)
+				return _('Enter a single bit between 0x1 and 0x20000000, for example 0x10000');
+
+			return true;
+		};
+
+		o = s.taboption('advanced', form.Value, 'table', _('Routing table'),
+			_('Number of the routing table pepwrt adds for its packets, 1 to 4294967294. Change it only if another program uses the same table.'));
+		o.placeholder = '3135';
+		o.validate = function(section_id, value) {
+			if (value == null || value === '')
+				return true;
+
+			var n = parseNumber(value);
+
+			if (n == null || n < 1 || n > 4294967294)
+				return _('Enter a table number from 1 to 4294967294');
+
+			return true;
+		};
+
+		/* Snoop */
+
+		s = m.section(form.NamedSection, 'snoop', 'snoop', _('Wireless loss recovery (Snoop)'),
+			_('Snoop helps devices on a lossy wireless link: the router keeps a copy of recent data sent to them and resends lost pieces itself, ' +
+			  'so the server does not slow down because of Wi-Fi losses.'));
+		s.addremove = false;
+
+		o = s.option(form.Flag, 'enabled', _('Enable Snoop'));
+		o.rmempty = false;
+
+		o = s.option(widgets.DeviceSelect, 'target', _('Wireless side'),
+			_('Interfaces (or subnets) behind which the lossy wireless devices are, for example wlan0.'));
+		o.multiple = true;
+		o.noaliases = true;
+		o.validate = targetCheck;
+		o.depends('enabled', '1');
+
+		o = s.option(form.Value, 'flows', _('Tracked connections'),
+			_('How many connections Snoop looks after at once, 1 to 4096.'));
+		o.datatype = 'range(1,4096)';
+		o.placeholder = '64';
+		o.depends('enabled', '1');
+
+		o = s.option(form.Value, 'cache_size', _('Cache size'),
+			_('Memory for the copies of sent data, from 16k to 64m.'));
+		o.placeholder = '1m';
+		o.validate = sizeCheck(16384, 67108864, '16k', '64m');
+		o.depends('enabled', '1');
+
+		o = s.option(form.Value, 'queue', _('Packet queue number'),
+			_('NFQUEUE number for Snoop, 0 to 65535; must differ from the accelerator\'s.'));
+		o.datatype = 'range(0,65535)';
+		o.placeholder = '3136';
+		o.depends('enabled', '1');
+		o.validate = function(section_id, value) {
+			var main = this.map.lookupOption('queue', 'main'),
+			    mainQueue = main ? main[0].formvalue('main') : null;
+
+			if (mainQueue == null || mainQueue === '')
+				mainQueue = uci.get('pepwrt', 'main', 'queue') || '3135';
+
+			if ((value || '3136') == mainQueue)
+				return _('Snoop needs a queue number of its own; the accelerator uses %s').format(mainQueue);
+
+			return true;
+		};
+
+		return m.render();
+	}
+});
