@@ -25,7 +25,8 @@ fn transfer(tb: &Testbed, port: u16, download: bool) -> f64 {
     let start = Instant::now();
     let got = tb
         .in_client(move || {
-            let mut s = TcpStream::connect("198.18.1.2:".to_string() + &port.to_string()).expect("connect");
+            let mut s =
+                TcpStream::connect("198.18.1.2:".to_string() + &port.to_string()).expect("connect");
             move_bytes(&mut s, !download)
         })
         .join()
@@ -49,7 +50,8 @@ fn move_bytes(s: &mut TcpStream, send: bool) -> usize {
         s.shutdown(Shutdown::Write).expect("shutdown");
         let _ = s.read(&mut buf);
     } else {
-        s.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+        s.set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("timeout");
         loop {
             match s.read(&mut buf) {
                 Ok(0) => break,
@@ -63,7 +65,12 @@ fn move_bytes(s: &mut TcpStream, send: bool) -> usize {
 
 fn cpu_seconds(pid: &str) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
     let ticks: f64 = fields.get(11).and_then(|u| u.parse().ok()).unwrap_or(0.0)
         + fields.get(12).and_then(|s| s.parse().ok()).unwrap_or(0.0);
     ticks / 100.0
@@ -96,7 +103,11 @@ fn relay_throughput_direct_vs_pepwrt() {
     }
     let cpu = cpu_seconds(&pid) - cpu0;
     let median = |via: &str, down: bool| {
-        let mut v: Vec<f64> = results.iter().filter(|r| r.2 == via && r.1 == down).map(|r| r.3).collect();
+        let mut v: Vec<f64> = results
+            .iter()
+            .filter(|r| r.2 == via && r.1 == down)
+            .map(|r| r.3)
+            .collect();
         v.sort_by(|a, b| a.total_cmp(b));
         v[v.len() / 2]
     };
@@ -107,5 +118,9 @@ fn relay_throughput_direct_vs_pepwrt() {
         println!("| {name} | {d:.2} | {p:.2} | {:.2} |", p / d);
     }
     let gb = 6.0 * BYTES as f64 / 1e9;
-    println!("pepwrt CPU: {:.2} s for {gb:.1} GB relayed ({:.2} s/GB)", cpu, cpu / gb);
+    println!(
+        "pepwrt CPU: {:.2} s for {gb:.1} GB relayed ({:.2} s/GB)",
+        cpu,
+        cpu / gb
+    );
 }
