@@ -1,0 +1,100 @@
+//! Round-trip time of the wireless hop: from the moment a segment is cached
+//! (just before the router queues it toward the host) to the ACK that covers
+//! it. RFC 6298 smoothing, with Snoop's own floor.
+
+use std::time::Duration;
+
+/// Below this a local retransmission would race the host's delayed ACK
+/// (Linux acks within 40 ms once quick-ack mode ends).
+pub const MIN_RTO: Duration = Duration::from_millis(100);
+/// RFC 6298 (2.1): 1 s until the first sample.
+const INITIAL_RTO: Duration = Duration::from_secs(1);
+/// Backed-off timeouts stop here: a local timer longer than the sender's own
+/// RTO helps nobody.
+const MAX_RTO: Duration = Duration::from_secs(4);
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RttEstimator {
+    /// Smoothed RTT and its mean deviation, in microseconds; `None` before
+    /// the first sample.
+    smoothed: Option<(u64, u64)>,
+}
+
+impl RttEstimator {
+    /// Folds in one measurement (RFC 6298 section 2.2 and 2.3, alpha 1/8,
+    /// beta 1/4).
+    pub fn sample(&mut self, rtt: Duration) {
+        let r = rtt.as_micros().min(u128::from(u32::MAX)) as u64;
+        self.smoothed = Some(match self.smoothed {
+            None => (r, r / 2),
+            Some((srtt, rttvar)) => {
+                let rttvar = (3 * rttvar + srtt.abs_diff(r)) / 4;
+                let srtt = (7 * srtt + r) / 8;
+                (srtt, rttvar)
+            }
+        });
+    }
+
+    pub fn srtt(&self) -> Option<Duration> {
+        self.smoothed.map(|(s, _)| Duration::from_micros(s))
+    }
+
+    /// srtt + 4 * rttvar, at least `MIN_RTO`.
+    pub fn rto(&self) -> Duration {
+        match self.smoothed {
+            None => INITIAL_RTO,
+            Some((srtt, rttvar)) => Duration::from_micros(srtt + 4 * rttvar).clamp(MIN_RTO, MAX_RTO),
+        }
+    }
+
+    /// The timeout after `backoff` unanswered local retransmissions
+    /// (doubling, RFC 6298 5.5).
+    pub fn backed_off(&self, backoff: u8) -> Duration {
+        self.rto().saturating_mul(1u32 << backoff.min(6)).min(MAX_RTO)
+    }
+
+    /// How long dup ACKs for a hole may keep coming after a local
+    /// retransmission before that retransmission counts as lost too: one
+    /// smoothed round trip plus two deviations (the copy queues behind the
+    /// data already in the router's queue, which the samples include).
+    pub fn retransmit_guard(&self) -> Duration {
+        match self.smoothed {
+            None => INITIAL_RTO,
+            Some((srtt, rttvar)) => Duration::from_micros(srtt + 2 * rttvar).max(Duration::from_millis(10)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_sample_sets_srtt_and_half_variance() {
+        let mut e = RttEstimator::default();
+        assert_eq!(e.rto(), INITIAL_RTO);
+        e.sample(Duration::from_millis(40));
+        assert_eq!(e.srtt(), Some(Duration::from_millis(40)));
+        // 40 + 4 * 20 ms
+        assert_eq!(e.rto(), Duration::from_millis(120));
+    }
+
+    #[test]
+    fn rto_has_a_floor_and_backoff_a_ceiling() {
+        let mut e = RttEstimator::default();
+        for _ in 0..50 {
+            e.sample(Duration::from_millis(2));
+        }
+        assert_eq!(e.rto(), MIN_RTO);
+        assert_eq!(e.backed_off(1), MIN_RTO * 2);
+        assert_eq!(e.backed_off(200), MAX_RTO);
+    }
+
+    #[test]
+    fn smoothing_moves_an_eighth_toward_the_sample() {
+        let mut e = RttEstimator::default();
+        e.sample(Duration::from_millis(80));
+        e.sample(Duration::from_millis(160));
+        assert_eq!(e.srtt(), Some(Duration::from_millis(90)));
+    }
+}
