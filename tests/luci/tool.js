@@ -1,0 +1,400 @@
+#!/usr/bin/env node
+// Helpers for tests/luci.rs (Node.js, no packages needed).
+//
+//   tool.js static                       menu, ACL, plugins, views and .pot agree
+//   tool.js page SCENARIO OUT.html       writes a harness page (see SCENARIOS)
+//   tool.js verify SCENARIO DOM.html     checks what chromium --dump-dom saw
+//   tool.js ucode-node PLUGIN            runs the ucode plugin's getStatus with
+//                                        Node.js stand-ins for ucode builtins
+//   tool.js pot                          prints the translation template
+//
+// Paths are relative to the repository root, which is two levels up.
+
+'use strict';
+
+const fs = require('fs');
+const path = require('path');
+const child = require('child_process');
+
+const ROOT = path.resolve(__dirname, '..', '..');
+const PKG = path.join(ROOT, 'openwrt', 'luci-app-pepwrt');
+const VIEWS = path.join(PKG, 'htdocs', 'luci-static', 'resources', 'view');
+const HERE = __dirname;
+
+function read(p) {
+	return fs.readFileSync(p, 'utf8');
+}
+
+function fail(msg) {
+	console.error('FAIL: ' + msg);
+	process.exitCode = 1;
+}
+
+function expect(cond, msg) {
+	if (!cond)
+		fail(msg);
+	return cond;
+}
+
+/* Translatable strings: _('...') with literals joined by +. */
+
+const LIT = `(?:'(?:[^'\\\\\\n]|\\\\.)*'|"(?:[^"\\\\\\n]|\\\\.)*")`;
+const CALL = new RegExp(`\\b_\\(\\s*(${LIT}(?:\\s*\\+\\s*${LIT})*)\\s*[,)]`, 'g');
+
+function literalValue(lit) {
+	// Our own source: a JS string literal evaluates to itself.
+	return Function('"use strict"; return (' + lit + ');')();
+}
+
+function messages(file) {
+	const text = read(file), out = [];
+	let m;
+
+	while ((m = CALL.exec(text)) != null) {
+		const line = text.substring(0, m.index).split('\n').length;
+		const value = m[1].match(new RegExp(LIT, 'g')).map(literalValue).join('');
+		out.push({ msgid: value, where: path.relative(PKG, file) + ':' + line });
+	}
+
+	return out;
+}
+
+function viewFiles() {
+	return fs.readdirSync(path.join(VIEWS, 'pepwrt')).filter(f => f.endsWith('.js')).sort()
+		.map(f => path.join(VIEWS, 'pepwrt', f));
+}
+
+function potEscape(s) {
+	return s.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
+}
+
+const MENU = path.join(PKG, 'root/usr/share/luci/menu.d/luci-app-pepwrt.json');
+
+// Every translatable string: the views' _() calls and the menu titles.
+function allMessages() {
+	const menu = JSON.parse(read(MENU));
+
+	return viewFiles().flatMap(messages).concat(Object.values(menu).map(e => ({
+		msgid: e.title, where: path.relative(PKG, MENU)
+	})));
+}
+
+function pot() {
+	const seen = new Map();
+
+	allMessages().forEach(m => {
+		if (!seen.has(m.msgid))
+			seen.set(m.msgid, []);
+		if (!seen.get(m.msgid).includes(m.where))
+			seen.get(m.msgid).push(m.where);
+	});
+
+	let out = 'msgid ""\nmsgstr "Content-Type: text/plain; charset=UTF-8"\n';
+
+	for (const [ msgid, where ] of seen)
+		out += '\n#: ' + where.join(' ') + '\nmsgid "' + potEscape(msgid) + '"\nmsgstr ""\n';
+
+	return out;
+}
+
+function potMsgids(text) {
+	const ids = [];
+	const re = /^msgid "((?:[^"\\]|\\.)*)"\n((?:"(?:[^"\\]|\\.)*"\n)*)/gm;
+	let m;
+
+	while ((m = re.exec(text)) != null) {
+		let s = m[1];
+		(m[2].match(/"((?:[^"\\]|\\.)*)"/g) || []).forEach(x => { s += x.slice(1, -1); });
+		ids.push(JSON.parse('"' + s + '"'));
+	}
+
+	return ids.filter(id => id !== '');
+}
+
+/* UCI option names: from the packaging helper's default config when it
+   exists (openwrt/pepwrt/**), else from the fixture that follows the
+   documented option list. */
+
+function uciOptionNames() {
+	const found = [];
+
+	(function walk(dir) {
+		if (!fs.existsSync(dir))
+			return;
+		for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+			const p = path.join(dir, e.name);
+			if (e.isDirectory())
+				walk(p);
+			else if (/^config pepwrt\b/m.test(read(p)) && !/\.(sh|json|md)$/.test(e.name) && !/^#!/.test(read(p)))
+				found.push(p);
+		}
+	})(path.join(ROOT, 'openwrt', 'pepwrt'));
+
+	if (found.length) {
+		const names = [];
+		let section = null;
+
+		read(found[0]).split('\n').forEach(line => {
+			let m;
+			if ((m = line.match(/^\s*config\s+\S+\s+'?([\w]+)'?/)) != null)
+				section = m[1];
+			else if ((m = line.match(/^\s*(?:option|list)\s+(\w+)/)) != null && section)
+				names.push(section + '.' + m[1]);
+		});
+
+		return { source: path.relative(ROOT, found[0]), names: [ ...new Set(names) ] };
+	}
+
+	const uci = JSON.parse(read(path.join(HERE, 'fixtures', 'pepwrt.uci.json'))).pepwrt;
+	const names = [];
+
+	Object.keys(uci).forEach(sid => Object.keys(uci[sid]).filter(k => k[0] != '.').forEach(k => names.push(sid + '.' + k)));
+
+	return { source: 'tests/luci/fixtures/pepwrt.uci.json', names };
+}
+
+/* static: the files agree with each other. */
+
+function checkStatic() {
+	const menuFile = MENU;
+	const aclFile = path.join(PKG, 'root/usr/share/rpcd/acl.d/luci-app-pepwrt.json');
+	const menu = JSON.parse(read(menuFile));
+	const acl = JSON.parse(read(aclFile));
+	const statusJs = read(path.join(VIEWS, 'pepwrt/status.js'));
+	const configJs = read(path.join(VIEWS, 'pepwrt/config.js'));
+
+	// Menu: a Services entry whose views exist; each needs the ACL.
+	expect(menu['admin/services/pepwrt'], 'menu has admin/services/pepwrt');
+	expect(JSON.stringify(menu['admin/services/pepwrt'].depends.acl) == '["luci-app-pepwrt"]', 'menu depends on the luci-app-pepwrt ACL');
+
+	const viewPaths = Object.values(menu).filter(e => e.action && e.action.type == 'view').map(e => e.action.path).sort();
+
+	expect(JSON.stringify(viewPaths) == '["pepwrt/config","pepwrt/status"]', 'menu views are pepwrt/config and pepwrt/status, got ' + viewPaths);
+	viewPaths.forEach(p => expect(fs.existsSync(path.join(VIEWS, p + '.js')), 'view file for menu path ' + p));
+	Object.keys(menu).forEach(k => expect(k == 'admin/services/pepwrt' || k.startsWith('admin/services/pepwrt/'), 'menu entry ' + k + ' under admin/services/pepwrt'));
+
+	// ACL: read the ubus method and UCI pepwrt, write only UCI pepwrt.
+	const grant = acl['luci-app-pepwrt'];
+	expect(grant, 'ACL group luci-app-pepwrt');
+	expect(JSON.stringify(Object.keys(acl)) == '["luci-app-pepwrt"]', 'ACL has one group');
+	expect(JSON.stringify(grant.read.uci) == '["pepwrt"]', 'ACL reads UCI pepwrt');
+	expect(JSON.stringify(grant.write) == '{"uci":["pepwrt"]}', 'ACL writes only UCI pepwrt');
+	expect(JSON.stringify(grant.read.ubus['luci.pepwrt']) == '["getStatus"]', 'ACL grants luci.pepwrt getStatus');
+
+	const declared = statusJs.match(/object:\s*'([^']+)',\s*method:\s*'([^']+)'/);
+	expect(declared && declared[1] == 'luci.pepwrt' && declared[2] == 'getStatus', 'status.js calls luci.pepwrt getStatus');
+
+	// Every file a view reads is granted, and only those.
+	const consts = {};
+	(configJs + statusJs).replace(/var (\w+) = '(\/[^']+)'/g, (all, k, v) => { consts[k] = v; });
+	const reads = [];
+	(configJs + statusJs).replace(/fs\.read\((\w+|'[^']+')\)/g, (all, a) => { reads.push(a[0] == "'" ? a.slice(1, -1) : consts[a]); });
+	expect(JSON.stringify(reads.sort()) == JSON.stringify(Object.keys(grant.read.file || {}).sort()),
+		'files read by views ' + JSON.stringify(reads) + ' = files granted ' + JSON.stringify(Object.keys(grant.read.file || {})));
+	Object.values(grant.read.file || {}).forEach(p => expect(JSON.stringify(p) == '["read"]', 'file grants are read only'));
+	if (reads.length)
+		expect(JSON.stringify(grant.read.ubus.file) == '["read"]', 'ACL grants ubus file read for fs.read');
+
+	// The two rpcd plugins register the same object and method.
+	const ucode = read(path.join(PKG, 'root/usr/share/rpcd/ucode/luci.pepwrt'));
+	expect(/'luci\.pepwrt':\s*\{\s*getStatus:\s*\{/.test(ucode), 'ucode plugin registers luci.pepwrt getStatus');
+	const shell = path.join(PKG, 'root/usr/libexec/rpcd/luci.pepwrt');
+	expect((fs.statSync(shell).mode & 0o111) == 0o111, 'shell plugin is executable');
+	expect(read(shell).startsWith('#!/bin/sh\n'), 'shell plugin starts with #!/bin/sh');
+
+	// Every installed file lives under htdocs/ or root/.
+	for (const e of fs.readdirSync(PKG))
+		expect([ 'Makefile', 'README.md', 'htdocs', 'root', 'po' ].includes(e), 'unexpected top-level entry ' + e);
+
+	// The Makefile uses luci.mk with the agreed dependencies.
+	const mk = read(path.join(PKG, 'Makefile'));
+	expect(/^LUCI_DEPENDS:=\+luci-base \+pepwrt$/m.test(mk), 'Makefile LUCI_DEPENDS');
+	expect(/^LUCI_TITLE:=/m.test(mk), 'Makefile LUCI_TITLE');
+	expect(/^include .*\/luci\.mk$/m.test(mk), 'Makefile includes luci.mk');
+
+	// The translation template is current.
+	const potFile = path.join(PKG, 'po/templates/pepwrt.pot');
+	const have = potMsgids(read(potFile));
+	const want = [ ...new Set(allMessages().map(m => m.msgid)) ];
+	want.filter(id => !have.includes(id)).forEach(id => fail('pepwrt.pot lacks ' + JSON.stringify(id)));
+	have.filter(id => !want.includes(id)).forEach(id => fail('pepwrt.pot has unused ' + JSON.stringify(id)));
+	expect(new Set(have).size == have.length, 'pepwrt.pot has no duplicate msgid');
+	expect(want.length > 50, 'views have translatable strings (' + want.length + ')');
+
+	// Every UCI option has a field on the settings page.
+	const opts = uciOptionNames();
+	opts.names.forEach(n => {
+		const [ sid, opt ] = n.split('.');
+		const re = sid == 'main'
+			? new RegExp(`taboption\\('\\w+', [\\w.]+, '${opt}'|ccOption\\(s, '\\w+', '${opt}'`)
+			: new RegExp(`s\\.option\\([\\w.]+, '${opt}'`);
+		expect(re.test(configJs), 'settings page has a field for ' + n + ' (from ' + opts.source + ')');
+	});
+
+	if (!process.exitCode)
+		console.log('static checks passed: %d strings, %d UCI options from %s', want.length, opts.names.length, opts.source);
+}
+
+/* Harness pages. */
+
+function statusSeries(n) {
+	const base = JSON.parse(read(path.join(HERE, 'fixtures', 'status.json')));
+	const out = [];
+	let up = base.counters.bytes_up, down = base.counters.bytes_down;
+
+	for (let i = 0; i < n; i++) {
+		const st = JSON.parse(JSON.stringify(base));
+		// A download that ramps up to about 40 Mbit/s and an upload of a few Mbit/s.
+		const downRate = 5e6 * (1 - Math.exp(-i / 12)) * (0.8 + 0.2 * Math.sin(i / 5));
+		const upRate = 4e5 * (1 + 0.5 * Math.sin(i / 3));
+		down += Math.round(downRate * 3);
+		up += Math.round(upRate * 3);
+		st.uptime_s = base.uptime_s + 3 * i;
+		st.counters.bytes_up = up;
+		st.counters.bytes_down = down;
+		st.counters.active = 3 + (i % 40);
+		st.counters.split = base.counters.split + i;
+		st.counters.total = base.counters.total + i;
+		st.connections.forEach(c => { c.age_s += 3 * i; });
+		out.push(st);
+	}
+
+	return out;
+}
+
+const SCENARIOS = {
+	config: () => ({
+		view: 'config',
+		checks: JSON.parse(read(path.join(HERE, 'fixtures', 'checks.json')))
+	}),
+	status: () => ({ view: 'status', status: statusSeries(100), polls: 99 }),
+	'status-stopped': () => ({
+		view: 'status',
+		status: [ { running: false, error: 'pepwrt: pepwrt is not running (no control socket at /var/run/pepwrt.sock)' } ]
+	}),
+	'status-nobackend': () => ({ view: 'status', status: [], polls: 1 })
+};
+
+function page(name, out) {
+	const sc = SCENARIOS[name]();
+	const H = {
+		viewSource: read(path.join(VIEWS, 'pepwrt', sc.view + '.js')),
+		uci: JSON.parse(read(path.join(HERE, 'fixtures', 'pepwrt.uci.json'))),
+		files: { '/proc/sys/net/ipv4/tcp_available_congestion_control': 'reno cubic bbr\n' },
+		devices: [ 'br-lan', 'eth0', 'eth1', 'wlan0', 'wlan1' ],
+		status: sc.status || [],
+		polls: sc.polls || 0,
+		pollSecs: 3,
+		checks: sc.checks || []
+	};
+
+	// </script> inside JSON would end the script element early.
+	const json = JSON.stringify(H).replace(/<\//g, '<\\/');
+
+	fs.writeFileSync(out, '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>pepwrt ' + name + ' (harness)</title>\n' +
+		'<style>' + read(path.join(HERE, 'harness.css')) + '</style>\n' +
+		'<script>window.HARNESS = ' + json + ';</script>\n' +
+		'<script>' + read(path.join(HERE, 'harness.js')) + '</script>\n' +
+		'</head><body><div class="harness-banner">Test harness with stand-ins for LuCI modules, not LuCI itself: ' + name + '</div>' +
+		'<div id="view"></div><pre id="harness-result"></pre></body></html>\n');
+}
+
+function decodeEntities(s) {
+	return s.replace(/&quot;/g, '"').replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&#39;/g, "'").replace(/&amp;/g, '&');
+}
+
+function verify(name, domFile) {
+	const dom = read(domFile);
+	const m = dom.match(/<pre id="harness-result">([\s\S]*?)<\/pre>/);
+
+	if (!expect(m && m[1].length, name + ': harness finished (no result in the DOM)'))
+		return;
+
+	const r = JSON.parse(decodeEntities(m[1]));
+	const has = s => dom.includes(s);
+
+	expect(r.errors.length == 0, name + ': script errors: ' + r.errors.join(' | '));
+
+	// Everything the page showed through _() is in the template.
+	const have = potMsgids(read(path.join(PKG, 'po/templates/pepwrt.pot')));
+	[ ...new Set(r.translated) ].filter(s => !have.includes(s)).forEach(s => fail(name + ': shown but not in pepwrt.pot: ' + JSON.stringify(s)));
+
+	if (name == 'config') {
+		expect(r.invalid.length == 0, 'sample configuration is valid: ' + r.invalid.join(' | '));
+		r.checks.filter(c => !c.ok).forEach(c => fail('validation ' + JSON.stringify(c.check) + ' gave ' + JSON.stringify(c.verdict)));
+		expect(r.checks.length > 20, 'validation checks ran');
+		uciOptionNames().names.forEach(n => expect(has('data-name="' + n.split('.')[1] + '"'), 'field rendered for ' + n));
+		[ 'General', 'Connections', 'Server side', 'Client side', 'Advanced' ].forEach(t => expect(has('>' + t + '<'), 'tab ' + t));
+		expect(/<option value="bbr"[^>]*>bbr</.test(dom), 'congestion control choices come from the kernel list');
+	}
+	else if (name == 'status') {
+		expect(r.buttonsOff, 'status page switches off Save/Apply/Reset');
+		expect(r.polls == 99 && r.rpcCalls == 100, 'polled: ' + r.polls + ' polls, ' + r.rpcCalls + ' calls');
+		[ 'Running', '198.18.0.2:40000', '[fd00::2]:40002', '[fd00:1::2]:443', 'transferring', 'connecting to server',
+		  'Wireless loss recovery (Snoop)', 'Resent locally after duplicate ACKs', '<polyline', 'Download (server → clients)',
+		  'cbi-progressbar' ].forEach(s => expect(has(s), 'status page shows ' + s));
+		expect(/<polyline[^>]*points="([^"]+)"/.test(dom) && dom.match(/<polyline[^>]*points="([^"]+)"/)[1].split(' ').length > 90, 'graph has a point per sample');
+		expect(/title="\d+ of 128 \(\d+%\)"/.test(dom), 'pool bar shows active of max_conns');
+	}
+	else if (name == 'status-stopped') {
+		expect(has('Not running') && has('no control socket'), 'stopped daemon is shown with its reason');
+		expect(!has('Wireless loss recovery'), 'no Snoop section when not running');
+	}
+	else if (name == 'status-nobackend') {
+		expect(has('did not answer'), 'missing backend is explained');
+	}
+
+	if (!process.exitCode)
+		console.log('%s: harness page verified (%d validation checks, %d polls)', name, r.checks.length, r.polls);
+}
+
+/* The ucode plugin, run by Node.js: ucode's builtins that the plugin uses,
+   written in JavaScript with the same meaning. */
+
+function ucodeNode(file) {
+	const src = read(file);
+	const ucFs = {
+		popen: cmd => {
+			const res = child.spawnSync('/bin/sh', [ '-c', cmd ], { encoding: 'utf8' });
+			return { read: () => res.stdout, close: () => (res.status == null ? -1 : res.status) };
+		},
+		access: (p, mode) => {
+			try {
+				fs.accessSync(p, mode == 'x' ? fs.constants.X_OK : fs.constants.F_OK);
+				return true;
+			}
+			catch (e) {
+				return false;
+			}
+		}
+	};
+	const builtins = {
+		require: name => {
+			if (name != 'fs')
+				throw new Error('plugin requires ' + name);
+			return ucFs;
+		},
+		getenv: name => process.env[name] == null ? null : process.env[name],
+		json: s => JSON.parse(s),
+		type: v => v === null || v === undefined ? null : (Array.isArray(v) ? 'array' : (typeof v == 'number' ? (Number.isInteger(v) ? 'int' : 'double') : typeof v)),
+		trim: s => String(s).trim(),
+		replace: (s, from, to) => String(s).split(from).join(to)
+	};
+	const sig = Function(...Object.keys(builtins), src)(...Object.values(builtins));
+	const answer = sig['luci.pepwrt'].getStatus.call({}, {});
+
+	console.log(JSON.stringify(answer));
+}
+
+const [ cmd, a, b ] = process.argv.slice(2);
+
+switch (cmd) {
+case 'static': checkStatic(); break;
+case 'page': page(a, b); break;
+case 'verify': verify(a, b); break;
+case 'ucode-node': ucodeNode(a); break;
+case 'pot': process.stdout.write(pot()); break;
+default:
+	console.error('usage: tool.js static | page SCENARIO OUT | verify SCENARIO DOM | ucode-node PLUGIN | pot');
+	process.exit(2);
+}
