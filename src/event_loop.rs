@@ -148,6 +148,15 @@ impl Proxy {
         let signals =
             SignalPipe::install(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGUSR1])
                 .map_err(|e| start_error(format!("signal handlers: {e}")))?;
+        let want = 2 * u64::from(cfg.max_conns) + 32;
+        match crate::sys::raise_nofile(want) {
+            Ok(have) if have < want => log::warn!(
+                "open-file limit {have} is below the {want} that --max-conns {} needs; raise it (procd: limits nofile)",
+                cfg.max_conns
+            ),
+            Ok(_) => {}
+            Err(e) => log::warn!("open-file limit: {e}"),
+        }
         let pool = Pool::new(cfg.max_conns, cfg.buffer_bytes as usize);
         let fds = 8 + 2 * usize::from(cfg.max_conns);
         // The status report is rebuilt in place; reserve what a full table

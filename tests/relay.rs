@@ -411,3 +411,122 @@ fn nft_ruleset_intercepts_with_queue_supplied_by_iptables() {
     concurrent_echo(&tb, SERVER6, 8, 100_000);
     assert_eq!(tb.counter("total"), 16, "{}", tb.status());
 }
+
+#[test]
+fn stuck_connect_and_idle_connections_time_out() {
+    let mut tb = Testbed::new();
+    tb.install_rules("iptables", &[]);
+    tb.start_pepwrt(&["--connect-timeout", "1", "--idle-timeout", "2"]);
+    // The server drops SYNs to 7010: pepwrt's connect hangs, then the
+    // client is reset.
+    run(&[
+        "ip", "netns", "exec", &tb.server, "iptables", "-A", "INPUT", "-p", "tcp", "--dport",
+        "7010", "-j", "DROP",
+    ]);
+    let r = tb
+        .in_client(|| {
+            let mut s = TcpStream::connect("198.18.1.2:7010")?;
+            s.set_read_timeout(Some(Duration::from_secs(10)))?;
+            let mut buf = [0u8; 1];
+            s.read(&mut buf)
+        })
+        .join()
+        .expect("client");
+    assert!(
+        matches!(&r, Err(e) if e.kind() == ErrorKind::ConnectionReset),
+        "{r:?}"
+    );
+    assert!(tb.log().contains("connect timed out"), "{}", tb.log());
+    // An idle connection is closed after --idle-timeout.
+    let listener = tb.server_listener("198.18.1.2:7011");
+    let srv = thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        read_all(&mut s, Duration::from_secs(10))
+    });
+    let r = tb
+        .in_client(|| {
+            let mut s = TcpStream::connect("198.18.1.2:7011")?;
+            s.set_read_timeout(Some(Duration::from_secs(10)))?;
+            let mut buf = [0u8; 1];
+            s.read(&mut buf)
+        })
+        .join()
+        .expect("client");
+    assert!(r.is_err() || r.as_ref().is_ok_and(|n| *n == 0), "{r:?}");
+    let _ = srv.join();
+    assert!(tb.log().contains("idle timeout"), "{}", tb.log());
+}
+
+/// A SYN whose options are malformed goes through the real queue: pepwrt
+/// counts it and lets it pass unchanged.
+#[test]
+fn malformed_syn_is_accepted_and_counted() {
+    let mut tb = Testbed::new();
+    tb.install_rules("iptables", &[]);
+    tb.start_pepwrt(&[]);
+    let sent = tb
+        .in_client(|| {
+            // SAFETY: raw socket creation and sendto with valid buffers.
+            unsafe {
+                let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_TCP);
+                assert!(fd >= 0, "raw socket");
+                // TCP header: ports 40001 -> 7020, SYN, data offset 6 words,
+                // one option with length 0 (malformed).
+                let mut tcp = [0u8; 24];
+                tcp[0..2].copy_from_slice(&40001u16.to_be_bytes());
+                tcp[2..4].copy_from_slice(&7020u16.to_be_bytes());
+                tcp[4..8].copy_from_slice(&1u32.to_be_bytes());
+                tcp[12] = 6 << 4;
+                tcp[13] = 0x02;
+                tcp[14..16].copy_from_slice(&1000u16.to_be_bytes());
+                tcp[20] = 2; // MSS ...
+                tcp[21] = 0; // ... with length 0
+                let sum = tcp_checksum([198, 18, 0, 2], [198, 18, 1, 2], &tcp);
+                tcp[16..18].copy_from_slice(&sum.to_be_bytes());
+                let mut sa: libc::sockaddr_in = std::mem::zeroed();
+                sa.sin_family = libc::AF_INET as libc::sa_family_t;
+                sa.sin_addr.s_addr = u32::from_ne_bytes([198, 18, 1, 2]);
+                let n = libc::sendto(
+                    fd,
+                    tcp.as_ptr().cast(),
+                    tcp.len(),
+                    0,
+                    (&raw const sa).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as u32,
+                );
+                libc::close(fd);
+                n
+            }
+        })
+        .join()
+        .expect("client");
+    assert_eq!(sent, 24);
+    for _ in 0..100 {
+        if tb.counter("malformed") == 1 {
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(tb.counter("malformed"), 1, "{}", tb.status());
+    assert_eq!(tb.counter("split"), 0);
+    // And pepwrt carries on.
+    concurrent_echo(&tb, SERVER4, 2, 1000);
+}
+
+fn tcp_checksum(src: [u8; 4], dst: [u8; 4], seg: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    let mut add = |b: &[u8]| {
+        for c in b.chunks(2) {
+            sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+        }
+    };
+    add(&src);
+    add(&dst);
+    add(&[0, 6]);
+    add(&(seg.len() as u16).to_be_bytes());
+    add(seg);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}

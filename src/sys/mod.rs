@@ -25,3 +25,23 @@ pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
+
+/// Raises the open-file limit to at least `want` (two sockets per
+/// connection plus a few), up to the hard limit; returns the soft limit
+/// in force afterwards.
+pub fn raise_nofile(want: u64) -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: lim is a valid rlimit to fill.
+    cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
+    let cur = lim.rlim_cur as u64;
+    if cur >= want {
+        return Ok(cur);
+    }
+    lim.rlim_cur = want.min(lim.rlim_max as u64) as libc::rlim_t;
+    // SAFETY: lim holds values within the hard limit.
+    cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) })?;
+    Ok(lim.rlim_cur as u64)
+}

@@ -184,13 +184,19 @@ var rpc = {
 				return Promise.reject(new Error('unexpected call ' + opts.object + '.' + opts.method));
 
 			var list = H.status || [];
+
+			// No replies configured: the ubus object is missing, and LuCI's
+			// rpc rejects the call.
+			if (!list.length)
+				return Promise.reject(new Error('Object not found'));
+
 			var reply = list[Math.min(statusIndex++, list.length - 1)];
 
 			// What LuCI's rpc does with expect { '': default }.
 			if (reply == null && opts.expect && opts.expect.hasOwnProperty(''))
 				reply = opts.expect[''];
 
-			return reply === undefined ? Promise.reject(new Error('no reply')) : Promise.resolve(JSON.parse(JSON.stringify(reply)));
+			return Promise.resolve(JSON.parse(JSON.stringify(reply)));
 		};
 	}
 };

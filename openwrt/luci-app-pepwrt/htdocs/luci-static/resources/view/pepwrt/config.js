@@ -190,7 +190,7 @@ return view.extend({
 
 		o = s.taboption('general', form.DynamicList, 'exclude_port', _('Never accelerate ports'),
 			_('Connections to these server ports are always left alone, for example 22 (SSH) for interactive sessions.'));
-		o.datatype = 'port';
+		o.datatype = 'range(1,65535)';
 		o.placeholder = '22';
 
 		o = s.taboption('general', form.Flag, 'ipv6', _('IPv6'),
@@ -289,7 +289,7 @@ return view.extend({
 
 		o = s.taboption('advanced', form.Value, 'port', _('Listener port'),
 			_('Local port where intercepted connections are handed to pepwrt. It is not reachable from outside.'));
-		o.datatype = 'port';
+		o.datatype = 'range(1,65535)';
 		o.placeholder = '3135';
 
 		o = s.taboption('advanced', form.Value, 'mark', _('Packet mark'),
