@@ -343,17 +343,29 @@ impl Proxy {
         self.stop_at = Some(now + DRAIN);
     }
 
-    fn log_stats(&mut self, now: Instant) {
-        self.report.clear();
-        Report {
+    /// The status report over the proxy's state, rendered into the
+    /// preallocated buffer (taken out and put back, keeping its capacity).
+    fn render_report(&mut self, now: Instant, json: bool) {
+        let mut out = std::mem::take(&mut self.report);
+        out.clear();
+        let report = Report {
             counters: &self.counters,
             pool: &self.pool,
             started: self.started,
             now,
             buffer_bytes: self.cfg.buffer_bytes,
             snoop: None,
+        };
+        if json {
+            report.write_json(&mut out);
+        } else {
+            report.write_text(&mut out);
         }
-        .write_text(&mut self.report);
+        self.report = out;
+    }
+
+    fn log_stats(&mut self, now: Instant) {
+        self.render_report(now, false);
         for line in self.report.lines() {
             log::info!("{line}");
         }
@@ -533,21 +545,7 @@ impl Proxy {
         let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
         let mut req = [0u8; 16];
         let n = stream.read(&mut req).unwrap_or(0);
-        let json = req[..n].starts_with(b"json");
-        self.report.clear();
-        let report = Report {
-            counters: &self.counters,
-            pool: &self.pool,
-            started: self.started,
-            now,
-            buffer_bytes: self.cfg.buffer_bytes,
-            snoop: None,
-        };
-        if json {
-            report.write_json(&mut self.report);
-        } else {
-            report.write_text(&mut self.report);
-        }
+        self.render_report(now, req[..n].starts_with(b"json"));
         let _ = stream.write_all(self.report.as_bytes());
     }
 }

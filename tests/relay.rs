@@ -229,15 +229,7 @@ fn failed_connect_and_server_reset_reach_the_client_as_resets() {
     tb.install_rules("iptables", &[]);
     tb.start_pepwrt(&[]);
     // Nothing listens on 7999: the server's RST becomes the client's.
-    let r = tb
-        .in_client(|| {
-            let mut s = TcpStream::connect("198.18.1.2:7999")?;
-            s.set_read_timeout(Some(Duration::from_secs(5)))?;
-            let mut buf = [0u8; 1];
-            s.read(&mut buf)
-        })
-        .join()
-        .expect("client");
+    let r = first_read(&tb, "198.18.1.2:7999", 5);
     assert!(
         matches!(&r, Err(e) if e.kind() == ErrorKind::ConnectionReset),
         "{r:?}"
@@ -423,15 +415,7 @@ fn stuck_connect_and_idle_connections_time_out() {
         "ip", "netns", "exec", &tb.server, "iptables", "-A", "INPUT", "-p", "tcp", "--dport",
         "7010", "-j", "DROP",
     ]);
-    let r = tb
-        .in_client(|| {
-            let mut s = TcpStream::connect("198.18.1.2:7010")?;
-            s.set_read_timeout(Some(Duration::from_secs(10)))?;
-            let mut buf = [0u8; 1];
-            s.read(&mut buf)
-        })
-        .join()
-        .expect("client");
+    let r = first_read(&tb, "198.18.1.2:7010", 10);
     assert!(
         matches!(&r, Err(e) if e.kind() == ErrorKind::ConnectionReset),
         "{r:?}"
@@ -443,15 +427,7 @@ fn stuck_connect_and_idle_connections_time_out() {
         let (mut s, _) = listener.accept().expect("accept");
         read_all(&mut s, Duration::from_secs(10))
     });
-    let r = tb
-        .in_client(|| {
-            let mut s = TcpStream::connect("198.18.1.2:7011")?;
-            s.set_read_timeout(Some(Duration::from_secs(10)))?;
-            let mut buf = [0u8; 1];
-            s.read(&mut buf)
-        })
-        .join()
-        .expect("client");
+    let r = first_read(&tb, "198.18.1.2:7011", 10);
     assert!(r.is_err() || r.as_ref().is_ok_and(|n| *n == 0), "{r:?}");
     let _ = srv.join();
     assert!(tb.log().contains("idle timeout"), "{}", tb.log());
@@ -529,4 +505,17 @@ fn tcp_checksum(src: [u8; 4], dst: [u8; 4], seg: &[u8]) -> u16 {
         sum = (sum & 0xffff) + (sum >> 16);
     }
     !(sum as u16)
+}
+
+/// Connects from the client and reads one byte: what the client sees
+/// first (data, EOF or an error such as a reset).
+fn first_read(tb: &Testbed, addr: &'static str, secs: u64) -> std::io::Result<usize> {
+    tb.in_client(move || {
+        let mut s = TcpStream::connect(addr)?;
+        s.set_read_timeout(Some(Duration::from_secs(secs)))?;
+        let mut buf = [0u8; 1];
+        s.read(&mut buf)
+    })
+    .join()
+    .expect("client")
 }

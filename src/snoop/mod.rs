@@ -1,0 +1,217 @@
+//! Berkeley Snoop (Balakrishnan et al., MobiCom 1995) on a forwarding
+//! router: local recovery of losses on the last, wireless hop.
+//!
+//! Every data segment heading to a wireless host is copied into a fixed
+//! cache and forwarded. When the host's duplicate ACKs (or a local timer)
+//! show that one was lost on the wireless hop, the cached copy is sent
+//! again from here, and the duplicate ACKs are kept from the sender, whose
+//! congestion control would otherwise take the loss for congestion.
+//!
+//! Snoop never acknowledges data, never forges or rewrites a packet: it
+//! caches, retransmits unchanged copies, and drops duplicate ACKs. When
+//! its flow table or cache is full, packets pass unsnooped; that is also
+//! how real congestion reaches the sender: a router queue that backs up
+//! keeps segments unacknowledged, fills the cache, and the losses that
+//! follow are recovered end to end. (Reading the qdisc backlog would take
+//! a netlink round trip per decision; the cache fill is its cheap proxy.)
+//!
+//! Time is passed in; nothing here reads the clock or allocates after
+//! `Snoop::new`.
+
+mod ack;
+mod cache;
+mod data;
+mod flow;
+mod rtt;
+mod target;
+mod timer;
+
+#[cfg(test)]
+mod testpkt;
+#[cfg(test)]
+mod tests;
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use crate::config::SnoopConfig;
+use crate::wire;
+
+use cache::{Cache, MAX_PACKET};
+use flow::{CloseReason, FlowKey, FlowTable};
+use target::Targets;
+
+/// What to tell NFQUEUE about a snooped packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Accept,
+    Drop,
+}
+
+/// Which way a queued packet crosses the router, relative to the wireless
+/// side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    ToWireless,
+    FromWireless,
+}
+
+/// Sends Snoop's local retransmissions.
+pub trait Transmit {
+    /// Sends one whole IP packet (v4 or v6) unchanged toward the wireless
+    /// host; false if it could not be sent now.
+    fn send(&mut self, ip_packet: &[u8]) -> bool;
+}
+
+/// A flow with no packet for this long is forgotten (its cache freed).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Local copies of one segment before Snoop leaves its recovery to the
+/// sender.
+const MAX_LOCAL_SENDS: u8 = 3;
+
+/// Totals since start, for `pepwrt status`.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counters {
+    flows_total: u64,
+    segments_cached: u64,
+    local_retransmits_dupack: u64,
+    local_retransmits_timeout: u64,
+    dupacks_suppressed: u64,
+    /// Dup ACKs let through because the hole was not cached or local
+    /// recovery gave up.
+    dupacks_passed: u64,
+    /// Packets that found the flow table or the cache full.
+    passed_full: u64,
+    /// Data the router saw before, still unacknowledged by the host.
+    sender_retransmits: u64,
+    /// Data the host had already acknowledged.
+    sender_retransmits_acked: u64,
+    local_recovery_given_up: u64,
+    transmit_failed: u64,
+    /// Not a TCP packet we could read, or cut short by the copy range.
+    unparsed: u64,
+}
+
+pub struct Snoop {
+    targets: Targets,
+    flows: FlowTable,
+    cache: Cache,
+    /// One contiguous copy of a cached packet, for `Transmit::send`.
+    scratch: Box<[u8]>,
+    counters: Counters,
+    /// Earliest time `on_timer` has work; may be early, never late.
+    next_wake: Option<Instant>,
+}
+
+impl Snoop {
+    /// Allocates the flow table and the segment arena once and resolves
+    /// interface targets.
+    pub fn new(cfg: &SnoopConfig) -> Result<Snoop, String> {
+        if cfg.targets.is_empty() {
+            return Err("snoop needs at least one --snoop target".to_string());
+        }
+        Ok(Snoop {
+            targets: Targets::new(&cfg.targets),
+            flows: FlowTable::new(cfg.flows),
+            cache: Cache::new(cfg.cache_bytes as usize),
+            scratch: vec![0u8; MAX_PACKET].into_boxed_slice(),
+            counters: Counters::default(),
+            next_wake: None,
+        })
+    }
+
+    /// Which way a queued packet goes, from NFQUEUE's indev/outdev ifindex
+    /// (0 when unknown) and its addresses; `None` = not ours (accept).
+    pub fn classify(&self, ip: &wire::ip::IpRepr, indev: u32, outdev: u32) -> Option<Direction> {
+        self.targets.classify(ip, indev, outdev)
+    }
+
+    /// One queued packet (a whole IP packet). Never panics on any input.
+    pub fn on_packet(&mut self, pkt: &[u8], dir: Direction, now: Instant, tx: &mut dyn Transmit) -> Verdict {
+        let Ok((ip, seg)) = wire::parse_tcp(pkt) else {
+            self.counters.unparsed += 1;
+            return Verdict::Accept;
+        };
+        match dir {
+            Direction::ToWireless => self.on_data(pkt, &ip, &seg, now),
+            Direction::FromWireless => self.on_ack(&ip, &seg, now, tx),
+        }
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.next_wake
+    }
+
+    /// Appends the status object (no trailing newline) to `out`.
+    pub fn write_status_json(&self, out: &mut String) {
+        let c = &self.counters;
+        let _ = write!(
+            out,
+            "{{\"flows\":{},\"max_flows\":{},\"cached_segments\":{},\"cache_bytes_used\":{},\"cache_bytes\":{},\
+             \"flows_total\":{},\"local_retransmits_dupack\":{},\"local_retransmits_timeout\":{},\
+             \"dupacks_suppressed\":{},\"passed_full\":{},\"segments_cached\":{},\"dupacks_passed\":{},\
+             \"sender_retransmits\":{},\"sender_retransmits_acked\":{},\"local_recovery_given_up\":{},\
+             \"transmit_failed\":{},\"unparsed\":{}}}",
+            self.flows.len(),
+            self.flows.capacity(),
+            self.cache.segment_count(),
+            self.cache.used_bytes(),
+            self.cache.capacity_bytes(),
+            c.flows_total,
+            c.local_retransmits_dupack,
+            c.local_retransmits_timeout,
+            c.dupacks_suppressed,
+            c.passed_full,
+            c.segments_cached,
+            c.dupacks_passed,
+            c.sender_retransmits,
+            c.sender_retransmits_acked,
+            c.local_recovery_given_up,
+            c.transmit_failed,
+            c.unparsed,
+        );
+    }
+
+    /// Makes sure `on_timer` runs by `at`.
+    fn wake_by(&mut self, at: Instant) {
+        self.next_wake = Some(self.next_wake.map_or(at, |w| w.min(at)));
+    }
+
+    /// Forgets a flow and frees its cached segments.
+    fn close(&mut self, idx: u16, reason: CloseReason) {
+        let Some(mut flow) = self.flows.remove(idx) else { return };
+        self.cache.release_all(&mut flow.segments);
+        let k = &flow.key;
+        let s = &flow.stats;
+        let srtt_ms = flow.rtt.srtt().map_or(0, |d| d.as_millis());
+        log::info!(
+            "snoop: flow {}:{} -> {}:{} closed ({}): {} segments cached, {} local retransmits, \
+             {} dup ACKs suppressed, {} sender retransmits, wireless srtt {} ms",
+            k.sender,
+            k.sender_port,
+            k.host,
+            k.host_port,
+            reason.as_str(),
+            s.cached,
+            s.local_retransmits,
+            s.dupacks_suppressed,
+            s.sender_retransmits,
+            srtt_ms
+        );
+    }
+}
+
+/// The flow key of a segment going toward the wireless host.
+fn key_toward(ip: &wire::ip::IpRepr, seg: &wire::tcp::Segment<'_>) -> FlowKey {
+    FlowKey { sender: ip.src, sender_port: seg.src_port(), host: ip.dst, host_port: seg.dst_port() }
+}
+
+/// The flow key of a segment coming from the wireless host.
+fn key_from(ip: &wire::ip::IpRepr, seg: &wire::tcp::Segment<'_>) -> FlowKey {
+    FlowKey { sender: ip.dst, sender_port: seg.dst_port(), host: ip.src, host_port: seg.src_port() }
+}
+
+/// Payload bytes by the IP length (the capture may hold fewer).
+fn payload_len(ip: &wire::ip::IpRepr, seg: &wire::tcp::Segment<'_>) -> usize {
+    ip.l4_len.saturating_sub(seg.header_len())
+}

@@ -1,0 +1,46 @@
+# Link profiles for the testbed, sourced by tests/net/testbed.
+# A profile sets linkem specs per direction ("down" = server -> client)
+# for the wide-area link (WAN_*) and optionally the client's last hop
+# (LAN_*), plus the numbers the benchmark's "theoretical limit" uses.
+# shellcheck shell=bash
+
+profile_load() {
+    WAN_DOWN="" WAN_UP="" LAN_DOWN="" LAN_UP="" END_RMEM=""
+    case "$1" in
+    geo | geo-lossy | geo-small-window)
+        local loss=0.1%
+        [ "$1" = geo-lossy ] && loss=1%
+        # Satellite modems queue a lot; ~170 ms at the downlink rate and
+        # ~400 ms at the uplink rate.
+        WAN_DOWN="rate=50mbit,delay=300ms,loss=$loss,limit=1m"
+        WAN_UP="rate=5mbit,delay=300ms,loss=$loss,limit=256k"
+        DOWN_BPS=50000000 UP_BPS=5000000 RTT_MS=600
+        # 64 KB receive window on both end hosts.
+        [ "$1" = geo-small-window ] && END_RMEM="4096 65536 65536"
+        ;;
+    leo)
+        # Every 15 s the path changes: RTT steps by 60 ms (30 ms each
+        # way, on for one period, off the next) and the link is down
+        # for 100 ms.
+        local ev="jitter=2ms,period=15s,step=30ms,outage=100ms"
+        WAN_DOWN="rate=100mbit,delay=20ms,$ev,limit=512k"
+        WAN_UP="rate=15mbit,delay=20ms,$ev,limit=256k"
+        DOWN_BPS=100000000 UP_BPS=15000000 RTT_MS=40
+        ;;
+    wifi-lossy)
+        # Lossy last hop between router and client; a clean ~100 ms
+        # RTT wide-area path between router and server.
+        LAN_DOWN="rate=20mbit,delay=2500us,loss=2%,limit=256k"
+        LAN_UP="rate=20mbit,delay=2500us,loss=2%,limit=256k"
+        WAN_DOWN="rate=100mbit,delay=50ms,limit=2m"
+        WAN_UP="rate=100mbit,delay=50ms,limit=2m"
+        DOWN_BPS=20000000 UP_BPS=20000000 RTT_MS=105
+        ;;
+    *)
+        echo "unknown profile '$1' (geo, geo-lossy, leo, wifi-lossy, geo-small-window)" >&2
+        return 1
+        ;;
+    esac
+}
+
+PROFILES="geo geo-lossy leo wifi-lossy geo-small-window"
