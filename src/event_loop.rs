@@ -18,6 +18,8 @@ use crate::stats::{Counters, Report};
 use crate::sys::poll::{self, PollFd};
 use crate::sys::signals::SignalPipe;
 use crate::sys::socket;
+use crate::snoop::{self, Snoop};
+use crate::sys::raw::RawSender;
 use crate::tuning;
 
 /// Housekeeping interval: timeouts are in seconds, so a one-second tick
@@ -40,7 +42,6 @@ enum Token {
     /// The client socket of a connection; its server socket follows it.
     Conn(ConnId),
     ConnServer,
-    #[allow(dead_code)]
     Snoop,
 }
 
@@ -49,14 +50,80 @@ pub struct Proxy {
     pool: Pool,
     listeners: Vec<TcpListener>,
     queue: Option<NfQueue>,
+    snoop: Option<SnoopRuntime>,
     control: Control,
     signals: SignalPipe,
     counters: Counters,
     started: Instant,
-    pollset: Vec<PollFd>,
-    tokens: Vec<Token>,
+    pollset: PollSet,
     report: String,
     stop_at: Option<Instant>,
+}
+
+/// The poll set and, index for index, what each entry is for. Both are
+/// sized for a full pool at start and never grow.
+struct PollSet {
+    fds: Vec<PollFd>,
+    tokens: Vec<Token>,
+}
+
+impl PollSet {
+    fn with_capacity(n: usize) -> PollSet {
+        PollSet { fds: Vec::with_capacity(n), tokens: Vec::with_capacity(n) }
+    }
+    fn clear(&mut self) {
+        self.fds.clear();
+        self.tokens.clear();
+    }
+    fn add(&mut self, fd: std::os::fd::RawFd, events: libc::c_short, token: Token) {
+        self.fds.push(poll::entry(fd, events));
+        self.tokens.push(token);
+    }
+}
+
+/// Snoop's queue, engine and the raw socket its retransmissions leave by.
+struct SnoopRuntime {
+    queue: NfQueue,
+    engine: Snoop,
+    tx: RawSender,
+}
+
+/// Snoop caches whole data segments, so its queue copies whole packets.
+const SNOOP_COPY_RANGE: u16 = 0xffff;
+
+impl SnoopRuntime {
+    fn start(cfg: &Config, s: &crate::config::SnoopConfig) -> Result<SnoopRuntime, StartError> {
+        let engine = Snoop::new(s).map_err(start_error)?;
+        let tx = RawSender::open(cfg.snoop_mark(), cfg.ipv6)
+            .map_err(|e| start_error(format!("snoop: raw socket for local retransmissions: {e} (needs CAP_NET_RAW)")))?;
+        let queue = NfQueue::open(s.queue, SNOOP_COPY_RANGE, 4096).map_err(missing_kernel_piece)?;
+        log::info!(
+            "snoop: queue {}, {} flows, {} KiB segment cache",
+            s.queue,
+            s.flows,
+            s.cache_bytes / 1024
+        );
+        Ok(SnoopRuntime { queue, engine, tx })
+    }
+
+    /// Every queued packet gets its verdict here: packets Snoop does not
+    /// track, or cannot parse, are accepted unchanged.
+    fn on_packets(&mut self, now: Instant) {
+        let engine = &mut self.engine;
+        let tx = &mut self.tx;
+        self.queue.drain(BUDGET, |pkt| {
+            let Ok(ip) = crate::wire::ip::parse(pkt.payload) else {
+                return nfqueue::Verdict::Accept;
+            };
+            let Some(dir) = engine.classify(&ip, pkt.indev, pkt.outdev) else {
+                return nfqueue::Verdict::Accept;
+            };
+            match engine.on_packet(pkt.payload, dir, now, tx) {
+                snoop::Verdict::Accept => nfqueue::Verdict::Accept,
+                snoop::Verdict::Drop => nfqueue::Verdict::Drop,
+            }
+        });
+    }
 }
 
 /// A startup failure, worded for the admin, with its exit code.
@@ -66,10 +133,11 @@ pub struct StartError {
 }
 
 fn start_error(message: String) -> StartError {
-    StartError {
-        message,
-        exit_code: 1,
-    }
+    StartError { message, exit_code: 1 }
+}
+
+fn missing_kernel_piece(message: String) -> StartError {
+    StartError { message, exit_code: 3 }
 }
 
 fn listener_error(addr: SocketAddr, e: &io::Error) -> String {
@@ -141,10 +209,11 @@ impl Proxy {
                 Err(e) => return Err(start_error(listener_error(addr, &e))),
             }
         }
-        let queue = NfQueue::open(cfg.queue, SYN_COPY_RANGE, 1024).map_err(|m| StartError {
-            message: m,
-            exit_code: 3,
-        })?;
+        let queue = NfQueue::open(cfg.queue, SYN_COPY_RANGE, 1024).map_err(missing_kernel_piece)?;
+        let snoop = match &cfg.snoop {
+            Some(s) => Some(SnoopRuntime::start(&cfg, s)?),
+            None => None,
+        };
         let signals =
             SignalPipe::install(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGUSR1])
                 .map_err(|e| start_error(format!("signal handlers: {e}")))?;
@@ -175,12 +244,12 @@ impl Proxy {
             pool,
             listeners,
             queue: Some(queue),
+            snoop,
             control,
             signals,
             counters: Counters::default(),
             started: Instant::now(),
-            pollset: Vec::with_capacity(fds),
-            tokens: Vec::with_capacity(fds),
+            pollset: PollSet::with_capacity(fds),
             report,
             stop_at: None,
         })
@@ -202,18 +271,24 @@ impl Proxy {
                     return Ok(());
                 }
             }
+            let mut wake = next_tick;
+            if let Some(sn) = &mut self.snoop {
+                if sn.engine.next_deadline().is_some_and(|d| d <= now) {
+                    sn.engine.on_timer(now, &mut sn.tx);
+                }
+                if let Some(d) = sn.engine.next_deadline() {
+                    wake = wake.min(d);
+                }
+            }
             self.build_pollset();
-            poll::poll(
-                &mut self.pollset,
-                Some(next_tick.saturating_duration_since(now)),
-            )?;
+            poll::poll(&mut self.pollset.fds, Some(wake.saturating_duration_since(now)))?;
             let now = Instant::now();
-            for i in 0..self.pollset.len() {
-                let revents = self.pollset[i].revents;
+            for i in 0..self.pollset.fds.len() {
+                let revents = self.pollset.fds[i].revents;
                 if revents == 0 {
                     continue;
                 }
-                match self.tokens[i] {
+                match self.pollset.tokens[i] {
                     Token::Signals => self.on_signals(now),
                     Token::SynQueue => self.on_syns(now),
                     Token::Control => self.on_control(now),
@@ -221,13 +296,13 @@ impl Proxy {
                     Token::Conn(id) => {
                         let ready = Ready {
                             client: revents,
-                            server: self.pollset[i + 1].revents,
+                            server: self.pollset.fds[i + 1].revents,
                         };
                         self.on_conn(id, ready, now);
                     }
                     Token::ConnServer => {
-                        if self.pollset[i - 1].revents == 0 {
-                            if let Token::Conn(id) = self.tokens[i - 1] {
+                        if self.pollset.fds[i - 1].revents == 0 {
+                            if let Token::Conn(id) = self.pollset.tokens[i - 1] {
                                 self.on_conn(
                                     id,
                                     Ready {
@@ -239,76 +314,38 @@ impl Proxy {
                             }
                         }
                     }
-                    Token::Snoop => {}
+                    Token::Snoop => {
+                        if let Some(sn) = &mut self.snoop {
+                            sn.on_packets(now);
+                        }
+                    }
                 }
             }
         }
     }
 
     fn build_pollset(&mut self) {
-        self.pollset.clear();
-        self.tokens.clear();
-        let add = |set: &mut Vec<PollFd>, tokens: &mut Vec<Token>, fd, ev, t| {
-            set.push(poll::entry(fd, ev));
-            tokens.push(t);
-        };
-        add(
-            &mut self.pollset,
-            &mut self.tokens,
-            self.signals.fd(),
-            poll::IN,
-            Token::Signals,
-        );
-        if self.stop_at.is_none() {
-            if let Some(q) = &self.queue {
-                add(
-                    &mut self.pollset,
-                    &mut self.tokens,
-                    q.fd(),
-                    poll::IN,
-                    Token::SynQueue,
-                );
-            }
-            for (i, l) in self.listeners.iter().enumerate() {
-                add(
-                    &mut self.pollset,
-                    &mut self.tokens,
-                    l.as_raw_fd(),
-                    poll::IN,
-                    Token::Listener(i),
-                );
-            }
+        let set = &mut self.pollset;
+        set.clear();
+        set.add(self.signals.fd(), poll::IN, Token::Signals);
+        set.add(self.control.listener.as_raw_fd(), poll::IN, Token::Control);
+        if let Some(q) = &self.queue {
+            set.add(q.fd(), poll::IN, Token::SynQueue);
         }
-        add(
-            &mut self.pollset,
-            &mut self.tokens,
-            self.control.listener.as_raw_fd(),
-            poll::IN,
-            Token::Control,
-        );
+        if let Some(sn) = &self.snoop {
+            set.add(sn.queue.fd(), poll::IN, Token::Snoop);
+        }
+        for (i, l) in self.listeners.iter().enumerate() {
+            set.add(l.as_raw_fd(), poll::IN, Token::Listener(i));
+        }
         for (i, slot) in self.pool.slots().iter().enumerate() {
             let SlotState::Active(conn) = &slot.state else {
                 continue;
             };
             let (c, s) = conn.interest(&slot.up, &slot.down);
-            let id = ConnId {
-                slot: i as u16,
-                generation: slot.generation,
-            };
-            add(
-                &mut self.pollset,
-                &mut self.tokens,
-                conn.client.as_raw_fd(),
-                c,
-                Token::Conn(id),
-            );
-            add(
-                &mut self.pollset,
-                &mut self.tokens,
-                conn.server.as_raw_fd(),
-                s,
-                Token::ConnServer,
-            );
+            let id = ConnId { slot: i as u16, generation: slot.generation };
+            set.add(conn.client.as_raw_fd(), c, Token::Conn(id));
+            set.add(conn.server.as_raw_fd(), s, Token::ConnServer);
         }
     }
 
@@ -339,6 +376,7 @@ impl Proxy {
             DRAIN.as_secs()
         );
         self.queue = None;
+        self.snoop = None;
         self.listeners.clear();
         self.stop_at = Some(now + DRAIN);
     }
@@ -348,13 +386,14 @@ impl Proxy {
     fn render_report(&mut self, now: Instant, json: bool) {
         let mut out = std::mem::take(&mut self.report);
         out.clear();
+        let snoop_json = self.snoop.as_ref().map(|sn| move |out: &mut String| sn.engine.write_status_json(out));
         let report = Report {
             counters: &self.counters,
             pool: &self.pool,
             started: self.started,
             now,
             buffer_bytes: self.cfg.buffer_bytes,
-            snoop: None,
+            snoop: snoop_json.as_ref().map(|f| f as &dyn Fn(&mut String)),
         };
         if json {
             report.write_json(&mut out);

@@ -12,6 +12,7 @@ mod pool;
 mod relay;
 mod ring;
 mod rules;
+mod snoop;
 mod stats;
 mod sys;
 mod tuning;

@@ -101,6 +101,8 @@ pub struct Snoop {
     counters: Counters,
     /// Earliest time `on_timer` has work; may be early, never late.
     next_wake: Option<Instant>,
+    /// When interface names were last resolved (`on_timer` repeats it).
+    resolved_at: Option<Instant>,
 }
 
 impl Snoop {
@@ -117,6 +119,7 @@ impl Snoop {
             scratch: vec![0u8; MAX_PACKET].into_boxed_slice(),
             counters: Counters::default(),
             next_wake: None,
+            resolved_at: None,
         })
     }
 

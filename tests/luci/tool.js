@@ -7,6 +7,7 @@
 //   tool.js ucode-node PLUGIN            runs the ucode plugin's getStatus with
 //                                        Node.js stand-ins for ucode builtins
 //   tool.js pot                          prints the translation template
+//   tool.js answer JSON EXPECT           checks a getStatus answer
 //
 // Paths are relative to the repository root, which is two levels up.
 
@@ -225,9 +226,13 @@ function checkStatic() {
 	const opts = uciOptionNames();
 	opts.names.forEach(n => {
 		const [ sid, opt ] = n.split('.');
-		const re = sid == 'main'
-			? new RegExp(`taboption\\('\\w+', [\\w.]+, '${opt}'|ccOption\\(s, '\\w+', '${opt}'`)
-			: new RegExp(`s\\.option\\([\\w.]+, '${opt}'`);
+		// main's options sit in tabs, snoop's are untabbed (tab null).
+		const buf = opt.match(/^(server|client)_(snd|rcv)buf$/);
+		const re = buf
+			? new RegExp(`kernelBuffers\\(s, '${buf[1]}'`)
+			: sid == 'main'
+			? new RegExp(`field\\(s, '\\w+', [\\w.]+, '${opt}'|ccOption\\(s, '\\w+', '${opt}'`)
+			: new RegExp(`field\\(s, null, [\\w.]+, '${opt}'`);
 		expect(re.test(configJs), 'settings page has a field for ' + n + ' (from ' + opts.source + ')');
 	});
 
@@ -244,6 +249,8 @@ function statusSeries(n) {
 
 	for (let i = 0; i < n; i++) {
 		const st = JSON.parse(JSON.stringify(base));
+		// What getStatus returns: the daemon's object plus "running".
+		st.running = true;
 		// A download that ramps up to about 40 Mbit/s and an upload of a few Mbit/s.
 		const downRate = 5e6 * (1 - Math.exp(-i / 12)) * (0.8 + 0.2 * Math.sin(i / 5));
 		const upRate = 4e5 * (1 + 0.5 * Math.sin(i / 3));
@@ -295,7 +302,7 @@ function page(name, out) {
 		'<style>' + read(path.join(HERE, 'harness.css')) + '</style>\n' +
 		'<script>window.HARNESS = ' + json + ';</script>\n' +
 		'<script>' + read(path.join(HERE, 'harness.js')) + '</script>\n' +
-		'</head><body><div class="harness-banner">Test harness with stand-ins for LuCI modules, not LuCI itself: ' + name + '</div>' +
+		'</head><body><div class="harness-banner">Test harness with stand-ins for LuCI modules, not LuCI itself (all tabs shown at once): ' + name + '</div>' +
 		'<div id="view"></div><pre id="harness-result"></pre></body></html>\n');
 }
 
@@ -361,13 +368,13 @@ function ucodeNode(file) {
 			const res = child.spawnSync('/bin/sh', [ '-c', cmd ], { encoding: 'utf8' });
 			return { read: () => res.stdout, close: () => (res.status == null ? -1 : res.status) };
 		},
-		access: (p, mode) => {
+		stat: p => {
 			try {
-				fs.accessSync(p, mode == 'x' ? fs.constants.X_OK : fs.constants.F_OK);
-				return true;
+				const st = fs.statSync(p);
+				return { type: st.isDirectory() ? 'directory' : 'file', size: st.size };
 			}
 			catch (e) {
-				return false;
+				return null;
 			}
 		}
 	};
@@ -389,6 +396,30 @@ function ucodeNode(file) {
 	console.log(JSON.stringify(answer));
 }
 
+/* answer: checks a getStatus answer. EXPECT maps dotted paths (array
+   indexes and .length allowed) to values; a string value starting with ~
+   means "contains the rest". */
+
+function answer(text, expectText) {
+	const got = JSON.parse(text), want = JSON.parse(expectText);
+
+	expect(got != null && typeof got == 'object' && !Array.isArray(got), 'answer is a JSON object: ' + text);
+
+	for (const [ key, value ] of Object.entries(want)) {
+		const actual = key.split('.').reduce((v, k) => (v == null ? undefined : v[k]), got);
+
+		if (typeof value == 'string' && value[0] == '~')
+			expect(typeof actual == 'string' && actual.includes(value.substring(1)), key + ' = ' + JSON.stringify(actual) + ', wanted it to contain ' + JSON.stringify(value.substring(1)));
+		else
+			expect(JSON.stringify(actual) == JSON.stringify(value), key + ' = ' + JSON.stringify(actual) + ', wanted ' + JSON.stringify(value));
+	}
+
+	if (process.exitCode)
+		console.error('answer was: ' + text);
+	else
+		console.log('answer matches');
+}
+
 const [ cmd, a, b ] = process.argv.slice(2);
 
 switch (cmd) {
@@ -397,6 +428,7 @@ case 'page': page(a, b); break;
 case 'verify': verify(a, b); break;
 case 'ucode-node': ucodeNode(a); break;
 case 'pot': process.stdout.write(pot()); break;
+case 'answer': answer(a, b); break;
 default:
 	console.error('usage: tool.js static | page SCENARIO OUT | verify SCENARIO DOM | ucode-node PLUGIN | pot');
 	process.exit(2);

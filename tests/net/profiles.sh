@@ -9,14 +9,14 @@ profile_load() {
     case "$1" in
     geo | geo-lossy | geo-small-window)
         local loss=0.1%
-        [ "$1" = geo-lossy ] && loss=1%
+        if [ "$1" = geo-lossy ]; then loss=1%; fi
         # Satellite modems queue a lot; ~170 ms at the downlink rate and
         # ~400 ms at the uplink rate.
         WAN_DOWN="rate=50mbit,delay=300ms,loss=$loss,limit=1m"
         WAN_UP="rate=5mbit,delay=300ms,loss=$loss,limit=256k"
         DOWN_BPS=50000000 UP_BPS=5000000 RTT_MS=600
         # 64 KB receive window on both end hosts.
-        [ "$1" = geo-small-window ] && END_RMEM="4096 65536 65536"
+        if [ "$1" = geo-small-window ]; then END_RMEM="4096 65536 65536"; fi
         ;;
     leo)
         # Every 15 s the path changes: RTT steps by 60 ms (30 ms each

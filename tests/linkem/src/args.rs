@@ -14,7 +14,7 @@ MTU-sized and carry real checksums.
 
 USAGE:
     linkem --a IFACE --b IFACE [--ab SPEC] [--ba SPEC] [--both SPEC]
-           [--seed N] [--max-frames N] [--duration SECONDS]
+           [--seed N] [--max-frames N] [--duration SECONDS] [--no-realtime]
 
 OPTIONS:
     --a IFACE, --b IFACE  the two interfaces bridged
@@ -25,6 +25,9 @@ OPTIONS:
     --max-frames N        frames in flight per direction (default 8192,
                           2 KiB each: the memory bound)
     --duration SECONDS    exit after this long (default: until SIGTERM)
+    --no-realtime         keep normal scheduling (by default the two
+                          pump threads ask for SCHED_FIFO so a busy host
+                          does not add jitter)
     -h, --help            this text
 
 SPEC is a comma-separated list of key=value (all optional):
@@ -52,6 +55,7 @@ pub struct Args {
     pub seed: u64,
     pub max_frames: usize,
     pub duration_s: Option<f64>,
+    pub realtime: bool,
 }
 
 pub enum Parsed {
@@ -61,10 +65,14 @@ pub enum Parsed {
 
 pub fn parse(mut argv: impl Iterator<Item = String>) -> Result<Parsed, String> {
     let (mut a, mut b) = (None, None);
-    let mut args = Args { a: String::new(), b: String::new(), ab: Spec::default(), ba: Spec::default(), seed: 1, max_frames: 8192, duration_s: None };
+    let mut args = Args { a: String::new(), b: String::new(), ab: Spec::default(), ba: Spec::default(), seed: 1, max_frames: 8192, duration_s: None, realtime: true };
     while let Some(flag) = argv.next() {
         if flag == "-h" || flag == "--help" {
             return Ok(Parsed::Help);
+        }
+        if flag == "--no-realtime" {
+            args.realtime = false;
+            continue;
         }
         let value = argv.next().ok_or_else(|| format!("{flag} needs a value"))?;
         let number = |what: &str| value.parse::<f64>().map_err(|_| format!("{flag}: `{value}` is not {what}"));

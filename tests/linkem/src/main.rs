@@ -44,6 +44,7 @@ fn pump<'a>(from: i32, to: i32, spec: spec::Spec, seed: u64, args: &Args, stats:
         link: Link::new(spec, seed, pump::now_ns()),
         line: Line::new(args.max_frames),
         stats,
+        realtime: args.realtime,
     })
 }
 

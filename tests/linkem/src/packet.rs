@@ -68,6 +68,9 @@ impl Receiver {
         // buffer keeps a 100 Mbit/s burst from being dropped here.
         set_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, rcvbuf as libc::c_int)
             .or_else(|_| set_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, rcvbuf as libc::c_int))?;
+        // Arrival time from the kernel: a late wake-up of the pump must
+        // not count as link delay.
+        set_int(raw, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)?;
         // Frames for the peer's MAC must be taken too: we are a wire.
         // SAFETY: packet_mreq is plain data.
         let mut mreq: libc::packet_mreq = unsafe { mem::zeroed() };
@@ -91,23 +94,24 @@ impl Receiver {
     }
 
     /// One frame into `buf`: Ok(None) when nothing is waiting, else its
-    /// full length (which may exceed `buf`: MSG_TRUNC reports it).
-    pub fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    /// full length (which may exceed `buf`: MSG_TRUNC reports it) and
+    /// the kernel's CLOCK_REALTIME arrival stamp, if it gave one.
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<Option<(usize, Option<u64>)>> {
         loop {
-            // SAFETY: sockaddr_ll is plain data.
+            // SAFETY: plain data, zero is valid.
             let mut from: libc::sockaddr_ll = unsafe { mem::zeroed() };
-            let mut len = mem::size_of::<libc::sockaddr_ll>() as u32;
-            // SAFETY: buf and from are valid for the lengths passed.
-            let n = unsafe {
-                libc::recvfrom(
-                    self.fd.as_raw_fd(),
-                    buf.as_mut_ptr() as *mut libc::c_void,
-                    buf.len(),
-                    libc::MSG_TRUNC | libc::MSG_DONTWAIT,
-                    &mut from as *mut _ as *mut libc::sockaddr,
-                    &mut len,
-                )
-            };
+            let mut control = [0u64; 8];
+            let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
+            // SAFETY: plain data, zero is valid.
+            let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+            msg.msg_name = &mut from as *mut _ as *mut libc::c_void;
+            msg.msg_namelen = mem::size_of::<libc::sockaddr_ll>() as u32;
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+            msg.msg_controllen = mem::size_of_val(&control);
+            // SAFETY: every pointer in msg is valid for its length.
+            let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut msg, libc::MSG_TRUNC | libc::MSG_DONTWAIT) };
             if n < 0 {
                 let e = io::Error::last_os_error();
                 return match e.kind() {
@@ -120,9 +124,26 @@ impl Receiver {
             if from.sll_pkttype == libc::PACKET_OUTGOING as u8 {
                 continue;
             }
-            return Ok(Some(n as usize));
+            return Ok(Some((n as usize, arrival_stamp(&msg))));
         }
     }
+}
+
+/// The SCM_TIMESTAMPNS control message, as ns since the epoch.
+fn arrival_stamp(msg: &libc::msghdr) -> Option<u64> {
+    // SAFETY: msg was filled by recvmsg; the CMSG macros stay within
+    // msg_control/msg_controllen.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::timespec);
+                return Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
+            }
+            c = libc::CMSG_NXTHDR(msg, c);
+        }
+    }
+    None
 }
 
 pub struct Sender {

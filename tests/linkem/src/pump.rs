@@ -17,12 +17,26 @@ const MAX_WAIT_NS: u64 = 50_000_000;
 /// burst of arrivals cannot hold back frames that are due.
 const RECV_BATCH: usize = 16;
 
-pub fn now_ns() -> u64 {
+fn clock(id: libc::clockid_t) -> u64 {
     // SAFETY: ts is a valid out-parameter.
     let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-    // SAFETY: CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    // SAFETY: both clocks used here always exist.
+    unsafe { libc::clock_gettime(id, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+pub fn now_ns() -> u64 {
+    clock(libc::CLOCK_MONOTONIC)
+}
+
+/// When a frame stamped `real` (CLOCK_REALTIME) arrived, on our
+/// monotonic scale; never later than now.
+fn arrival_ns(real: Option<u64>) -> u64 {
+    let now = now_ns();
+    match real {
+        Some(stamp) => now - clock(libc::CLOCK_REALTIME).saturating_sub(stamp).min(now),
+        None => now,
+    }
 }
 
 pub struct Pump<'a> {
@@ -31,6 +45,7 @@ pub struct Pump<'a> {
     pub link: Link,
     pub line: Line,
     pub stats: &'a Stats,
+    pub realtime: bool,
 }
 
 impl Pump<'_> {
@@ -38,6 +53,16 @@ impl Pump<'_> {
         // The default 50 us timer slack would blur 120 us frame times.
         // SAFETY: prctl with PR_SET_TIMERSLACK only changes this thread.
         unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong, 0, 0, 0) };
+        if self.realtime {
+            // A busy host (compilers on both cores) delays a normal
+            // thread's wake-up by tens of ms, which would show as
+            // jitter. Real-time priority lets the pump preempt them; it
+            // sleeps between frames, and the kernel's RT throttling
+            // bounds it anyway. Without permission, carry on as is.
+            let param = libc::sched_param { sched_priority: 10 };
+            // SAFETY: 0 means this thread; param is valid.
+            unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+        }
         while !stop.load(Ordering::Relaxed) {
             self.deliver_due();
             let now = now_ns();
@@ -51,6 +76,7 @@ impl Pump<'_> {
     fn deliver_due(&mut self) {
         let now = now_ns();
         while let Some(frame) = self.line.due(now) {
+            self.stats.late_by(now - self.line.next_due().unwrap_or(now));
             match self.tx.send(frame) {
                 Ok(()) => {
                     Stats::bump(&self.stats.sent, 1);
@@ -73,8 +99,8 @@ impl Pump<'_> {
                 }
                 continue;
             }
-            let len = match self.rx.recv(self.line.spare()) {
-                Ok(Some(len)) => len,
+            let (len, stamp) = match self.rx.recv(self.line.spare()) {
+                Ok(Some(got)) => got,
                 _ => return,
             };
             Stats::bump(&self.stats.received, 1);
@@ -82,7 +108,7 @@ impl Pump<'_> {
                 Stats::bump(&self.stats.oversize, 1);
                 continue;
             }
-            match self.link.admit(now_ns(), len) {
+            match self.link.admit(arrival_ns(stamp), len) {
                 Verdict::Deliver(at) => self.line.commit(at, len),
                 Verdict::Lost => Stats::bump(&self.stats.lost, 1),
                 Verdict::QueueFull => Stats::bump(&self.stats.queue_full, 1),

@@ -129,6 +129,59 @@ function targetCheck(section_id, value) {
 	return true;
 }
 
+// A number from min to max (optionally a single bit), as pepwrt reads it.
+function numberCheck(min, max, singleBit, message) {
+	return function(section_id, value) {
+		if (value == null || value === '')
+			return true;
+
+		var n = parseNumber(value);
+
+		if (n == null || n < min || n > max || (singleBit && (n & (n - 1)) != 0))
+			return message;
+
+		return true;
+	};
+}
+
+// Snoop's queue must not be the accelerator's (both default when empty).
+function snoopQueueCheck(section_id, value) {
+	var main = this.map.lookupOption('queue', 'main'),
+	    mainQueue = main ? main[0].formvalue('main') : null;
+
+	if (mainQueue == null || mainQueue === '')
+		mainQueue = uci.get('pepwrt', 'main', 'queue') || '3135';
+
+	if ((value || '3136') == mainQueue)
+		return _('Snoop needs a queue number of its own; the accelerator uses %s').format(mainQueue);
+
+	return true;
+}
+
+// Adds one option to section s (in tab "tab", or untabbed when null) and
+// sets the given properties on it; "depends" is [ option, value ].
+function field(s, tab, cls, name, title, description, props) {
+	var o = tab ? s.taboption(tab, cls, name, title, description) : s.option(cls, name, title, description);
+
+	Object.keys(props || {}).forEach(function(k) {
+		if (k == 'depends')
+			o.depends(props[k][0], props[k][1]);
+		else
+			o[k] = props[k];
+	});
+
+	return o;
+}
+
+// The kernel socket buffers of one leg: options <side>_sndbuf and <side>_rcvbuf
+// in tab <side>.
+function kernelBuffers(s, side, sndDescription, rcvDescription) {
+	var props = { placeholder: _('automatic'), validate: sizeCheck(4096, 1073741824, '4k', '1024m') };
+
+	field(s, side, form.Value, side + '_sndbuf', _('Send buffer'), sndDescription, props);
+	field(s, side, form.Value, side + '_rcvbuf', _('Receive buffer'), rcvDescription, props);
+}
+
 function ccOption(s, tab, name, title, description, available) {
 	var o = s.taboption(tab, form.ListValue, name, title, description),
 	    current = uci.get('pepwrt', 'main', name);
@@ -141,8 +194,6 @@ function ccOption(s, tab, name, title, description, available) {
 
 	if (current && available.indexOf(current) < 0)
 		o.value(current, _('%s (not available in the running kernel)').format(current));
-
-	o.optional = true;
 
 	return o;
 }
@@ -177,92 +228,77 @@ return view.extend({
 
 		/* General */
 
-		o = s.taboption('general', form.Flag, 'enabled', _('Enable'),
-			_('Start pepwrt now and at every boot.'));
-		o.rmempty = false;
+		field(s, 'general', form.Flag, 'enabled', _('Enable'),
+			_('Start pepwrt now and at every boot.'),
+			{ rmempty: false });
 
-		o = s.taboption('general', widgets.DeviceSelect, 'intercept', _('Accelerate connections from'),
+		field(s, 'general', widgets.DeviceSelect, 'intercept', _('Accelerate connections from'),
 			_('Connections started by devices behind these interfaces are accelerated, usually your LAN bridge (br-lan). ' +
-			  'You can also type a subnet such as 192.168.1.0/24 to accelerate only some devices. Leave empty to accelerate every forwarded connection.'));
-		o.multiple = true;
-		o.noaliases = true;
-		o.validate = targetCheck;
+			  'You can also type a subnet such as 192.168.1.0/24 to accelerate only some devices. Leave empty to accelerate every forwarded connection.'),
+			{ multiple: true, noaliases: true, validate: targetCheck });
 
-		o = s.taboption('general', form.DynamicList, 'exclude_port', _('Never accelerate ports'),
-			_('Connections to these server ports are always left alone, for example 22 (SSH) for interactive sessions.'));
-		o.datatype = 'range(1,65535)';
-		o.placeholder = '22';
+		field(s, 'general', form.DynamicList, 'exclude_port', _('Never accelerate ports'),
+			_('Connections to these server ports are always left alone, for example 22 (SSH) for interactive sessions.'),
+			{ datatype: 'range(1,65535)', placeholder: '22' });
 
-		o = s.taboption('general', form.Flag, 'ipv6', _('IPv6'),
-			_('Accelerate IPv6 connections too, not only IPv4.'));
-		o.default = o.enabled;
-		o.rmempty = false;
+		field(s, 'general', form.Flag, 'ipv6', _('IPv6'),
+			_('Accelerate IPv6 connections too, not only IPv4.'),
+			{ default: '1', rmempty: false });
 
-		o = s.taboption('general', form.ListValue, 'log_level', _('Log level'),
-			_('How much pepwrt writes to the system log. "Information" is a good choice; "Debug" is for tracking down problems.'));
+		o = field(s, 'general', form.ListValue, 'log_level', _('Log level'),
+			_('How much pepwrt writes to the system log. "Information" is a good choice; "Debug" is for tracking down problems.'),
+			{ default: 'info' });
 		o.value('error', _('Errors only'));
 		o.value('warn', _('Warnings'));
 		o.value('info', _('Information'));
 		o.value('debug', _('Debug'));
-		o.default = 'info';
 
 		/* Connections */
 
-		o = s.taboption('pool', form.Value, 'max_conns', _('Maximum accelerated connections'),
-			_('How many connections pepwrt accelerates at once. Further connections still work; they just pass through without acceleration until a place frees up.'));
-		o.datatype = 'range(1,65000)';
-		o.placeholder = '128';
+		field(s, 'pool', form.Value, 'max_conns', _('Maximum accelerated connections'),
+			_('How many connections pepwrt accelerates at once. Further connections still work; they just pass through without acceleration until a place frees up.'),
+			{ datatype: 'range(1,65000)', placeholder: '128' });
 
-		o = s.taboption('pool', form.Value, 'buffer_size', _('Buffer per direction'),
+		field(s, 'pool', form.Value, 'buffer_size', _('Buffer per direction'),
 			_('Memory each accelerated connection gets for each direction, from 4k to 16m. ' +
-			  'Bigger buffers help fast long-distance links but use max connections × 2 × buffer of RAM in total, reserved at start.'));
-		o.placeholder = '32k';
-		o.validate = sizeCheck(4096, 16777216, '4k', '16m');
+			  'Bigger buffers help fast long-distance links but use max connections × 2 × buffer of RAM in total, reserved at start.'),
+			{ placeholder: '32k', validate: sizeCheck(4096, 16777216, '4k', '16m') });
 
-		o = s.taboption('pool', form.Value, 'idle_timeout', _('Idle timeout (seconds)'),
-			_('Close an accelerated connection after this long without any data, from 1 to 86400 seconds.'));
-		o.datatype = 'range(1,86400)';
-		o.placeholder = '600';
+		field(s, 'pool', form.Value, 'idle_timeout', _('Idle timeout (seconds)'),
+			_('Close an accelerated connection after this long without any data, from 1 to 86400 seconds.'),
+			{ datatype: 'range(1,86400)', placeholder: '600' });
 
-		o = s.taboption('pool', form.Value, 'connect_timeout', _('Connect timeout (seconds)'),
-			_('How long pepwrt waits for the server to answer before it gives up on a new connection.'));
-		o.datatype = 'range(1,86400)';
-		o.placeholder = '10';
+		field(s, 'pool', form.Value, 'connect_timeout', _('Connect timeout (seconds)'),
+			_('How long pepwrt waits for the server to answer before it gives up on a new connection.'),
+			{ datatype: 'range(1,86400)', placeholder: '10' });
 
 		/* Server side: the connection from the router to the server. */
 
-		o = s.taboption('server', form.ListValue, 'outgoing_source', _('Source address toward servers'),
+		o = field(s, 'server', form.ListValue, 'outgoing_source', _('Source address toward servers'),
 			_('"Client" keeps each device\'s own address on the connection to the server, as without pepwrt. ' +
-			  '"Router" uses the router\'s address instead, which some setups with several uplinks need.'));
+			  '"Router" uses the router\'s address instead, which some setups with several uplinks need.'),
+			{ default: 'client' });
 		o.value('client', _('Client (transparent)'));
 		o.value('router', _('Router'));
-		o.default = 'client';
 
 		ccOption(s, 'server', 'server_cc', _('Congestion control'),
 			_('How the router\'s connection to the server paces its sending. BBR usually does best on long or lossy links. ' +
 			  'The list shows what the running kernel offers; install a package such as kmod-tcp-bbr to get more.'),
 			available);
 
-		o = s.taboption('server', form.Flag, 'server_fastopen', _('TCP Fast Open'),
+		field(s, 'server', form.Flag, 'server_fastopen', _('TCP Fast Open'),
 			_('Send the first data together with the connection request, saving one round trip when the server supports it.'));
 
-		o = s.taboption('server', form.Flag, 'server_nodelay', _('No delay'),
+		field(s, 'server', form.Flag, 'server_nodelay', _('No delay'),
 			_('Send small pieces of data at once instead of collecting them first. Helps interactive traffic, costs a little efficiency.'));
 
-		o = s.taboption('server', form.Value, 'server_sndbuf', _('Send buffer'),
-			_('Kernel send buffer of the connection to the server, from 4k to 1024m. Leave empty to let the kernel size it.'));
-		o.placeholder = _('automatic');
-		o.validate = sizeCheck(4096, 1073741824, '4k', '1024m');
-
-		o = s.taboption('server', form.Value, 'server_rcvbuf', _('Receive buffer'),
+		kernelBuffers(s, 'server',
+			_('Kernel send buffer of the connection to the server, from 4k to 1024m. Leave empty to let the kernel size it.'),
 			_('Kernel receive buffer of the connection to the server, from 4k to 1024m. Leave empty to let the kernel size it.'));
-		o.placeholder = _('automatic');
-		o.validate = sizeCheck(4096, 1073741824, '4k', '1024m');
 
-		o = s.taboption('server', form.Value, 'server_mss', _('Maximum segment size'),
-			_('Largest TCP segment toward the server, from 88 to 65495 bytes. Leave empty to use what the client asked for.'));
-		o.datatype = 'range(88,65495)';
-		o.placeholder = _('automatic');
+		field(s, 'server', form.Value, 'server_mss', _('Maximum segment size'),
+			_('Largest TCP segment toward the server, from 88 to 65495 bytes. Leave empty to use what the client asked for.'),
+			{ datatype: 'range(88,65495)', placeholder: _('automatic') });
 
 		/* Client side: the connection between the device and the router. */
 
@@ -270,57 +306,30 @@ return view.extend({
 			_('How the router paces data it sends to your devices. The kernel default is fine for a wired LAN.'),
 			available);
 
-		o = s.taboption('client', form.Value, 'client_sndbuf', _('Send buffer'),
-			_('Kernel send buffer of the connection to the device, from 4k to 1024m. Leave empty to let the kernel size it.'));
-		o.placeholder = _('automatic');
-		o.validate = sizeCheck(4096, 1073741824, '4k', '1024m');
-
-		o = s.taboption('client', form.Value, 'client_rcvbuf', _('Receive buffer'),
+		kernelBuffers(s, 'client',
+			_('Kernel send buffer of the connection to the device, from 4k to 1024m. Leave empty to let the kernel size it.'),
 			_('Kernel receive buffer of the connection to the device, from 4k to 1024m. Leave empty to let the kernel size it.'));
-		o.placeholder = _('automatic');
-		o.validate = sizeCheck(4096, 1073741824, '4k', '1024m');
 
 		/* Advanced: numbers that only matter when they clash with other software. */
 
-		o = s.taboption('advanced', form.Value, 'queue', _('Packet queue number'),
-			_('NFQUEUE number on which pepwrt sees new connections, 0 to 65535. Change it only if another program uses the same number.'));
-		o.datatype = 'range(0,65535)';
-		o.placeholder = '3135';
+		field(s, 'advanced', form.Value, 'queue', _('Packet queue number'),
+			_('NFQUEUE number on which pepwrt sees new connections, 0 to 65535. Change it only if another program uses the same number.'),
+			{ datatype: 'range(0,65535)', placeholder: '3135' });
 
-		o = s.taboption('advanced', form.Value, 'port', _('Listener port'),
-			_('Local port where intercepted connections are handed to pepwrt. It is not reachable from outside.'));
-		o.datatype = 'range(1,65535)';
-		o.placeholder = '3135';
+		field(s, 'advanced', form.Value, 'port', _('Listener port'),
+			_('Local port where intercepted connections are handed to pepwrt. It is not reachable from outside.'),
+			{ datatype: 'range(1,65535)', placeholder: '3135' });
 
-		o = s.taboption('advanced', form.Value, 'mark', _('Packet mark'),
-			_('Firewall mark bit for accelerated packets, for example 0x10000. pepwrt also uses the two bits above it, so pick one no other program (such as mwan3 or SQM) uses.'));
-		o.placeholder = '0x10000';
-		o.validate = function(section_id, value) {
-			if (value == null || value === '')
-				return true;
+		// pepwrt also uses the two bits above the mark, hence the top limit.
+		field(s, 'advanced', form.Value, 'mark', _('Packet mark'),
+			_('Firewall mark bit for accelerated packets, for example 0x10000. pepwrt also uses the two bits above it, so pick one no other program (such as mwan3 or SQM) uses.'),
+			{ placeholder: '0x10000', validate: numberCheck(1, 0x20000000, true,
+				_('Enter a single bit between 0x1 and 0x20000000, for example 0x10000')) });
 
-			var n = parseNumber(value);
-
-			if (n == null || n < 1 || n > 0x20000000 || (n & (n - 1)) != 0)
-				return _('Enter a single bit between 0x1 and 0x20000000, for example 0x10000');
-
-			return true;
-		};
-
-		o = s.taboption('advanced', form.Value, 'table', _('Routing table'),
-			_('Number of the routing table pepwrt adds for its packets, 1 to 4294967294. Change it only if another program uses the same table.'));
-		o.placeholder = '3135';
-		o.validate = function(section_id, value) {
-			if (value == null || value === '')
-				return true;
-
-			var n = parseNumber(value);
-
-			if (n == null || n < 1 || n > 4294967294)
-				return _('Enter a table number from 1 to 4294967294');
-
-			return true;
-		};
+		field(s, 'advanced', form.Value, 'table', _('Routing table'),
+			_('Number of the routing table pepwrt adds for its packets, 1 to 4294967294. Change it only if another program uses the same table.'),
+			{ placeholder: '3135', validate: numberCheck(1, 4294967294, false,
+				_('Enter a table number from 1 to 4294967294')) });
 
 		/* Snoop */
 
@@ -329,45 +338,23 @@ return view.extend({
 			  'so the server does not slow down because of Wi-Fi losses.'));
 		s.addremove = false;
 
-		o = s.option(form.Flag, 'enabled', _('Enable Snoop'));
-		o.rmempty = false;
+		field(s, null, form.Flag, 'enabled', _('Enable Snoop'), null, { rmempty: false });
 
-		o = s.option(widgets.DeviceSelect, 'target', _('Wireless side'),
-			_('Interfaces (or subnets) behind which the lossy wireless devices are, for example wlan0.'));
-		o.multiple = true;
-		o.noaliases = true;
-		o.validate = targetCheck;
-		o.depends('enabled', '1');
+		field(s, null, widgets.DeviceSelect, 'target', _('Wireless side'),
+			_('Interfaces (or subnets) behind which the lossy wireless devices are, for example wlan0.'),
+			{ multiple: true, noaliases: true, validate: targetCheck, depends: [ 'enabled', '1' ] });
 
-		o = s.option(form.Value, 'flows', _('Tracked connections'),
-			_('How many connections Snoop looks after at once, 1 to 4096.'));
-		o.datatype = 'range(1,4096)';
-		o.placeholder = '64';
-		o.depends('enabled', '1');
+		field(s, null, form.Value, 'flows', _('Tracked connections'),
+			_('How many connections Snoop looks after at once, 1 to 4096.'),
+			{ datatype: 'range(1,4096)', placeholder: '64', depends: [ 'enabled', '1' ] });
 
-		o = s.option(form.Value, 'cache_size', _('Cache size'),
-			_('Memory for the copies of sent data, from 16k to 64m.'));
-		o.placeholder = '1m';
-		o.validate = sizeCheck(16384, 67108864, '16k', '64m');
-		o.depends('enabled', '1');
+		field(s, null, form.Value, 'cache_size', _('Cache size'),
+			_('Memory for the copies of sent data, from 16k to 64m.'),
+			{ placeholder: '1m', validate: sizeCheck(16384, 67108864, '16k', '64m'), depends: [ 'enabled', '1' ] });
 
-		o = s.option(form.Value, 'queue', _('Packet queue number'),
-			_('NFQUEUE number for Snoop, 0 to 65535; must differ from the accelerator\'s.'));
-		o.datatype = 'range(0,65535)';
-		o.placeholder = '3136';
-		o.depends('enabled', '1');
-		o.validate = function(section_id, value) {
-			var main = this.map.lookupOption('queue', 'main'),
-			    mainQueue = main ? main[0].formvalue('main') : null;
-
-			if (mainQueue == null || mainQueue === '')
-				mainQueue = uci.get('pepwrt', 'main', 'queue') || '3135';
-
-			if ((value || '3136') == mainQueue)
-				return _('Snoop needs a queue number of its own; the accelerator uses %s').format(mainQueue);
-
-			return true;
-		};
+		field(s, null, form.Value, 'queue', _('Packet queue number'),
+			_('NFQUEUE number for Snoop, 0 to 65535; must differ from the accelerator\'s.'),
+			{ datatype: 'range(0,65535)', placeholder: '3136', depends: [ 'enabled', '1' ], validate: snoopQueueCheck });
 
 		return m.render();
 	}

@@ -158,8 +158,8 @@ function graphSvg(samples, now) {
 	for (var m = 0; m <= 5; m++) {
 		var gx = left + pw * m / 5;
 
-		svg.push('<text x="%.1f" y="%d" text-anchor="middle" fill="#666">%s</text>'
-			.format(gx, H - 10, escapeXml(m == 5 ? _('now') : _('-%d min').format(5 - m))));
+		svg.push('<text x="%.1f" y="%d" text-anchor="%s" fill="#666">%s</text>'
+			.format(gx, H - 10, m == 5 ? 'end' : 'middle', escapeXml(m == 5 ? _('now') : _('-%d min').format(5 - m))));
 	}
 
 	[ [ 'down', '#1f77b4' ], [ 'up', '#2ca02c' ] ].forEach(function(series) {
@@ -258,7 +258,8 @@ return view.extend({
 				])
 			]);
 
-		if (st.running === false || !st.counters)
+		// running is true or false (or 1 or 0, depending on how ubus encoded it).
+		if (!st.running || !st.counters)
 			return section(_('Service'), [
 				keyValueTable([
 					[ _('State'), E('strong', {}, [ _('Not running') ]) ],

@@ -1,0 +1,116 @@
+//! Segments from the sender toward the wireless host: cache and forward.
+
+use std::time::Instant;
+
+use crate::wire::ip::IpRepr;
+use crate::wire::tcp::{Segment, flags, seq_le, seq_lt};
+
+use super::cache::NewSegment;
+use super::flow::{CloseReason, Flow};
+use super::{IDLE_TIMEOUT, Snoop, Verdict, key_toward, payload_len};
+
+impl Snoop {
+    /// Every case accepts: the sender's packets always go on. What differs
+    /// is whether a copy is kept.
+    pub(super) fn on_data(&mut self, pkt: &[u8], ip: &IpRepr, seg: &Segment<'_>, now: Instant) -> Verdict {
+        let key = key_toward(ip, seg);
+        let found = self.flows.find(&key);
+        if seg.has(flags::RST) || seg.has(flags::SYN) {
+            // A reset ends the flow; a SYN on a known four-tuple starts a
+            // new connection whose sequence space has nothing to do with
+            // the cached one.
+            if let Some(idx) = found {
+                let why = if seg.has(flags::RST) { CloseReason::Reset } else { CloseReason::Reused };
+                self.close(idx, why);
+            }
+            return Verdict::Accept;
+        }
+        let fin = u32::from(seg.has(flags::FIN));
+        let span = (payload_len(ip, seg) as u32).wrapping_add(fin);
+        if span == 0 {
+            // A pure ACK for the host's own data: nothing to cache.
+            if let Some(f) = found.and_then(|i| self.flows.get_mut(i)) {
+                f.last_seen = now;
+            }
+            return Verdict::Accept;
+        }
+        let seq = seg.seq();
+        let end = seq.wrapping_add(span);
+        let idx = match found {
+            Some(idx) => idx,
+            None => match self.flows.insert(Flow::new(key, seq, now)) {
+                Some(idx) => {
+                    self.counters.flows_total += 1;
+                    self.wake_by(now + IDLE_TIMEOUT);
+                    idx
+                }
+                None => {
+                    self.counters.passed_full += 1;
+                    return Verdict::Accept;
+                }
+            },
+        };
+        // The whole IP packet must be in hand to be sent again.
+        let complete = pkt.len() >= ip.l4_offset + ip.l4_len;
+        self.cache_segment(idx, &pkt[..pkt.len().min(ip.l4_offset + ip.l4_len)], seq, end, fin != 0, complete, now);
+        Verdict::Accept
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn cache_segment(&mut self, idx: u16, packet: &[u8], seq: u32, end: u32, fin: bool, complete: bool, now: Instant) {
+        let Some(flow) = self.flows.get_mut(idx) else { return };
+        flow.last_seen = now;
+        if fin {
+            flow.fin_end = Some(end);
+        }
+        if flow.last_ack.is_some_and(|a| seq_le(end, a)) {
+            // The host has it already (its ACK was lost upstream, or the
+            // sender timed out): forward, the sender's recovery is its own.
+            self.counters.sender_retransmits_acked += 1;
+            flow.stats.sender_retransmits += 1;
+            return;
+        }
+        if self.cache.overlaps(&flow.segments, seq, end) {
+            // The sender retransmits what Snoop holds: its own recovery is
+            // under way, so start counting dup ACKs afresh (the paper does
+            // the same), and keep these segments out of RTT samples.
+            self.counters.sender_retransmits += 1;
+            flow.stats.sender_retransmits += 1;
+            flow.recovery = super::flow::Recovery::Open;
+            let mut cur = flow.segments.head;
+            while let Some(s) = self.cache.get_mut(cur) {
+                if !seq_lt(s.seq, end) {
+                    break;
+                }
+                if seq_lt(seq, s.end) {
+                    s.retransmitted = true;
+                    s.last_sent = now;
+                }
+                cur = s.next;
+            }
+            return;
+        }
+        // Below the highest sequence seen: it fills a gap from a loss
+        // before the router (or reordering); it may be a retransmission.
+        let fills_gap = seq_lt(seq, flow.high_seq);
+        if seq_lt(flow.high_seq, end) {
+            flow.high_seq = end;
+        }
+        if !complete {
+            self.counters.unparsed += 1;
+            return;
+        }
+        let meta = NewSegment { seq, end, now, retransmitted: fills_gap };
+        if self.cache.insert(&mut flow.segments, packet, meta).is_none() {
+            self.counters.passed_full += 1;
+            return;
+        }
+        flow.stats.cached += 1;
+        self.counters.segments_cached += 1;
+        if flow.rto_at.is_none() {
+            let at = now + flow.rtt.backed_off(flow.backoff);
+            flow.rto_at = Some(at);
+            self.wake_by(at);
+        }
+    }
+}

@@ -1,0 +1,496 @@
+//! The state machine fed with packet sequences, IPv4 and IPv6.
+
+use std::time::{Duration, Instant};
+
+use super::testpkt::TcpPkt;
+use super::*;
+use crate::config::Target;
+use crate::wire::tcp::flags;
+
+/// Records local retransmissions instead of sending them.
+#[derive(Default)]
+struct Wire {
+    sent: Vec<Vec<u8>>,
+    refuse: bool,
+}
+
+impl Transmit for Wire {
+    fn send(&mut self, ip_packet: &[u8]) -> bool {
+        if !self.refuse {
+            self.sent.push(ip_packet.to_vec());
+        }
+        !self.refuse
+    }
+}
+
+/// A Snoop with its clock and wire, speaking one address family.
+struct Bench {
+    snoop: Snoop,
+    wire: Wire,
+    now: Instant,
+    v6: bool,
+}
+
+const MSS: usize = 1000;
+
+impl Bench {
+    fn new(v6: bool, flows: u16, cache_bytes: u32) -> Bench {
+        let cfg = SnoopConfig {
+            targets: vec![
+                Target::Subnet("198.18.0.0".parse().unwrap(), 24),
+                Target::Subnet("fd00::".parse().unwrap(), 64),
+            ],
+            queue: 3136,
+            flows,
+            cache_bytes,
+        };
+        Bench { snoop: Snoop::new(&cfg).unwrap(), wire: Wire::default(), now: Instant::now(), v6 }
+    }
+
+    fn both() -> [Bench; 2] {
+        [Bench::new(false, 8, 1 << 20), Bench::new(true, 8, 1 << 20)]
+    }
+
+    fn send(&mut self, p: TcpPkt) -> Verdict {
+        let bytes = p.v6(self.v6).build();
+        let (ip, _) = wire::parse_tcp(&bytes).unwrap();
+        let dir = self.snoop.classify(&ip, 0, 0).unwrap();
+        self.snoop.on_packet(&bytes, dir, self.now, &mut self.wire)
+    }
+
+    /// Segment number `n` (from 0) of MSS bytes after `base`.
+    fn seg(&mut self, base: u32, n: u32) -> Verdict {
+        self.send(TcpPkt::data(base.wrapping_add(n * MSS as u32), MSS))
+    }
+
+    fn ack(&mut self, ack: u32) -> Verdict {
+        self.send(TcpPkt::ack(ack))
+    }
+
+    fn later(&mut self, ms: u64) {
+        self.now += Duration::from_millis(ms);
+    }
+
+    fn timer(&mut self) {
+        self.snoop.on_timer(self.now, &mut self.wire);
+    }
+
+    fn counter(&self, key: &str) -> u64 {
+        let mut s = String::new();
+        self.snoop.write_status_json(&mut s);
+        let pat = format!("\"{key}\":");
+        let at = s.find(&pat).unwrap_or_else(|| panic!("{key} missing in {s}")) + pat.len();
+        s[at..].chars().take_while(char::is_ascii_digit).collect::<String>().parse().unwrap()
+    }
+
+    /// The sequence number of each local retransmission, in order.
+    fn resent_seqs(&self) -> Vec<u32> {
+        self.wire
+            .sent
+            .iter()
+            .map(|p| {
+                let (_, s) = wire::parse_tcp(p).unwrap();
+                s.seq()
+            })
+            .collect()
+    }
+}
+
+fn at(base: u32, n: u32) -> u32 {
+    base.wrapping_add(n * MSS as u32)
+}
+
+#[test]
+fn loss_then_dup_acks_bring_one_local_copy_and_are_suppressed() {
+    for mut b in Bench::both() {
+        let base = 1000;
+        for n in 0..5 {
+            assert_eq!(b.seg(base, n), Verdict::Accept);
+        }
+        b.later(20);
+        assert_eq!(b.ack(at(base, 1)), Verdict::Accept);
+        // Segment 1 was lost on the wireless hop; 2, 3, 4 arrive.
+        for _ in 0..3 {
+            assert_eq!(b.ack(at(base, 1)), Verdict::Drop);
+        }
+        assert_eq!(b.resent_seqs(), vec![at(base, 1)]);
+        let original = TcpPkt::data(at(base, 1), MSS).v6(b.v6).build();
+        assert_eq!(b.wire.sent[0], original, "the copy is the packet as forwarded");
+        assert_eq!(b.counter("local_retransmits_dupack"), 1);
+        assert_eq!(b.counter("dupacks_suppressed"), 3);
+        b.later(20);
+        assert_eq!(b.ack(at(base, 5)), Verdict::Accept);
+        assert_eq!(b.counter("cached_segments"), 0);
+        assert_eq!(b.counter("cache_bytes_used"), 0);
+    }
+}
+
+#[test]
+fn lost_local_copy_is_sent_again_after_a_round_trip_of_dup_acks() {
+    for mut b in Bench::both() {
+        for n in 0..8 {
+            b.seg(0, n);
+        }
+        b.later(30);
+        b.ack(at(0, 1)); // RTT sample 30 ms
+        b.ack(at(0, 1));
+        b.later(5);
+        b.ack(at(0, 1));
+        assert_eq!(b.resent_seqs().len(), 1, "dup ACKs within a round trip wait");
+        b.later(100);
+        assert_eq!(b.ack(at(0, 1)), Verdict::Drop);
+        assert_eq!(b.resent_seqs(), vec![at(0, 1), at(0, 1)]);
+        b.later(100);
+        b.ack(at(0, 1));
+        b.later(100);
+        // Three local copies spent: the sender gets the dup ACKs now.
+        assert_eq!(b.ack(at(0, 1)), Verdict::Accept);
+        assert_eq!(b.resent_seqs().len(), 3);
+        assert_eq!(b.counter("local_recovery_given_up"), 1);
+        assert_eq!(b.ack(at(0, 1)), Verdict::Accept);
+        assert!(b.counter("dupacks_passed") >= 2);
+    }
+}
+
+#[test]
+fn reordered_segments_are_cached_in_order_and_freed_together() {
+    for mut b in Bench::both() {
+        b.seg(0, 0);
+        b.seg(0, 2);
+        b.seg(0, 1); // late: fills the gap
+        b.seg(0, 3);
+        assert_eq!(b.counter("cached_segments"), 4);
+        b.ack(at(0, 3));
+        assert_eq!(b.counter("cached_segments"), 1);
+        // The hole at segment 3 is found among reordered segments.
+        b.ack(at(0, 3));
+        assert_eq!(b.resent_seqs(), vec![at(0, 3)]);
+    }
+}
+
+#[test]
+fn sender_retransmissions_are_forwarded_and_counted() {
+    for mut b in Bench::both() {
+        b.seg(0, 0);
+        b.seg(0, 1);
+        assert_eq!(b.seg(0, 1), Verdict::Accept);
+        assert_eq!(b.counter("sender_retransmits"), 1);
+        assert_eq!(b.counter("cached_segments"), 2, "not cached twice");
+        b.ack(at(0, 2));
+        assert_eq!(b.seg(0, 0), Verdict::Accept);
+        assert_eq!(b.counter("sender_retransmits_acked"), 1);
+        assert_eq!(b.counter("cached_segments"), 0);
+    }
+}
+
+#[test]
+fn sender_retransmission_restarts_dup_ack_counting() {
+    let mut b = Bench::new(false, 4, 1 << 20);
+    for n in 0..4 {
+        b.seg(0, n);
+    }
+    b.ack(at(0, 1));
+    assert_eq!(b.ack(at(0, 1)), Verdict::Drop);
+    b.seg(0, 1); // the sender's own fast retransmit or timeout
+    assert_eq!(b.ack(at(0, 1)), Verdict::Drop);
+    assert_eq!(b.resent_seqs(), vec![at(0, 1), at(0, 1)]);
+}
+
+#[test]
+fn sequence_numbers_wrap() {
+    for mut b in Bench::both() {
+        let base = u32::MAX - 2500;
+        for n in 0..6 {
+            b.seg(base, n);
+        }
+        b.ack(at(base, 3)); // past the wrap
+        assert_eq!(b.counter("cached_segments"), 3);
+        assert_eq!(b.ack(at(base, 3)), Verdict::Drop);
+        assert_eq!(b.resent_seqs(), vec![at(base, 3)]);
+        // An ACK from before the wrap is old news, not a new ACK.
+        assert_eq!(b.ack(at(base, 1)), Verdict::Accept);
+        b.ack(at(base, 6));
+        assert_eq!(b.counter("cached_segments"), 0);
+    }
+}
+
+#[test]
+fn sack_blocks_name_every_hole_below_the_highest_edge() {
+    for mut b in Bench::both() {
+        for n in 0..7 {
+            b.seg(0, n);
+        }
+        b.ack(at(0, 1));
+        // Lost: 1 and 3. Received: 2, 4, 5. 6 is still in flight.
+        let dup = TcpPkt::ack(at(0, 1)).sack(&[(at(0, 4), at(0, 6)), (at(0, 2), at(0, 3))]);
+        assert_eq!(b.send(dup.clone()), Verdict::Drop);
+        assert_eq!(b.resent_seqs(), vec![at(0, 1), at(0, 3)]);
+        // The next SACK dup ACK within a round trip sends nothing new.
+        assert_eq!(b.send(dup), Verdict::Drop);
+        assert_eq!(b.resent_seqs().len(), 2);
+        // Hole 1 repaired; the new ACK still names hole 3 and passes.
+        let partial = TcpPkt::ack(at(0, 3)).sack(&[(at(0, 4), at(0, 6))]);
+        assert_eq!(b.send(partial), Verdict::Accept);
+        assert_eq!(b.counter("cached_segments"), 4);
+    }
+}
+
+#[test]
+fn dsack_below_the_ack_names_no_hole() {
+    let mut b = Bench::new(true, 4, 1 << 20);
+    for n in 0..4 {
+        b.seg(0, n);
+    }
+    b.ack(at(0, 2));
+    let dup = TcpPkt::ack(at(0, 2)).sack(&[(at(0, 0), at(0, 1))]);
+    assert_eq!(b.send(dup), Verdict::Drop);
+    assert_eq!(b.resent_seqs(), vec![at(0, 2)]);
+}
+
+#[test]
+fn window_updates_data_and_fin_are_not_duplicate_acks() {
+    for mut b in Bench::both() {
+        for n in 0..3 {
+            b.seg(0, n);
+        }
+        b.ack(at(0, 1));
+        assert_eq!(b.send(TcpPkt::ack(at(0, 1)).window(2000)), Verdict::Accept);
+        let mut with_data = TcpPkt::ack(at(0, 1)).window(2000);
+        with_data.payload = 10;
+        assert_eq!(b.send(with_data), Verdict::Accept);
+        assert_eq!(b.send(TcpPkt::ack(at(0, 1)).window(2000).with_flags(flags::FIN)), Verdict::Accept);
+        assert!(b.wire.sent.is_empty());
+        // Same window as the last update: a true duplicate.
+        assert_eq!(b.send(TcpPkt::ack(at(0, 1)).window(2000)), Verdict::Drop);
+    }
+}
+
+#[test]
+fn nothing_outstanding_means_no_duplicate() {
+    let mut b = Bench::new(false, 4, 1 << 20);
+    b.seg(0, 0);
+    b.ack(at(0, 1));
+    assert_eq!(b.ack(at(0, 1)), Verdict::Accept);
+    assert!(b.wire.sent.is_empty());
+}
+
+#[test]
+fn acked_fin_frees_the_flow() {
+    for mut b in Bench::both() {
+        b.seg(0, 0);
+        b.send(TcpPkt::data(at(0, 1), 0).with_flags(flags::FIN));
+        assert_eq!(b.counter("cached_segments"), 2, "a bare FIN is cached too");
+        b.ack(at(0, 1));
+        assert_eq!(b.counter("flows"), 1);
+        b.ack(at(0, 1) + 1);
+        assert_eq!((b.counter("flows"), b.counter("cached_segments")), (0, 0));
+    }
+}
+
+#[test]
+fn reset_from_either_side_frees_the_flow() {
+    for mut b in Bench::both() {
+        b.seg(0, 0);
+        b.send(TcpPkt::ack(0).with_flags(flags::RST));
+        assert_eq!((b.counter("flows"), b.counter("cached_segments")), (0, 0));
+        b.seg(0, 1);
+        b.send(TcpPkt::data(at(0, 2), 0).with_flags(flags::RST));
+        assert_eq!((b.counter("flows"), b.counter("cached_segments")), (0, 0));
+        assert_eq!(b.counter("flows_total"), 2);
+    }
+}
+
+#[test]
+fn new_syn_on_a_known_four_tuple_starts_afresh() {
+    let mut b = Bench::new(false, 4, 1 << 20);
+    b.seg(0, 0);
+    let mut syn = TcpPkt::data(5_000_000, 0);
+    syn.flags = flags::SYN;
+    b.send(syn);
+    assert_eq!(b.counter("flows"), 0);
+}
+
+#[test]
+fn full_arena_passes_packets_uncached_and_their_dup_acks_through() {
+    for v6 in [false, true] {
+        // Four 256-byte chunks: a single 1040-byte packet does not fit.
+        let mut b = Bench::new(v6, 4, 1024);
+        assert_eq!(b.seg(0, 0), Verdict::Accept);
+        assert_eq!(b.counter("passed_full"), 1);
+        assert_eq!(b.counter("cached_segments"), 0);
+        b.send(TcpPkt::data(at(0, 1), 100));
+        assert_eq!(b.counter("cached_segments"), 1);
+        b.ack(0);
+        // The hole is not cached: the sender must hear about it.
+        assert_eq!(b.ack(0), Verdict::Accept);
+        assert_eq!(b.ack(0), Verdict::Accept);
+        assert!(b.wire.sent.is_empty());
+        assert_eq!(b.counter("dupacks_passed"), 2);
+    }
+}
+
+#[test]
+fn full_flow_table_passes_new_flows_untracked() {
+    for v6 in [false, true] {
+        let mut b = Bench::new(v6, 1, 1 << 20);
+        b.seg(0, 0);
+        assert_eq!(b.send(TcpPkt::data(0, MSS).port(40001)), Verdict::Accept);
+        assert_eq!((b.counter("flows"), b.counter("passed_full")), (1, 1));
+        assert_eq!(b.send(TcpPkt::ack(0).port(40001)), Verdict::Accept);
+        assert_eq!(b.send(TcpPkt::ack(0).port(40001)), Verdict::Accept);
+        // Once the first flow ends, the second gets a slot.
+        b.send(TcpPkt::ack(0).with_flags(flags::RST));
+        b.send(TcpPkt::data(at(0, 1), MSS).port(40001));
+        assert_eq!(b.counter("flows"), 1);
+    }
+}
+
+#[test]
+fn timer_resends_the_oldest_segment_with_backoff_then_gives_up() {
+    for mut b in Bench::both() {
+        b.seg(0, 0);
+        b.later(40);
+        b.ack(at(0, 1)); // sample 40 ms: srtt 40, rttvar 20, RTO 120 ms
+        b.seg(0, 1);
+        b.seg(0, 2);
+        assert_eq!(b.counter("cached_segments"), 2);
+        b.later(119);
+        b.timer();
+        assert!(b.wire.sent.is_empty());
+        b.later(1);
+        b.timer();
+        assert_eq!(b.resent_seqs(), vec![at(0, 1)]);
+        let mut sends = Vec::new();
+        let mut gaps = Vec::new();
+        for _ in 0..3 {
+            let before = b.now;
+            b.now = b.snoop.next_deadline().unwrap();
+            gaps.push((b.now - before).as_millis());
+            b.timer();
+            sends.push(b.wire.sent.len());
+        }
+        // Doubling: 240 and 480 ms, then retries are spent and only the
+        // idle timer is left.
+        assert_eq!(gaps, vec![240, 480, 960]);
+        assert_eq!(sends, vec![2, 3, 3]);
+        assert!(b.snoop.next_deadline().unwrap() > b.now + Duration::from_secs(50));
+        assert_eq!(b.resent_seqs(), vec![at(0, 1); 3]);
+        assert_eq!(b.counter("local_retransmits_timeout"), 3);
+        assert_eq!(b.counter("local_recovery_given_up"), 1);
+        // Given up: dup ACKs go to the sender.
+        assert_eq!(b.ack(at(0, 1)), Verdict::Accept);
+    }
+}
+
+#[test]
+fn timer_does_not_push_into_a_closed_window() {
+    let mut b = Bench::new(false, 4, 1 << 20);
+    b.seg(0, 0);
+    b.seg(0, 1);
+    b.send(TcpPkt::ack(at(0, 1)).window(0));
+    for _ in 0..5 {
+        b.now = b.snoop.next_deadline().unwrap();
+        b.timer();
+    }
+    assert!(b.wire.sent.is_empty());
+}
+
+#[test]
+fn karn_rule_keeps_retransmitted_segments_out_of_the_rtt() {
+    let mut b = Bench::new(false, 4, 1 << 20);
+    b.seg(0, 0);
+    b.seg(0, 1);
+    b.later(10);
+    b.ack(at(0, 1)); // sample 10 ms: RTO at its 100 ms floor
+    b.ack(at(0, 1)); // local copy of 1
+    b.later(3000);
+    b.ack(at(0, 2)); // would be a 3 s sample if taken
+    b.seg(0, 2);
+    b.later(100);
+    b.timer();
+    assert_eq!(b.resent_seqs(), vec![at(0, 1), at(0, 2)]);
+}
+
+#[test]
+fn idle_flows_are_forgotten_and_their_cache_freed() {
+    for mut b in Bench::both() {
+        b.seg(0, 0);
+        b.later(30_000);
+        b.timer();
+        assert_eq!(b.counter("flows"), 1);
+        b.later(31_000);
+        for _ in 0..10 {
+            b.timer();
+        }
+        assert_eq!((b.counter("flows"), b.counter("cached_segments")), (0, 0));
+        assert_eq!(b.snoop.next_deadline(), None);
+    }
+}
+
+#[test]
+fn refused_send_lets_the_dup_ack_through() {
+    let mut b = Bench::new(false, 4, 1 << 20);
+    b.seg(0, 0);
+    b.seg(0, 1);
+    b.ack(0);
+    b.wire.refuse = true;
+    assert_eq!(b.ack(0), Verdict::Accept);
+    assert_eq!(b.counter("transmit_failed"), 1);
+}
+
+#[test]
+fn truncated_capture_is_forwarded_but_not_cached() {
+    let mut b = Bench::new(false, 4, 1 << 20);
+    let pkt = TcpPkt::data(0, MSS).build();
+    let (ip, _) = wire::parse_tcp(&pkt).unwrap();
+    let dir = b.snoop.classify(&ip, 0, 0).unwrap();
+    assert_eq!(b.snoop.on_packet(&pkt[..200], dir, b.now, &mut b.wire), Verdict::Accept);
+    assert_eq!(b.counter("cached_segments"), 0);
+}
+
+#[test]
+fn status_lists_every_counter() {
+    let mut b = Bench::new(false, 64, 1 << 20);
+    b.seg(0, 0);
+    let mut s = String::new();
+    b.snoop.write_status_json(&mut s);
+    assert!(s.starts_with(
+        "{\"flows\":1,\"max_flows\":64,\"cached_segments\":1,\"cache_bytes_used\":1040,\"cache_bytes\":1048576,\
+         \"flows_total\":1,\"local_retransmits_dupack\":0,\"local_retransmits_timeout\":0,\
+         \"dupacks_suppressed\":0,\"passed_full\":0,"
+    ));
+    assert!(s.ends_with('}') && !s.ends_with('\n'));
+}
+
+#[test]
+fn garbage_never_panics() {
+    let mut b = Bench::new(true, 2, 4096);
+    let mut x: u64 = 0x1234_5678_9abc_def1;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let templates = [
+        TcpPkt::data(0, 300).build(),
+        TcpPkt::ack(300).sack(&[(1, 2), (3, 4)]).build(),
+        TcpPkt::data(0, 300).v6(true).build(),
+        TcpPkt::ack(300).v6(true).sack(&[(5, 9)]).build(),
+    ];
+    for i in 0..20_000 {
+        let mut p = templates[i % 4].clone();
+        for _ in 0..(rnd() % 4) {
+            let at = (rnd() as usize) % p.len();
+            p[at] = rnd() as u8;
+        }
+        let cut = (rnd() as usize) % (p.len() + 1);
+        let dir = if rnd() % 2 == 0 { Direction::ToWireless } else { Direction::FromWireless };
+        b.snoop.on_packet(&p[..cut.max(p.len() / 2)], dir, b.now, &mut b.wire);
+        b.snoop.on_packet(&p[..cut], dir, b.now, &mut b.wire);
+        if i % 100 == 0 {
+            b.later(150);
+            b.timer();
+        }
+    }
+}
