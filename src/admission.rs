@@ -133,6 +133,13 @@ mod tests {
     }
 
     #[test]
+    fn connections_to_our_own_port_pass() {
+        let cfg = Config { port: 80, ..Config::default() };
+        let mut pool = Pool::new(1, 4096);
+        assert_eq!(decide(&cfg, &mut pool, &syn_packet(), Instant::now()), Decision::PassPolicy);
+    }
+
+    #[test]
     fn marks_keep_foreign_bits() {
         let cfg = Config::default();
         assert_eq!(mark_for(&cfg, Decision::Split, 0x5), 0x30005);

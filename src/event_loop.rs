@@ -76,6 +76,10 @@ impl PollSet {
         self.tokens.clear();
     }
     fn add(&mut self, fd: std::os::fd::RawFd, events: libc::c_short, token: Token) {
+        // poll reports errors and hangups even for no events, which would
+        // wake us again and again for a socket we cannot serve yet (its
+        // ring is full); a negative fd is skipped altogether.
+        let fd = if events == 0 { -1 } else { fd };
         self.fds.push(poll::entry(fd, events));
         self.tokens.push(token);
     }
