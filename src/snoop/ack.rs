@@ -35,7 +35,7 @@ impl Snoop {
             return Verdict::Accept;
         }
         let ack = seg.ack();
-        match flow.last_ack {
+        let verdict = match flow.last_ack {
             Some(last) if ack == last => self.on_same_ack(idx, ip, seg, now, tx),
             // Older than what the host acknowledged before: reordered on
             // the way back. Harmless to the sender.
@@ -44,6 +44,22 @@ impl Snoop {
                 self.on_new_ack(idx, ack, seg.window(), now);
                 Verdict::Accept
             }
+        };
+        if seg.has(flags::FIN) {
+            self.on_host_fin(idx, ack);
+        }
+        verdict
+    }
+
+    /// The host closes its side. If it has acknowledged everything the
+    /// sender sent, the flow is done as far as Snoop can tell: the
+    /// sender's FIN may have passed unseen (a full queue fails open). Data
+    /// the sender still sends after a half-close starts a new flow, which
+    /// costs nothing but this table slot.
+    fn on_host_fin(&mut self, idx: u16, ack: u32) {
+        let Some(flow) = self.flows.get(idx) else { return };
+        if flow.segments.is_empty() && seq_le(flow.high_seq, ack) {
+            self.close(idx, CloseReason::HostFin);
         }
     }
 

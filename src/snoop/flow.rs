@@ -57,6 +57,7 @@ pub enum Recovery {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
     FinAcked,
+    HostFin,
     Reset,
     Idle,
     Reused,
@@ -66,6 +67,7 @@ impl CloseReason {
     pub fn as_str(self) -> &'static str {
         match self {
             CloseReason::FinAcked => "fin acked",
+            CloseReason::HostFin => "host closed, all acked",
             CloseReason::Reset => "reset",
             CloseReason::Idle => "idle",
             CloseReason::Reused => "port reused",

@@ -288,6 +288,20 @@ fn acked_fin_frees_the_flow() {
 }
 
 #[test]
+fn host_fin_with_everything_acked_frees_the_flow() {
+    for mut b in Bench::both() {
+        b.seg(0, 0);
+        b.seg(0, 1);
+        // The host closes while data is outstanding: the flow stays.
+        b.send(TcpPkt::ack(at(0, 1)).with_flags(flags::FIN));
+        assert_eq!(b.counter("flows"), 1);
+        // Everything acked (the sender's FIN passed unseen): done.
+        b.send(TcpPkt::ack(at(0, 2)).with_flags(flags::FIN));
+        assert_eq!((b.counter("flows"), b.counter("cached_segments")), (0, 0));
+    }
+}
+
+#[test]
 fn reset_from_either_side_frees_the_flow() {
     for mut b in Bench::both() {
         b.seg(0, 0);

@@ -302,7 +302,8 @@ function page(name, out) {
 		'<style>' + read(path.join(HERE, 'harness.css')) + '</style>\n' +
 		'<script>window.HARNESS = ' + json + ';</script>\n' +
 		'<script>' + read(path.join(HERE, 'harness.js')) + '</script>\n' +
-		'</head><body><div class="harness-banner">Test harness with stand-ins for LuCI modules, not LuCI itself (all tabs shown at once): ' + name + '</div>' +
+		'</head><body><div class="harness-banner">Test harness with stand-ins for LuCI modules, not LuCI itself: ' + name +
+		(sc.view == 'config' ? ' (every settings tab shown at once)' : '') + '</div>' +
 		'<div id="view"></div><pre id="harness-result"></pre></body></html>\n');
 }
 
