@@ -15,6 +15,9 @@ use crate::wire::{
 /// reach the listener; covers the client's SYN retransmissions (1 s, 3 s).
 pub const RESERVATION: Duration = Duration::from_secs(8);
 
+/// What TCP_MAXSEG accepts (Linux: 88 to MAX_TCP_WINDOW).
+pub const MSS_RANGE: std::ops::RangeInclusive<u16> = 88..=32767;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     Split,
@@ -36,7 +39,8 @@ pub fn decide(cfg: &Config, pool: &mut Pool, pkt: &[u8], now: Instant) -> Decisi
     };
     let server = SocketAddr::new(ip.dst, seg.dst_port());
     let client = SocketAddr::new(ip.src, seg.src_port());
-    if cfg.exclude_ports.contains(&server.port())
+    if options.signed
+        || cfg.exclude_ports.contains(&server.port())
         || (server.is_ipv6() && !cfg.ipv6)
         || server.ip().is_loopback()
         || server.ip().is_multicast()
@@ -133,10 +137,33 @@ mod tests {
     }
 
     #[test]
-    fn connections_to_our_own_port_pass() {
-        let cfg = Config { port: 80, ..Config::default() };
+    fn signed_syns_pass() {
+        let cfg = Config::default();
         let mut pool = Pool::new(1, 4096);
-        assert_eq!(decide(&cfg, &mut pool, &syn_packet(), Instant::now()), Decision::PassPolicy);
+        let mut pkt = syn_packet();
+        // The timestamps option (kind 8, length 10) becomes a TCP-AO
+        // option of the same length.
+        let at = 20 + 26;
+        assert_eq!(pkt[at], 8);
+        pkt[at] = 29;
+        assert_eq!(
+            decide(&cfg, &mut pool, &pkt, Instant::now()),
+            Decision::PassPolicy
+        );
+        assert_eq!(pool.in_use(), 0);
+    }
+
+    #[test]
+    fn connections_to_our_own_port_pass() {
+        let cfg = Config {
+            port: 80,
+            ..Config::default()
+        };
+        let mut pool = Pool::new(1, 4096);
+        assert_eq!(
+            decide(&cfg, &mut pool, &syn_packet(), Instant::now()),
+            Decision::PassPolicy
+        );
     }
 
     #[test]

@@ -320,7 +320,7 @@ where
             (_, "queue") => cfg.queue = parse_num(&flag, &value()?, 0, 65535)? as u16,
             (_, "port") => cfg.port = parse_num(&flag, &value()?, 1, 65535)? as u16,
             (_, "mark") => cfg.mark = parse_mark(&value()?)?,
-            (_, "table") => cfg.table = parse_num(&flag, &value()?, 1, 0xffff_fffe)? as u32,
+            (_, "table") => cfg.table = parse_table(&value()?)?,
             (_, "intercept") => cfg.intercept.push(parse_target(&flag, &value()?)?),
             (_, "exclude-port") => cfg
                 .exclude_ports
@@ -359,7 +359,7 @@ where
                     "rcvbuf" => {
                         leg.rcvbuf_bytes = Some(parse_size(&flag, &value()?, 4096, 1 << 30)?)
                     }
-                    "mss" => leg.mss = Some(parse_num(&flag, &value()?, 88, 65495)? as u16),
+                    "mss" => leg.mss = Some(parse_num(&flag, &value()?, 88, 32767)? as u16),
                     _ => return err(format!("unknown option {flag}")),
                 }
             }
@@ -483,6 +483,18 @@ fn parse_size(flag: &str, s: &str, min: u64, max: u64) -> Result<u32, ConfigErro
 
 fn parse_secs(flag: &str, s: &str) -> Result<Duration, ConfigError> {
     Ok(Duration::from_secs(parse_num(flag, s, 1, 86400)?))
+}
+
+/// Routing tables 253-255 (default, main, local) are the kernel's own: the
+/// rules flush pepwrt's table, which must never be one of them.
+fn parse_table(s: &str) -> Result<u32, ConfigError> {
+    let t = parse_num("--table", s, 1, 0xffff_fffe)? as u32;
+    if (253..=255).contains(&t) {
+        return err(format!(
+            "--table: {t} is a table the kernel uses itself; choose another, e.g. 3135"
+        ));
+    }
+    Ok(t)
 }
 
 fn parse_mark(s: &str) -> Result<u32, ConfigError> {

@@ -14,12 +14,13 @@ use crate::config::{Config, OutgoingSource};
 use crate::nfqueue::{self, NfQueue};
 use crate::pool::{ConnId, FourTuple, Pool, SlotState};
 use crate::relay::{Conn, End, Ready, Step};
+use crate::snoop::{self, Snoop};
 use crate::stats::{Counters, Report};
+use crate::sys::Errno;
 use crate::sys::poll::{self, PollFd};
+use crate::sys::raw::RawSender;
 use crate::sys::signals::SignalPipe;
 use crate::sys::socket;
-use crate::snoop::{self, Snoop};
-use crate::sys::raw::RawSender;
 use crate::tuning;
 
 /// Housekeeping interval: timeouts are in seconds, so a one-second tick
@@ -58,6 +59,8 @@ pub struct Proxy {
     pollset: PollSet,
     report: String,
     stop_at: Option<Instant>,
+    /// Set when accept failed for lack of resources; cleared each tick.
+    accept_paused: bool,
 }
 
 /// The poll set and, index for index, what each entry is for. Both are
@@ -69,7 +72,10 @@ struct PollSet {
 
 impl PollSet {
     fn with_capacity(n: usize) -> PollSet {
-        PollSet { fds: Vec::with_capacity(n), tokens: Vec::with_capacity(n) }
+        PollSet {
+            fds: Vec::with_capacity(n),
+            tokens: Vec::with_capacity(n),
+        }
     }
     fn clear(&mut self) {
         self.fds.clear();
@@ -98,8 +104,11 @@ const SNOOP_COPY_RANGE: u16 = 0xffff;
 impl SnoopRuntime {
     fn start(cfg: &Config, s: &crate::config::SnoopConfig) -> Result<SnoopRuntime, StartError> {
         let engine = Snoop::new(s).map_err(start_error)?;
-        let tx = RawSender::open(cfg.snoop_mark(), cfg.ipv6)
-            .map_err(|e| start_error(format!("snoop: raw socket for local retransmissions: {e} (needs CAP_NET_RAW)")))?;
+        let tx = RawSender::open(cfg.snoop_mark(), cfg.ipv6).map_err(|e| {
+            start_error(format!(
+                "snoop: raw socket for local retransmissions: {e} (needs CAP_NET_RAW)"
+            ))
+        })?;
         let queue = NfQueue::open(s.queue, SNOOP_COPY_RANGE, 4096).map_err(missing_kernel_piece)?;
         log::info!(
             "snoop: queue {}, {} flows, {} KiB segment cache",
@@ -137,11 +146,17 @@ pub struct StartError {
 }
 
 fn start_error(message: String) -> StartError {
-    StartError { message, exit_code: 1 }
+    StartError {
+        message,
+        exit_code: 1,
+    }
 }
 
 fn missing_kernel_piece(message: String) -> StartError {
-    StartError { message, exit_code: 3 }
+    StartError {
+        message,
+        exit_code: 3,
+    }
 }
 
 fn listener_error(addr: SocketAddr, e: &io::Error) -> String {
@@ -256,6 +271,7 @@ impl Proxy {
             pollset: PollSet::with_capacity(fds),
             report,
             stop_at: None,
+            accept_paused: false,
         })
     }
 
@@ -285,7 +301,10 @@ impl Proxy {
                 }
             }
             self.build_pollset();
-            poll::poll(&mut self.pollset.fds, Some(wake.saturating_duration_since(now)))?;
+            poll::poll(
+                &mut self.pollset.fds,
+                Some(wake.saturating_duration_since(now)),
+            )?;
             let now = Instant::now();
             for i in 0..self.pollset.fds.len() {
                 let revents = self.pollset.fds[i].revents;
@@ -340,14 +359,19 @@ impl Proxy {
             set.add(sn.queue.fd(), poll::IN, Token::Snoop);
         }
         for (i, l) in self.listeners.iter().enumerate() {
-            set.add(l.as_raw_fd(), poll::IN, Token::Listener(i));
+            if !self.accept_paused {
+                set.add(l.as_raw_fd(), poll::IN, Token::Listener(i));
+            }
         }
         for (i, slot) in self.pool.slots().iter().enumerate() {
             let SlotState::Active(conn) = &slot.state else {
                 continue;
             };
             let (c, s) = conn.interest(&slot.up, &slot.down);
-            let id = ConnId { slot: i as u16, generation: slot.generation };
+            let id = ConnId {
+                slot: i as u16,
+                generation: slot.generation,
+            };
             set.add(conn.client.as_raw_fd(), c, Token::Conn(id));
             set.add(conn.server.as_raw_fd(), s, Token::ConnServer);
         }
@@ -379,8 +403,28 @@ impl Proxy {
             self.pool.active_ids().count(),
             DRAIN.as_secs()
         );
+        // SYNs already queued pass unsplit (closing the queue would drop
+        // them); handshakes already in the backlog are taken in and get the
+        // drain time like the rest.
+        if let Some(q) = &mut self.queue {
+            let (cfg, counters) = (&self.cfg, &mut self.counters);
+            q.drain(usize::MAX, |pkt| {
+                counters.passed_policy += 1;
+                nfqueue::Verdict::RepeatWithMark(admission::mark_for(
+                    cfg,
+                    Decision::PassPolicy,
+                    pkt.mark,
+                ))
+            });
+        }
+        if let Some(sn) = &mut self.snoop {
+            sn.queue.drain(usize::MAX, |_| nfqueue::Verdict::Accept);
+        }
         self.queue = None;
         self.snoop = None;
+        for i in 0..self.listeners.len() {
+            self.on_accept(i, now);
+        }
         self.listeners.clear();
         self.stop_at = Some(now + DRAIN);
     }
@@ -390,7 +434,10 @@ impl Proxy {
     fn render_report(&mut self, now: Instant, json: bool) {
         let mut out = std::mem::take(&mut self.report);
         out.clear();
-        let snoop_json = self.snoop.as_ref().map(|sn| move |out: &mut String| sn.engine.write_status_json(out));
+        let snoop_json = self
+            .snoop
+            .as_ref()
+            .map(|sn| move |out: &mut String| sn.engine.write_status_json(out));
         let report = Report {
             counters: &self.counters,
             pool: &self.pool,
@@ -442,9 +489,19 @@ impl Proxy {
             let (client, peer) = match listener.accept() {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                // The client gave up before we got to it: next one.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ECONNABORTED | libc::EPROTO)) => {
+                    continue;
+                }
                 Err(e) => {
-                    // EMFILE and friends: leave the rest in the backlog.
-                    log::warn!("accept: {e}");
+                    // Out of fds or memory: the listener stays readable, so
+                    // stop polling it until the next tick instead of
+                    // spinning; the backlog waits.
+                    log::warn!(
+                        "accept: {}; pausing new connections for a second",
+                        Errno::of(&e)
+                    );
+                    self.accept_paused = true;
                     return;
                 }
             };
@@ -491,7 +548,10 @@ impl Proxy {
             Ok(s) => s,
             Err(e) => {
                 self.counters.connect_failed += 1;
-                log::info!("{peer} -> {local}: connect failed at once: {e}");
+                log::info!(
+                    "{peer} -> {local}: connect failed at once: {}",
+                    Errno::of(&e)
+                );
                 socket::set_abortive_close(&client);
                 self.pool.release(id);
                 return;
@@ -535,7 +595,7 @@ impl Proxy {
             conn.tuple.client,
             conn.tuple.server,
             end.describe(),
-            Errno(end),
+            Reason(end),
             now.duration_since(conn.started).as_secs_f64(),
             conn.bytes_up(),
             conn.bytes_down()
@@ -544,6 +604,7 @@ impl Proxy {
     }
 
     fn tick(&mut self, now: Instant) {
+        self.accept_paused = false;
         self.pool.expire_reservations(now);
         let idle = self.cfg.idle_timeout;
         for i in 0..self.pool.capacity() {
@@ -569,7 +630,7 @@ impl Proxy {
             };
             if let Some(slot) = self.pool.get_mut(id) {
                 if let SlotState::Active(conn) = &mut slot.state {
-                    conn.abort(end, &mut slot.up, &mut slot.down);
+                    conn.abort(end);
                 }
             }
             self.finish(id, end, now);
@@ -594,12 +655,12 @@ impl Proxy {
 }
 
 /// The reason behind a failed connect, for the close line (": No route to host").
-struct Errno(End);
+struct Reason(End);
 
-impl std::fmt::Display for Errno {
+impl std::fmt::Display for Reason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0 {
-            End::ConnectFailed(e) => write!(f, ": {}", io::Error::from_raw_os_error(e)),
+            End::ConnectFailed(e) => write!(f, ": {}", crate::sys::Errno(e)),
             _ => Ok(()),
         }
     }

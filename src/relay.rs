@@ -2,7 +2,7 @@
 //! opened, and the rules for moving bytes, EOFs and resets between them.
 //! Time comes in as an argument; nothing here reads the clock.
 
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
@@ -19,7 +19,23 @@ pub enum Phase {
         deadline: Instant,
     },
     Relaying,
+    /// One side reset: the other side still gets every byte pepwrt had
+    /// acknowledged for it, then a reset of its own.
+    Draining {
+        toward: Side,
+        end: End,
+        deadline: Instant,
+    },
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Server,
+}
+
+/// How long a reset's survivor may take to receive what it is owed.
+const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 /// Why a connection ended, for the close log line and counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +135,7 @@ impl Conn {
             Phase::Connecting { .. } => "connecting",
             Phase::Relaying if self.up.eof || self.down.eof => "half-closed",
             Phase::Relaying => "relay",
+            Phase::Draining { .. } => "closing",
         }
     }
 
@@ -129,73 +146,108 @@ impl Conn {
     pub fn interest(&self, up: &Ring, down: &Ring) -> (libc::c_short, libc::c_short) {
         let wants_read =
             |f: &Flow, r: &Ring| !f.eof && (r.is_empty() || r.free() >= r.capacity() / 4);
-        let mut client = 0;
-        let mut server = 0;
-        if wants_read(&self.up, up) {
-            client |= poll::IN;
-        }
-        if !down.is_empty() {
-            client |= poll::OUT;
-        }
+        let writes = |r: &Ring| if r.is_empty() { 0 } else { poll::OUT };
+        let reads = |want: bool| if want { poll::IN } else { 0 };
         match self.phase {
-            Phase::Connecting { .. } => server |= poll::OUT,
-            Phase::Relaying => {
-                if wants_read(&self.down, down) {
-                    server |= poll::IN;
-                }
-                if !up.is_empty() {
-                    server |= poll::OUT;
-                }
-            }
+            Phase::Connecting { .. } => (reads(wants_read(&self.up, up)), poll::OUT),
+            Phase::Relaying => (
+                reads(wants_read(&self.up, up)) | writes(down),
+                reads(wants_read(&self.down, down)) | writes(up),
+            ),
+            // The survivor is read (and the bytes dropped) only to notice
+            // when it closes; the side that reset is done.
+            Phase::Draining {
+                toward: Side::Server,
+                ..
+            } => (0, poll::IN | writes(up)),
+            Phase::Draining {
+                toward: Side::Client,
+                ..
+            } => (poll::IN | writes(down), 0),
         }
-        (client, server)
     }
 
     /// Moves what it can in both directions and decides whether the
     /// connection is over.
     pub fn run(&mut self, ready: Ready, up: &mut Ring, down: &mut Ring, now: Instant) -> Step {
-        if let Phase::Connecting { .. } = self.phase {
-            if ready.server == 0 {
-                // Buffer early client bytes (they leave once connected).
-                if ready.client & (poll::IN | poll::ERR) != 0 {
-                    if let Err(end) = pull(&mut self.client, up, &mut self.up, End::ClientReset) {
-                        return self.abort(end, up, down);
-                    }
-                }
-                return Step::Continue;
-            }
-            if let Err(e) = socket::take_error(self.server.as_raw_fd()) {
-                return self.abort(End::ConnectFailed(e.raw_os_error().unwrap_or(0)), up, down);
-            }
-            self.phase = Phase::Relaying;
+        match self.phase {
+            Phase::Connecting { .. } => self.connecting(ready, up, down, now),
+            Phase::Relaying => self.relaying(ready, up, down, now),
+            Phase::Draining { toward, end, .. } => self.draining(toward, end, ready, up, down),
         }
-        let before = self.up.bytes + self.down.bytes;
+    }
+
+    fn connecting(&mut self, ready: Ready, up: &mut Ring, down: &mut Ring, now: Instant) -> Step {
+        // Buffer early client bytes: they leave once connected.
+        if ready.client & (poll::IN | poll::ERR) != 0 {
+            if pull(&mut self.client, up, &mut self.up).is_err() {
+                // Nothing can reach the server yet.
+                return self.abort(End::ClientReset);
+            }
+        }
+        if ready.server == 0 {
+            return Step::Continue;
+        }
+        if let Err(e) = socket::take_error(self.server.as_raw_fd()) {
+            return self.abort(End::ConnectFailed(e.raw_os_error().unwrap_or(0)));
+        }
+        match self.server.peer_addr() {
+            Ok(_) => {
+                self.phase = Phase::Relaying;
+                self.relaying(
+                    Ready {
+                        client: 0,
+                        server: ready.server,
+                    },
+                    up,
+                    down,
+                    now,
+                )
+            }
+            // TCP_FASTOPEN_CONNECT: connect() returned at once and the SYN
+            // waits for the first write, which carries data if there is
+            // any (a zero-length write sends a bare SYN for protocols where
+            // the server speaks first). Writable again means connected.
+            Err(_) => {
+                let sent = if up.is_empty() {
+                    (&self.server).write(&[]).map(drop)
+                } else {
+                    up.drain_into(&mut self.server).map(drop)
+                };
+                match sent {
+                    Ok(()) => Step::Continue,
+                    Err(e) => self.abort(End::ConnectFailed(e.raw_os_error().unwrap_or(0))),
+                }
+            }
+        }
+    }
+
+    fn relaying(&mut self, ready: Ready, up: &mut Ring, down: &mut Ring, now: Instant) -> Step {
         let client_in = ready.client & (poll::IN | poll::ERR) != 0;
         let server_in = ready.server & (poll::IN | poll::ERR) != 0;
-        if let Err(end) = relay_one(
+        let moved = relay_one(
             &mut self.client,
             &mut self.server,
             up,
             &mut self.up,
             client_in,
-            End::ClientReset,
-            End::ServerReset,
-        ) {
-            return self.abort(end, up, down);
-        }
-        if let Err(end) = relay_one(
-            &mut self.server,
-            &mut self.client,
-            down,
-            &mut self.down,
-            server_in,
-            End::ServerReset,
-            End::ClientReset,
-        ) {
-            return self.abort(end, up, down);
-        }
-        if self.up.bytes + self.down.bytes != before {
-            self.last_active = now;
+            Side::Client,
+        )
+        .and_then(|a| {
+            relay_one(
+                &mut self.server,
+                &mut self.client,
+                down,
+                &mut self.down,
+                server_in,
+                Side::Server,
+            )
+            .map(|b| a + b)
+        });
+        match moved {
+            Ok(0) => {}
+            Ok(_) => self.last_active = now,
+            Err(failed) => return self.on_reset(failed, up, down, now),
         }
         if self.up.shut && self.down.shut {
             return Step::Done(End::Closed);
@@ -203,7 +255,57 @@ impl Conn {
         Step::Continue
     }
 
-    /// Deadlines: a connect that takes too long, or a connection idle too long.
+    /// A reset (or a failed read or write) on side `failed`: the other side
+    /// first receives every byte still owed to it, then a reset.
+    fn on_reset(&mut self, failed: Side, up: &mut Ring, down: &mut Ring, now: Instant) -> Step {
+        let (toward, end) = match failed {
+            Side::Client => (Side::Server, End::ClientReset),
+            Side::Server => (Side::Client, End::ServerReset),
+        };
+        self.phase = Phase::Draining {
+            toward,
+            end,
+            deadline: now + DRAIN_LIMIT,
+        };
+        self.draining(
+            toward,
+            end,
+            Ready {
+                client: 0,
+                server: 0,
+            },
+            up,
+            down,
+        )
+    }
+
+    fn draining(
+        &mut self,
+        toward: Side,
+        end: End,
+        ready: Ready,
+        up: &mut Ring,
+        down: &mut Ring,
+    ) -> Step {
+        let (sock, ring, revents) = match toward {
+            Side::Server => (&mut self.server, up, ready.server),
+            Side::Client => (&mut self.client, down, ready.client),
+        };
+        if revents & (poll::IN | poll::ERR) != 0 && !discard_input(sock) {
+            return self.abort(end);
+        }
+        if ring.drain_into(sock).is_err() {
+            return self.abort(end);
+        }
+        if ring.is_empty() && socket::unsent_bytes(sock.as_raw_fd()).unwrap_or(0) == 0 {
+            return self.abort(end);
+        }
+        Step::Continue
+    }
+
+    /// Deadlines: a connect that takes too long, a connection idle too
+    /// long, a reset's survivor that does not take its bytes; and the
+    /// moment a survivor has acknowledged everything (no poll event says so).
     pub fn check_timers(
         &mut self,
         now: Instant,
@@ -212,75 +314,85 @@ impl Conn {
         down: &mut Ring,
     ) -> Step {
         match self.phase {
-            Phase::Connecting { deadline } if deadline <= now => {
-                self.abort(End::ConnectTimeout, up, down)
+            Phase::Connecting { deadline } if deadline <= now => self.abort(End::ConnectTimeout),
+            Phase::Draining { end, deadline, .. } if deadline <= now => self.abort(end),
+            Phase::Draining { toward, end, .. } => {
+                self.draining(toward, end, Ready::default(), up, down)
             }
-            _ if now.duration_since(self.last_active) >= idle => {
-                self.abort(End::IdleTimeout, up, down)
-            }
+            _ if now.duration_since(self.last_active) >= idle => self.abort(End::IdleTimeout),
             _ => Step::Continue,
         }
     }
 
-    /// Ends the connection abortively: a reset (or failure) on one side is
-    /// passed on as a reset to the other, after one last non-blocking
-    /// attempt to deliver what that side is still owed.
-    pub fn abort(&mut self, end: End, up: &mut Ring, down: &mut Ring) -> Step {
-        match end {
-            End::ClientReset => {
-                let _ = up.drain_into(&mut self.server);
-            }
-            End::ServerReset => {
-                let _ = down.drain_into(&mut self.client);
-            }
-            _ => {}
-        }
+    /// Ends the connection with a reset on both sockets.
+    pub fn abort(&mut self, end: End) -> Step {
         socket::set_abortive_close(&self.client);
         socket::set_abortive_close(&self.server);
         Step::Done(end)
     }
 }
 
-/// Reads from `src` into `ring`, noting EOF; a read error is `src_fail`.
-fn pull(src: &mut TcpStream, ring: &mut Ring, flow: &mut Flow, src_fail: End) -> Result<(), End> {
-    if flow.eof || ring.free() == 0 {
-        return Ok(());
-    }
-    match ring.fill_from(src) {
-        Ok(Fill::Open(n)) => flow.bytes += n as u64,
-        Ok(Fill::Eof(n)) => {
-            flow.bytes += n as u64;
-            flow.eof = true;
+/// Reads and drops whatever a reset's survivor still sends; false once it
+/// has closed or failed.
+fn discard_input(sock: &mut TcpStream) -> bool {
+    let mut sink = [0u8; 2048];
+    for _ in 0..64 {
+        match sock.read(&mut sink) {
+            Ok(0) => return false,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
         }
-        Err(_) => return Err(src_fail),
     }
-    Ok(())
+    true
 }
 
-/// One direction: read what is ready, write what is buffered (at once: the
-/// destination is usually writable, which saves a poll round), and pass a
-/// FIN on once every byte before it has been written.
+/// Reads from `src` into `ring`, noting EOF; a read error fails `src`.
+fn pull(src: &mut TcpStream, ring: &mut Ring, flow: &mut Flow) -> Result<usize, ()> {
+    if flow.eof || ring.free() == 0 {
+        return Ok(0);
+    }
+    let n = match ring.fill_from(src).map_err(drop)? {
+        Fill::Open(n) => n,
+        Fill::Eof(n) => {
+            flow.eof = true;
+            n
+        }
+    };
+    flow.bytes += n as u64;
+    Ok(n)
+}
+
+/// One direction, from side `from`: read what is ready, write what is
+/// buffered (at once: the destination is usually writable, which saves a
+/// poll round), and pass a FIN on once every byte before it has been
+/// written. Returns bytes moved (read plus written), or the side that failed.
 fn relay_one(
     src: &mut TcpStream,
     dst: &mut TcpStream,
     ring: &mut Ring,
     flow: &mut Flow,
     readable: bool,
-    src_fail: End,
-    dst_fail: End,
-) -> Result<(), End> {
+    from: Side,
+) -> Result<usize, Side> {
+    let to = match from {
+        Side::Client => Side::Server,
+        Side::Server => Side::Client,
+    };
+    let mut moved = 0;
     if readable {
-        pull(src, ring, flow, src_fail)?;
+        moved += pull(src, ring, flow).map_err(|()| from)?;
     }
     if !ring.is_empty() {
-        ring.drain_into(dst).map_err(|_| dst_fail)?;
+        moved += ring.drain_into(dst).map_err(|_| to)?;
     }
     if flow.eof && ring.is_empty() && !flow.shut {
         match dst.shutdown(Shutdown::Write) {
             Ok(()) => flow.shut = true,
             Err(e) if e.kind() == io::ErrorKind::NotConnected => flow.shut = true,
-            Err(_) => return Err(dst_fail),
+            Err(_) => return Err(to),
         }
     }
-    Ok(())
+    Ok(moved)
 }

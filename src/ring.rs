@@ -90,7 +90,13 @@ impl Ring {
                     self.len -= n;
                     total += n;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // InProgress: a fast-open socket still in its handshake.
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        || e.raw_os_error() == Some(libc::EINPROGRESS) =>
+                {
+                    break;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }

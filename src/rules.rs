@@ -30,7 +30,7 @@ pub fn render(cfg: &Config, req: RulesRequest) -> String {
         match (req.backend, script) {
             (Backend::Nft, false) => nft_ruleset(cfg, req.delete, &mut out),
             (Backend::Nft, true) => {
-                out.push_str("nft -f - <<'PEPWRT_NFT'\n");
+                out.push_str("nft -f - <<'PEPWRT_NFT' || exit 1\n");
                 nft_ruleset(cfg, req.delete, &mut out);
                 out.push_str("PEPWRT_NFT\n");
             }
@@ -173,14 +173,19 @@ fn nft_snoop(cfg: &Config, s: &crate::config::SnoopConfig, out: &mut String) {
     let _ = writeln!(out, "  }}");
 }
 
+fn iptables_cmd(fam: Family) -> &'static str {
+    if fam == Family::V4 {
+        "iptables -w"
+    } else {
+        "ip6tables -w"
+    }
+}
+
 fn iptables_script(cfg: &Config, delete: bool, out: &mut String) {
-    for &fam in families(cfg) {
-        let ipt = if fam == Family::V4 {
-            "iptables -w"
-        } else {
-            "ip6tables -w"
-        };
-        // Removal first, quietly: it makes the add script idempotent too.
+    // Removal first, quietly, for both families whatever the flags: it
+    // makes the add script idempotent too.
+    for fam in [Family::V4, Family::V6] {
+        let ipt = iptables_cmd(fam);
         for (table, hook, chain) in [
             ("mangle", "PREROUTING", "PEPWRT"),
             ("mangle", "FORWARD", "PEPWRT_SNOOP"),
@@ -194,9 +199,12 @@ fn iptables_script(cfg: &Config, delete: bool, out: &mut String) {
             let _ = writeln!(out, "{ipt} -t mangle -F {chain} 2>/dev/null");
             let _ = writeln!(out, "{ipt} -t mangle -X {chain} 2>/dev/null");
         }
-        if delete {
-            continue;
-        }
+    }
+    if delete {
+        return;
+    }
+    for &fam in families(cfg) {
+        let ipt = iptables_cmd(fam);
         let m = cfg.mark;
         let d = cfg.decided_mark();
         let _ = writeln!(out, "set -e");
@@ -277,22 +285,31 @@ fn iptables_script(cfg: &Config, delete: bool, out: &mut String) {
 fn routing_script(cfg: &Config, delete: bool, out: &mut String) {
     let m = cfg.mark;
     let t = cfg.table;
-    for &fam in families(cfg) {
-        let (ip, any) = if fam == Family::V4 {
-            ("ip", "0.0.0.0/0")
-        } else {
-            ("ip -6", "::/0")
-        };
+    let cmd = |fam: Family| if fam == Family::V4 { "ip" } else { "ip -6" };
+    // Removal covers both families whatever the flags, so a setup made
+    // with IPv6 is fully undone by one made without it.
+    for fam in [Family::V4, Family::V6] {
+        let ip = cmd(fam);
         // Delete until gone: earlier runs may have left duplicates.
         let _ = writeln!(
             out,
             "while {ip} rule del fwmark {m:#x}/{m:#x} lookup {t} 2>/dev/null; do :; done"
         );
         let _ = writeln!(out, "{ip} route flush table {t} 2>/dev/null");
-        if !delete {
+    }
+    if !delete {
+        out.push_str("set -e\n");
+        for &fam in families(cfg) {
+            let ip = cmd(fam);
+            let any = if fam == Family::V4 {
+                "0.0.0.0/0"
+            } else {
+                "::/0"
+            };
             let _ = writeln!(out, "{ip} rule add fwmark {m:#x}/{m:#x} lookup {t}");
             let _ = writeln!(out, "{ip} route add local {any} dev lo table {t}");
         }
+        out.push_str("set +e\n");
     }
     out.push_str("true\n");
 }
@@ -380,9 +397,18 @@ mod tests {
     }
 
     #[test]
+    fn delete_without_ipv6_still_removes_ipv6_leftovers() {
+        let r = rules(&["rules", "--backend", "iptables", "--delete", "--no-ipv6"]);
+        assert!(r.contains("ip6tables -w -t mangle -X PEPWRT"));
+        assert!(r.contains("ip -6 rule del"));
+    }
+
+    #[test]
     fn no_ipv6_leaves_out_ip6_rules() {
         let r = rules(&["rules", "--no-ipv6"]);
         assert!(!r.contains("ip6"));
-        assert!(!r.contains("ip -6"));
+        assert!(!r.contains("ip -6 rule add"));
+        let i = rules(&["rules", "--no-ipv6", "--backend", "iptables"]);
+        assert!(!i.contains("ip6tables -w -t mangle -A"));
     }
 }

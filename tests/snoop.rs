@@ -23,7 +23,17 @@ const LOSS_PERCENT: u32 = 3;
 /// Drops `percent` of the TCP data packets from the sender at the host's
 /// input (pure ACKs and SYNs, under 200 bytes, pass).
 fn lossy_host_input(tb: &Testbed, percent: u32) {
-    let nft = |rule: &str| run(&["ip", "netns", "exec", &tb.client, "sh", "-c", &format!("nft {rule}")]);
+    let nft = |rule: &str| {
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &tb.client,
+            "sh",
+            "-c",
+            &format!("nft {rule}"),
+        ])
+    };
     nft("add table inet pepwrt_loss");
     nft("'add chain inet pepwrt_loss input { type filter hook input priority 0; policy accept; }'");
     nft(&format!(
@@ -34,18 +44,33 @@ fn lossy_host_input(tb: &Testbed, percent: u32) {
 /// How many packets the host's loss rule dropped.
 fn host_drops(tb: &Testbed) -> u64 {
     let out = std::process::Command::new("ip")
-        .args(["netns", "exec", &tb.client, "nft", "list", "table", "inet", "pepwrt_loss"])
+        .args([
+            "netns",
+            "exec",
+            &tb.client,
+            "nft",
+            "list",
+            "table",
+            "inet",
+            "pepwrt_loss",
+        ])
         .output()
         .expect("nft");
     let text = String::from_utf8_lossy(&out.stdout);
-    text.split("packets ").nth(1).and_then(|t| t.split_whitespace().next()).and_then(|n| n.parse().ok()).unwrap_or(0)
+    text.split("packets ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The sender pushes `TRANSFER_BYTES` to a listener on the host; returns
 /// what the host read.
 fn push_to_host(tb: &Testbed, host: &str, seed: u64) -> Vec<u8> {
     let addr: SocketAddr = host.parse().expect("addr");
-    let listener = in_netns(&tb.client, move || TcpListener::bind(addr).expect("bind")).join().expect("bind thread");
+    let listener = in_netns(&tb.client, move || TcpListener::bind(addr).expect("bind"))
+        .join()
+        .expect("bind thread");
     let target = listener.local_addr().expect("addr");
     let receiver = tb.in_client(move || {
         let (mut s, _) = listener.accept().expect("accept");
@@ -66,7 +91,9 @@ fn push_to_host(tb: &Testbed, host: &str, seed: u64) -> Vec<u8> {
 fn wait_for_ipv6(tb: &Testbed) {
     for _ in 0..20 {
         let ok = std::process::Command::new("ip")
-            .args(["netns", "exec", &tb.server, "ping", "-6", "-c", "1", "-W", "1", "fd00::2"])
+            .args([
+                "netns", "exec", &tb.server, "ping", "-6", "-c", "1", "-W", "1", "fd00::2",
+            ])
             .output()
             .is_ok_and(|o| o.status.success());
         if ok {
@@ -78,7 +105,10 @@ fn wait_for_ipv6(tb: &Testbed) {
 
 fn snoop_counter(tb: &Testbed, key: &str) -> u64 {
     let status = tb.status();
-    let snoop = status.split("\"snoop\":").nth(1).unwrap_or_else(|| panic!("no snoop object in status: {status}"));
+    let snoop = status
+        .split("\"snoop\":")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no snoop object in status: {status}"));
     json_number(snoop, key).unwrap_or_else(|| panic!("no {key} in snoop status: {status}"))
 }
 
@@ -91,16 +121,33 @@ fn losses_on_the_wireless_hop_are_repaired_locally_ipv4_and_ipv6() {
     lossy_host_input(&tb, LOSS_PERCENT);
 
     let got = push_to_host(&tb, "198.18.0.2:7100", 11);
-    assert!(got == payload(11, TRANSFER_BYTES), "IPv4 transfer differs ({} bytes)", got.len());
+    assert!(
+        got == payload(11, TRANSFER_BYTES),
+        "IPv4 transfer differs ({} bytes)",
+        got.len()
+    );
     wait_for_ipv6(&tb);
     let got6 = push_to_host(&tb, "[fd00::2]:7100", 12);
-    assert!(got6 == payload(12, TRANSFER_BYTES), "IPv6 transfer differs ({} bytes)", got6.len());
+    assert!(
+        got6 == payload(12, TRANSFER_BYTES),
+        "IPv6 transfer differs ({} bytes)",
+        got6.len()
+    );
 
     let drops = host_drops(&tb);
     assert!(drops > 0, "the loss rule never fired");
-    let local = snoop_counter(&tb, "local_retransmits_dupack") + snoop_counter(&tb, "local_retransmits_timeout");
-    assert!(local > 0, "no local retransmission for {drops} losses: {}", tb.status());
-    assert!(snoop_counter(&tb, "dupacks_suppressed") > 0, "no dup ACK suppressed: {}", tb.status());
+    let local = snoop_counter(&tb, "local_retransmits_dupack")
+        + snoop_counter(&tb, "local_retransmits_timeout");
+    assert!(
+        local > 0,
+        "no local retransmission for {drops} losses: {}",
+        tb.status()
+    );
+    assert!(
+        snoop_counter(&tb, "dupacks_suppressed") > 0,
+        "no dup ACK suppressed: {}",
+        tb.status()
+    );
     assert!(snoop_counter(&tb, "flows_total") >= 2, "{}", tb.status());
     // Each flow ends with its FIN acknowledged (or a reset), which frees it.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -121,8 +168,16 @@ fn a_full_cache_passes_segments_uncached_and_the_transfer_stays_intact() {
     tb.start_pepwrt(&["--snoop", &lan, "--snoop-cache", "16k"]);
     lossy_host_input(&tb, LOSS_PERCENT);
     let got = push_to_host(&tb, "198.18.0.2:7101", 21);
-    assert!(got == payload(21, TRANSFER_BYTES), "transfer differs ({} bytes)", got.len());
+    assert!(
+        got == payload(21, TRANSFER_BYTES),
+        "transfer differs ({} bytes)",
+        got.len()
+    );
     assert!(snoop_counter(&tb, "passed_full") > 0, "{}", tb.status());
-    assert!(snoop_counter(&tb, "dupacks_passed") > 0, "uncached holes reach the sender: {}", tb.status());
+    assert!(
+        snoop_counter(&tb, "dupacks_passed") > 0,
+        "uncached holes reach the sender: {}",
+        tb.status()
+    );
     assert_eq!(snoop_counter(&tb, "cached_segments"), 0, "{}", tb.status());
 }

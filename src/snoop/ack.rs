@@ -4,15 +4,11 @@
 use std::time::{Duration, Instant};
 
 use crate::wire::ip::IpRepr;
-use crate::wire::tcp::{Segment, TcpOption, flags, sack_blocks, seq_le, seq_lt};
+use crate::wire::tcp::{Segment, flags, seq_le, seq_lt};
 
 use super::flow::{CloseReason, Recovery};
+use super::rtt::QUEUE_DELAY_LIMIT;
 use super::{MAX_LOCAL_SENDS, Snoop, Transmit, Verdict, key_from, payload_len};
-
-/// SACK holes resent per duplicate ACK beyond the first hole: enough to
-/// cover the four blocks an ACK can carry without a burst into the
-/// queue that may have caused the loss.
-const MAX_SACK_RESENDS: usize = 4;
 
 /// Why a cached segment goes out again, for the counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,19 +18,37 @@ pub(super) enum Cause {
 }
 
 impl Snoop {
-    pub(super) fn on_ack(&mut self, ip: &IpRepr, seg: &Segment<'_>, now: Instant, tx: &mut dyn Transmit) -> Verdict {
-        let Some(idx) = self.flows.find(&key_from(ip, seg)) else { return Verdict::Accept };
+    pub(super) fn on_ack(
+        &mut self,
+        ip: &IpRepr,
+        seg: &Segment<'_>,
+        now: Instant,
+        tx: &mut dyn Transmit,
+    ) -> Verdict {
+        let Some(idx) = self.flows.find(&key_from(ip, seg)) else {
+            return Verdict::Accept;
+        };
         if seg.has(flags::RST) || seg.has(flags::SYN) {
-            let why = if seg.has(flags::RST) { CloseReason::Reset } else { CloseReason::Reused };
+            let why = if seg.has(flags::RST) {
+                CloseReason::Reset
+            } else {
+                CloseReason::Reused
+            };
             self.close(idx, why);
             return Verdict::Accept;
         }
-        let Some(flow) = self.flows.get_mut(idx) else { return Verdict::Accept };
+        let Some(flow) = self.flows.get_mut(idx) else {
+            return Verdict::Accept;
+        };
         flow.last_seen = now;
         if !seg.has(flags::ACK) {
             return Verdict::Accept;
         }
         let ack = seg.ack();
+        self.note_sack(idx, seg, ack);
+        let Some(flow) = self.flows.get(idx) else {
+            return Verdict::Accept;
+        };
         let verdict = match flow.last_ack {
             Some(last) if ack == last => self.on_same_ack(idx, ip, seg, now, tx),
             // Older than what the host acknowledged before: reordered on
@@ -57,14 +71,18 @@ impl Snoop {
     /// the sender still sends after a half-close starts a new flow, which
     /// costs nothing but this table slot.
     fn on_host_fin(&mut self, idx: u16, ack: u32) {
-        let Some(flow) = self.flows.get(idx) else { return };
+        let Some(flow) = self.flows.get(idx) else {
+            return;
+        };
         if flow.segments.is_empty() && seq_le(flow.high_seq, ack) {
             self.close(idx, CloseReason::HostFin);
         }
     }
 
     fn on_new_ack(&mut self, idx: u16, ack: u32, window: u16, now: Instant) {
-        let Some(flow) = self.flows.get_mut(idx) else { return };
+        let Some(flow) = self.flows.get_mut(idx) else {
+            return;
+        };
         // The youngest segment this ACK covers gives the sample: older ones
         // waited for it in the host's delayed-ACK timer. Karn's rule skips
         // anything sent twice.
@@ -75,7 +93,7 @@ impl Snoop {
             }
         });
         if let Some(rtt) = sample {
-            flow.rtt.sample(rtt);
+            flow.rtt.sample(rtt, now);
         }
         flow.last_ack = Some(ack);
         flow.last_window = window;
@@ -86,7 +104,11 @@ impl Snoop {
             flow.high_seq = ack;
         }
         let fin_acked = flow.fin_end.is_some_and(|f| seq_le(f, ack));
-        flow.rto_at = if flow.segments.is_empty() { None } else { Some(now + flow.rtt.rto()) };
+        flow.rto_at = if flow.segments.is_empty() {
+            None
+        } else {
+            Some(now + flow.rtt.rto())
+        };
         let rto_at = flow.rto_at;
         if fin_acked {
             // Nothing more can come toward the host; its own data, if any,
@@ -99,8 +121,17 @@ impl Snoop {
 
     /// The host repeats its cumulative ACK: a window update, data of its
     /// own, or a duplicate ACK that says a segment is missing.
-    fn on_same_ack(&mut self, idx: u16, ip: &IpRepr, seg: &Segment<'_>, now: Instant, tx: &mut dyn Transmit) -> Verdict {
-        let Some(flow) = self.flows.get_mut(idx) else { return Verdict::Accept };
+    fn on_same_ack(
+        &mut self,
+        idx: u16,
+        ip: &IpRepr,
+        seg: &Segment<'_>,
+        now: Instant,
+        tx: &mut dyn Transmit,
+    ) -> Verdict {
+        let Some(flow) = self.flows.get_mut(idx) else {
+            return Verdict::Accept;
+        };
         let ack = seg.ack();
         // RFC 5681's duplicate ACK: no data, no SYN/FIN, same window, and
         // data outstanding. Anything else passes and carries news.
@@ -112,19 +143,30 @@ impl Snoop {
             flow.last_window = seg.window();
             return Verdict::Accept;
         }
-        let hole = self.cache.find_containing(&flow.segments, ack);
+        // While the queue toward the host stands, a loss is the queue's
+        // (a tail drop, or CoDel): that is congestion, and the sender must
+        // hear of it, even for a cached segment.
+        let congested = flow.rtt.queue_delay() > QUEUE_DELAY_LIMIT;
+        let hole = if congested {
+            None
+        } else {
+            self.cache.find_containing(&flow.segments, ack)
+        };
         let recovery = flow.recovery;
         let guard = flow.rtt.retransmit_guard();
         let verdict = match (recovery, hole) {
             (Recovery::Sender { hole: h }, _) if h == ack => Verdict::Accept,
-            // Not cached (lost before the router, or the cache was full):
-            // only the sender has it.
+            // Not cached (lost before the router, or the cache was full) or
+            // congestion: only the sender can repair it.
             (_, None) => self.leave_to_sender(idx, ack),
             (Recovery::Local { hole: h }, Some(s)) if h == ack => {
                 // The copy is on its way; dup ACKs from packets sent before
                 // it keep coming for about one round trip. Later ones mean
                 // the copy was lost too.
-                let stale = self.cache.get(s).is_some_and(|c| now >= c.last_sent + guard);
+                let stale = self
+                    .cache
+                    .get(s)
+                    .is_some_and(|c| now >= c.last_sent + guard);
                 if stale && !self.resend(idx, s, Cause::DupAck, now, tx) {
                     self.leave_to_sender(idx, ack)
                 } else {
@@ -145,7 +187,7 @@ impl Snoop {
         if verdict == Verdict::Drop {
             // With SACK the host names the other holes too; fill them now
             // rather than one round trip per hole.
-            self.resend_sack_holes(idx, seg, ack, guard, now, tx);
+            self.resend_sack_holes(idx, ack, guard, now, tx);
             // A dup ACK carrying SACK blocks is dropped like a plain one.
             // The sender would use its blocks to enter its own recovery
             // (RFC 6675 counts SACKed bytes just like dup ACKs) and halve
@@ -170,48 +212,20 @@ impl Snoop {
         Verdict::Accept
     }
 
-    /// Resends cached segments at or above `ack` that no SACK block covers,
-    /// below the highest SACKed edge, and not sent within `guard`.
-    fn resend_sack_holes(&mut self, idx: u16, seg: &Segment<'_>, ack: u32, guard: Duration, now: Instant, tx: &mut dyn Transmit) {
-        let Some(flow) = self.flows.get(idx) else { return };
-        let Some(blocks) = seg.options().find_map(|o| match o {
-            Ok(TcpOption::Sack(b)) => Some(b),
-            _ => None,
-        }) else {
-            return;
-        };
-        // Blocks must lie above the cumulative ACK and within what was sent;
-        // a D-SACK block (below the ACK) names no hole.
-        let valid = |(l, r): (u32, u32)| seq_lt(ack, r) && seq_lt(l, r) && seq_le(r, flow.high_seq);
-        let Some(top) = sack_blocks(blocks).filter(|b| valid(*b)).map(|(_, r)| r).reduce(|a, r| if seq_lt(a, r) { r } else { a })
-        else {
-            return;
-        };
-        let covered = |s: u32, e: u32| sack_blocks(blocks).filter(|b| valid(*b)).any(|(l, r)| seq_le(l, s) && seq_le(e, r));
-        let mut holes = [0u32; MAX_SACK_RESENDS];
-        let mut n = 0;
-        for (i, s) in self.cache.iter(&flow.segments) {
-            if n == holes.len() || !seq_lt(s.seq, top) {
-                break;
-            }
-            let is_first_hole = seq_le(s.seq, ack) && seq_lt(ack, s.end);
-            // A block above it proves the original lost; a local copy gets
-            // one round trip to arrive before it counts as lost too.
-            let due = s.local_sends == 0 || now >= s.last_sent + guard;
-            if seq_le(ack, s.seq) && !is_first_hole && !covered(s.seq, s.end) && due {
-                holes[n] = i;
-                n += 1;
-            }
-        }
-        for &i in &holes[..n] {
-            self.resend(idx, i, Cause::DupAck, now, tx);
-        }
-    }
-
     /// Sends one cached segment again, within its retry budget. False if it
     /// is spent (local recovery gives up) or the send failed.
-    pub(super) fn resend(&mut self, idx: u16, seg_idx: u32, cause: Cause, now: Instant, tx: &mut dyn Transmit) -> bool {
-        let spent = self.cache.get(seg_idx).is_none_or(|s| s.local_sends >= MAX_LOCAL_SENDS);
+    pub(super) fn resend(
+        &mut self,
+        idx: u16,
+        seg_idx: u32,
+        cause: Cause,
+        now: Instant,
+        tx: &mut dyn Transmit,
+    ) -> bool {
+        let spent = self
+            .cache
+            .get(seg_idx)
+            .is_none_or(|s| s.local_sends >= MAX_LOCAL_SENDS);
         if spent {
             self.counters.local_recovery_given_up += 1;
             return false;

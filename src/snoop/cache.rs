@@ -12,6 +12,8 @@ use crate::wire::tcp::{seq_le, seq_lt};
 
 /// 256 bytes: a 1500-byte packet wastes 36 bytes, a bare FIN at most 196.
 pub const CHUNK_BYTES: usize = 256;
+/// Chunks per segment record (see `Cache::new`).
+const CHUNKS_PER_RECORD: usize = 4;
 /// End of a chunk chain, a segment list or a free list.
 pub const NIL: u32 = u32::MAX;
 /// The largest packet kept (NFQUEUE hands over at most 64 KiB).
@@ -33,6 +35,8 @@ pub struct Segment {
     /// Sent more than once (by the sender or by us): Karn's rule keeps its
     /// ACK out of the RTT estimate.
     pub retransmitted: bool,
+    /// The host reported it in a SACK block: it arrived.
+    pub sacked: bool,
     packet_len: u16,
     first_chunk: u32,
 }
@@ -55,7 +59,10 @@ pub struct SegList {
 
 impl Default for SegList {
     fn default() -> Self {
-        SegList { head: NIL, tail: NIL }
+        SegList {
+            head: NIL,
+            tail: NIL,
+        }
     }
 }
 
@@ -79,17 +86,20 @@ pub struct Cache {
 }
 
 impl Cache {
-    /// Allocates everything the cache will ever use. A segment takes at
-    /// least one chunk, so as many segment records as chunks suffice.
+    /// Allocates everything the cache will ever use. One segment record
+    /// per `CHUNKS_PER_RECORD` chunks: a record costs about 64 bytes, and
+    /// full-sized data segments take six chunks each; a flow of tiny
+    /// segments runs out of records first and passes uncached, which is
+    /// all a full cache ever means.
     pub fn new(cache_bytes: usize) -> Cache {
-        let chunks = cache_bytes / CHUNK_BYTES;
-        let count = u32::try_from(chunks).unwrap_or(NIL - 1).min(NIL - 1) as usize;
+        let chunks = (cache_bytes / CHUNK_BYTES).min(NIL as usize - 1);
+        let records = chunks.div_ceil(CHUNKS_PER_RECORD);
         Cache {
-            arena: vec![0u8; count * CHUNK_BYTES].into_boxed_slice(),
-            chunk_next: vec![NIL; count].into_boxed_slice(),
-            free_chunks: (0..count as u32).rev().collect(),
-            segments: vec![None; count].into_boxed_slice(),
-            free_segments: (0..count as u32).rev().collect(),
+            arena: vec![0u8; chunks * CHUNK_BYTES].into_boxed_slice(),
+            chunk_next: vec![NIL; chunks].into_boxed_slice(),
+            free_chunks: (0..chunks as u32).rev().collect(),
+            segments: vec![None; records].into_boxed_slice(),
+            free_segments: (0..records as u32).rev().collect(),
             used_bytes: 0,
         }
     }
@@ -136,6 +146,7 @@ impl Cache {
             last_sent: meta.now,
             local_sends: 0,
             retransmitted: meta.retransmitted,
+            sacked: false,
             packet_len: packet.len() as u16,
             first_chunk,
         });
@@ -149,7 +160,9 @@ impl Cache {
         let mut first = NIL;
         let mut prev = NIL;
         for piece in packet.chunks(CHUNK_BYTES) {
-            let Some(c) = self.free_chunks.pop() else { break };
+            let Some(c) = self.free_chunks.pop() else {
+                break;
+            };
             let at = c as usize * CHUNK_BYTES;
             self.arena[at..at + piece.len()].copy_from_slice(piece);
             self.chunk_next[c as usize] = NIL;
@@ -204,7 +217,9 @@ impl Cache {
     }
 
     fn release(&mut self, idx: u32) {
-        let Some(seg) = self.segments.get_mut(idx as usize).and_then(Option::take) else { return };
+        let Some(seg) = self.segments.get_mut(idx as usize).and_then(Option::take) else {
+            return;
+        };
         self.used_bytes -= usize::from(seg.packet_len);
         let mut c = seg.first_chunk;
         while c != NIL {
@@ -262,7 +277,9 @@ impl Cache {
 
     /// Whether any cached segment shares sequence space with `[seq, end)`.
     pub fn overlaps(&self, list: &SegList, seq: u32, end: u32) -> bool {
-        self.iter(list).take_while(|(_, s)| seq_lt(s.seq, end)).any(|(_, s)| seq_lt(seq, s.end))
+        self.iter(list)
+            .take_while(|(_, s)| seq_lt(s.seq, end))
+            .any(|(_, s)| seq_lt(seq, s.end))
     }
 
     /// Reassembles a segment's packet into `out`; the bytes written.
@@ -285,7 +302,12 @@ mod tests {
     use super::*;
 
     fn meta(seq: u32, len: u32, now: Instant) -> NewSegment {
-        NewSegment { seq, end: seq.wrapping_add(len), now, retransmitted: false }
+        NewSegment {
+            seq,
+            end: seq.wrapping_add(len),
+            now,
+            retransmitted: false,
+        }
     }
 
     #[test]
@@ -321,9 +343,17 @@ mod tests {
         let now = Instant::now();
         let base = u32::MAX - 150;
         for off in [200u32, 0, 300, 100] {
-            c.insert(&mut list, &[1u8; 40], meta(base.wrapping_add(off), 100, now)).unwrap();
+            c.insert(
+                &mut list,
+                &[1u8; 40],
+                meta(base.wrapping_add(off), 100, now),
+            )
+            .unwrap();
         }
-        let seqs: Vec<u32> = c.iter(&list).map(|(_, s)| s.seq.wrapping_sub(base)).collect();
+        let seqs: Vec<u32> = c
+            .iter(&list)
+            .map(|(_, s)| s.seq.wrapping_sub(base))
+            .collect();
         assert_eq!(seqs, vec![0, 100, 200, 300]);
         assert!(c.find_containing(&list, base.wrapping_add(250)).is_some());
         assert!(c.find_containing(&list, base.wrapping_add(400)).is_none());
@@ -336,9 +366,22 @@ mod tests {
     }
 
     #[test]
+    fn tiny_segments_run_out_of_records_before_bytes() {
+        let mut c = Cache::new(8 * CHUNK_BYTES);
+        let mut list = SegList::default();
+        let now = Instant::now();
+        assert!(c.insert(&mut list, &[0u8; 60], meta(0, 20, now)).is_some());
+        assert!(c.insert(&mut list, &[0u8; 60], meta(20, 20, now)).is_some());
+        assert!(c.insert(&mut list, &[0u8; 60], meta(40, 20, now)).is_none());
+    }
+
+    #[test]
     fn a_zero_sized_cache_refuses_everything() {
         let mut c = Cache::new(10);
         let mut list = SegList::default();
-        assert!(c.insert(&mut list, &[0u8; 10], meta(0, 10, Instant::now())).is_none());
+        assert!(
+            c.insert(&mut list, &[0u8; 10], meta(0, 10, Instant::now()))
+                .is_none()
+        );
     }
 }

@@ -7,12 +7,29 @@ use crate::wire::tcp::{Segment, flags, seq_le, seq_lt};
 
 use super::cache::NewSegment;
 use super::flow::{CloseReason, Flow};
+use super::rtt::QUEUE_DELAY_LIMIT;
 use super::{IDLE_TIMEOUT, Snoop, Verdict, key_toward, payload_len};
+
+/// A data segment from the sender, as far as caching goes.
+struct Arrival<'a> {
+    /// Its sequence span `[seq, end)`, FIN included.
+    seq: u32,
+    end: u32,
+    fin: bool,
+    /// The whole IP packet; `None` if the capture was cut short.
+    packet: Option<&'a [u8]>,
+}
 
 impl Snoop {
     /// Every case accepts: the sender's packets always go on. What differs
     /// is whether a copy is kept.
-    pub(super) fn on_data(&mut self, pkt: &[u8], ip: &IpRepr, seg: &Segment<'_>, now: Instant) -> Verdict {
+    pub(super) fn on_data(
+        &mut self,
+        pkt: &[u8],
+        ip: &IpRepr,
+        seg: &Segment<'_>,
+        now: Instant,
+    ) -> Verdict {
         let key = key_toward(ip, seg);
         let found = self.flows.find(&key);
         if seg.has(flags::RST) || seg.has(flags::SYN) {
@@ -20,7 +37,11 @@ impl Snoop {
             // new connection whose sequence space has nothing to do with
             // the cached one.
             if let Some(idx) = found {
-                let why = if seg.has(flags::RST) { CloseReason::Reset } else { CloseReason::Reused };
+                let why = if seg.has(flags::RST) {
+                    CloseReason::Reset
+                } else {
+                    CloseReason::Reused
+                };
                 self.close(idx, why);
             }
             return Verdict::Accept;
@@ -51,14 +72,30 @@ impl Snoop {
             },
         };
         // The whole IP packet must be in hand to be sent again.
-        let complete = pkt.len() >= ip.l4_offset + ip.l4_len;
-        self.cache_segment(idx, &pkt[..pkt.len().min(ip.l4_offset + ip.l4_len)], seq, end, fin != 0, complete, now);
+        let packet = pkt.get(..ip.l4_offset + ip.l4_len);
+        self.cache_segment(
+            idx,
+            Arrival {
+                seq,
+                end,
+                fin: fin != 0,
+                packet,
+            },
+            now,
+        );
         Verdict::Accept
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn cache_segment(&mut self, idx: u16, packet: &[u8], seq: u32, end: u32, fin: bool, complete: bool, now: Instant) {
-        let Some(flow) = self.flows.get_mut(idx) else { return };
+    fn cache_segment(&mut self, idx: u16, arrival: Arrival<'_>, now: Instant) {
+        let Arrival {
+            seq,
+            end,
+            fin,
+            packet,
+        } = arrival;
+        let Some(flow) = self.flows.get_mut(idx) else {
+            return;
+        };
         flow.last_seen = now;
         if fin {
             flow.fin_end = Some(end);
@@ -96,12 +133,28 @@ impl Snoop {
         if seq_lt(flow.high_seq, end) {
             flow.high_seq = end;
         }
-        if !complete {
+        let Some(packet) = packet else {
             self.counters.unparsed += 1;
             return;
+        };
+        if flow.rtt.queue_delay() > QUEUE_DELAY_LIMIT {
+            // The queue toward the host stands: a loss now is likely the
+            // queue's (or CoDel's) doing, and the sender must hear of it.
+            // Uncached, the segment's dup ACKs pass.
+            self.counters.passed_queue += 1;
+            return;
         }
-        let meta = NewSegment { seq, end, now, retransmitted: fills_gap };
-        if self.cache.insert(&mut flow.segments, packet, meta).is_none() {
+        let meta = NewSegment {
+            seq,
+            end,
+            now,
+            retransmitted: fills_gap,
+        };
+        if self
+            .cache
+            .insert(&mut flow.segments, packet, meta)
+            .is_none()
+        {
             self.counters.passed_full += 1;
             return;
         }

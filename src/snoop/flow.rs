@@ -96,6 +96,8 @@ pub struct Flow {
     pub last_ack: Option<u32>,
     pub last_window: u16,
     pub recovery: Recovery,
+    /// Highest right edge the host has SACKed above its cumulative ACK.
+    pub sack_high: Option<u32>,
     pub rtt: RttEstimator,
     /// Local retransmission timer; armed while segments are cached.
     pub rto_at: Option<Instant>,
@@ -117,6 +119,7 @@ impl Flow {
             last_ack: None,
             last_window: 0,
             recovery: Recovery::Open,
+            sack_high: None,
             rtt: RttEstimator::default(),
             rto_at: None,
             backoff: 0,
@@ -211,7 +214,11 @@ impl FlowTable {
 
     /// Slot numbers of live flows (for the timer scan).
     pub fn live(&self) -> impl Iterator<Item = u16> + '_ {
-        self.slots.iter().enumerate().filter(|(_, s)| s.is_some()).map(|(i, _)| i as u16)
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.is_some())
+            .map(|(i, _)| i as u16)
     }
 }
 
@@ -220,7 +227,12 @@ mod tests {
     use super::*;
 
     fn key(port: u16) -> FlowKey {
-        FlowKey { sender: "198.18.1.2".parse().unwrap(), sender_port: 80, host: "fd00::2".parse().unwrap(), host_port: port }
+        FlowKey {
+            sender: "198.18.1.2".parse().unwrap(),
+            sender_port: 80,
+            host: "fd00::2".parse().unwrap(),
+            host_port: port,
+        }
     }
 
     #[test]
@@ -231,7 +243,10 @@ mod tests {
         let a = t.insert(Flow::new(key(1), 0, now)).unwrap();
         let b = t.insert(Flow::new(key(2), 0, now)).unwrap();
         assert!(t.insert(Flow::new(key(3), 0, now)).is_none());
-        assert_eq!((t.find(&key(1)), t.find(&key(2)), t.find(&key(3))), (Some(a), Some(b), None));
+        assert_eq!(
+            (t.find(&key(1)), t.find(&key(2)), t.find(&key(3))),
+            (Some(a), Some(b), None)
+        );
         assert!(t.remove(a).is_some());
         assert_eq!((t.find(&key(1)), t.find(&key(2))), (None, Some(b)));
         let c = t.insert(Flow::new(key(3), 0, now)).unwrap();

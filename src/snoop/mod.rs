@@ -8,12 +8,15 @@
 //! congestion control would otherwise take the loss for congestion.
 //!
 //! Snoop never acknowledges data, never forges or rewrites a packet: it
-//! caches, retransmits unchanged copies, and drops duplicate ACKs. When
-//! its flow table or cache is full, packets pass unsnooped; that is also
-//! how real congestion reaches the sender: a router queue that backs up
-//! keeps segments unacknowledged, fills the cache, and the losses that
-//! follow are recovered end to end. (Reading the qdisc backlog would take
-//! a netlink round trip per decision; the cache fill is its cheap proxy.)
+//! caches, retransmits unchanged copies, and drops duplicate ACKs.
+//!
+//! Real congestion must still reach the sender. Reading the backlog of
+//! the queue toward the host would take a netlink round trip per
+//! decision, so two cheap proxies stand in: the flow's queueing delay
+//! (smoothed RTT of the wireless hop above its recent minimum; past the
+//! Wi-Fi CoDel target new segments are not cached), and the cache itself
+//! (a backed-up hop keeps segments unacknowledged and fills it). An
+//! uncached segment's losses are recovered end to end, by the sender.
 //!
 //! Time is passed in; nothing here reads the clock or allocates after
 //! `Snoop::new`.
@@ -23,6 +26,7 @@ mod cache;
 mod data;
 mod flow;
 mod rtt;
+mod sack;
 mod target;
 mod timer;
 
@@ -82,6 +86,8 @@ struct Counters {
     dupacks_passed: u64,
     /// Packets that found the flow table or the cache full.
     passed_full: u64,
+    /// Data segments not cached because the queue toward the host stood.
+    passed_queue: u64,
     /// Data the router saw before, still unacknowledged by the host.
     sender_retransmits: u64,
     /// Data the host had already acknowledged.
@@ -101,8 +107,6 @@ pub struct Snoop {
     counters: Counters,
     /// Earliest time `on_timer` has work; may be early, never late.
     next_wake: Option<Instant>,
-    /// When interface names were last resolved (`on_timer` repeats it).
-    resolved_at: Option<Instant>,
 }
 
 impl Snoop {
@@ -119,7 +123,6 @@ impl Snoop {
             scratch: vec![0u8; MAX_PACKET].into_boxed_slice(),
             counters: Counters::default(),
             next_wake: None,
-            resolved_at: None,
         })
     }
 
@@ -130,7 +133,13 @@ impl Snoop {
     }
 
     /// One queued packet (a whole IP packet). Never panics on any input.
-    pub fn on_packet(&mut self, pkt: &[u8], dir: Direction, now: Instant, tx: &mut dyn Transmit) -> Verdict {
+    pub fn on_packet(
+        &mut self,
+        pkt: &[u8],
+        dir: Direction,
+        now: Instant,
+        tx: &mut dyn Transmit,
+    ) -> Verdict {
         let Ok((ip, seg)) = wire::parse_tcp(pkt) else {
             self.counters.unparsed += 1;
             return Verdict::Accept;
@@ -152,7 +161,7 @@ impl Snoop {
             out,
             "{{\"flows\":{},\"max_flows\":{},\"cached_segments\":{},\"cache_bytes_used\":{},\"cache_bytes\":{},\
              \"flows_total\":{},\"local_retransmits_dupack\":{},\"local_retransmits_timeout\":{},\
-             \"dupacks_suppressed\":{},\"passed_full\":{},\"segments_cached\":{},\"dupacks_passed\":{},\
+             \"dupacks_suppressed\":{},\"passed_full\":{},\"segments_cached\":{},\"passed_queue\":{},\"dupacks_passed\":{},\
              \"sender_retransmits\":{},\"sender_retransmits_acked\":{},\"local_recovery_given_up\":{},\
              \"transmit_failed\":{},\"unparsed\":{}}}",
             self.flows.len(),
@@ -166,6 +175,7 @@ impl Snoop {
             c.dupacks_suppressed,
             c.passed_full,
             c.segments_cached,
+            c.passed_queue,
             c.dupacks_passed,
             c.sender_retransmits,
             c.sender_retransmits_acked,
@@ -182,7 +192,9 @@ impl Snoop {
 
     /// Forgets a flow and frees its cached segments.
     fn close(&mut self, idx: u16, reason: CloseReason) {
-        let Some(mut flow) = self.flows.remove(idx) else { return };
+        let Some(mut flow) = self.flows.remove(idx) else {
+            return;
+        };
         self.cache.release_all(&mut flow.segments);
         let k = &flow.key;
         let s = &flow.stats;
@@ -206,12 +218,22 @@ impl Snoop {
 
 /// The flow key of a segment going toward the wireless host.
 fn key_toward(ip: &wire::ip::IpRepr, seg: &wire::tcp::Segment<'_>) -> FlowKey {
-    FlowKey { sender: ip.src, sender_port: seg.src_port(), host: ip.dst, host_port: seg.dst_port() }
+    FlowKey {
+        sender: ip.src,
+        sender_port: seg.src_port(),
+        host: ip.dst,
+        host_port: seg.dst_port(),
+    }
 }
 
 /// The flow key of a segment coming from the wireless host.
 fn key_from(ip: &wire::ip::IpRepr, seg: &wire::tcp::Segment<'_>) -> FlowKey {
-    FlowKey { sender: ip.dst, sender_port: seg.dst_port(), host: ip.src, host_port: seg.src_port() }
+    FlowKey {
+        sender: ip.dst,
+        sender_port: seg.dst_port(),
+        host: ip.src,
+        host_port: seg.src_port(),
+    }
 }
 
 /// Payload bytes by the IP length (the capture may hold fewer).

@@ -2,7 +2,7 @@
 //! (just before the router queues it toward the host) to the ACK that covers
 //! it. RFC 6298 smoothing, with Snoop's own floor.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Below this a local retransmission would race the host's delayed ACK
 /// (Linux acks within 40 ms once quick-ack mode ends).
@@ -12,18 +12,33 @@ const INITIAL_RTO: Duration = Duration::from_secs(1);
 /// Backed-off timeouts stop here: a local timer longer than the sender's own
 /// RTO helps nobody.
 const MAX_RTO: Duration = Duration::from_secs(4);
+/// The minimum RTT is forgotten after this long, so a hop that got slower
+/// for good (a station moving away, a lower Wi-Fi rate) sets a new base.
+const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
+/// Queueing delay above which the router's queue toward the host counts as
+/// standing: the CoDel target mac80211 uses for Wi-Fi stations (20 ms).
+/// Past it CoDel starts dropping, and those drops are congestion.
+pub const QUEUE_DELAY_LIMIT: Duration = Duration::from_millis(20);
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RttEstimator {
     /// Smoothed RTT and its mean deviation, in microseconds; `None` before
     /// the first sample.
     smoothed: Option<(u64, u64)>,
+    /// Smallest sample in the current window, and when it was taken.
+    min: Option<(Duration, Instant)>,
 }
 
 impl RttEstimator {
     /// Folds in one measurement (RFC 6298 section 2.2 and 2.3, alpha 1/8,
-    /// beta 1/4).
-    pub fn sample(&mut self, rtt: Duration) {
+    /// beta 1/4) taken at `now`.
+    pub fn sample(&mut self, rtt: Duration, now: Instant) {
+        if self
+            .min
+            .is_none_or(|(m, at)| rtt <= m || now >= at + MIN_RTT_WINDOW)
+        {
+            self.min = Some((rtt, now));
+        }
         let r = rtt.as_micros().min(u128::from(u32::MAX)) as u64;
         self.smoothed = Some(match self.smoothed {
             None => (r, r / 2),
@@ -39,18 +54,32 @@ impl RttEstimator {
         self.smoothed.map(|(s, _)| Duration::from_micros(s))
     }
 
+    /// How far the smoothed RTT sits above the minimum: the time segments
+    /// spend waiting in queues on the way to the host (the router's qdisc,
+    /// the driver, the radio's retries). Zero before any sample.
+    pub fn queue_delay(&self) -> Duration {
+        match (self.srtt(), self.min) {
+            (Some(srtt), Some((min, _))) => srtt.saturating_sub(min),
+            _ => Duration::ZERO,
+        }
+    }
+
     /// srtt + 4 * rttvar, at least `MIN_RTO`.
     pub fn rto(&self) -> Duration {
         match self.smoothed {
             None => INITIAL_RTO,
-            Some((srtt, rttvar)) => Duration::from_micros(srtt + 4 * rttvar).clamp(MIN_RTO, MAX_RTO),
+            Some((srtt, rttvar)) => {
+                Duration::from_micros(srtt + 4 * rttvar).clamp(MIN_RTO, MAX_RTO)
+            }
         }
     }
 
     /// The timeout after `backoff` unanswered local retransmissions
     /// (doubling, RFC 6298 5.5).
     pub fn backed_off(&self, backoff: u8) -> Duration {
-        self.rto().saturating_mul(1u32 << backoff.min(6)).min(MAX_RTO)
+        self.rto()
+            .saturating_mul(1u32 << backoff.min(6))
+            .min(MAX_RTO)
     }
 
     /// How long dup ACKs for a hole may keep coming after a local
@@ -60,7 +89,9 @@ impl RttEstimator {
     pub fn retransmit_guard(&self) -> Duration {
         match self.smoothed {
             None => INITIAL_RTO,
-            Some((srtt, rttvar)) => Duration::from_micros(srtt + 2 * rttvar).max(Duration::from_millis(10)),
+            Some((srtt, rttvar)) => {
+                Duration::from_micros(srtt + 2 * rttvar).max(Duration::from_millis(10))
+            }
         }
     }
 }
@@ -73,7 +104,7 @@ mod tests {
     fn first_sample_sets_srtt_and_half_variance() {
         let mut e = RttEstimator::default();
         assert_eq!(e.rto(), INITIAL_RTO);
-        e.sample(Duration::from_millis(40));
+        e.sample(Duration::from_millis(40), Instant::now());
         assert_eq!(e.srtt(), Some(Duration::from_millis(40)));
         // 40 + 4 * 20 ms
         assert_eq!(e.rto(), Duration::from_millis(120));
@@ -83,7 +114,7 @@ mod tests {
     fn rto_has_a_floor_and_backoff_a_ceiling() {
         let mut e = RttEstimator::default();
         for _ in 0..50 {
-            e.sample(Duration::from_millis(2));
+            e.sample(Duration::from_millis(2), Instant::now());
         }
         assert_eq!(e.rto(), MIN_RTO);
         assert_eq!(e.backed_off(1), MIN_RTO * 2);
@@ -93,8 +124,25 @@ mod tests {
     #[test]
     fn smoothing_moves_an_eighth_toward_the_sample() {
         let mut e = RttEstimator::default();
-        e.sample(Duration::from_millis(80));
-        e.sample(Duration::from_millis(160));
+        let now = Instant::now();
+        e.sample(Duration::from_millis(80), now);
+        e.sample(Duration::from_millis(160), now);
         assert_eq!(e.srtt(), Some(Duration::from_millis(90)));
+    }
+
+    #[test]
+    fn queue_delay_is_srtt_above_a_windowed_minimum() {
+        let mut e = RttEstimator::default();
+        let t0 = Instant::now();
+        e.sample(Duration::from_millis(5), t0);
+        for _ in 0..40 {
+            e.sample(Duration::from_millis(45), t0);
+        }
+        assert!(e.queue_delay() > Duration::from_millis(35));
+        // Ten seconds on, the slower hop is the new normal.
+        for _ in 0..40 {
+            e.sample(Duration::from_millis(45), t0 + MIN_RTT_WINDOW);
+        }
+        assert!(e.queue_delay() < Duration::from_millis(1));
     }
 }

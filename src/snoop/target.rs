@@ -1,6 +1,7 @@
 //! Which packets are Snoop's: the `--snoop` targets, with interface names
 //! resolved to the ifindex NFQUEUE reports.
 
+use std::cell::Cell;
 use std::net::IpAddr;
 
 use crate::config::Target;
@@ -12,8 +13,11 @@ use super::Direction;
 #[derive(Debug, Clone)]
 enum Resolved {
     /// `index` 0 while the interface does not exist (Wi-Fi may come up
-    /// after the daemon); `refresh` looks again.
-    Interface { name: String, index: u32 },
+    /// after the daemon). A `Cell` so that `classify` can look again.
+    Interface {
+        name: String,
+        index: Cell<u32>,
+    },
     Subnet(IpAddr, u8),
 }
 
@@ -32,7 +36,10 @@ impl Targets {
                     if index == 0 {
                         log::warn!("snoop: interface {name} does not exist yet; will look again");
                     }
-                    Resolved::Interface { name: name.clone(), index }
+                    Resolved::Interface {
+                        name: name.clone(),
+                        index: Cell::new(index),
+                    }
                 }
                 Target::Subnet(a, len) => Resolved::Subnet(*a, *len),
             })
@@ -40,19 +47,18 @@ impl Targets {
         Targets { list }
     }
 
-    pub fn has_interfaces(&self) -> bool {
-        self.list.iter().any(|t| matches!(t, Resolved::Interface { .. }))
-    }
-
     /// Resolves interface names again: an interface that was recreated
     /// (Wi-Fi restart) has a new index. No allocation.
-    pub fn refresh(&mut self) {
-        for t in &mut self.list {
+    fn refresh(&self) {
+        for t in &self.list {
             if let Resolved::Interface { name, index } = t {
                 let now = interface_index(name).unwrap_or(0);
-                if now != *index {
-                    log::info!("snoop: interface {name} has index {now} (was {index})");
-                    *index = now;
+                if now != index.get() {
+                    log::info!(
+                        "snoop: interface {name} has index {now} (was {})",
+                        index.get()
+                    );
+                    index.set(now);
                 }
             }
         }
@@ -60,16 +66,36 @@ impl Targets {
 
     /// Toward wins when a packet matches both ways (wireless to wireless):
     /// its data is what Snoop can cache.
+    ///
+    /// Only the snoop rules feed the queue, and they match interfaces by
+    /// name; a queued packet that matches no target therefore means an
+    /// index went stale (the interface was created or recreated since).
+    /// Resolving again then, and only then, costs one lookup per change.
     pub fn classify(&self, ip: &IpRepr, indev: u32, outdev: u32) -> Option<Direction> {
+        self.match_once(ip, indev, outdev).or_else(|| {
+            if !self
+                .list
+                .iter()
+                .any(|t| matches!(t, Resolved::Interface { .. }))
+            {
+                return None;
+            }
+            self.refresh();
+            self.match_once(ip, indev, outdev)
+        })
+    }
+
+    fn match_once(&self, ip: &IpRepr, indev: u32, outdev: u32) -> Option<Direction> {
+        let on = |index: &Cell<u32>, dev: u32| index.get() != 0 && index.get() == dev;
         let toward = self.list.iter().any(|t| match t {
-            Resolved::Interface { index, .. } => *index != 0 && *index == outdev,
+            Resolved::Interface { index, .. } => on(index, outdev),
             Resolved::Subnet(net, len) => in_subnet(ip.dst, *net, *len),
         });
         if toward {
             return Some(Direction::ToWireless);
         }
         let from = self.list.iter().any(|t| match t {
-            Resolved::Interface { index, .. } => *index != 0 && *index == indev,
+            Resolved::Interface { index, .. } => on(index, indev),
             Resolved::Subnet(net, len) => in_subnet(ip.src, *net, *len),
         });
         from.then_some(Direction::FromWireless)
@@ -79,11 +105,15 @@ impl Targets {
 fn in_subnet(addr: IpAddr, net: IpAddr, len: u8) -> bool {
     match (addr, net) {
         (IpAddr::V4(a), IpAddr::V4(n)) => {
-            let mask = u32::MAX.checked_shl(32 - u32::from(len.min(32))).unwrap_or(0);
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(len.min(32)))
+                .unwrap_or(0);
             u32::from(a) & mask == u32::from(n) & mask
         }
         (IpAddr::V6(a), IpAddr::V6(n)) => {
-            let mask = u128::MAX.checked_shl(128 - u32::from(len.min(128))).unwrap_or(0);
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(len.min(128)))
+                .unwrap_or(0);
             u128::from(a) & mask == u128::from(n) & mask
         }
         _ => false,
@@ -95,7 +125,13 @@ mod tests {
     use super::*;
 
     fn repr(src: &str, dst: &str) -> IpRepr {
-        IpRepr { src: src.parse().unwrap(), dst: dst.parse().unwrap(), tos: 0, l4_offset: 20, l4_len: 20 }
+        IpRepr {
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            tos: 0,
+            l4_offset: 20,
+            l4_len: 20,
+        }
     }
 
     #[test]
@@ -104,21 +140,57 @@ mod tests {
             Target::Subnet("198.18.0.0".parse().unwrap(), 24),
             Target::Subnet("fd00:5::".parse().unwrap(), 64),
         ]);
-        assert_eq!(t.classify(&repr("198.18.1.2", "198.18.0.7"), 0, 0), Some(Direction::ToWireless));
-        assert_eq!(t.classify(&repr("198.18.0.7", "198.18.1.2"), 0, 0), Some(Direction::FromWireless));
+        assert_eq!(
+            t.classify(&repr("198.18.1.2", "198.18.0.7"), 0, 0),
+            Some(Direction::ToWireless)
+        );
+        assert_eq!(
+            t.classify(&repr("198.18.0.7", "198.18.1.2"), 0, 0),
+            Some(Direction::FromWireless)
+        );
         assert_eq!(t.classify(&repr("198.18.1.2", "198.18.2.7"), 0, 0), None);
-        assert_eq!(t.classify(&repr("fd00:1::2", "fd00:5::9"), 0, 0), Some(Direction::ToWireless));
+        assert_eq!(
+            t.classify(&repr("fd00:1::2", "fd00:5::9"), 0, 0),
+            Some(Direction::ToWireless)
+        );
         assert_eq!(t.classify(&repr("fd00:6::9", "fd00:1::2"), 0, 0), None);
-        assert!(in_subnet("10.1.2.3".parse().unwrap(), "0.0.0.0".parse().unwrap(), 0));
+        assert!(in_subnet(
+            "10.1.2.3".parse().unwrap(),
+            "0.0.0.0".parse().unwrap(),
+            0
+        ));
     }
 
     #[test]
     fn interfaces_match_by_index_and_missing_ones_never() {
-        let t = Targets::new(&[Target::Interface("lo".into()), Target::Interface("pepwrt-nosuch".into())]);
+        let t = Targets::new(&[
+            Target::Interface("lo".into()),
+            Target::Interface("pepwrt-nosuch".into()),
+        ]);
         let lo = interface_index("lo").unwrap();
-        assert_eq!(t.classify(&repr("198.18.1.2", "198.18.0.7"), 99, lo), Some(Direction::ToWireless));
-        assert_eq!(t.classify(&repr("198.18.0.7", "198.18.1.2"), lo, 99), Some(Direction::FromWireless));
+        assert_eq!(
+            t.classify(&repr("198.18.1.2", "198.18.0.7"), 99, lo),
+            Some(Direction::ToWireless)
+        );
+        assert_eq!(
+            t.classify(&repr("198.18.0.7", "198.18.1.2"), lo, 99),
+            Some(Direction::FromWireless)
+        );
         assert_eq!(t.classify(&repr("198.18.0.7", "198.18.1.2"), 0, 0), None);
-        assert!(t.has_interfaces());
+    }
+
+    #[test]
+    fn a_stale_index_is_resolved_again_on_a_miss() {
+        let t = Targets {
+            list: vec![Resolved::Interface {
+                name: "lo".into(),
+                index: Cell::new(0),
+            }],
+        };
+        let lo = interface_index("lo").unwrap();
+        assert_eq!(
+            t.classify(&repr("198.18.1.2", "198.18.0.7"), 99, lo),
+            Some(Direction::ToWireless)
+        );
     }
 }

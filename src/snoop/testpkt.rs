@@ -36,7 +36,15 @@ impl TcpPkt {
 
     /// A pure ACK from the host.
     pub fn ack(ack: u32) -> TcpPkt {
-        TcpPkt { toward_host: false, seq: 7, ack, flags: flags::ACK, window: 1000, payload: 0, ..TcpPkt::data(0, 0) }
+        TcpPkt {
+            toward_host: false,
+            seq: 7,
+            ack,
+            flags: flags::ACK,
+            window: 1000,
+            payload: 0,
+            ..TcpPkt::data(0, 0)
+        }
     }
 
     pub fn v6(mut self, v6: bool) -> TcpPkt {
@@ -65,7 +73,11 @@ impl TcpPkt {
     }
 
     fn tcp(&self) -> Vec<u8> {
-        let (sport, dport) = if self.toward_host { (80, self.host_port) } else { (self.host_port, 80) };
+        let (sport, dport) = if self.toward_host {
+            (80, self.host_port)
+        } else {
+            (self.host_port, 80)
+        };
         let mut opts = Vec::new();
         if !self.sack.is_empty() {
             opts.extend_from_slice(&[1, 1, 5, (2 + 8 * self.sack.len()) as u8]);
@@ -100,14 +112,22 @@ impl TcpPkt {
             p.extend_from_slice(&[0x60, 0, 0, 0]);
             p.extend_from_slice(&(tcp.len() as u16).to_be_bytes());
             p.extend_from_slice(&[6, 63]);
-            let (s, d) = if self.toward_host { (sender6, host6) } else { (host6, sender6) };
+            let (s, d) = if self.toward_host {
+                (sender6, host6)
+            } else {
+                (host6, sender6)
+            };
             p.extend_from_slice(&s);
             p.extend_from_slice(&d);
         } else {
             p.extend_from_slice(&[0x45, 0]);
             p.extend_from_slice(&((20 + tcp.len()) as u16).to_be_bytes());
             p.extend_from_slice(&[0, 0, 0x40, 0, 63, 6, 0, 0]);
-            let (s, d) = if self.toward_host { (sender4, host4) } else { (host4, sender4) };
+            let (s, d) = if self.toward_host {
+                (sender4, host4)
+            } else {
+                (host4, sender4)
+            };
             p.extend_from_slice(&s);
             p.extend_from_slice(&d);
         }
@@ -117,5 +137,7 @@ impl TcpPkt {
 }
 
 fn addr6(s: &str) -> [u8; 16] {
-    s.parse::<std::net::Ipv6Addr>().map(|a| a.octets()).unwrap_or([0; 16])
+    s.parse::<std::net::Ipv6Addr>()
+        .map(|a| a.octets())
+        .unwrap_or([0; 16])
 }

@@ -44,7 +44,12 @@ impl Bench {
             flows,
             cache_bytes,
         };
-        Bench { snoop: Snoop::new(&cfg).unwrap(), wire: Wire::default(), now: Instant::now(), v6 }
+        Bench {
+            snoop: Snoop::new(&cfg).unwrap(),
+            wire: Wire::default(),
+            now: Instant::now(),
+            v6,
+        }
     }
 
     fn both() -> [Bench; 2] {
@@ -56,6 +61,14 @@ impl Bench {
         let (ip, _) = wire::parse_tcp(&bytes).unwrap();
         let dir = self.snoop.classify(&ip, 0, 0).unwrap();
         self.snoop.on_packet(&bytes, dir, self.now, &mut self.wire)
+    }
+
+    /// Segments 0 to `count - 1` of MSS bytes from sequence 0, sent.
+    fn sent(mut self, count: u32) -> Bench {
+        for n in 0..count {
+            self.seg(0, n);
+        }
+        self
     }
 
     /// Segment number `n` (from 0) of MSS bytes after `base`.
@@ -79,8 +92,16 @@ impl Bench {
         let mut s = String::new();
         self.snoop.write_status_json(&mut s);
         let pat = format!("\"{key}\":");
-        let at = s.find(&pat).unwrap_or_else(|| panic!("{key} missing in {s}")) + pat.len();
-        s[at..].chars().take_while(char::is_ascii_digit).collect::<String>().parse().unwrap()
+        let at = s
+            .find(&pat)
+            .unwrap_or_else(|| panic!("{key} missing in {s}"))
+            + pat.len();
+        s[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .unwrap()
     }
 
     /// The sequence number of each local retransmission, in order.
@@ -115,7 +136,10 @@ fn loss_then_dup_acks_bring_one_local_copy_and_are_suppressed() {
         }
         assert_eq!(b.resent_seqs(), vec![at(base, 1)]);
         let original = TcpPkt::data(at(base, 1), MSS).v6(b.v6).build();
-        assert_eq!(b.wire.sent[0], original, "the copy is the packet as forwarded");
+        assert_eq!(
+            b.wire.sent[0], original,
+            "the copy is the packet as forwarded"
+        );
         assert_eq!(b.counter("local_retransmits_dupack"), 1);
         assert_eq!(b.counter("dupacks_suppressed"), 3);
         b.later(20);
@@ -127,16 +151,17 @@ fn loss_then_dup_acks_bring_one_local_copy_and_are_suppressed() {
 
 #[test]
 fn lost_local_copy_is_sent_again_after_a_round_trip_of_dup_acks() {
-    for mut b in Bench::both() {
-        for n in 0..8 {
-            b.seg(0, n);
-        }
+    for mut b in Bench::both().map(|b| b.sent(8)) {
         b.later(30);
         b.ack(at(0, 1)); // RTT sample 30 ms
         b.ack(at(0, 1));
         b.later(5);
         b.ack(at(0, 1));
-        assert_eq!(b.resent_seqs().len(), 1, "dup ACKs within a round trip wait");
+        assert_eq!(
+            b.resent_seqs().len(),
+            1,
+            "dup ACKs within a round trip wait"
+        );
         b.later(100);
         assert_eq!(b.ack(at(0, 1)), Verdict::Drop);
         assert_eq!(b.resent_seqs(), vec![at(0, 1), at(0, 1)]);
@@ -185,10 +210,7 @@ fn sender_retransmissions_are_forwarded_and_counted() {
 
 #[test]
 fn sender_retransmission_restarts_dup_ack_counting() {
-    let mut b = Bench::new(false, 4, 1 << 20);
-    for n in 0..4 {
-        b.seg(0, n);
-    }
+    let mut b = Bench::new(false, 4, 1 << 20).sent(4);
     b.ack(at(0, 1));
     assert_eq!(b.ack(at(0, 1)), Verdict::Drop);
     b.seg(0, 1); // the sender's own fast retransmit or timeout
@@ -216,10 +238,7 @@ fn sequence_numbers_wrap() {
 
 #[test]
 fn sack_blocks_name_every_hole_below_the_highest_edge() {
-    for mut b in Bench::both() {
-        for n in 0..7 {
-            b.seg(0, n);
-        }
+    for mut b in Bench::both().map(|b| b.sent(7)) {
         b.ack(at(0, 1));
         // Lost: 1 and 3. Received: 2, 4, 5. 6 is still in flight.
         let dup = TcpPkt::ack(at(0, 1)).sack(&[(at(0, 4), at(0, 6)), (at(0, 2), at(0, 3))]);
@@ -236,11 +255,26 @@ fn sack_blocks_name_every_hole_below_the_highest_edge() {
 }
 
 #[test]
-fn dsack_below_the_ack_names_no_hole() {
-    let mut b = Bench::new(true, 4, 1 << 20);
-    for n in 0..4 {
-        b.seg(0, n);
+fn sacked_data_stays_sacked_when_later_acks_no_longer_name_it() {
+    let mut b = Bench::new(false, 4, 1 << 20).sent(10);
+    b.ack(at(0, 1));
+    // Lost: 1, 3, 5, 7. Each arrival above a hole adds a block, most
+    // recent first, three at most.
+    let blocks = [(2, 3), (4, 5), (6, 7), (8, 9)].map(|(l, r)| (at(0, l), at(0, r)));
+    for k in 1..=blocks.len() {
+        let named: Vec<_> = blocks[..k].iter().rev().take(3).copied().collect();
+        assert_eq!(b.send(TcpPkt::ack(at(0, 1)).sack(&named)), Verdict::Drop);
     }
+    // Segment 2 was named only in earlier ACKs: it is not resent.
+    assert_eq!(
+        b.resent_seqs(),
+        vec![at(0, 1), at(0, 3), at(0, 5), at(0, 7)]
+    );
+}
+
+#[test]
+fn dsack_below_the_ack_names_no_hole() {
+    let mut b = Bench::new(true, 4, 1 << 20).sent(4);
     b.ack(at(0, 2));
     let dup = TcpPkt::ack(at(0, 2)).sack(&[(at(0, 0), at(0, 1))]);
     assert_eq!(b.send(dup), Verdict::Drop);
@@ -249,16 +283,16 @@ fn dsack_below_the_ack_names_no_hole() {
 
 #[test]
 fn window_updates_data_and_fin_are_not_duplicate_acks() {
-    for mut b in Bench::both() {
-        for n in 0..3 {
-            b.seg(0, n);
-        }
+    for mut b in Bench::both().map(|b| b.sent(3)) {
         b.ack(at(0, 1));
         assert_eq!(b.send(TcpPkt::ack(at(0, 1)).window(2000)), Verdict::Accept);
         let mut with_data = TcpPkt::ack(at(0, 1)).window(2000);
         with_data.payload = 10;
         assert_eq!(b.send(with_data), Verdict::Accept);
-        assert_eq!(b.send(TcpPkt::ack(at(0, 1)).window(2000).with_flags(flags::FIN)), Verdict::Accept);
+        assert_eq!(
+            b.send(TcpPkt::ack(at(0, 1)).window(2000).with_flags(flags::FIN)),
+            Verdict::Accept
+        );
         assert!(b.wire.sent.is_empty());
         // Same window as the last update: a true duplicate.
         assert_eq!(b.send(TcpPkt::ack(at(0, 1)).window(2000)), Verdict::Drop);
@@ -344,6 +378,34 @@ fn full_arena_passes_packets_uncached_and_their_dup_acks_through() {
 }
 
 #[test]
+fn a_standing_queue_toward_the_host_stops_caching() {
+    let mut b = Bench::new(false, 4, 1 << 20);
+    b.seg(0, 0);
+    b.later(5);
+    b.ack(at(0, 1)); // 5 ms: the empty-queue RTT
+    // The queue builds up: every segment now takes 60 ms to be acked.
+    for n in 1..12 {
+        b.seg(0, n);
+        b.later(60);
+        b.ack(at(0, n + 1));
+    }
+    let before = b.counter("passed_queue");
+    assert!(
+        before > 0 && before < 11,
+        "the first segments were cached: {before}"
+    );
+    b.seg(0, 12);
+    b.seg(0, 13);
+    assert_eq!(
+        (b.counter("passed_queue"), b.counter("cached_segments")),
+        (before + 2, 0)
+    );
+    // A loss now is the sender's to see.
+    assert_eq!(b.ack(at(0, 12)), Verdict::Accept);
+    assert!(b.wire.sent.is_empty());
+}
+
+#[test]
 fn full_flow_table_passes_new_flows_untracked() {
     for v6 in [false, true] {
         let mut b = Bench::new(v6, 1, 1 << 20);
@@ -398,9 +460,7 @@ fn timer_resends_the_oldest_segment_with_backoff_then_gives_up() {
 
 #[test]
 fn timer_does_not_push_into_a_closed_window() {
-    let mut b = Bench::new(false, 4, 1 << 20);
-    b.seg(0, 0);
-    b.seg(0, 1);
+    let mut b = Bench::new(false, 4, 1 << 20).sent(2);
     b.send(TcpPkt::ack(at(0, 1)).window(0));
     for _ in 0..5 {
         b.now = b.snoop.next_deadline().unwrap();
@@ -411,9 +471,7 @@ fn timer_does_not_push_into_a_closed_window() {
 
 #[test]
 fn karn_rule_keeps_retransmitted_segments_out_of_the_rtt() {
-    let mut b = Bench::new(false, 4, 1 << 20);
-    b.seg(0, 0);
-    b.seg(0, 1);
+    let mut b = Bench::new(false, 4, 1 << 20).sent(2);
     b.later(10);
     b.ack(at(0, 1)); // sample 10 ms: RTO at its 100 ms floor
     b.ack(at(0, 1)); // local copy of 1
@@ -443,9 +501,7 @@ fn idle_flows_are_forgotten_and_their_cache_freed() {
 
 #[test]
 fn refused_send_lets_the_dup_ack_through() {
-    let mut b = Bench::new(false, 4, 1 << 20);
-    b.seg(0, 0);
-    b.seg(0, 1);
+    let mut b = Bench::new(false, 4, 1 << 20).sent(2);
     b.ack(0);
     b.wire.refuse = true;
     assert_eq!(b.ack(0), Verdict::Accept);
@@ -458,7 +514,10 @@ fn truncated_capture_is_forwarded_but_not_cached() {
     let pkt = TcpPkt::data(0, MSS).build();
     let (ip, _) = wire::parse_tcp(&pkt).unwrap();
     let dir = b.snoop.classify(&ip, 0, 0).unwrap();
-    assert_eq!(b.snoop.on_packet(&pkt[..200], dir, b.now, &mut b.wire), Verdict::Accept);
+    assert_eq!(
+        b.snoop.on_packet(&pkt[..200], dir, b.now, &mut b.wire),
+        Verdict::Accept
+    );
     assert_eq!(b.counter("cached_segments"), 0);
 }
 
@@ -499,8 +558,13 @@ fn garbage_never_panics() {
             p[at] = rnd() as u8;
         }
         let cut = (rnd() as usize) % (p.len() + 1);
-        let dir = if rnd() % 2 == 0 { Direction::ToWireless } else { Direction::FromWireless };
-        b.snoop.on_packet(&p[..cut.max(p.len() / 2)], dir, b.now, &mut b.wire);
+        let dir = if rnd() % 2 == 0 {
+            Direction::ToWireless
+        } else {
+            Direction::FromWireless
+        };
+        b.snoop
+            .on_packet(&p[..cut.max(p.len() / 2)], dir, b.now, &mut b.wire);
         b.snoop.on_packet(&p[..cut], dir, b.now, &mut b.wire);
         if i % 100 == 0 {
             b.later(150);

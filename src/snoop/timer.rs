@@ -1,28 +1,23 @@
 //! Local retransmission timers and idle expiry, all from `on_timer`.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::ack::Cause;
 use super::flow::{CloseReason, Recovery};
 use super::{IDLE_TIMEOUT, MAX_LOCAL_SENDS, Snoop, Transmit};
 
-/// How often interface names are resolved again.
-const RESOLVE_INTERVAL: Duration = Duration::from_secs(10);
-
 impl Snoop {
     /// Runs whatever is due at `now`. Cheap when nothing is, so the event
     /// loop may also call it on its periodic tick.
     pub fn on_timer(&mut self, now: Instant, tx: &mut dyn Transmit) {
-        if self.targets.has_interfaces() && self.resolved_at.is_none_or(|t| now >= t + RESOLVE_INTERVAL) {
-            self.targets.refresh();
-            self.resolved_at = Some(now);
-        }
         if self.next_wake.is_none_or(|w| now < w) {
             return;
         }
         let mut next: Option<Instant> = None;
         for idx in 0..self.flows.capacity() as u16 {
-            let Some(flow) = self.flows.get(idx) else { continue };
+            let Some(flow) = self.flows.get(idx) else {
+                continue;
+            };
             if now >= flow.last_seen + IDLE_TIMEOUT {
                 self.close(idx, CloseReason::Idle);
                 continue;
@@ -30,7 +25,9 @@ impl Snoop {
             if flow.rto_at.is_some_and(|at| now >= at) {
                 self.on_local_timeout(idx, now, tx);
             }
-            let Some(flow) = self.flows.get(idx) else { continue };
+            let Some(flow) = self.flows.get(idx) else {
+                continue;
+            };
             let idle_at = flow.last_seen + IDLE_TIMEOUT;
             let due = flow.rto_at.map_or(idle_at, |at| at.min(idle_at));
             next = Some(next.map_or(due, |n| n.min(due)));
@@ -41,7 +38,9 @@ impl Snoop {
     /// The oldest unacknowledged segment waited a whole local RTO: send it
     /// again, with exponential backoff, until its retries are spent.
     fn on_local_timeout(&mut self, idx: u16, now: Instant, tx: &mut dyn Transmit) {
-        let Some(flow) = self.flows.get_mut(idx) else { return };
+        let Some(flow) = self.flows.get_mut(idx) else {
+            return;
+        };
         let head = flow.segments.head;
         let Some(seg) = self.cache.get(head) else {
             flow.rto_at = None;
@@ -63,7 +62,9 @@ impl Snoop {
             return;
         }
         let sent = self.resend(idx, head, Cause::Timeout, now, tx);
-        let Some(flow) = self.flows.get_mut(idx) else { return };
+        let Some(flow) = self.flows.get_mut(idx) else {
+            return;
+        };
         if sent {
             flow.backoff = flow.backoff.saturating_add(1);
             flow.recovery = Recovery::Local { hole };

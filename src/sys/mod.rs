@@ -46,3 +46,29 @@ pub fn raise_nofile(want: u64) -> io::Result<u64> {
     cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) })?;
     Ok(lim.rlim_cur as u64)
 }
+
+/// An errno that prints its message without allocating (io::Error's
+/// Display builds a String), for log lines on paths that run often, such
+/// as connects to unreachable hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Errno(pub i32);
+
+impl Errno {
+    pub fn of(e: &io::Error) -> Errno {
+        Errno(e.raw_os_error().unwrap_or(0))
+    }
+}
+
+impl std::fmt::Display for Errno {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut buf = [0u8; 128];
+        // SAFETY: the XSI strerror_r (what libc binds on glibc and musl)
+        // writes a NUL-terminated message of at most buf.len() bytes.
+        let r = unsafe { libc::strerror_r(self.0, buf.as_mut_ptr().cast(), buf.len()) };
+        let len = buf.iter().position(|&b| b == 0).unwrap_or(0);
+        match std::str::from_utf8(&buf[..len]) {
+            Ok(msg) if r == 0 && !msg.is_empty() => write!(f, "{msg} (errno {})", self.0),
+            _ => write!(f, "errno {}", self.0),
+        }
+    }
+}

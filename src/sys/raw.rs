@@ -42,7 +42,9 @@ impl RawSender {
             match open_raw(libc::AF_INET6, mark) {
                 Ok(fd) => Some(fd),
                 Err(e) => {
-                    log::warn!("snoop: no IPv6 raw socket ({e}); IPv6 flows get no local retransmissions");
+                    log::warn!(
+                        "snoop: no IPv6 raw socket ({e}); IPv6 flows get no local retransmissions"
+                    );
                     None
                 }
             }
@@ -57,7 +59,9 @@ impl RawSender {
         let addr = libc::sockaddr_in {
             sin_family: libc::AF_INET as libc::sa_family_t,
             sin_port: 0,
-            sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes([dst[0], dst[1], dst[2], dst[3]]) },
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes([dst[0], dst[1], dst[2], dst[3]]),
+            },
             sin_zero: [0; 8],
         };
         // SAFETY: pkt and addr are valid for the lengths passed and outlive
@@ -72,7 +76,11 @@ impl RawSender {
                 size_of::<libc::sockaddr_in>() as libc::socklen_t,
             )
         };
-        if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
     }
 
     fn send_v6(&self, pkt: &[u8]) -> io::Result<usize> {
@@ -97,7 +105,11 @@ impl RawSender {
                 size_of::<libc::sockaddr_in6>() as libc::socklen_t,
             )
         };
-        if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
     }
 }
 

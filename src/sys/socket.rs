@@ -186,6 +186,14 @@ pub fn take_error(fd: RawFd) -> io::Result<()> {
     }
 }
 
+/// Bytes in the send queue not yet acknowledged by the peer (SIOCOUTQ).
+pub fn unsent_bytes(fd: RawFd) -> io::Result<i32> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ writes one int to the pointer given.
+    cvt(unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n) })?;
+    Ok(n)
+}
+
 /// Makes the next close send RST instead of FIN (relaying a reset).
 pub fn set_abortive_close(s: &TcpStream) {
     let lg = libc::linger {

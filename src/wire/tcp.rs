@@ -159,6 +159,9 @@ pub struct SynOptions {
     pub window_scale: Option<u8>,
     pub sack_permitted: bool,
     pub timestamps: bool,
+    /// TCP-MD5 (RFC 2385) or TCP-AO (RFC 5925): the connection is signed
+    /// end to end, and a proxy without the key cannot take part in it.
+    pub signed: bool,
 }
 
 impl SynOptions {
@@ -170,6 +173,7 @@ impl SynOptions {
                 TcpOption::WindowScale(s) => o.window_scale = Some(s),
                 TcpOption::SackPermitted => o.sack_permitted = true,
                 TcpOption::Timestamps { .. } => o.timestamps = true,
+                TcpOption::Other { kind: 19 | 29, .. } => o.signed = true,
                 _ => {}
             }
         }
@@ -220,7 +224,8 @@ pub(crate) mod tests {
                 mss: Some(1460),
                 window_scale: Some(7),
                 sack_permitted: true,
-                timestamps: true
+                timestamps: true,
+                signed: false
             }
         );
         assert!(s.payload().is_empty());

@@ -59,13 +59,22 @@ pub struct Args {
 }
 
 pub enum Parsed {
-    Run(Args),
+    Run(Box<Args>),
     Help,
 }
 
 pub fn parse(mut argv: impl Iterator<Item = String>) -> Result<Parsed, String> {
     let (mut a, mut b) = (None, None);
-    let mut args = Args { a: String::new(), b: String::new(), ab: Spec::default(), ba: Spec::default(), seed: 1, max_frames: 8192, duration_s: None, realtime: true };
+    let mut args = Args {
+        a: String::new(),
+        b: String::new(),
+        ab: Spec::default(),
+        ba: Spec::default(),
+        seed: 1,
+        max_frames: 8192,
+        duration_s: None,
+        realtime: true,
+    };
     while let Some(flag) = argv.next() {
         if flag == "-h" || flag == "--help" {
             return Ok(Parsed::Help);
@@ -75,7 +84,11 @@ pub fn parse(mut argv: impl Iterator<Item = String>) -> Result<Parsed, String> {
             continue;
         }
         let value = argv.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        let number = |what: &str| value.parse::<f64>().map_err(|_| format!("{flag}: `{value}` is not {what}"));
+        let number = |what: &str| {
+            value
+                .parse::<f64>()
+                .map_err(|_| format!("{flag}: `{value}` is not {what}"))
+        };
         match flag.as_str() {
             "--a" => a = Some(value),
             "--b" => b = Some(value),
@@ -85,7 +98,11 @@ pub fn parse(mut argv: impl Iterator<Item = String>) -> Result<Parsed, String> {
                 args.ab = Spec::parse(&value).map_err(|e| format!("--both: {e}"))?;
                 args.ba = args.ab;
             }
-            "--seed" => args.seed = value.parse().map_err(|_| format!("--seed: `{value}` is not an integer"))?,
+            "--seed" => {
+                args.seed = value
+                    .parse()
+                    .map_err(|_| format!("--seed: `{value}` is not an integer"))?
+            }
             "--max-frames" => args.max_frames = number("a count")?.max(1.0) as usize,
             "--duration" => args.duration_s = Some(number("a number of seconds")?),
             _ => return Err(format!("unknown option {flag} (see --help)")),
@@ -93,5 +110,5 @@ pub fn parse(mut argv: impl Iterator<Item = String>) -> Result<Parsed, String> {
     }
     args.a = a.ok_or("--a is required")?;
     args.b = b.ok_or("--b is required")?;
-    Ok(Parsed::Run(args))
+    Ok(Parsed::Run(Box::new(args)))
 }

@@ -17,7 +17,12 @@ impl Line {
     pub fn new(capacity: usize) -> Line {
         // Zeroed allocation: pages are only touched (and count in RSS)
         // once frames actually fill them.
-        Line { data: vec![0; capacity * SLOT], meta: vec![(0, 0); capacity], head: 0, len: 0 }
+        Line {
+            data: vec![0; capacity * SLOT],
+            meta: vec![(0, 0); capacity],
+            head: 0,
+            len: 0,
+        }
     }
 
     pub fn is_full(&self) -> bool {
@@ -46,7 +51,8 @@ impl Line {
     /// The oldest frame, if due by `now`; `pop` releases it.
     pub fn due(&self, now: u64) -> Option<&[u8]> {
         let (at, len) = self.meta[self.head];
-        (self.len > 0 && at <= now).then(|| &self.data[self.head * SLOT..self.head * SLOT + len as usize])
+        (self.len > 0 && at <= now)
+            .then(|| &self.data[self.head * SLOT..self.head * SLOT + len as usize])
     }
 
     pub fn pop(&mut self) {

@@ -37,7 +37,14 @@ fn install_signal_handlers() {
 
 const RCVBUF: usize = 8 << 20;
 
-fn pump<'a>(from: i32, to: i32, spec: spec::Spec, seed: u64, args: &Args, stats: &'a Stats) -> std::io::Result<Pump<'a>> {
+fn pump<'a>(
+    from: i32,
+    to: i32,
+    spec: spec::Spec,
+    seed: u64,
+    args: &Args,
+    stats: &'a Stats,
+) -> std::io::Result<Pump<'a>> {
     Ok(Pump {
         rx: Receiver::open(from, RCVBUF)?,
         tx: Sender::open(to)?,
@@ -53,11 +60,21 @@ fn run(args: Args) -> Result<(), String> {
     let ib = packet::ifindex(&args.b).map_err(|e| e.to_string())?;
     let (sab, sba) = (Stats::default(), Stats::default());
     // Different streams per direction, both fixed by the seed.
-    let ab = pump(ia, ib, args.ab, args.seed, &args, &sab).map_err(|e| format!("{} -> {}: {e}", args.a, args.b))?;
-    let ba = pump(ib, ia, args.ba, args.seed ^ 0x5EED_0000_0000_0001, &args, &sba)
-        .map_err(|e| format!("{} -> {}: {e}", args.b, args.a))?;
+    let ab = pump(ia, ib, args.ab, args.seed, &args, &sab)
+        .map_err(|e| format!("{} -> {}: {e}", args.a, args.b))?;
+    let ba = pump(
+        ib,
+        ia,
+        args.ba,
+        args.seed ^ 0x5EED_0000_0000_0001,
+        &args,
+        &sba,
+    )
+    .map_err(|e| format!("{} -> {}: {e}", args.b, args.a))?;
     install_signal_handlers();
-    let deadline = args.duration_s.map(|s| Instant::now() + Duration::from_secs_f64(s));
+    let deadline = args
+        .duration_s
+        .map(|s| Instant::now() + Duration::from_secs_f64(s));
     std::thread::scope(|scope| {
         scope.spawn(|| ab.run(&STOP));
         scope.spawn(|| ba.run(&STOP));
@@ -81,7 +98,7 @@ fn main() {
             print!("{}", args::HELP);
             return;
         }
-        Ok(Parsed::Run(a)) => run(a),
+        Ok(Parsed::Run(a)) => run(*a),
         Err(e) => Err(e),
     };
     if let Err(e) = result {

@@ -28,7 +28,14 @@ pub struct Link {
 
 impl Link {
     pub fn new(spec: Spec, seed: u64, epoch: u64) -> Link {
-        Link { spec, rng: Rng::new(seed), epoch, busy_until: epoch, last_delivery: epoch, in_bad_state: false }
+        Link {
+            spec,
+            rng: Rng::new(seed),
+            epoch,
+            busy_until: epoch,
+            last_delivery: epoch,
+            in_bad_state: false,
+        }
     }
 
     fn serialization_ns(&self, len: usize) -> u64 {
@@ -52,18 +59,30 @@ impl Link {
         }
         let t = at.saturating_sub(self.epoch);
         let down = t >= period && t % period < self.spec.outage_ns;
-        let extra = if (t / period) % 2 == 1 { self.spec.step_ns } else { 0 };
+        let extra = if (t / period) % 2 == 1 {
+            self.spec.step_ns
+        } else {
+            0
+        };
         (down, extra)
     }
 
     fn lose(&mut self) -> bool {
         let bursty = match self.spec.gilbert {
             Some(ge) => {
-                let flip = if self.in_bad_state { ge.p_bad_to_good } else { ge.p_good_to_bad };
+                let flip = if self.in_bad_state {
+                    ge.p_bad_to_good
+                } else {
+                    ge.p_good_to_bad
+                };
                 if self.rng.chance(flip) {
                     self.in_bad_state = !self.in_bad_state;
                 }
-                self.rng.chance(if self.in_bad_state { ge.loss_bad } else { ge.loss_good })
+                self.rng.chance(if self.in_bad_state {
+                    ge.loss_bad
+                } else {
+                    ge.loss_good
+                })
             }
             None => false,
         };
@@ -123,22 +142,36 @@ mod tests {
     fn queue_limit_drops_tail() {
         let mut l = link("rate=8mbit,limit=3000");
         let verdicts: Vec<_> = (0..5).map(|_| l.admit(0, 1000)).collect();
-        assert_eq!(verdicts.iter().filter(|v| **v == Verdict::QueueFull).count(), 2);
+        assert_eq!(
+            verdicts
+                .iter()
+                .filter(|v| **v == Verdict::QueueFull)
+                .count(),
+            2
+        );
         assert!(matches!(l.admit(3 * MS, 1000), Verdict::Deliver(_)));
     }
 
     #[test]
     fn loss_rate_matches_and_bursts_cluster() {
         let mut l = link("loss=2%");
-        let lost = (0..100_000).filter(|_| l.admit(0, 100) == Verdict::Lost).count();
+        let lost = (0..100_000)
+            .filter(|_| l.admit(0, 100) == Verdict::Lost)
+            .count();
         assert!((1_800..2_200).contains(&lost), "{lost}");
         // Bad state 1/(1%+10%) of the time, losing all: ~9.1%.
         let mut g = link("ge=1%/10%/100%");
-        let seq: Vec<bool> = (0..100_000).map(|_| g.admit(0, 100) == Verdict::Lost).collect();
+        let seq: Vec<bool> = (0..100_000)
+            .map(|_| g.admit(0, 100) == Verdict::Lost)
+            .collect();
         let lost = seq.iter().filter(|x| **x).count();
         assert!((8_000..10_200).contains(&lost), "{lost}");
         let runs = seq.windows(2).filter(|w| w[0] && !w[1]).count();
-        assert!(lost / runs.max(1) >= 5, "bursts average {} frames", lost / runs.max(1));
+        assert!(
+            lost / runs.max(1) >= 5,
+            "bursts average {} frames",
+            lost / runs.max(1)
+        );
     }
 
     #[test]
@@ -146,7 +179,9 @@ mod tests {
         let mut l = link("delay=20ms,jitter=10ms");
         let mut last = 0;
         for i in 0..10_000 {
-            let Verdict::Deliver(at) = l.admit(i * 10_000, 100) else { panic!() };
+            let Verdict::Deliver(at) = l.admit(i * 10_000, 100) else {
+                panic!()
+            };
             assert!(at >= last && at >= i * 10_000 + 10 * MS && at <= i * 10_000 + 30 * MS);
             last = at;
         }

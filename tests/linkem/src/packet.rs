@@ -7,15 +7,23 @@ use std::mem;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
 }
 
 pub fn ifindex(name: &str) -> io::Result<i32> {
-    let c = CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bad interface name"))?;
+    let c = CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bad interface name"))?;
     // SAFETY: c is a valid NUL-terminated string.
     let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
     if idx == 0 {
-        return Err(io::Error::new(io::ErrorKind::NotFound, format!("no interface `{name}`")));
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no interface `{name}`"),
+        ));
     }
     Ok(idx as i32)
 }
@@ -32,7 +40,13 @@ fn address(ifindex: i32, protocol: u16) -> libc::sockaddr_ll {
 fn set_int(fd: RawFd, level: libc::c_int, opt: libc::c_int, value: libc::c_int) -> io::Result<()> {
     // SAFETY: fd is open; the option value is a c_int of the given size.
     check(unsafe {
-        libc::setsockopt(fd, level, opt, &value as *const _ as *const libc::c_void, mem::size_of::<libc::c_int>() as u32)
+        libc::setsockopt(
+            fd,
+            level,
+            opt,
+            &value as *const _ as *const libc::c_void,
+            mem::size_of::<libc::c_int>() as u32,
+        )
     })
     .map(drop)
 }
@@ -41,15 +55,30 @@ fn set_int(fd: RawFd, level: libc::c_int, opt: libc::c_int, value: libc::c_int) 
 /// names the interface, so it never sees another interface's frames.
 fn open(ifindex: i32, bind_protocol: u16) -> io::Result<OwnedFd> {
     // SAFETY: plain socket creation.
-    let fd = check(unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0) })?;
+    let fd = check(unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        )
+    })?;
     // SAFETY: fd was just created and is owned here.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let sll = address(ifindex, bind_protocol);
     // Bypassing the qdisc keeps our own timing the only shaping.
-    set_int(fd.as_raw_fd(), libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1)?;
+    set_int(
+        fd.as_raw_fd(),
+        libc::SOL_PACKET,
+        libc::PACKET_QDISC_BYPASS,
+        1,
+    )?;
     // SAFETY: sll is a valid sockaddr_ll of the given length.
     check(unsafe {
-        libc::bind(fd.as_raw_fd(), &sll as *const _ as *const libc::sockaddr, mem::size_of::<libc::sockaddr_ll>() as u32)
+        libc::bind(
+            fd.as_raw_fd(),
+            &sll as *const _ as *const libc::sockaddr,
+            mem::size_of::<libc::sockaddr_ll>() as u32,
+        )
     })?;
     Ok(fd)
 }
@@ -66,8 +95,20 @@ impl Receiver {
         set_int(raw, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1)?;
         // Bursts wait in the socket until the pump reads them; a larger
         // buffer keeps a 100 Mbit/s burst from being dropped here.
-        set_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, rcvbuf as libc::c_int)
-            .or_else(|_| set_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, rcvbuf as libc::c_int))?;
+        set_int(
+            raw,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            rcvbuf as libc::c_int,
+        )
+        .or_else(|_| {
+            set_int(
+                raw,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                rcvbuf as libc::c_int,
+            )
+        })?;
         // Arrival time from the kernel: a late wake-up of the pump must
         // not count as link delay.
         set_int(raw, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)?;
@@ -101,7 +142,10 @@ impl Receiver {
             // SAFETY: plain data, zero is valid.
             let mut from: libc::sockaddr_ll = unsafe { mem::zeroed() };
             let mut control = [0u64; 8];
-            let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
+            let mut iov = libc::iovec {
+                iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+                iov_len: buf.len(),
+            };
             // SAFETY: plain data, zero is valid.
             let mut msg: libc::msghdr = unsafe { mem::zeroed() };
             msg.msg_name = &mut from as *mut _ as *mut libc::c_void;
@@ -111,7 +155,13 @@ impl Receiver {
             msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
             msg.msg_controllen = mem::size_of_val(&control);
             // SAFETY: every pointer in msg is valid for its length.
-            let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut msg, libc::MSG_TRUNC | libc::MSG_DONTWAIT) };
+            let n = unsafe {
+                libc::recvmsg(
+                    self.fd.as_raw_fd(),
+                    &mut msg,
+                    libc::MSG_TRUNC | libc::MSG_DONTWAIT,
+                )
+            };
             if n < 0 {
                 let e = io::Error::last_os_error();
                 return match e.kind() {
@@ -121,7 +171,7 @@ impl Receiver {
                 };
             }
             // Belt and braces for kernels without PACKET_IGNORE_OUTGOING.
-            if from.sll_pkttype == libc::PACKET_OUTGOING as u8 {
+            if from.sll_pkttype == libc::PACKET_OUTGOING {
                 continue;
             }
             return Ok(Some((n as usize, arrival_stamp(&msg))));
@@ -154,11 +204,18 @@ pub struct Sender {
 impl Sender {
     /// Bound with protocol 0, so it never queues received frames.
     pub fn open(ifindex: i32) -> io::Result<Sender> {
-        Ok(Sender { fd: open(ifindex, 0)?, ifindex })
+        Ok(Sender {
+            fd: open(ifindex, 0)?,
+            ifindex,
+        })
     }
 
     pub fn send(&self, frame: &[u8]) -> io::Result<()> {
-        let ethertype = if frame.len() >= 14 { u16::from_be_bytes([frame[12], frame[13]]) } else { 0 };
+        let ethertype = if frame.len() >= 14 {
+            u16::from_be_bytes([frame[12], frame[13]])
+        } else {
+            0
+        };
         let to = address(self.ifindex, ethertype);
         loop {
             // SAFETY: frame and to are valid for the lengths passed.

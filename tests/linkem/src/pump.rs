@@ -66,7 +66,10 @@ impl Pump<'_> {
         while !stop.load(Ordering::Relaxed) {
             self.deliver_due();
             let now = now_ns();
-            let wait = self.line.next_due().map_or(MAX_WAIT_NS, |at| at.saturating_sub(now).min(MAX_WAIT_NS));
+            let wait = self
+                .line
+                .next_due()
+                .map_or(MAX_WAIT_NS, |at| at.saturating_sub(now).min(MAX_WAIT_NS));
             if wait_readable(self.rx.fd(), wait) {
                 self.receive_batch();
             }
@@ -76,7 +79,8 @@ impl Pump<'_> {
     fn deliver_due(&mut self) {
         let now = now_ns();
         while let Some(frame) = self.line.due(now) {
-            self.stats.late_by(now - self.line.next_due().unwrap_or(now));
+            self.stats
+                .late_by(now - self.line.next_due().unwrap_or(now));
             match self.tx.send(frame) {
                 Ok(()) => {
                     Stats::bump(&self.stats.sent, 1);
@@ -120,9 +124,16 @@ impl Pump<'_> {
 
 /// Sleeps until `fd` is readable or `wait_ns` passes, at ns resolution.
 fn wait_readable(fd: i32, wait_ns: u64) -> bool {
-    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
     let d = Duration::from_nanos(wait_ns);
-    let ts = libc::timespec { tv_sec: d.as_secs() as libc::time_t, tv_nsec: d.subsec_nanos() as libc::c_long };
+    let ts = libc::timespec {
+        tv_sec: d.as_secs() as libc::time_t,
+        tv_nsec: d.subsec_nanos() as libc::c_long,
+    };
     // SAFETY: pfd and ts are valid for the call; no signal mask change.
     let n = unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
     n > 0 && pfd.revents & libc::POLLIN != 0

@@ -55,7 +55,9 @@ impl Spec {
     pub fn parse(text: &str) -> Result<Spec, String> {
         let mut spec = Spec::default();
         for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let (key, value) = item.split_once('=').ok_or_else(|| format!("`{item}`: expected key=value"))?;
+            let (key, value) = item
+                .split_once('=')
+                .ok_or_else(|| format!("`{item}`: expected key=value"))?;
             let bad = |e: String| format!("{key}: {e}");
             match key {
                 "rate" => spec.rate_bps = parse_rate(value).map_err(bad)?,
@@ -80,9 +82,13 @@ impl Spec {
 /// Splits `12.5ms` into (12.5, "ms").
 fn number_and_unit(text: &str) -> Result<(f64, String), String> {
     let text = text.trim();
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
     let (num, unit) = text.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("`{text}` is not a number"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number"))?;
     if !n.is_finite() || n < 0.0 {
         return Err(format!("`{text}` must be a non-negative number"));
     }
@@ -96,7 +102,11 @@ pub fn parse_rate(text: &str) -> Result<u64, String> {
         "k" | "kbit" => 1e3,
         "m" | "mbit" => 1e6,
         "g" | "gbit" => 1e9,
-        _ => return Err(format!("unknown rate unit `{unit}` (bit, kbit, mbit, gbit)")),
+        _ => {
+            return Err(format!(
+                "unknown rate unit `{unit}` (bit, kbit, mbit, gbit)"
+            ));
+        }
     };
     Ok((n * scale).round() as u64)
 }
@@ -140,10 +150,23 @@ pub fn parse_probability(text: &str) -> Result<f64, String> {
 
 /// `p_gb/p_bg/loss_bad[/loss_good]`, e.g. `1%/25%/50%`.
 fn parse_gilbert(text: &str) -> Result<GilbertElliott, String> {
-    let parts: Vec<f64> = text.split('/').map(parse_probability).collect::<Result<_, _>>()?;
+    let parts: Vec<f64> = text
+        .split('/')
+        .map(parse_probability)
+        .collect::<Result<_, _>>()?;
     match parts[..] {
-        [gb, bg, bad] => Ok(GilbertElliott { p_good_to_bad: gb, p_bad_to_good: bg, loss_bad: bad, loss_good: 0.0 }),
-        [gb, bg, bad, good] => Ok(GilbertElliott { p_good_to_bad: gb, p_bad_to_good: bg, loss_bad: bad, loss_good: good }),
+        [gb, bg, bad] => Ok(GilbertElliott {
+            p_good_to_bad: gb,
+            p_bad_to_good: bg,
+            loss_bad: bad,
+            loss_good: 0.0,
+        }),
+        [gb, bg, bad, good] => Ok(GilbertElliott {
+            p_good_to_bad: gb,
+            p_bad_to_good: bg,
+            loss_bad: bad,
+            loss_good: good,
+        }),
         _ => Err("expected p_gb/p_bg/loss_bad[/loss_good]".into()),
     }
 }
@@ -162,7 +185,10 @@ mod tests {
         assert!((s.loss - 0.001).abs() < 1e-12);
         assert_eq!(s.gilbert.unwrap().p_bad_to_good, 0.25);
         assert_eq!(s.limit_bytes, 256 * 1024);
-        assert_eq!((s.period_ns, s.step_ns, s.outage_ns), (15_000_000_000, 60_000_000, 100_000_000));
+        assert_eq!(
+            (s.period_ns, s.step_ns, s.outage_ns),
+            (15_000_000_000, 60_000_000, 100_000_000)
+        );
     }
 
     #[test]

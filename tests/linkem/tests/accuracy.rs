@@ -13,7 +13,20 @@ use std::time::{Duration, Instant};
 use support::*;
 
 fn ping(w: &Wire, count: u32, interval: &str) -> (Vec<f64>, String) {
-    let out = w.exec(&w.a, &["ping", "-n", "-c", &count.to_string(), "-i", interval, "-W", "2", B4]);
+    let out = w.exec(
+        &w.a,
+        &[
+            "ping",
+            "-n",
+            "-c",
+            &count.to_string(),
+            "-i",
+            interval,
+            "-W",
+            "2",
+            B4,
+        ],
+    );
     (ping_times(&out), out)
 }
 
@@ -27,8 +40,14 @@ fn ping_rtt_matches_configured_delay() {
         let (mut rtts, out) = ping(&w, 10, "0.1");
         assert!(rtts.len() >= 9, "lost pings on a lossless link: {out}");
         let med = median(&mut rtts);
-        eprintln!("delay {one_way_ms} ms each way: median RTT {med:.3} ms (expected {expect_ms})\n{}", w.stop());
-        assert!(med >= expect_ms && med <= expect_ms * 1.03 + 1.0, "RTT {med} ms, expected {expect_ms}: {out}");
+        eprintln!(
+            "delay {one_way_ms} ms each way: median RTT {med:.3} ms (expected {expect_ms})\n{}",
+            w.stop()
+        );
+        assert!(
+            med >= expect_ms && med <= expect_ms * 1.03 + 1.0,
+            "RTT {med} ms, expected {expect_ms}: {out}"
+        );
     }
 }
 
@@ -43,7 +62,10 @@ fn jitter_stays_within_bounds() {
     // not fail the test.
     let med = median(&mut rtts);
     let (lo, hi) = (rtts[rtts.len() / 10], rtts[rtts.len() * 9 / 10]);
-    eprintln!("jitter 5 ms: RTT p10 {lo:.2}, median {med:.2}, p90 {hi:.2} ms\n{}", w.stop());
+    eprintln!(
+        "jitter 5 ms: RTT p10 {lo:.2}, median {med:.2}, p90 {hi:.2} ms\n{}",
+        w.stop()
+    );
     assert!(lo >= 35.0 && hi <= 47.0, "RTT range {lo}..{hi}");
     assert!(hi - lo >= 3.0, "no visible jitter: {lo}..{hi}");
 }
@@ -52,12 +74,12 @@ fn jitter_stays_within_bounds() {
 /// slow start's first second.
 fn tcp_goodput_bps(a: &str, b: &str, secs: f64) -> f64 {
     let listener = within(b, || {
-            let l = TcpListener::bind("198.19.0.2:5001").expect("bind");
-            use_cubic(l.as_raw_fd());
-            l
-        })
-        .join()
-        .expect("listen");
+        let l = TcpListener::bind("198.19.0.2:5001").expect("bind");
+        use_cubic(l.as_raw_fd());
+        l
+    })
+    .join()
+    .expect("listen");
     let sender = within(b, move || {
         let (mut s, _) = listener.accept().expect("accept");
         let chunk = vec![0x5au8; 64 * 1024];
@@ -72,7 +94,8 @@ fn tcp_goodput_bps(a: &str, b: &str, secs: f64) -> f64 {
         let addr: SocketAddr = "198.19.0.2:5001".parse().expect("addr");
         let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
         use_cubic(s.as_raw_fd());
-        s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
         let mut buf = vec![0u8; 256 * 1024];
         let start = Instant::now();
         let (mut total, mut at_1s) = (0u64, None);
@@ -101,12 +124,21 @@ fn tcp_goodput_matches_configured_rate() {
     let efficiency = 1448.0 / 1514.0;
     for mbit in [20.0, 100.0] {
         let mut w = Wire::new();
-        w.start("delay=5ms", &format!("rate={mbit}mbit,delay=5ms,limit=512k"));
+        w.start(
+            "delay=5ms",
+            &format!("rate={mbit}mbit,delay=5ms,limit=512k"),
+        );
         let got = tcp_goodput_bps(&w.a, &w.b, 3.0) / 1e6;
         let stats = w.stop();
         let ratio = got / (mbit * efficiency);
-        eprintln!("rate {mbit} Mbit/s: TCP goodput {got:.2} Mbit/s = {:.1}% of payload capacity\n{stats}", ratio * 100.0);
-        assert!((0.88..=1.03).contains(&ratio), "goodput {got} Mbit/s for {mbit} Mbit/s");
+        eprintln!(
+            "rate {mbit} Mbit/s: TCP goodput {got:.2} Mbit/s = {:.1}% of payload capacity\n{stats}",
+            ratio * 100.0
+        );
+        assert!(
+            (0.88..=1.03).contains(&ratio),
+            "goodput {got} Mbit/s for {mbit} Mbit/s"
+        );
     }
 }
 
@@ -120,7 +152,13 @@ fn udp_arrivals(w: &Wire, n: u32) -> Vec<bool> {
             let size: libc::c_int = 16 << 20;
             // SAFETY: size is a c_int of the length passed.
             let r = unsafe {
-                libc::setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &size as *const _ as *const libc::c_void, 4)
+                libc::setsockopt(
+                    s.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUFFORCE,
+                    &size as *const _ as *const libc::c_void,
+                    4,
+                )
             };
             assert_eq!(r, 0, "SO_RCVBUFFORCE");
             s
@@ -128,7 +166,8 @@ fn udp_arrivals(w: &Wire, n: u32) -> Vec<bool> {
         .join()
         .expect("bind");
     let receiver = w.within(&w.b, move || {
-        rx.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");
+        rx.set_read_timeout(Some(Duration::from_millis(500)))
+            .expect("timeout");
         let mut seen = vec![false; n as usize];
         let mut buf = [0u8; 64];
         // Ends 0.5 s after the last datagram; at most n + 1 reads.
@@ -145,7 +184,8 @@ fn udp_arrivals(w: &Wire, n: u32) -> Vec<bool> {
     w.within(&w.a, move || {
         let tx = UdpSocket::bind("198.19.0.1:0").expect("bind");
         for i in 0..n {
-            tx.send_to(&i.to_be_bytes(), "198.19.0.2:5002").expect("send");
+            tx.send_to(&i.to_be_bytes(), "198.19.0.2:5002")
+                .expect("send");
             // 20 000 datagrams/s: well under what linkem and the
             // receiver's buffer take, so only linkem drops.
             if i % 20 == 19 {
@@ -158,29 +198,37 @@ fn udp_arrivals(w: &Wire, n: u32) -> Vec<bool> {
     receiver.join().expect("receiver")
 }
 
-#[test]
-fn random_loss_matches_probability() {
+/// 20 000 datagrams through a link shaped A -> B by `spec`: the loss
+/// fraction, the mean length of loss bursts, and linkem's counters.
+fn measure_loss(spec: &str) -> (f64, f64, String) {
     let _g = exclusive();
     let mut w = Wire::new();
-    w.start("loss=5%", "");
+    w.start(spec, "");
     let seen = udp_arrivals(&w, 20_000);
-    let lost = seen.iter().filter(|s| !**s).count() as f64 / seen.len() as f64;
-    eprintln!("loss 5%: measured {:.2}%\n{}", lost * 100.0, w.stop());
+    let lost = seen.iter().filter(|s| !**s).count();
+    let bursts = seen.windows(2).filter(|p| p[0] && !p[1]).count().max(1);
+    (
+        lost as f64 / seen.len() as f64,
+        lost as f64 / bursts as f64,
+        w.stop(),
+    )
+}
+
+#[test]
+fn random_loss_matches_probability() {
+    let (lost, _, stats) = measure_loss("loss=5%");
+    eprintln!("loss 5%: measured {:.2}%\n{stats}", lost * 100.0);
     assert!((0.043..=0.057).contains(&lost), "loss {lost}");
 }
 
 #[test]
 fn gilbert_elliott_loss_comes_in_bursts() {
-    let _g = exclusive();
-    let mut w = Wire::new();
     // Bad 1/11 of the time, losing everything: ~9.1%, bursts of ~10.
-    w.start("ge=1%/10%/100%", "");
-    let seen = udp_arrivals(&w, 20_000);
-    let lost = seen.iter().filter(|s| !**s).count();
-    let bursts = seen.windows(2).filter(|p| p[0] && !p[1]).count().max(1);
-    let rate = lost as f64 / seen.len() as f64;
-    let mean_burst = lost as f64 / bursts as f64;
-    eprintln!("Gilbert-Elliott: loss {:.2}%, mean burst {mean_burst:.1} frames\n{}", rate * 100.0, w.stop());
+    let (rate, mean_burst, stats) = measure_loss("ge=1%/10%/100%");
+    eprintln!(
+        "Gilbert-Elliott: loss {:.2}%, mean burst {mean_burst:.1} frames\n{stats}",
+        rate * 100.0
+    );
     assert!((0.06..=0.125).contains(&rate), "loss {rate}");
     assert!(mean_burst >= 5.0, "mean burst {mean_burst}");
 }
@@ -199,7 +247,10 @@ fn scheduled_outage_and_delay_step() {
     let stepped = rtts.iter().filter(|r| near(**r, 50.0)).count();
     eprintln!("events: {lost} lost, {base} at 20 ms, {stepped} at 50 ms");
     assert!((5..=30).contains(&lost), "lost {lost}: {out}");
-    assert!(base >= 30 && stepped >= 30, "{base} base, {stepped} stepped: {out}");
+    assert!(
+        base >= 30 && stepped >= 30,
+        "{base} base, {stepped} stepped: {out}"
+    );
 }
 
 #[test]
@@ -216,7 +267,13 @@ fn queue_limit_bounds_the_standing_queue() {
     let bps = bulk.join().expect("bulk");
     let stats = w.stop();
     let med = median(&mut rtts);
-    eprintln!("queue 64 KiB at 10 Mbit/s under load: ping median {med:.1} ms, bulk {:.2} Mbit/s\n{stats}", bps / 1e6);
+    eprintln!(
+        "queue 64 KiB at 10 Mbit/s under load: ping median {med:.1} ms, bulk {:.2} Mbit/s\n{stats}",
+        bps / 1e6
+    );
     assert!(med > 20.0 && med < 10.0 + 55.0 + 5.0, "RTT {med}: {out}");
-    assert!(counter(&stats, "ba", "queue_full") > 0, "the queue never overflowed: {stats}");
+    assert!(
+        counter(&stats, "ba", "queue_full") > 0,
+        "the queue never overflowed: {stats}"
+    );
 }

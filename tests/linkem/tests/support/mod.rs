@@ -24,8 +24,15 @@ const MAC_B: &str = "02:00:00:00:19:02";
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 pub fn run(args: &[&str]) -> String {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -40,32 +47,111 @@ impl Wire {
     /// The namespaces and veths, linkem not yet running.
     pub fn new() -> Wire {
         // SAFETY: geteuid has no preconditions.
-        assert_eq!(unsafe { libc::geteuid() }, 0, "linkem tests build network namespaces: run as root");
-        let p = format!("lk{}x{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
-        let w = Wire { a: format!("{p}a"), b: format!("{p}b"), e: format!("{p}e"), linkem: None };
+        assert_eq!(
+            unsafe { libc::geteuid() },
+            0,
+            "linkem tests build network namespaces: run as root"
+        );
+        let p = format!(
+            "lk{}x{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let w = Wire {
+            a: format!("{p}a"),
+            b: format!("{p}b"),
+            e: format!("{p}e"),
+            linkem: None,
+        };
         // From here on Drop cleans up whatever was made.
         for ns in [&w.a, &w.b, &w.e] {
             run(&["ip", "netns", "add", ns]);
             w.exec(ns, &["ip", "link", "set", "lo", "up"]);
         }
-        w.exec(&w.e, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"]);
+        w.exec(
+            &w.e,
+            &[
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.disable_ipv6=1",
+                "net.ipv6.conf.default.disable_ipv6=1",
+            ],
+        );
         for (ns, dev, mac, peer) in [(&w.a, "a0", MAC_A, "ea"), (&w.b, "b0", MAC_B, "eb")] {
-            run(&["ip", "link", "add", dev, "address", mac, "netns", ns, "type", "veth", "peer", "name", peer, "netns", &w.e]);
+            run(&[
+                "ip", "link", "add", dev, "address", mac, "netns", ns, "type", "veth", "peer",
+                "name", peer, "netns", &w.e,
+            ]);
             // MTU-sized frames with real checksums must reach linkem.
-            w.exec(ns, &["ethtool", "-K", dev, "tso", "off", "gso", "off", "gro", "off", "tx", "off"]);
-            w.exec(&w.e, &["ethtool", "-K", peer, "tso", "off", "gso", "off", "gro", "off", "tx", "off"]);
+            w.exec(
+                ns,
+                &[
+                    "ethtool", "-K", dev, "tso", "off", "gso", "off", "gro", "off", "tx", "off",
+                ],
+            );
+            w.exec(
+                &w.e,
+                &[
+                    "ethtool", "-K", peer, "tso", "off", "gso", "off", "gro", "off", "tx", "off",
+                ],
+            );
             w.exec(&w.e, &["ip", "link", "set", peer, "up"]);
         }
         for (ns, dev, v4, v6, peer4, peer6, peer_mac) in [
-            (&w.a, "a0", "198.19.0.1/24", "fd00:19::1/64", B4, "fd00:19::2", MAC_B),
-            (&w.b, "b0", "198.19.0.2/24", "fd00:19::2/64", A4, "fd00:19::1", MAC_A),
+            (
+                &w.a,
+                "a0",
+                "198.19.0.1/24",
+                "fd00:19::1/64",
+                B4,
+                "fd00:19::2",
+                MAC_B,
+            ),
+            (
+                &w.b,
+                "b0",
+                "198.19.0.2/24",
+                "fd00:19::2/64",
+                A4,
+                "fd00:19::1",
+                MAC_A,
+            ),
         ] {
             w.exec(ns, &["ip", "addr", "add", v4, "dev", dev]);
             w.exec(ns, &["ip", "-6", "addr", "add", v6, "dev", dev, "nodad"]);
             w.exec(ns, &["ip", "link", "set", dev, "up"]);
             // No ARP across a lossy emulated link skews a measurement.
-            w.exec(ns, &["ip", "neigh", "replace", peer4, "lladdr", peer_mac, "dev", dev, "nud", "permanent"]);
-            w.exec(ns, &["ip", "-6", "neigh", "replace", peer6, "lladdr", peer_mac, "dev", dev, "nud", "permanent"]);
+            w.exec(
+                ns,
+                &[
+                    "ip",
+                    "neigh",
+                    "replace",
+                    peer4,
+                    "lladdr",
+                    peer_mac,
+                    "dev",
+                    dev,
+                    "nud",
+                    "permanent",
+                ],
+            );
+            w.exec(
+                ns,
+                &[
+                    "ip",
+                    "-6",
+                    "neigh",
+                    "replace",
+                    peer6,
+                    "lladdr",
+                    peer_mac,
+                    "dev",
+                    dev,
+                    "nud",
+                    "permanent",
+                ],
+            );
         }
         w
     }
@@ -79,7 +165,10 @@ impl Wire {
     /// Starts linkem: `ab` shapes A -> B, `ba` shapes B -> A.
     pub fn start(&mut self, ab: &str, ba: &str) {
         let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.e, LINKEM, "--a", "ea", "--b", "eb", "--ab", ab, "--ba", ba, "--seed", "42"])
+            .args([
+                "netns", "exec", &self.e, LINKEM, "--a", "ea", "--b", "eb", "--ab", ab, "--ba", ba,
+                "--seed", "42",
+            ])
             .stdout(Stdio::piped())
             .spawn()
             .expect("linkem");
@@ -94,7 +183,9 @@ impl Wire {
 
     /// Stops linkem and returns its final counters (two JSON lines).
     pub fn stop(&mut self) -> String {
-        let Some((mut child, mut out)) = self.linkem.take() else { return String::new() };
+        let Some((mut child, mut out)) = self.linkem.take() else {
+            return String::new();
+        };
         // SAFETY: signalling our own child by pid.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -109,13 +200,20 @@ impl Wire {
     }
 
     /// Runs `f` on a thread that lives in namespace `ns`.
-    pub fn within<T: Send + 'static>(&self, ns: &str, f: impl FnOnce() -> T + Send + 'static) -> thread::JoinHandle<T> {
+    pub fn within<T: Send + 'static>(
+        &self,
+        ns: &str,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> thread::JoinHandle<T> {
         within(ns, f)
     }
 }
 
 /// Runs `f` on a new thread moved into network namespace `ns`.
-pub fn within<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> thread::JoinHandle<T> {
+pub fn within<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> thread::JoinHandle<T> {
     let path = format!("/run/netns/{ns}");
     thread::spawn(move || {
         let file = File::open(&path).expect("netns file");
@@ -140,8 +238,21 @@ impl Drop for Wire {
 pub fn use_cubic(fd: i32) {
     let name = b"cubic";
     // SAFETY: name is valid for its length.
-    let r = unsafe { libc::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_CONGESTION, name.as_ptr() as *const libc::c_void, name.len() as u32) };
-    assert_eq!(r, 0, "TCP_CONGESTION cubic: {}", std::io::Error::last_os_error());
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_CONGESTION,
+            name.as_ptr() as *const libc::c_void,
+            name.len() as u32,
+        )
+    };
+    assert_eq!(
+        r,
+        0,
+        "TCP_CONGESTION cubic: {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 /// Round-trip times in ms from `ping` output lines.
@@ -168,7 +279,19 @@ pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
 
 /// A number from linkem's final counters: `dir` is "ab" or "ba".
 pub fn counter(stats: &str, dir: &str, key: &str) -> u64 {
-    let line = stats.lines().find(|l| l.contains(&format!("\"dir\":\"{dir}\""))).unwrap_or_else(|| panic!("no {dir} in {stats}"));
-    let at = line.find(&format!("\"{key}\":")).unwrap_or_else(|| panic!("no {key} in {line}")) + key.len() + 3;
-    line[at..].chars().take_while(char::is_ascii_digit).collect::<String>().parse().expect("number")
+    let line = stats
+        .lines()
+        .find(|l| l.contains(&format!("\"dir\":\"{dir}\"")))
+        .unwrap_or_else(|| panic!("no {dir} in {stats}"));
+    let at = line
+        .find(&format!("\"{key}\":"))
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
+        + key.len()
+        + 3;
+    line[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .expect("number")
 }

@@ -1,0 +1,204 @@
+"""Turns benchmark results into the Markdown report and the plots."""
+
+import os
+import statistics
+import subprocess
+import sys
+
+EFFICIENCY = 1448 / 1514
+NAMES = {"put": "upload", "get": "download", "web": "web"}
+
+
+def human(n):
+    for unit, scale in (("MB", 1_000_000), ("KB", 1_000)):
+        if n >= scale:
+            v = n / scale
+            return f"{v:g} {unit}" if v == int(v) else f"{v:.1f} {unit}"
+    return f"{n} B"
+
+
+def link(run, op):
+    """(rate bit/s, RTT s) of the bottleneck in the direction of `op`."""
+    v = run["vars"]
+    rate = int(v["UP_BPS"] if op == "put" else v["DOWN_BPS"])
+    return rate, int(v["RTT_MS"]) / 1000
+
+
+def limit_s(run, op, size):
+    """Physics: the handshake and request/ack (2 RTT) plus serialization
+    of the payload at the bottleneck's TCP payload rate."""
+    rate, rtt = link(run, op)
+    return 2 * rtt + size * 8 / (rate * EFFICIENCY)
+
+
+def elapsed(r):
+    return r["done"] - r["start"] if "done" in r else None
+
+
+def cell_time(rs):
+    times = [elapsed(r) for r in rs]
+    done = [t for t in times if t is not None]
+    if len(done) < len(rs):
+        worst = max(r["end"] - r["start"] for r in rs)
+        frac = min(r["delivered"] / max(1, r["size"]) for r in rs)
+        return None, f"incomplete {len(rs) - len(done)}/{len(rs)} (>{worst:.0f} s, {frac:.0%} delivered)"
+    med = statistics.median(done)
+    if len(done) == 1:
+        return med, f"{med:.2f} s"
+    return med, f"{med:.2f} s ({min(done):.2f}–{max(done):.2f})"
+
+
+def profile_table(run, setups):
+    lines = [
+        "| Test | Limit | Setup | Time, median (min–max) | Goodput | Of limit | Speedup vs direct |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (op, size), by_setup in run["results"].items():
+        lim = limit_s(run, op, size)
+        base = cell_time(by_setup.get("direct", []))[0] if "direct" in by_setup else None
+        for setup in setups:
+            rs = by_setup.get(setup)
+            if not rs:
+                continue
+            med, text = cell_time(rs)
+            if med is not None:
+                goodput = f"{size * 8 / med / 1e6:.2f} Mbit/s"
+                of_limit = f"{lim / med:.0%}"
+                speedup = f"{base / med:.2f}×" if base else "–"
+            else:
+                best = max(r["delivered"] * 8 / max(1e-9, r["end"] - r["start"]) for r in rs)
+                goodput, of_limit, speedup = f"{best / 1e6:.2f} Mbit/s (partial)", "–", "–"
+            lines.append(f"| {NAMES[op]} {human(size)} | {lim:.2f} s | {setup} | {text} | {goodput} | {of_limit} | {speedup} |")
+    return "\n".join(lines)
+
+
+def pep_table(run):
+    rows = []
+    for setup, peps in run["peps"].items():
+        for p in peps:
+            gb = p["bytes"] / 1e9
+            per_gb = f"{p['cpu_s'] / gb:.1f}" if gb > 0 else "–"
+            rows.append(
+                f"| {setup} | {p['where']} | {p['rss_start_kb']} | {p['rss_full_kb']} | {p['rss_peak_kb']} "
+                f"({p['max_active']} active) | "
+                f"{p['rss_end_kb']} | {p['cpu_s']:.2f} | {gb:.3f} | {per_gb} |"
+            )
+    if not rows:
+        return ""
+    head = [
+        "| Setup | Namespace | RSS start (KiB) | RSS pool full (KiB) | RSS peak (KiB) | RSS after (KiB) | CPU (s) "
+        "| GB relayed | CPU s per GB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    return "\n".join(head + rows)
+
+
+def summary(runs):
+    """One grep-able line per profile, test and setup (used by tests/demo)."""
+    for run in runs:
+        for (op, size), by_setup in run["results"].items():
+            base = cell_time(by_setup.get("direct", []))[0] if "direct" in by_setup else None
+            for setup, rs in by_setup.items():
+                med = cell_time(rs)[0]
+                t = f"{med:.2f}" if med is not None else "incomplete"
+                sp = f"{base / med:.2f}" if med and base else "-"
+                yield f"SUMMARY {run['profile']} {NAMES[op]} {human(size).replace(' ', '')} {setup.replace(' ', '-')} {t} s speedup {sp}"
+
+
+def describe(run):
+    v = run["vars"]
+    return (f"down {int(v['DOWN_BPS']) / 1e6:g} Mbit/s, up {int(v['UP_BPS']) / 1e6:g} Mbit/s, "
+            f"base RTT {v['RTT_MS']} ms")
+
+
+def markdown(command, runs, setups, args, seconds):
+    out = [
+        "# pepwrt benchmark",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+        f"Run {len(runs)} profile(s) in {seconds / 60:.1f} min; {args.repeat} repetition(s) per test; "
+        f"transfer timeout {args.timeout:g} s. Setups: " + ", ".join(setups) + ".",
+        "",
+        "- **direct**: plain forwarding; **pepwrt**: pepwrt in the router "
+        "(`--server-cc bbr --server-sndbuf 8m --server-rcvbuf 8m --max-conns 64 --buffer 256k`); "
+        "**pepwrt x2**: plus a second pepwrt at the gateway (server) side of the link, BBR and 8 MB on its "
+        "satellite-facing leg.",
+        "- End hosts use cubic with default buffers. **Limit** = 2 RTT (handshake, request/ack) + bytes / "
+        "(bottleneck rate × 1448/1514). *Of limit* = limit / time. Web = "
+        f"{args.web_flows} parallel downloads of {human(args.web_size)}.",
+        "- Links are emulated by linkem (tests/linkem); profiles in tests/net/profiles.sh.",
+        "",
+    ]
+    for run in runs:
+        out += [f"## {run['profile']} ({describe(run)})", "", profile_table(run, setups), ""]
+        pt = pep_table(run)
+        if pt:
+            out += ["PEP process: VmRSS from /proc/PID/status at start, with every pool slot busy (64 parallel "
+                    "512 KB downloads), peak, and after the runs; CPU = utime + stime from /proc/PID/stat over all "
+                    "runs including the pool fill:", "", pt, ""]
+        if run["linkem"].strip():
+            out += ["<details><summary>linkem counters</summary>", "", "```", run["linkem"].strip(), "```", "",
+                    "</details>", ""]
+    return "\n".join(out)
+
+
+def have_matplotlib(log):
+    try:
+        import matplotlib  # noqa: F401
+        return True
+    except ImportError:
+        pass
+    log("installing matplotlib with pip for the plots")
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "matplotlib"], capture_output=True, text=True)
+    if r.returncode != 0:
+        log(f"no plots: pip install matplotlib failed: {r.stderr[-300:]}")
+        return False
+    import importlib
+
+    importlib.invalidate_caches()
+    return True
+
+
+def plots(runs, out_dir, log):
+    if not have_matplotlib(log):
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for run in runs:
+        for op in ("put", "get"):
+            sized = [(size, by) for (o, size), by in run["results"].items() if o == op]
+            if not sized:
+                continue
+            size, by_setup = max(sized, key=lambda x: x[0])
+            fig, ax = plt.subplots(figsize=(8, 4.5))
+            for setup, rs in by_setup.items():
+                r = next((r for r in rs if r.get("points")), None)
+                if r is None:
+                    continue
+                xs = [0.0] + [t - r["start"] for t, _ in r["points"]]
+                ys = [0.0] + [b / 1e6 for _, b in r["points"]]
+                ax.step(xs, ys, where="post", label=setup)
+            rate, rtt = link(run, op)
+            # Upload bytes reach the server from 1.5 RTT on; download
+            # bytes reach the client from 2 RTT (after the request).
+            first = (1.5 if op == "put" else 2.0) * rtt
+            ax.plot([0, first, first + size * 8 / (rate * EFFICIENCY)], [0, 0, size / 1e6], "k--", linewidth=0.8,
+                    label="link limit")
+            ax.set_xlabel("seconds since connect()")
+            ax.set_ylabel("MB delivered")
+            ax.set_title(f"{run['profile']}: {NAMES[op]} of {human(size)}")
+            ax.grid(alpha=0.3)
+            ax.legend()
+            path = os.path.join(out_dir, f"{run['profile']}-{NAMES[op]}.png")
+            fig.tight_layout()
+            fig.savefig(path, dpi=100)
+            plt.close(fig)
+            written.append(path)
+    return written
