@@ -94,49 +94,63 @@ pub fn preflight(cfg: &Config) -> Result<(), StartError> {
 
 /// `pepwrt check`: every check, one line each; exit 3 if any fails.
 pub fn report(cfg: &Config) -> ExitCode {
-    let mut failed = false;
-    let mut line = |ok: bool, what: &str| {
-        println!("{} {what}", if ok { "ok     " } else { "MISSING" });
-        failed |= !ok;
-    };
+    // Exit 3 when the kernel lacks something, 1 when something is only in
+    // use or not permitted, as `run` would exit.
+    let mut missing = false;
+    let mut busy = false;
+    let say = |status: &str, what: &str| println!("{status:<7} {what}");
     match check_congestion(cfg) {
-        Ok(()) => line(true, "congestion control"),
-        Err(e) => line(false, &e),
+        Ok(()) => say("ok", "congestion control"),
+        Err(e) => {
+            missing = true;
+            say("MISSING", &e);
+        }
     }
     match NfQueue::open(cfg.queue, 128, 16) {
-        Ok(_) => line(true, &format!("NFQUEUE {} can be bound", cfg.queue)),
-        Err(e) => line(false, &e),
+        Ok(_) => say("ok", &format!("NFQUEUE {} can be bound", cfg.queue)),
+        Err(e) => {
+            missing |= e.missing_support;
+            busy |= !e.missing_support;
+            say(
+                if e.missing_support { "MISSING" } else { "BUSY" },
+                &e.message,
+            );
+        }
     }
     let addr = SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), cfg.port);
     match socket::transparent_listener(addr, 1, |_| Ok(())) {
-        Ok(_) => line(true, &format!("transparent listener on port {}", cfg.port)),
-        Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => line(
-            false,
-            &format!(
-                "port {} is in use (by a running pepwrt or another program)",
-                cfg.port
-            ),
-        ),
-        Err(e) => line(
-            false,
-            &format!(
-                "transparent listener on port {}: {e} (needs root or CAP_NET_ADMIN)",
-                cfg.port
-            ),
-        ),
+        Ok(_) => say("ok", &format!("transparent listener on port {}", cfg.port)),
+        Err(e) => {
+            busy = true;
+            let why = if e.raw_os_error() == Some(libc::EADDRINUSE) {
+                "in use (by a running pepwrt or another program)".to_string()
+            } else {
+                format!("{e} (needs root or CAP_NET_ADMIN)")
+            };
+            say(
+                "BUSY",
+                &format!("transparent listener on port {}: {why}", cfg.port),
+            );
+        }
     }
     for (piece, names, package) in RULE_PIECES {
         match module_present(names) {
-            Some(true) => line(true, piece),
-            Some(false) => line(false, &format!("{piece}: install {package}")),
-            None => println!(
-                "?       {piece}: this system does not list its kernel modules; assuming built in"
+            Some(true) => say("ok", piece),
+            Some(false) => {
+                missing = true;
+                say("MISSING", &format!("{piece}: install {package}"));
+            }
+            None => say(
+                "?",
+                &format!(
+                    "{piece}: this system does not list its kernel modules; assuming built in"
+                ),
             ),
         }
     }
-    if failed {
-        ExitCode::from(3)
-    } else {
-        ExitCode::SUCCESS
+    match (missing, busy) {
+        (true, _) => ExitCode::from(3),
+        (false, true) => ExitCode::from(1),
+        _ => ExitCode::SUCCESS,
     }
 }

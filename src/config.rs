@@ -208,7 +208,12 @@ INTERCEPTION:
                              retransmissions [default: 0x10000]
     --table NUM              routing table for marked packets [default: 3135]
     --intercept IF|CIDR      intercept SYNs arriving on this interface or
-                             from this subnet; repeatable [default: all]
+                             from this subnet; repeatable [default: all].
+                             On a router name the LAN side (e.g. br-lan):
+                             connections coming in from the WAN would
+                             otherwise be split too, and then meet the
+                             router's input firewall instead of its
+                             forwarding rules
     --exclude-port PORT      never split connections to this port; repeatable
     --no-ipv6                IPv4 only
 

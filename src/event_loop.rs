@@ -9,7 +9,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::admission::{self, Decision};
+use crate::admission::{self, Admission, Decision};
 use crate::config::{Config, OutgoingSource};
 use crate::nfqueue::{self, NfQueue};
 use crate::pool::{ConnId, FourTuple, Pool, SlotState};
@@ -51,6 +51,7 @@ pub struct Proxy {
     pool: Pool,
     listeners: Vec<TcpListener>,
     queue: Option<NfQueue>,
+    admission: Admission,
     snoop: Option<SnoopRuntime>,
     control: Control,
     signals: SignalPipe,
@@ -109,7 +110,7 @@ impl SnoopRuntime {
                 "snoop: raw socket for local retransmissions: {e} (needs CAP_NET_RAW)"
             ))
         })?;
-        let queue = NfQueue::open(s.queue, SNOOP_COPY_RANGE, 4096).map_err(missing_kernel_piece)?;
+        let queue = NfQueue::open(s.queue, SNOOP_COPY_RANGE, 4096).map_err(queue_error)?;
         log::info!(
             "snoop: queue {}, {} flows, {} KiB segment cache",
             s.queue,
@@ -152,10 +153,10 @@ fn start_error(message: String) -> StartError {
     }
 }
 
-fn missing_kernel_piece(message: String) -> StartError {
+fn queue_error(e: crate::nfqueue::OpenError) -> StartError {
     StartError {
-        message,
-        exit_code: 3,
+        exit_code: e.exit_code(),
+        message: e.message,
     }
 }
 
@@ -196,6 +197,10 @@ fn bind_control(path: &Path) -> Result<Control, String> {
     let _ = std::fs::remove_file(path);
     let listener =
         UnixListener::bind(path).map_err(|e| format!("control socket {}: {e}", path.display()))?;
+    // Status shows every client's address: root's alone.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("control socket {}: {e}", path.display()))?;
     let control = Control {
         listener,
         path: path.to_path_buf(),
@@ -228,7 +233,7 @@ impl Proxy {
                 Err(e) => return Err(start_error(listener_error(addr, &e))),
             }
         }
-        let queue = NfQueue::open(cfg.queue, SYN_COPY_RANGE, 1024).map_err(missing_kernel_piece)?;
+        let queue = NfQueue::open(cfg.queue, SYN_COPY_RANGE, 1024).map_err(queue_error)?;
         let snoop = match &cfg.snoop {
             Some(s) => Some(SnoopRuntime::start(&cfg, s)?),
             None => None,
@@ -263,6 +268,7 @@ impl Proxy {
             pool,
             listeners,
             queue: Some(queue),
+            admission: Admission::new(),
             snoop,
             control,
             signals,
@@ -463,21 +469,25 @@ impl Proxy {
 
     fn on_syns(&mut self, now: Instant) {
         let Some(queue) = &mut self.queue else { return };
-        let cfg = &self.cfg;
-        let pool = &mut self.pool;
-        let counters = &mut self.counters;
+        let (cfg, pool, counters, admission) = (
+            &self.cfg,
+            &mut self.pool,
+            &mut self.counters,
+            &mut self.admission,
+        );
         queue.drain(BUDGET, |pkt| {
-            let decision = admission::decide(cfg, pool, pkt.payload, now);
-            match decision {
-                Decision::Split => counters.split += 1,
-                Decision::PassFull => counters.passed_full += 1,
-                Decision::PassPolicy => counters.passed_policy += 1,
-                Decision::Malformed => {
-                    counters.malformed += 1;
-                    return nfqueue::Verdict::Accept;
-                }
+            let verdict = admission.decide(cfg, pool, pkt.payload, now);
+            let counter = match verdict.decision {
+                Decision::Split => &mut counters.split,
+                Decision::PassFull => &mut counters.passed_full,
+                Decision::PassPolicy => &mut counters.passed_policy,
+                Decision::Malformed => &mut counters.malformed,
+            };
+            *counter += u64::from(!verdict.repeat);
+            match verdict.decision {
+                Decision::Malformed => nfqueue::Verdict::Accept,
+                d => nfqueue::Verdict::RepeatWithMark(admission::mark_for(cfg, d, pkt.mark)),
             }
-            nfqueue::Verdict::RepeatWithMark(admission::mark_for(cfg, decision, pkt.mark))
         });
     }
 
@@ -645,8 +655,8 @@ impl Proxy {
             return;
         };
         let _ = stream.set_nonblocking(false);
-        let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
-        let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(50)));
+        let _ = stream.set_write_timeout(Some(Duration::from_millis(250)));
         let mut req = [0u8; 16];
         let n = stream.read(&mut req).unwrap_or(0);
         self.render_report(now, req[..n].starts_with(b"json"));

@@ -31,37 +31,65 @@ pub struct NfQueue {
 }
 
 /// What went wrong opening a queue, worded for the admin.
-pub fn describe_open_error(num: u16, e: &io::Error) -> String {
-    match e.raw_os_error() {
-        // The kernel answers EPERM both without CAP_NET_ADMIN and when
-        // another process holds the queue.
-        Some(libc::EPERM) if !crate::sys::is_root() => {
-            format!("NFQUEUE {num}: permission denied: run as root or with CAP_NET_ADMIN")
+#[derive(Debug)]
+pub struct OpenError {
+    pub message: String,
+    /// The kernel lacks queue support (exit 3), as opposed to the queue
+    /// being in use or another failure (exit 1).
+    pub missing_support: bool,
+}
+
+impl OpenError {
+    fn new(num: u16, e: &io::Error) -> OpenError {
+        let (message, missing_support) = match e.raw_os_error() {
+            // The kernel answers EPERM both without CAP_NET_ADMIN and when
+            // another process holds the queue.
+            Some(libc::EPERM) if !crate::sys::is_root() => (
+                format!("NFQUEUE {num}: permission denied: run as root or with CAP_NET_ADMIN"),
+                false,
+            ),
+            Some(libc::EPERM | libc::EBUSY) => (
+                format!(
+                    "NFQUEUE {num} is already bound by another process (another pepwrt?); choose another --queue"
+                ),
+                false,
+            ),
+            Some(libc::EINVAL | libc::ENOENT | libc::EPROTONOSUPPORT | libc::EOPNOTSUPP) => (
+                format!(
+                    "NFQUEUE {num}: the kernel has no nfnetlink_queue support: install kmod-nfnetlink-queue (OpenWrt) or load nfnetlink_queue ({e})"
+                ),
+                true,
+            ),
+            _ => (format!("NFQUEUE {num}: {e}"), false),
+        };
+        OpenError {
+            message,
+            missing_support,
         }
-        Some(libc::EPERM) | Some(libc::EBUSY) => format!(
-            "NFQUEUE {num} is already bound by another process (another pepwrt?); choose another --queue"
-        ),
-        Some(libc::EINVAL)
-        | Some(libc::ENOENT)
-        | Some(libc::EPROTONOSUPPORT)
-        | Some(libc::EOPNOTSUPP) => {
-            format!(
-                "NFQUEUE {num}: the kernel has no nfnetlink_queue support: install kmod-nfnetlink-queue (OpenWrt) or load nfnetlink_queue ({e})"
-            )
+    }
+
+    fn other(message: String) -> OpenError {
+        OpenError {
+            message,
+            missing_support: false,
         }
-        _ => format!("NFQUEUE {num}: {e}"),
+    }
+
+    /// The exit code `run` and `check` use for it.
+    pub fn exit_code(&self) -> u8 {
+        if self.missing_support { 3 } else { 1 }
     }
 }
 
 impl NfQueue {
     /// Binds queue `num`, copying `copy_range` bytes of each packet, with
     /// fail-open so a full queue lets packets through instead of dropping.
-    pub fn open(num: u16, copy_range: u16, max_len: u32) -> Result<NfQueue, String> {
-        let before =
-            netlink::netfilter_sockets().map_err(|e| format!("listing open sockets: {e}"))?;
-        let mut queue = nfq::Queue::open().map_err(|e| describe_open_error(num, &e))?;
-        let after =
-            netlink::netfilter_sockets().map_err(|e| format!("listing open sockets: {e}"))?;
+    pub fn open(num: u16, copy_range: u16, max_len: u32) -> Result<NfQueue, OpenError> {
+        let before = netlink::netfilter_sockets()
+            .map_err(|e| OpenError::other(format!("listing open sockets: {e}")))?;
+        let mut queue = nfq::Queue::open().map_err(|e| OpenError::new(num, &e))?;
+        let after = netlink::netfilter_sockets()
+            .map_err(|e| OpenError::other(format!("listing open sockets: {e}")))?;
         // nfq 0.2.5 keeps its netlink fd private; it is the one socket that
         // appeared during open(). Replace with AsRawFd once a release has it.
         let new: Vec<RawFd> = after
@@ -69,21 +97,21 @@ impl NfQueue {
             .filter(|fd| !before.contains(fd))
             .collect();
         let [fd] = new[..] else {
-            return Err(format!(
+            return Err(OpenError::other(format!(
                 "NFQUEUE {num}: could not identify the queue's netlink socket ({} candidates)",
                 new.len()
-            ));
+            )));
         };
-        queue.bind(num).map_err(|e| describe_open_error(num, &e))?;
+        queue.bind(num).map_err(|e| OpenError::new(num, &e))?;
         queue
             .set_copy_range(num, copy_range)
-            .map_err(|e| describe_open_error(num, &e))?;
+            .map_err(|e| OpenError::new(num, &e))?;
         queue
             .set_queue_max_len(num, max_len)
-            .map_err(|e| describe_open_error(num, &e))?;
+            .map_err(|e| OpenError::new(num, &e))?;
         queue
             .set_fail_open(num, true)
-            .map_err(|e| describe_open_error(num, &e))?;
+            .map_err(|e| OpenError::new(num, &e))?;
         // Only now: the configuration calls above wait for netlink ACKs.
         queue.set_nonblocking(true);
         Ok(NfQueue { queue, fd, num })

@@ -102,13 +102,13 @@ impl Pool {
 
     /// Reserves a slot for an admitted SYN until `until`. A retransmitted SYN
     /// finds its earlier reservation and extends it.
-    pub fn reserve(&mut self, syn: SynInfo, until: Instant) -> Result<ConnId, Full> {
-        let slot = match self.find_reserved(&syn.tuple) {
-            Some(s) => s,
-            None => self.free.pop().ok_or(Full)?,
+    pub fn reserve(&mut self, syn: SynInfo, until: Instant) -> Result<(ConnId, bool), Full> {
+        let (slot, new) = match self.find_reserved(&syn.tuple) {
+            Some(s) => (s, false),
+            None => (self.free.pop().ok_or(Full)?, true),
         };
         self.slots[usize::from(slot)].state = SlotState::Reserved { syn, until };
-        Ok(self.id(slot))
+        Ok((self.id(slot), new))
     }
 
     /// Takes the reservation for an accepted connection, if pepwrt admitted it.
@@ -204,9 +204,10 @@ mod tests {
     fn retransmitted_syn_reuses_its_reservation() {
         let now = Instant::now();
         let mut p = Pool::new(2, 4096);
-        let a = p.reserve(syn(1), now).unwrap();
-        let b = p.reserve(syn(1), now + Duration::from_secs(1)).unwrap();
+        let (a, new_a) = p.reserve(syn(1), now).unwrap();
+        let (b, new_b) = p.reserve(syn(1), now + Duration::from_secs(1)).unwrap();
         assert_eq!(a, b);
+        assert!(new_a && !new_b);
         assert_eq!(p.in_use(), 1);
     }
 
@@ -214,10 +215,10 @@ mod tests {
     fn released_slot_handles_go_stale() {
         let now = Instant::now();
         let mut p = Pool::new(1, 4096);
-        let a = p.reserve(syn(1), now).unwrap();
+        let (a, _) = p.reserve(syn(1), now).unwrap();
         p.release(a);
         assert!(p.get_mut(a).is_none());
-        let b = p.reserve(syn(2), now).unwrap();
+        let (b, _) = p.reserve(syn(2), now).unwrap();
         assert_eq!(a.slot, b.slot);
         assert_ne!(a.generation, b.generation);
     }

@@ -120,7 +120,7 @@ fn port_in_use_and_missing_congestion_control_are_clear_errors() {
         &tb,
         &["run", "-f", "--control", &control2, "--port", "4001"],
     );
-    assert_eq!(out.0, 3, "{}", out.2);
+    assert_eq!(out.0, 1, "{}", out.2);
     assert!(out.2.contains("NFQUEUE 3135 is already bound"), "{}", out.2);
     let _ = std::fs::remove_file(&control2);
 }
@@ -140,6 +140,19 @@ fn check_reports_each_kernel_piece() {
     let (code, out, _) = tb_run(&tb, &["check", "--server-cc", "nosuchcc"]);
     assert_eq!(code, 3);
     assert!(out.contains("MISSING --server-cc nosuchcc"), "{out}");
+    // A running pepwrt holds the queue and the port: busy, not missing.
+    let mut tb = tb;
+    tb.start_pepwrt(&[]);
+    let (code, out, _) = tb_run(&tb, &["check"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("BUSY    NFQUEUE 3135 is already bound"),
+        "{out}"
+    );
+    assert!(
+        out.contains("BUSY    transparent listener on port 3135: in use"),
+        "{out}"
+    );
 }
 
 fn tb_run(tb: &Testbed, args: &[&str]) -> (i32, String, String) {

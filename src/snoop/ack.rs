@@ -162,12 +162,16 @@ impl Snoop {
             (Recovery::Local { hole: h }, Some(s)) if h == ack => {
                 // The copy is on its way; dup ACKs from packets sent before
                 // it keep coming for about one round trip. Later ones mean
-                // the copy was lost too.
+                // the copy was lost too: most likely a full queue dropped
+                // it, which is congestion. Send another copy, but let the
+                // sender hear from now on: suppressing longer would only
+                // run into its retransmission timer.
                 let stale = self
                     .cache
                     .get(s)
                     .is_some_and(|c| now >= c.last_sent + guard);
-                if stale && !self.resend(idx, s, Cause::DupAck, now, tx) {
+                if stale {
+                    self.resend(idx, s, Cause::DupAck, now, tx);
                     self.leave_to_sender(idx, ack)
                 } else {
                     Verdict::Drop

@@ -67,7 +67,10 @@ impl Snoop {
         };
         if sent {
             flow.backoff = flow.backoff.saturating_add(1);
-            flow.recovery = Recovery::Local { hole };
+            // Dup ACKs that already go to the sender keep going.
+            if flow.recovery == Recovery::Open {
+                flow.recovery = Recovery::Local { hole };
+            }
         }
         // A failed send (socket buffer full) is tried again next time.
         let at = now + flow.rtt.backed_off(flow.backoff);

@@ -1,0 +1,1113 @@
+//! The OpenWrt package: `openwrt/build-ipk` output, checked byte by byte
+//! (archive layout, control fields, modes, the binary's ELF architecture),
+//! the shell scripts linted under busybox ash and shellcheck, and the init
+//! script run against stubs of OpenWrt's shell API for several UCI configs.
+//!
+//! Needs (installed by .ci/run): busybox, shellcheck, GNU tar, gzip, and what
+//! cross/build needs (rustup with rust-src, python3 with pip). The archs
+//! packaged are all five unless PEPWRT_IPK_ARCHS names some.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+const ARCHS: &[&str] = &[
+    "mips_24kc",
+    "mipsel_24kc",
+    "arm_cortex-a7_neon-vfpv4",
+    "aarch64_cortex-a53",
+    "x86_64",
+];
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn archs() -> Vec<String> {
+    match std::env::var("PEPWRT_IPK_ARCHS") {
+        Ok(s) if !s.trim().is_empty() => s.split_whitespace().map(String::from).collect(),
+        _ => ARCHS.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+fn need_tool(name: &str, apt: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{name} not found: install it (apt-get install {apt})"
+    );
+}
+
+fn version() -> String {
+    env!("CARGO_PKG_VERSION").to_string()
+}
+
+/// Runs build-ipk once per test binary, into its own dist directory.
+fn dist() -> &'static Path {
+    static DIST: OnceLock<PathBuf> = OnceLock::new();
+    DIST.get_or_init(|| {
+        let dist = repo().join("target/package-test/dist");
+        let _ = std::fs::remove_dir_all(&dist);
+        let start = std::time::Instant::now();
+        let out = Command::new(repo().join("openwrt/build-ipk"))
+            .args(archs())
+            .env("PEPWRT_DIST", &dist)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .output()
+            .expect("running openwrt/build-ipk");
+        eprintln!(
+            "openwrt/build-ipk took {:?}\n{}",
+            start.elapsed(),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(
+            out.status.success(),
+            "openwrt/build-ipk failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dist
+    })
+}
+
+struct Entry {
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    mtime: u64,
+    is_dir: bool,
+    data: Vec<u8>,
+}
+
+/// Reads a .tar.gz into path -> entry, in archive order as well.
+fn read_tgz(bytes: &[u8]) -> (Vec<String>, BTreeMap<String, Entry>) {
+    let mut raw = Vec::new();
+    flate2_free_gunzip(bytes, &mut raw);
+    let mut order = Vec::new();
+    let mut map = BTreeMap::new();
+    let mut off = 0;
+    let mut long_name: Option<String> = None;
+    while off + 512 <= raw.len() {
+        let h = &raw[off..off + 512];
+        if h.iter().all(|&b| b == 0) {
+            break;
+        }
+        let field = |a: usize, b: usize| {
+            let s = &h[a..b];
+            let end = s.iter().position(|&c| c == 0).unwrap_or(s.len());
+            String::from_utf8_lossy(&s[..end]).trim().to_string()
+        };
+        let octal = |a: usize, b: usize| u64::from_str_radix(&field(a, b), 8).unwrap_or(0);
+        let size = octal(124, 136) as usize;
+        let typeflag = h[156];
+        let body = raw[off + 512..off + 512 + size].to_vec();
+        off += 512 + size.div_ceil(512) * 512;
+        if typeflag == b'L' {
+            let end = body.iter().position(|&c| c == 0).unwrap_or(body.len());
+            long_name = Some(String::from_utf8_lossy(&body[..end]).to_string());
+            continue;
+        }
+        let mut name = long_name.take().unwrap_or_else(|| field(0, 100));
+        let prefix = field(345, 500);
+        if !prefix.is_empty() && h[257..262] == *b"ustar" && &h[257..265] != b"ustar  \0" {
+            name = format!("{prefix}/{name}");
+        }
+        order.push(name.clone());
+        map.insert(
+            name,
+            Entry {
+                mode: octal(100, 108) as u32,
+                uid: octal(108, 116),
+                gid: octal(116, 124),
+                mtime: octal(136, 148),
+                is_dir: typeflag == b'5',
+                data: body,
+            },
+        );
+    }
+    (order, map)
+}
+
+/// gunzip through the system's gzip: no extra crates in the workspace.
+fn flate2_free_gunzip(bytes: &[u8], out: &mut Vec<u8>) {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new("gzip")
+        .args(["-dc"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("gzip not found (apt-get install gzip)");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = bytes.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    child.stdout.take().unwrap().read_to_end(out).unwrap();
+    writer.join().unwrap().expect("feeding gzip");
+    assert!(
+        child.wait().unwrap().success(),
+        "gzip -d failed: not gzip data"
+    );
+}
+
+struct Ipk {
+    outer: Vec<String>,
+    control: BTreeMap<String, Entry>,
+    data: BTreeMap<String, Entry>,
+}
+
+fn open_ipk(path: &Path) -> Ipk {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(
+        &bytes[..2],
+        &[0x1f, 0x8b],
+        "{}: not gzip (an ar .ipk?)",
+        path.display()
+    );
+    let (outer, members) = read_tgz(&bytes);
+    assert_eq!(
+        outer,
+        ["./debian-binary", "./data.tar.gz", "./control.tar.gz"],
+        "{}: outer members",
+        path.display()
+    );
+    assert_eq!(members["./debian-binary"].data, b"2.0\n");
+    let (_, control) = read_tgz(&members["./control.tar.gz"].data);
+    let (_, data) = read_tgz(&members["./data.tar.gz"].data);
+    for (name, e) in members.iter().chain(control.iter()).chain(data.iter()) {
+        assert_eq!((e.uid, e.gid), (0, 0), "{name}: owner must be root:root");
+        assert_eq!(
+            e.mtime, 1700000000,
+            "{name}: mtime must be SOURCE_DATE_EPOCH"
+        );
+    }
+    Ipk {
+        outer,
+        control,
+        data,
+    }
+}
+
+fn text(e: &Entry) -> String {
+    String::from_utf8(e.data.clone()).expect("utf-8")
+}
+
+fn control_fields(ipk: &Ipk) -> BTreeMap<String, String> {
+    let control = text(&ipk.control["./control"]);
+    let mut fields = BTreeMap::new();
+    let mut last = String::new();
+    for line in control.lines() {
+        if let Some(cont) = line.strip_prefix(' ') {
+            let v: &mut String = fields.get_mut(&last).expect("continuation first");
+            v.push('\n');
+            v.push_str(cont);
+        } else {
+            let (k, v) = line
+                .split_once(": ")
+                .unwrap_or_else(|| panic!("bad line {line:?}"));
+            last = k.to_string();
+            fields.insert(last.clone(), v.to_string());
+        }
+    }
+    fields
+}
+
+/// ELF e_machine and data encoding (1 little, 2 big) expected per arch.
+fn elf_expect(arch: &str) -> (u16, u8, u8) {
+    // (e_machine, EI_CLASS 1=32/2=64, EI_DATA)
+    match arch {
+        "mips_24kc" => (8, 1, 2),
+        "mipsel_24kc" => (8, 1, 1),
+        "arm_cortex-a7_neon-vfpv4" => (40, 1, 1),
+        "aarch64_cortex-a53" => (183, 2, 1),
+        "x86_64" => (62, 2, 1),
+        _ => panic!("unknown arch {arch}"),
+    }
+}
+
+fn check_elf(arch: &str, bin: &[u8]) {
+    assert_eq!(&bin[..4], b"\x7fELF", "{arch}: not ELF");
+    let (machine, class, data) = elf_expect(arch);
+    assert_eq!(bin[4], class, "{arch}: ELF class");
+    assert_eq!(bin[5], data, "{arch}: byte order");
+    let u16_at = |o: usize| {
+        let b = [bin[o], bin[o + 1]];
+        if data == 2 {
+            u16::from_be_bytes(b)
+        } else {
+            u16::from_le_bytes(b)
+        }
+    };
+    let u32_at = |o: usize| {
+        let b = [bin[o], bin[o + 1], bin[o + 2], bin[o + 3]];
+        if data == 2 {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        }
+    };
+    let u64_at = |o: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&bin[o..o + 8]);
+        if data == 2 {
+            u64::from_be_bytes(b)
+        } else {
+            u64::from_le_bytes(b)
+        }
+    };
+    assert_eq!(u16_at(18), machine, "{arch}: e_machine");
+    // Static: no PT_INTERP program header (no dynamic loader needed).
+    let (phoff, phentsize, phnum) = if class == 1 {
+        (
+            u32_at(28) as usize,
+            u16_at(42) as usize,
+            u16_at(44) as usize,
+        )
+    } else {
+        (
+            u64_at(32) as usize,
+            u16_at(54) as usize,
+            u16_at(56) as usize,
+        )
+    };
+    for i in 0..phnum {
+        let p_type = u32_at(phoff + i * phentsize);
+        assert_ne!(p_type, 3, "{arch}: has PT_INTERP, so it is not static");
+    }
+    // Stripped: no .symtab section.
+    let (shoff, shentsize, shnum) = if class == 1 {
+        (
+            u32_at(32) as usize,
+            u16_at(46) as usize,
+            u16_at(48) as usize,
+        )
+    } else {
+        (
+            u64_at(40) as usize,
+            u16_at(58) as usize,
+            u16_at(60) as usize,
+        )
+    };
+    for i in 0..shnum {
+        let sh_type = u32_at(shoff + i * shentsize + 4);
+        assert_ne!(sh_type, 2, "{arch}: has SHT_SYMTAB, so it is not stripped");
+    }
+}
+
+#[test]
+fn pepwrt_ipk_per_arch() {
+    let dist = dist();
+    let v = version();
+    for arch in archs() {
+        let path = dist.join(format!("pepwrt_{v}-r1_{arch}.ipk"));
+        let ipk = open_ipk(&path);
+        assert_eq!(ipk.outer.len(), 3);
+        let f = control_fields(&ipk);
+        assert_eq!(f["Package"], "pepwrt");
+        assert_eq!(f["Version"], format!("{v}-r1"));
+        assert_eq!(f["Architecture"], arch);
+        assert_eq!(f["Section"], "net");
+        assert_eq!(f["License"], "GPL-2.0-only");
+        assert!(f.contains_key("Source"));
+        assert!(f["Description"].contains("split-TCP"));
+        for dep in [
+            "kmod-nft-queue | iptables-mod-nfqueue",
+            "kmod-nft-tproxy | iptables-mod-tproxy",
+            "kmod-nft-socket | iptables-mod-socket",
+            "kmod-tcp-bbr",
+        ] {
+            assert!(
+                f["Depends"].contains(dep),
+                "Depends lacks {dep}: {}",
+                f["Depends"]
+            );
+        }
+        let files: u64 = ipk
+            .data
+            .values()
+            .filter(|e| !e.is_dir)
+            .map(|e| e.data.len() as u64)
+            .sum();
+        assert_eq!(f["Installed-Size"], files.to_string());
+
+        assert_eq!(text(&ipk.control["./conffiles"]), "/etc/config/pepwrt\n");
+        for script in ["./postinst", "./prerm"] {
+            let e = &ipk.control[script];
+            assert_eq!(e.mode & 0o777, 0o755, "{script} mode");
+            assert!(text(e).starts_with("#!/bin/sh\n"));
+        }
+        assert!(text(&ipk.control["./postinst"]).contains("default_postinst \"$0\" \"$@\""));
+        assert!(text(&ipk.control["./prerm"]).contains("default_prerm \"$0\" \"$@\""));
+        assert!(text(&ipk.control["./prerm-pkg"]).contains("uci -q delete firewall.pepwrt"));
+
+        let want: &[(&str, u32)] = &[
+            ("./usr/sbin/pepwrt", 0o755),
+            ("./etc/config/pepwrt", 0o600),
+            ("./etc/init.d/pepwrt", 0o755),
+            ("./etc/uci-defaults/90-pepwrt", 0o755),
+            ("./etc/capabilities/pepwrt.json", 0o644),
+            ("./usr/share/pepwrt/firewall.include", 0o755),
+            ("./usr/share/nftables.d/ruleset-post/pepwrt.nft", 0o644),
+        ];
+        let regular: Vec<&String> = ipk
+            .data
+            .iter()
+            .filter(|(_, e)| !e.is_dir)
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(regular.len(), want.len(), "data files: {regular:?}");
+        for (name, mode) in want {
+            let e = ipk
+                .data
+                .get(*name)
+                .unwrap_or_else(|| panic!("{arch}: {name} missing"));
+            assert_eq!(e.mode & 0o7777, *mode, "{arch}: {name} mode {:o}", e.mode);
+        }
+        for (name, e) in &ipk.data {
+            if e.is_dir {
+                assert_eq!(e.mode & 0o7777, 0o755, "{name}");
+            }
+        }
+        let repo_file = |p: &str| std::fs::read(repo().join(p)).unwrap();
+        assert_eq!(
+            ipk.data["./etc/config/pepwrt"].data,
+            repo_file("openwrt/pepwrt/files/pepwrt.config")
+        );
+        assert_eq!(
+            ipk.data["./etc/init.d/pepwrt"].data,
+            repo_file("openwrt/pepwrt/files/pepwrt.init")
+        );
+        let bin = &ipk.data["./usr/sbin/pepwrt"].data;
+        check_elf(&arch, bin);
+        if arch.starts_with("mips") {
+            assert!(
+                bin.len() <= 400 * 1024,
+                "{arch}: {} bytes, over the 400 KB budget",
+                bin.len()
+            );
+        }
+        eprintln!(
+            "{arch}: binary {} bytes, ipk {} bytes",
+            bin.len(),
+            std::fs::metadata(&path).unwrap().len()
+        );
+    }
+}
+
+#[test]
+fn luci_ipk() {
+    let luci = repo().join("openwrt/luci-app-pepwrt");
+    if !luci.exists() {
+        // build-ipk packs it only when the directory exists; nothing to check.
+        assert!(
+            !dist()
+                .join(format!("luci-app-pepwrt_{}-r1_all.ipk", version()))
+                .exists()
+        );
+        return;
+    }
+    let ipk = open_ipk(&dist().join(format!("luci-app-pepwrt_{}-r1_all.ipk", version())));
+    let f = control_fields(&ipk);
+    assert_eq!(f["Package"], "luci-app-pepwrt");
+    assert_eq!(f["Architecture"], "all");
+    assert_eq!(f["Depends"], "luci-base, pepwrt");
+    let post = text(&ipk.control["./postinst-pkg"]);
+    assert!(post.contains("/etc/init.d/rpcd reload"), "{post}");
+    assert!(post.contains("rm -f /tmp/luci-indexcache*"), "{post}");
+    assert!(text(&ipk.control["./postinst"]).contains("default_postinst"));
+    // Every file of htdocs/ under /www and of root/ under /, same bytes.
+    let mut expected = 0;
+    for (tree, prefix) in [("htdocs", "./www/"), ("root", "./")] {
+        let base = luci.join(tree);
+        let mut stack = vec![base.clone()];
+        while let Some(dir) = stack.pop() {
+            for ent in std::fs::read_dir(&dir).unwrap() {
+                let p = ent.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                    continue;
+                }
+                let rel = p.strip_prefix(&base).unwrap().to_str().unwrap().to_string();
+                let name = format!("{prefix}{rel}");
+                let e = ipk
+                    .data
+                    .get(&name)
+                    .unwrap_or_else(|| panic!("{name} missing"));
+                assert_eq!(e.data, std::fs::read(&p).unwrap(), "{name}");
+                use std::os::unix::fs::PermissionsExt;
+                let exec = std::fs::metadata(&p).unwrap().permissions().mode() & 0o111 != 0;
+                assert_eq!(e.mode & 0o777, if exec { 0o755 } else { 0o644 }, "{name}");
+                expected += 1;
+            }
+        }
+    }
+    assert_eq!(ipk.data.values().filter(|e| !e.is_dir).count(), expected);
+}
+
+#[test]
+fn ipks_are_reproducible() {
+    // A second run with the same SOURCE_DATE_EPOCH gives the same bytes.
+    let first = dist();
+    let arch = archs()[0].clone();
+    let name = format!("pepwrt_{}-r1_{arch}.ipk", version());
+    let again = repo().join("target/package-test/dist-again");
+    let _ = std::fs::remove_dir_all(&again);
+    let out = Command::new(repo().join("openwrt/build-ipk"))
+        .args(["--no-build", &arch])
+        .env("PEPWRT_DIST", &again)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(first.join(&name)).unwrap(),
+        std::fs::read(again.join(&name)).unwrap(),
+        "{name} differs between two builds"
+    );
+}
+
+// ---- shell scripts -------------------------------------------------------
+
+const SCRIPTS: &[&str] = &[
+    "openwrt/pepwrt/files/pepwrt.init",
+    "openwrt/pepwrt/files/pepwrt.uci-defaults",
+    "openwrt/pepwrt/files/firewall.include",
+    "openwrt/lib/stubs/functions.sh",
+    "openwrt/lib/stubs/procd.sh",
+    "openwrt/lib/stubs/rc.common",
+    "openwrt/lib/stubs/record",
+    "openwrt/lib/stubs/pepwrt",
+];
+
+#[test]
+fn scripts_pass_busybox_sh_n_and_shellcheck() {
+    need_tool("busybox", "busybox");
+    need_tool("shellcheck", "shellcheck");
+    for s in SCRIPTS {
+        let out = Command::new("busybox")
+            .args(["sh", "-n", s])
+            .current_dir(repo())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "busybox sh -n {s}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Files without a #!/bin/sh line name their dialect in a directive.
+        let out = Command::new("shellcheck")
+            .arg("-x")
+            .arg(s)
+            .current_dir(repo())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "shellcheck {s}:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    for s in ["cross/build", "cross/arch.sh", "openwrt/build-ipk"] {
+        let out = Command::new("shellcheck")
+            .arg("-x")
+            .arg(s)
+            .current_dir(repo())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "shellcheck {s}:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
+
+#[test]
+fn generated_rule_scripts_pass_busybox_sh_n_and_shellcheck() {
+    need_tool("busybox", "busybox");
+    need_tool("shellcheck", "shellcheck");
+    let tmp = TempDir::new("rules");
+    let flags = [
+        "--intercept",
+        "br-lan",
+        "--exclude-port",
+        "22",
+        "--snoop",
+        "wlan0",
+    ];
+    for (i, extra) in [
+        vec!["--backend", "iptables", "--part", "firewall"],
+        vec!["--backend", "iptables", "--part", "firewall", "--delete"],
+        vec!["--part", "routing"],
+        vec!["--part", "routing", "--delete"],
+        vec!["--backend", "iptables"],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let out = Command::new(env!("CARGO_BIN_EXE_pepwrt"))
+            .arg("rules")
+            .args(extra)
+            .args(flags)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "pepwrt rules {extra:?}");
+        let f = tmp.0.join(format!("rules{i}.sh"));
+        std::fs::write(&f, &out.stdout).unwrap();
+        let o = Command::new("busybox")
+            .args(["sh", "-n"])
+            .arg(&f)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "busybox sh -n: rules {extra:?}");
+        let o = Command::new("shellcheck")
+            .args(["-s", "sh"])
+            .arg(&f)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "shellcheck: rules {extra:?}\n{}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+    }
+}
+
+// ---- the init script against stubs ---------------------------------------
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("pepwrt-pkg-{}-{tag}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A fake router root: stub commands on PATH, /etc/config/pepwrt, and
+/// paths of the init script pointed inside it.
+struct Router {
+    dir: TempDir,
+    fw4: bool,
+    ujail: bool,
+    env: Vec<(String, String)>,
+}
+
+impl Router {
+    fn new(config: &str, fw4: bool) -> Router {
+        need_tool("busybox", "busybox");
+        let dir = TempDir::new("router");
+        let d = &dir.0;
+        let stubs = repo().join("openwrt/lib/stubs");
+        std::fs::create_dir_all(d.join("bin")).unwrap();
+        std::fs::create_dir_all(d.join("etc/config")).unwrap();
+        for n in ["logger", "nft", "ip", "iptables", "ip6tables", "pidof"] {
+            std::os::unix::fs::symlink(stubs.join("record"), d.join("bin").join(n)).unwrap();
+        }
+        std::os::unix::fs::symlink(stubs.join("pepwrt"), d.join("bin/pepwrt")).unwrap();
+        // Generated scripts run under busybox ash too, as on the router.
+        let busybox = String::from_utf8(
+            Command::new("sh")
+                .args(["-c", "command -v busybox"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(busybox.trim(), d.join("bin/sh")).unwrap();
+        std::fs::write(d.join("etc/config/pepwrt"), config).unwrap();
+        Router {
+            dir,
+            fw4,
+            ujail: false,
+            env: Vec::new(),
+        }
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.0.join(p)
+    }
+
+    fn set(&mut self, k: &str, v: &str) {
+        self.env.push((k.into(), v.into()));
+    }
+
+    /// Runs `/etc/init.d/pepwrt <action>`; returns (exit ok, log lines).
+    fn run(&self, action: &str) -> (bool, Vec<String>) {
+        let d = &self.dir.0;
+        let mark = |on: bool, p: &str| {
+            let f = d.join(p);
+            if on {
+                std::fs::write(&f, "#!/bin/sh\n").unwrap();
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).unwrap();
+            } else {
+                let _ = std::fs::remove_file(&f);
+            }
+        };
+        mark(self.fw4, "fw4");
+        mark(self.ujail, "ujail");
+        std::fs::write(d.join("caps.json"), "{}").unwrap();
+        std::fs::write(
+            d.join("overrides"),
+            format!(
+                "PROG={d}/bin/pepwrt\nSTATE_DIR={d}/var/etc/pepwrt\nNFT_RULES=$STATE_DIR/pepwrt.nft\n\
+                 IPT_RULES=$STATE_DIR/firewall.sh\nFW4={d}/fw4\nUJAIL={d}/ujail\nCAPS={d}/caps.json\n",
+                d = d.display()
+            ),
+        )
+        .unwrap();
+        let log = d.join("log");
+        std::fs::write(&log, "").unwrap();
+        let mut cmd = Command::new("busybox");
+        cmd.arg("sh")
+            .arg(repo().join("openwrt/lib/stubs/rc.common"))
+            .arg(repo().join("openwrt/pepwrt/files/pepwrt.init"))
+            .arg(action)
+            .current_dir(d)
+            .env(
+                "PATH",
+                format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", d.join("bin").display()),
+            )
+            .env("STUB_LOG", &log)
+            .env("UCI_CONFIG_DIR", d.join("etc/config"))
+            .env("STUB_OVERRIDES", d.join("overrides"))
+            .env("PEPWRT_REAL", env!("CARGO_BIN_EXE_pepwrt"));
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        let lines = std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(|l| l.replace(&*d.display().to_string(), "ROOT"))
+            .collect();
+        (out.status.success(), lines)
+    }
+}
+
+fn config(main_extra: &str, snoop_extra: &str) -> String {
+    let base = std::fs::read_to_string(repo().join("openwrt/pepwrt/files/pepwrt.config")).unwrap();
+    // Options set later in a section win, as in UCI.
+    let base = base.replacen("\toption enabled '0'\n", "\toption enabled '1'\n", 1);
+    let base = base.replace(
+        "\toption table '3135'\n",
+        &format!("\toption table '3135'\n{main_extra}"),
+    );
+    format!("{base}{snoop_extra}")
+}
+
+fn quoted(args: &[&str]) -> String {
+    args.iter()
+        .map(|a| format!("'{a}'"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+const DEFAULT_FLAGS: &[&str] = &[
+    "--log-level",
+    "info",
+    "--intercept",
+    "br-lan",
+    "--exclude-port",
+    "22",
+    "--max-conns",
+    "128",
+    "--buffer",
+    "32k",
+    "--idle-timeout",
+    "600",
+    "--connect-timeout",
+    "10",
+    "--outgoing-source",
+    "client",
+    "--server-cc",
+    "bbr",
+    "--queue",
+    "3135",
+    "--port",
+    "3135",
+    "--mark",
+    "0x10000",
+    "--table",
+    "3135",
+];
+
+fn command_line(log: &[String]) -> Option<String> {
+    log.iter()
+        .find_map(|l| l.strip_prefix("procd_set_param 'command' 'ROOT/bin/pepwrt' 'run' "))
+        .map(String::from)
+}
+
+fn real_rules(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_pepwrt"))
+        .arg("rules")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn init_default_config_fw4_start_and_stop() {
+    let r = Router::new(&config("", ""), true);
+    let (ok, log) = r.run("start");
+    assert!(ok, "{log:#?}");
+    assert_eq!(
+        command_line(&log).as_deref(),
+        Some(quoted(DEFAULT_FLAGS).as_str()),
+        "{log:#?}"
+    );
+    for want in [
+        "procd_open_instance",
+        "procd_set_param 'respawn' '3600' '5' '5'",
+        "procd_set_param 'stderr' '1'",
+        "procd_set_param 'limits' 'nofile=320 320'",
+        "procd_close_instance",
+        "procd_add_reload_trigger 'pepwrt'",
+        "procd_add_interface_trigger 'interface.*.up' 'wan' '/etc/init.d/pepwrt' 'reload'",
+        "nft '-c' '-f' 'ROOT/var/etc/pepwrt.new/pepwrt.nft'",
+        "nft '-f' 'ROOT/var/etc/pepwrt/pepwrt.nft'",
+        "ip 'rule' 'add' 'fwmark' '0x10000/0x10000' 'lookup' '3135'",
+        "ip 'route' 'add' 'local' '0.0.0.0/0' 'dev' 'lo' 'table' '3135'",
+        "ip '-6' 'route' 'add' 'local' '::/0' 'dev' 'lo' 'table' '3135'",
+    ] {
+        assert!(
+            log.iter().any(|l| l == want),
+            "missing {want:?} in {log:#?}"
+        );
+    }
+    // Validated before anything is installed, with the same flags.
+    let check = log
+        .iter()
+        .position(|l| l.starts_with("pepwrt 'check' "))
+        .expect("no check");
+    assert_eq!(
+        log[check],
+        format!("pepwrt 'check' {}", quoted(DEFAULT_FLAGS))
+    );
+    assert!(check < log.iter().position(|l| l.starts_with("nft")).unwrap());
+    assert!(
+        !log.iter().any(|l| l.starts_with("iptables")),
+        "fw4 must not use iptables"
+    );
+    assert!(
+        !log.iter().any(|l| l.contains("capabilities")),
+        "no ujail, no capabilities"
+    );
+    // The nft file fw4 includes is exactly `pepwrt rules` for these flags.
+    let mut args = vec!["--backend", "nft", "--part", "firewall"];
+    args.extend_from_slice(DEFAULT_FLAGS);
+    assert_eq!(
+        std::fs::read_to_string(r.path("var/etc/pepwrt/pepwrt.nft")).unwrap(),
+        real_rules(&args)
+    );
+
+    let (ok, log) = r.run("stop");
+    assert!(ok, "{log:#?}");
+    assert!(
+        log.iter()
+            .any(|l| l == "nft '-f' 'ROOT/var/etc/pepwrt/nft.del'"),
+        "{log:#?}"
+    );
+    assert!(
+        log.iter().any(|l| l == "ip 'route' 'flush' 'table' '3135'"),
+        "{log:#?}"
+    );
+    assert!(!log.iter().any(|l| l.contains("rule' 'add")), "{log:#?}");
+    assert!(!r.path("var/etc/pepwrt").exists(), "state left after stop");
+}
+
+#[test]
+fn init_fw3_uses_iptables_script() {
+    let r = Router::new(&config("\toption ipv6 '0'\n", ""), false);
+    let (ok, log) = r.run("start");
+    assert!(ok, "{log:#?}");
+    let mut flags = DEFAULT_FLAGS.to_vec();
+    flags.insert(flags.len() - 8, "--no-ipv6");
+    assert_eq!(command_line(&log).as_deref(), Some(quoted(&flags).as_str()));
+    assert!(!log.iter().any(|l| l.starts_with("nft")), "{log:#?}");
+    assert!(
+        log.iter()
+            .any(|l| l == "iptables '-w' '-t' 'mangle' '-I' 'PREROUTING' '-j' 'PEPWRT'"),
+        "{log:#?}"
+    );
+    assert!(
+        !log.iter()
+            .any(|l| l.starts_with("ip6tables") || l.starts_with("ip '-6'")),
+        "{log:#?}"
+    );
+    // fw3's script include re-runs this file after each firewall reload.
+    let mut args = vec!["--backend", "iptables", "--part", "firewall"];
+    args.extend_from_slice(&flags);
+    assert_eq!(
+        std::fs::read_to_string(r.path("var/etc/pepwrt/firewall.sh")).unwrap(),
+        real_rules(&args)
+    );
+
+    let (ok, log) = r.run("stop");
+    assert!(ok);
+    assert!(
+        log.iter()
+            .any(|l| l == "iptables '-w' '-t' 'mangle' '-X' 'PEPWRT'"),
+        "{log:#?}"
+    );
+    assert!(!r.path("var/etc/pepwrt").exists());
+}
+
+#[test]
+fn init_options_map_to_flags() {
+    let main = "\toption server_cc ''\n\toption client_cc 'cubic'\n\toption server_fastopen '1'\n\
+                \toption server_nodelay 'yes'\n\toption server_sndbuf '4m'\n\toption client_rcvbuf '256k'\n\
+                \toption server_mss '1400'\n\toption outgoing_source 'router'\n\tlist intercept '192.168.2.0/24'\n\
+                \tlist exclude_port '853'\n\toption log_level 'debug'\n";
+    let snoop = "\toption enabled '1'\n\tlist target '10.9.0.0/16'\n";
+    let mut r = Router::new(&config(main, snoop), true);
+    r.ujail = true;
+    let (ok, log) = r.run("start");
+    assert!(ok, "{log:#?}");
+    let want = quoted(&[
+        "--log-level",
+        "debug",
+        "--intercept",
+        "br-lan",
+        "--intercept",
+        "192.168.2.0/24",
+        "--exclude-port",
+        "22",
+        "--exclude-port",
+        "853",
+        "--max-conns",
+        "128",
+        "--buffer",
+        "32k",
+        "--idle-timeout",
+        "600",
+        "--connect-timeout",
+        "10",
+        "--outgoing-source",
+        "router",
+        "--client-cc",
+        "cubic",
+        "--server-fastopen",
+        "--server-nodelay",
+        "--server-sndbuf",
+        "4m",
+        "--client-rcvbuf",
+        "256k",
+        "--server-mss",
+        "1400",
+        "--queue",
+        "3135",
+        "--port",
+        "3135",
+        "--mark",
+        "0x10000",
+        "--table",
+        "3135",
+        "--snoop",
+        "wlan0",
+        "--snoop",
+        "10.9.0.0/16",
+        "--snoop-flows",
+        "64",
+        "--snoop-cache",
+        "1m",
+        "--snoop-queue",
+        "3136",
+    ]);
+    assert_eq!(
+        command_line(&log).as_deref(),
+        Some(want.as_str()),
+        "{log:#?}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l == "procd_set_param 'capabilities' 'ROOT/caps.json'"),
+        "{log:#?}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l == "procd_set_param 'no_new_privs' '1'")
+    );
+    let nft = std::fs::read_to_string(r.path("var/etc/pepwrt/pepwrt.nft")).unwrap();
+    assert!(nft.contains("chain snoop"), "{nft}");
+}
+
+#[test]
+fn init_max_conns_sets_nofile() {
+    let r = Router::new(&config("\toption max_conns '1000'\n", ""), true);
+    let (ok, log) = r.run("start");
+    assert!(ok);
+    assert!(
+        log.iter()
+            .any(|l| l == "procd_set_param 'limits' 'nofile=2064 2064'"),
+        "{log:#?}"
+    );
+}
+
+#[test]
+fn init_disabled_starts_nothing() {
+    let cfg = std::fs::read_to_string(repo().join("openwrt/pepwrt/files/pepwrt.config")).unwrap();
+    let r = Router::new(&cfg, true);
+    let (ok, log) = r.run("start");
+    assert!(ok, "{log:#?}");
+    assert!(
+        !log.iter().any(|l| l.starts_with("procd_open_instance")),
+        "{log:#?}"
+    );
+    assert!(
+        !log.iter()
+            .any(|l| l.starts_with("nft") || l.starts_with("ip ")),
+        "{log:#?}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("logger '-t' 'pepwrt' '-p' 'daemon.info' 'disabled"))
+    );
+}
+
+fn assert_refused(log: &[String], reason: &str) {
+    assert!(
+        !log.iter().any(|l| l.starts_with("procd_open_instance")),
+        "started anyway: {log:#?}"
+    );
+    assert!(
+        !log.iter()
+            .any(|l| l.starts_with("nft '-f'") || l.contains("'add'") || l.starts_with("iptables")),
+        "rules installed anyway: {log:#?}"
+    );
+    let err = log
+        .iter()
+        .find(|l| l.starts_with("logger '-t' 'pepwrt' '-p' 'daemon.err'"))
+        .unwrap_or_else(|| panic!("no error logged: {log:#?}"));
+    assert!(err.contains(reason), "{err}");
+}
+
+#[test]
+fn init_bad_configs_log_and_do_not_start() {
+    for (main, reason) in [
+        (
+            "\toption buffer_size '3x'\n",
+            "--buffer: '3x' is not a size",
+        ),
+        ("\toption max_conns 'lots'\n", "--max-conns"),
+        ("\toption outgoing_source 'moon'\n", "--outgoing-source"),
+        ("\tlist intercept 'br'lan'\n", "value with a quote"),
+        ("\toption log_level 'chatty'\n", "--log-level"),
+    ] {
+        let r = Router::new(&config(main, ""), true);
+        let (ok, log) = r.run("start");
+        assert!(!ok, "start must fail for {main:?}");
+        assert_refused(&log, reason);
+        assert!(
+            log.iter()
+                .any(|l| l.contains("bad configuration in /etc/config/pepwrt")),
+            "{log:#?}"
+        );
+    }
+}
+
+#[test]
+fn init_bad_config_after_good_removes_old_rules() {
+    let mut r = Router::new(&config("", ""), true);
+    assert!(r.run("start").0);
+    std::fs::write(
+        r.path("etc/config/pepwrt"),
+        config("\toption port 'x'\n", ""),
+    )
+    .unwrap();
+    r.set("STUB_RUNNING", "1");
+    let (ok, log) = r.run("reload");
+    assert!(!ok);
+    assert_refused(&log, "--port");
+    assert!(
+        log.iter()
+            .any(|l| l == "nft '-f' 'ROOT/var/etc/pepwrt/nft.del'"),
+        "{log:#?}"
+    );
+    assert!(!r.path("var/etc/pepwrt").exists());
+}
+
+#[test]
+fn init_missing_kernel_support_does_not_start() {
+    let mut r = Router::new(&config("", ""), true);
+    r.set("CHECK_EXIT", "3");
+    r.set("CHECK_OUT", "ok      congestion control\nMISSING TPROXY: install kmod-nft-tproxy (fw4) or kmod-ipt-tproxy (fw3)");
+    let (ok, log) = r.run("start");
+    assert!(!ok);
+    assert_refused(
+        &log,
+        "pepwrt check failed, not starting: TPROXY: install kmod-nft-tproxy",
+    );
+}
+
+#[test]
+fn init_reload_while_running_tolerates_its_own_queue_and_port() {
+    let mut r = Router::new(&config("", ""), true);
+    r.set("CHECK_EXIT", "3");
+    r.set(
+        "CHECK_OUT",
+        "ok      congestion control\nMISSING NFQUEUE 3135: queue busy\nMISSING port 3135 is in use (by a running pepwrt or another program)",
+    );
+    // Not running: those probes failing mean something else holds them.
+    let (ok, log) = r.run("start");
+    assert!(!ok);
+    assert_refused(&log, "port 3135 is in use");
+    r.set("STUB_RUNNING", "1");
+    let (ok, log) = r.run("reload");
+    assert!(ok, "{log:#?}");
+    assert!(command_line(&log).is_some(), "{log:#?}");
+}
+
+#[test]
+fn init_nft_rejecting_rules_does_not_start() {
+    let mut r = Router::new(&config("", ""), true);
+    r.set("STUB_NFT_REJECT", "1");
+    let (ok, log) = r.run("start");
+    assert!(!ok);
+    assert_refused(&log, "nft rejected the generated rules");
+    assert!(
+        !r.path("var/etc/pepwrt/pepwrt.nft").exists(),
+        "a rejected file must not reach fw4's include path"
+    );
+}
+
+#[test]
+fn uci_defaults_registers_fw3_include_only_without_fw4() {
+    need_tool("busybox", "busybox");
+    let script =
+        std::fs::read_to_string(repo().join("openwrt/pepwrt/files/pepwrt.uci-defaults")).unwrap();
+    assert!(script.contains("[ -x /sbin/fw4 ] && exit 0"));
+    for line in [
+        "set firewall.pepwrt=include",
+        "set firewall.pepwrt.type=script",
+        "set firewall.pepwrt.path=/usr/share/pepwrt/firewall.include",
+        "set firewall.pepwrt.reload=1",
+        "commit firewall",
+    ] {
+        assert!(script.contains(line), "{line}");
+    }
+    let nft = std::fs::read_to_string(repo().join("openwrt/pepwrt/files/pepwrt.nft")).unwrap();
+    assert!(nft.contains("include \"/var/etc/pepwrt/*.nft\""));
+}
