@@ -519,3 +519,103 @@ fn first_read(tb: &Testbed, addr: &'static str, secs: u64) -> std::io::Result<us
     .join()
     .expect("client")
 }
+
+/// Bytes pepwrt acknowledged to a server that then resets still reach a
+/// slow client before the reset does.
+#[test]
+fn server_reset_after_a_large_write_loses_no_acknowledged_bytes() {
+    let mut tb = Testbed::new();
+    tb.install_rules("iptables", &[]);
+    tb.start_pepwrt(&["--buffer", "64k", "--client-sndbuf", "16k"]);
+    let data = payload(77, 1 << 20);
+    let expect = data.clone();
+    let listener = tb.server_listener("198.18.1.2:7030");
+    let srv = thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        let (mut s, _) = listener.accept().expect("accept");
+        s.write_all(&data).expect("write");
+        // Wait (bounded) until the router has acknowledged everything.
+        for _ in 0..500 {
+            let mut unacked: libc::c_int = 0;
+            // SAFETY: TIOCOUTQ writes one int.
+            unsafe { libc::ioctl(s.as_raw_fd(), libc::TIOCOUTQ, &mut unacked) };
+            if unacked == 0 {
+                break;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        drop(socket2_linger0(s));
+    });
+    let got = tb
+        .in_client(|| {
+            let mut s = TcpStream::connect("198.18.1.2:7030").expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(20)))
+                .expect("timeout");
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            thread::sleep(Duration::from_millis(300)); // be slow at first
+            let end = loop {
+                match s.read(&mut buf) {
+                    Ok(0) => break Ok(()),
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Err(e) => break Err(e),
+                }
+            };
+            (got, end)
+        })
+        .join()
+        .expect("client");
+    srv.join().expect("server");
+    assert_eq!(got.0.len(), expect.len(), "bytes before the reset");
+    assert!(got.0 == expect);
+    assert!(
+        matches!(&got.1, Err(e) if e.kind() == ErrorKind::ConnectionReset),
+        "{:?}",
+        got.1
+    );
+}
+
+/// With fast open toward the server, a protocol where the server speaks
+/// first (no client bytes to carry in the SYN) still connects, also once
+/// the router holds a fast-open cookie.
+#[test]
+fn fast_open_works_when_the_server_speaks_first() {
+    let mut tb = Testbed::new();
+    tb.install_rules("iptables", &[]);
+    tb.exec(&["sysctl", "-qw", "net.ipv4.tcp_fastopen=3"]);
+    run(&[
+        "ip",
+        "netns",
+        "exec",
+        &tb.server,
+        "sysctl",
+        "-qw",
+        "net.ipv4.tcp_fastopen=3",
+    ]);
+    tb.start_pepwrt(&["--server-fastopen"]);
+    let listener = tb.server_listener("198.18.1.2:7031");
+    let srv = thread::spawn(move || {
+        for _ in 0..3 {
+            let (mut s, _) = listener.accept().expect("accept");
+            s.write_all(b"220 hello\r\n").expect("greet");
+            let _ = read_all(&mut s, Duration::from_secs(10));
+        }
+    });
+    for _ in 0..3 {
+        let greeting = tb
+            .in_client(|| {
+                let mut s = TcpStream::connect("198.18.1.2:7031").expect("connect");
+                s.set_read_timeout(Some(Duration::from_secs(5)))
+                    .expect("timeout");
+                let mut buf = [0u8; 11];
+                let r = s.read_exact(&mut buf).map(|_| buf.to_vec());
+                let _ = s.shutdown(Shutdown::Write);
+                r
+            })
+            .join()
+            .expect("client");
+        assert_eq!(greeting.expect("greeting"), b"220 hello\r\n");
+    }
+    srv.join().expect("server");
+    assert_eq!(tb.counter("total"), 3);
+}
