@@ -112,42 +112,35 @@ fn snoop_counter(tb: &Testbed, key: &str) -> u64 {
     json_number(snoop, key).unwrap_or_else(|| panic!("no {key} in snoop status: {status}"))
 }
 
-#[test]
-fn losses_on_the_wireless_hop_are_repaired_locally_ipv4_and_ipv6() {
+/// The testbed with the snoop rules, pepwrt snooping the LAN side with a
+/// `cache` segment cache, and the host dropping LOSS_PERCENT of its data.
+fn snooping_testbed(cache: &str) -> Testbed {
     let mut tb = Testbed::new();
     let lan = tb.lan_if.clone();
     tb.install_rules("iptables", &["--snoop", &lan, "--part", "firewall"]);
-    tb.start_pepwrt(&["--snoop", &lan]);
+    tb.start_pepwrt(&["--snoop", &lan, "--snoop-cache", cache]);
     lossy_host_input(&tb, LOSS_PERCENT);
+    tb
+}
 
-    let got = push_to_host(&tb, "198.18.0.2:7100", 11);
-    assert!(
-        got == payload(11, TRANSFER_BYTES),
-        "IPv4 transfer differs ({} bytes)",
-        got.len()
-    );
+/// A transfer to `host` arrives byte for byte.
+fn transfer_intact(tb: &Testbed, host: &str, seed: u64) {
+    let got = push_to_host(tb, host, seed);
+    assert!(got == payload(seed, TRANSFER_BYTES), "transfer to {host} differs ({} bytes)", got.len());
+}
+
+#[test]
+fn losses_on_the_wireless_hop_are_repaired_locally_ipv4_and_ipv6() {
+    let tb = snooping_testbed("1m");
+    transfer_intact(&tb, "198.18.0.2:7100", 11);
     wait_for_ipv6(&tb);
-    let got6 = push_to_host(&tb, "[fd00::2]:7100", 12);
-    assert!(
-        got6 == payload(12, TRANSFER_BYTES),
-        "IPv6 transfer differs ({} bytes)",
-        got6.len()
-    );
+    transfer_intact(&tb, "[fd00::2]:7100", 12);
 
     let drops = host_drops(&tb);
     assert!(drops > 0, "the loss rule never fired");
-    let local = snoop_counter(&tb, "local_retransmits_dupack")
-        + snoop_counter(&tb, "local_retransmits_timeout");
-    assert!(
-        local > 0,
-        "no local retransmission for {drops} losses: {}",
-        tb.status()
-    );
-    assert!(
-        snoop_counter(&tb, "dupacks_suppressed") > 0,
-        "no dup ACK suppressed: {}",
-        tb.status()
-    );
+    let local = snoop_counter(&tb, "local_retransmits_dupack") + snoop_counter(&tb, "local_retransmits_timeout");
+    assert!(local > 0, "no local retransmission for {drops} losses: {}", tb.status());
+    assert!(snoop_counter(&tb, "dupacks_suppressed") > 0, "no dup ACK suppressed: {}", tb.status());
     assert!(snoop_counter(&tb, "flows_total") >= 2, "{}", tb.status());
     // Each flow ends with its FIN acknowledged (or a reset), which frees it.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -160,24 +153,11 @@ fn losses_on_the_wireless_hop_are_repaired_locally_ipv4_and_ipv6() {
 
 #[test]
 fn a_full_cache_passes_segments_uncached_and_the_transfer_stays_intact() {
-    let mut tb = Testbed::new();
-    let lan = tb.lan_if.clone();
-    tb.install_rules("iptables", &["--snoop", &lan, "--part", "firewall"]);
-    // 16 KiB holds about a dozen segments: most of the window passes
-    // uncached, and the sender recovers those losses itself.
-    tb.start_pepwrt(&["--snoop", &lan, "--snoop-cache", "16k"]);
-    lossy_host_input(&tb, LOSS_PERCENT);
-    let got = push_to_host(&tb, "198.18.0.2:7101", 21);
-    assert!(
-        got == payload(21, TRANSFER_BYTES),
-        "transfer differs ({} bytes)",
-        got.len()
-    );
+    // 16 KiB holds about ten full-sized segments: most of the window
+    // passes uncached, and the sender recovers those losses itself.
+    let tb = snooping_testbed("16k");
+    transfer_intact(&tb, "198.18.0.2:7101", 21);
     assert!(snoop_counter(&tb, "passed_full") > 0, "{}", tb.status());
-    assert!(
-        snoop_counter(&tb, "dupacks_passed") > 0,
-        "uncached holes reach the sender: {}",
-        tb.status()
-    );
+    assert!(snoop_counter(&tb, "dupacks_passed") > 0, "uncached holes reach the sender: {}", tb.status());
     assert_eq!(snoop_counter(&tb, "cached_segments"), 0, "{}", tb.status());
 }

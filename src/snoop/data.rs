@@ -6,8 +6,7 @@ use crate::wire::ip::IpRepr;
 use crate::wire::tcp::{Segment, flags, seq_le, seq_lt};
 
 use super::cache::NewSegment;
-use super::flow::{CloseReason, Flow};
-use super::rtt::QUEUE_DELAY_LIMIT;
+use super::flow::{Flow, Recovery};
 use super::{IDLE_TIMEOUT, Snoop, Verdict, key_toward, payload_len};
 
 /// A data segment from the sender, as far as caching goes.
@@ -32,18 +31,7 @@ impl Snoop {
     ) -> Verdict {
         let key = key_toward(ip, seg);
         let found = self.flows.find(&key);
-        if seg.has(flags::RST) || seg.has(flags::SYN) {
-            // A reset ends the flow; a SYN on a known four-tuple starts a
-            // new connection whose sequence space has nothing to do with
-            // the cached one.
-            if let Some(idx) = found {
-                let why = if seg.has(flags::RST) {
-                    CloseReason::Reset
-                } else {
-                    CloseReason::Reused
-                };
-                self.close(idx, why);
-            }
+        if self.close_on_reset_or_syn(found, seg) {
             return Verdict::Accept;
         }
         let fin = u32::from(seg.has(flags::FIN));
@@ -109,11 +97,14 @@ impl Snoop {
         }
         if self.cache.overlaps(&flow.segments, seq, end) {
             // The sender retransmits what Snoop holds: its own recovery is
-            // under way, so start counting dup ACKs afresh (the paper does
-            // the same), and keep these segments out of RTT samples.
+            // under way, so local suppression ends and dup ACKs are counted
+            // afresh (as in the paper); a hole already left to the sender
+            // stays its own. Karn: these segments give no RTT sample.
             self.counters.sender_retransmits += 1;
             flow.stats.sender_retransmits += 1;
-            flow.recovery = super::flow::Recovery::Open;
+            if matches!(flow.recovery, Recovery::Local { .. }) {
+                flow.recovery = Recovery::Open;
+            }
             let mut cur = flow.segments.head;
             while let Some(s) = self.cache.get_mut(cur) {
                 if !seq_lt(s.seq, end) {
@@ -137,13 +128,6 @@ impl Snoop {
             self.counters.unparsed += 1;
             return;
         };
-        if flow.rtt.queue_delay() > QUEUE_DELAY_LIMIT {
-            // The queue toward the host stands: a loss now is likely the
-            // queue's (or CoDel's) doing, and the sender must hear of it.
-            // Uncached, the segment's dup ACKs pass.
-            self.counters.passed_queue += 1;
-            return;
-        }
         let meta = NewSegment {
             seq,
             end,

@@ -211,15 +211,6 @@ impl FlowTable {
     pub fn get_mut(&mut self, idx: u16) -> Option<&mut Flow> {
         self.slots.get_mut(idx as usize)?.as_mut()
     }
-
-    /// Slot numbers of live flows (for the timer scan).
-    pub fn live(&self) -> impl Iterator<Item = u16> + '_ {
-        self.slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.is_some())
-            .map(|(i, _)| i as u16)
-    }
 }
 
 #[cfg(test)]
@@ -252,7 +243,6 @@ mod tests {
         let c = t.insert(Flow::new(key(3), 0, now)).unwrap();
         assert_eq!(t.find(&key(3)), Some(c));
         assert_eq!(t.len(), 2);
-        assert_eq!(t.live().count(), 2);
     }
 
     #[test]

@@ -12,11 +12,12 @@
 //!
 //! Real congestion must still reach the sender. Reading the backlog of
 //! the queue toward the host would take a netlink round trip per
-//! decision, so two cheap proxies stand in: the flow's queueing delay
-//! (smoothed RTT of the wireless hop above its recent minimum; past the
-//! Wi-Fi CoDel target new segments are not cached), and the cache itself
-//! (a backed-up hop keeps segments unacknowledged and fills it). An
-//! uncached segment's losses are recovered end to end, by the sender.
+//! decision, so cheap proxies stand in: the cache itself (a backed-up
+//! hop keeps segments unacknowledged and fills it; uncached segments are
+//! recovered end to end), a local copy that is lost as well (a full queue
+//! drops it too; the dup ACKs then pass), and, for hosts without SACK, the
+//! flow's queueing delay (smoothed RTT of the wireless hop above its
+//! recent minimum; past the Wi-Fi CoDel target dup ACKs pass).
 //!
 //! Time is passed in; nothing here reads the clock or allocates after
 //! `Snoop::new`.
@@ -86,8 +87,9 @@ struct Counters {
     dupacks_passed: u64,
     /// Packets that found the flow table or the cache full.
     passed_full: u64,
-    /// Data segments not cached because the queue toward the host stood.
-    passed_queue: u64,
+    /// Dup ACKs (without SACK) let through because the queue toward the
+    /// host stood.
+    dupacks_passed_queue: u64,
     /// Data the router saw before, still unacknowledged by the host.
     sender_retransmits: u64,
     /// Data the host had already acknowledged.
@@ -161,7 +163,7 @@ impl Snoop {
             out,
             "{{\"flows\":{},\"max_flows\":{},\"cached_segments\":{},\"cache_bytes_used\":{},\"cache_bytes\":{},\
              \"flows_total\":{},\"local_retransmits_dupack\":{},\"local_retransmits_timeout\":{},\
-             \"dupacks_suppressed\":{},\"passed_full\":{},\"segments_cached\":{},\"passed_queue\":{},\"dupacks_passed\":{},\
+             \"dupacks_suppressed\":{},\"passed_full\":{},\"segments_cached\":{},\"dupacks_passed_queue\":{},\"dupacks_passed\":{},\
              \"sender_retransmits\":{},\"sender_retransmits_acked\":{},\"local_recovery_given_up\":{},\
              \"transmit_failed\":{},\"unparsed\":{}}}",
             self.flows.len(),
@@ -175,7 +177,7 @@ impl Snoop {
             c.dupacks_suppressed,
             c.passed_full,
             c.segments_cached,
-            c.passed_queue,
+            c.dupacks_passed_queue,
             c.dupacks_passed,
             c.sender_retransmits,
             c.sender_retransmits_acked,
@@ -188,6 +190,24 @@ impl Snoop {
     /// Makes sure `on_timer` runs by `at`.
     fn wake_by(&mut self, at: Instant) {
         self.next_wake = Some(self.next_wake.map_or(at, |w| w.min(at)));
+    }
+
+    /// A reset ends a flow; a SYN on a known four-tuple starts a new
+    /// connection whose sequence space has nothing to do with the cached
+    /// one. True if `seg` was either (the caller then accepts it).
+    fn close_on_reset_or_syn(&mut self, found: Option<u16>, seg: &wire::tcp::Segment<'_>) -> bool {
+        use wire::tcp::flags;
+        let why = if seg.has(flags::RST) {
+            CloseReason::Reset
+        } else if seg.has(flags::SYN) {
+            CloseReason::Reused
+        } else {
+            return false;
+        };
+        if let Some(idx) = found {
+            self.close(idx, why);
+        }
+        true
     }
 
     /// Forgets a flow and frees its cached segments.

@@ -18,6 +18,14 @@ use super::{Snoop, Transmit};
 /// be what lost them.
 const MAX_HOLES_PER_ACK: usize = 4;
 
+/// The raw blocks of a segment's SACK option, if it has one.
+pub(super) fn sack_option<'a>(seg: &Segment<'a>) -> Option<&'a [u8]> {
+    seg.options().find_map(|o| match o {
+        Ok(TcpOption::Sack(b)) => Some(b),
+        _ => None,
+    })
+}
+
 impl Snoop {
     /// Marks the cached segments the ACK's SACK blocks cover and raises the
     /// flow's highest SACKed edge. Blocks must lie above the cumulative ACK
@@ -30,10 +38,7 @@ impl Snoop {
         if flow.sack_high.is_some_and(|h| seq_le(h, ack)) {
             flow.sack_high = None;
         }
-        let Some(blocks) = seg.options().find_map(|o| match o {
-            Ok(TcpOption::Sack(b)) => Some(b),
-            _ => None,
-        }) else {
+        let Some(blocks) = sack_option(seg) else {
             return;
         };
         let high_seq = flow.high_seq;

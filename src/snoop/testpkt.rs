@@ -105,32 +105,21 @@ impl TcpPkt {
 
     pub fn build(&self) -> Vec<u8> {
         let tcp = self.tcp();
-        let (sender4, host4) = ([198, 18, 1, 2], [198, 18, 0, 2]);
-        let (sender6, host6) = (addr6("fd00:1::2"), addr6("fd00::2"));
         let mut p = Vec::new();
-        if self.v6 {
+        let (sender, host) = if self.v6 {
             p.extend_from_slice(&[0x60, 0, 0, 0]);
             p.extend_from_slice(&(tcp.len() as u16).to_be_bytes());
             p.extend_from_slice(&[6, 63]);
-            let (s, d) = if self.toward_host {
-                (sender6, host6)
-            } else {
-                (host6, sender6)
-            };
-            p.extend_from_slice(&s);
-            p.extend_from_slice(&d);
+            (addr6("fd00:1::2").to_vec(), addr6("fd00::2").to_vec())
         } else {
             p.extend_from_slice(&[0x45, 0]);
             p.extend_from_slice(&((20 + tcp.len()) as u16).to_be_bytes());
             p.extend_from_slice(&[0, 0, 0x40, 0, 63, 6, 0, 0]);
-            let (s, d) = if self.toward_host {
-                (sender4, host4)
-            } else {
-                (host4, sender4)
-            };
-            p.extend_from_slice(&s);
-            p.extend_from_slice(&d);
-        }
+            (vec![198, 18, 1, 2], vec![198, 18, 0, 2])
+        };
+        let (src, dst) = if self.toward_host { (sender, host) } else { (host, sender) };
+        p.extend_from_slice(&src);
+        p.extend_from_slice(&dst);
         p.extend_from_slice(&tcp);
         p
     }

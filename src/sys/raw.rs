@@ -64,23 +64,7 @@ impl RawSender {
             },
             sin_zero: [0; 8],
         };
-        // SAFETY: pkt and addr are valid for the lengths passed and outlive
-        // the call; the fd is ours and open.
-        let n = unsafe {
-            libc::sendto(
-                self.v4.as_raw_fd(),
-                pkt.as_ptr().cast(),
-                pkt.len(),
-                0,
-                (&raw const addr).cast(),
-                size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            )
-        };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
+        send_to(&self.v4, pkt, &addr)
     }
 
     fn send_v6(&self, pkt: &[u8]) -> io::Result<usize> {
@@ -94,22 +78,30 @@ impl RawSender {
         let mut addr: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
         addr.sin6_family = libc::AF_INET6 as libc::sa_family_t;
         addr.sin6_addr.s6_addr = octets;
-        // SAFETY: as in send_v4.
-        let n = unsafe {
-            libc::sendto(
-                fd.as_raw_fd(),
-                pkt.as_ptr().cast(),
-                pkt.len(),
-                0,
-                (&raw const addr).cast(),
-                size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-            )
-        };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
+        send_to(fd, pkt, &addr)
+    }
+}
+
+/// sendto(2) of `pkt` to the socket address `addr` (a `sockaddr_in` or
+/// `sockaddr_in6`, matching the socket's family).
+fn send_to<A>(fd: &OwnedFd, pkt: &[u8], addr: &A) -> io::Result<usize> {
+    // SAFETY: pkt and addr are valid for the lengths passed and outlive
+    // the call; the fd is ours and open; the kernel checks that the
+    // address length fits the socket's family.
+    let n = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            pkt.as_ptr().cast(),
+            pkt.len(),
+            0,
+            (addr as *const A).cast(),
+            size_of::<A>() as libc::socklen_t,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
     }
 }
 

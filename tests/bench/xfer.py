@@ -17,10 +17,12 @@ plain hosts, whatever the namespace default is.
 """
 
 import argparse
+import fcntl
 import json
 import socket
 import struct
 import sys
+import termios
 import threading
 import time
 
@@ -125,6 +127,12 @@ def connect(args, timeout):
     return s
 
 
+def unacked(sock):
+    """Bytes in the socket's send queue, not yet acknowledged."""
+    buf = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+    return struct.unpack("i", buf)[0]
+
+
 def transfer(args, op, size, deadline):
     """One transfer; returns a result dict (complete or timed out)."""
     res = {"op": op, "size": size, "start": time.monotonic()}
@@ -152,11 +160,19 @@ def transfer(args, op, size, deadline):
                 s.sendall(struct.pack("!cQ", b"U", size))
                 block = bytes(CHUNK)
                 left = size
-                while left > 0:
+                try:
+                    while left > 0:
+                        s.settimeout(max(0.1, deadline - time.monotonic()))
+                        left -= s.send(block[: min(left, CHUNK)])
                     s.settimeout(max(0.1, deadline - time.monotonic()))
-                    left -= s.send(block[: min(left, CHUNK)])
-                s.settimeout(max(0.1, deadline - time.monotonic()))
-                if s.recv(1) == b"K":
+                    ack = s.recv(1)
+                except socket.timeout:
+                    # Only the server knows what arrived; what the next
+                    # hop acknowledged (sent minus still queued) is the
+                    # best estimate from here.
+                    trace.total = max(0, size - left - unacked(s))
+                    raise
+                if ack == b"K":
                     res["done"] = time.monotonic()
                     s.settimeout(30)
                     body = b""

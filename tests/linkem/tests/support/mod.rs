@@ -121,37 +121,10 @@ impl Wire {
             w.exec(ns, &["ip", "-6", "addr", "add", v6, "dev", dev, "nodad"]);
             w.exec(ns, &["ip", "link", "set", dev, "up"]);
             // No ARP across a lossy emulated link skews a measurement.
-            w.exec(
-                ns,
-                &[
-                    "ip",
-                    "neigh",
-                    "replace",
-                    peer4,
-                    "lladdr",
-                    peer_mac,
-                    "dev",
-                    dev,
-                    "nud",
-                    "permanent",
-                ],
-            );
-            w.exec(
-                ns,
-                &[
-                    "ip",
-                    "-6",
-                    "neigh",
-                    "replace",
-                    peer6,
-                    "lladdr",
-                    peer_mac,
-                    "dev",
-                    dev,
-                    "nud",
-                    "permanent",
-                ],
-            );
+            for (family, peer) in [("-4", peer4), ("-6", peer6)] {
+                let args = ["ip", family, "neigh", "replace", peer, "lladdr", peer_mac];
+                w.exec(ns, &[&args[..], &["dev", dev, "nud", "permanent"]].concat());
+            }
         }
         w
     }
