@@ -100,6 +100,9 @@ pub struct Config {
     pub client_leg: LegOptions,
     pub server_leg: LegOptions,
     pub server_fastopen: bool,
+    /// Initial congestion window (segments) for connections the router
+    /// opens itself, set on its default routes by `pepwrt rules`.
+    pub initcwnd: Option<u16>,
     pub intercept: Vec<Target>,
     pub exclude_ports: Vec<u16>,
     pub ipv6: bool,
@@ -128,6 +131,7 @@ impl Default for Config {
             },
             server_leg: LegOptions::default(),
             server_fastopen: false,
+            initcwnd: None,
             intercept: Vec::new(),
             exclude_ports: Vec::new(),
             ipv6: true,
@@ -237,6 +241,12 @@ OUTGOING LEG (router to server):
     --server-rcvbuf BYTES    SO_RCVBUF
     --server-mss BYTES       MSS [default: the client's SYN MSS]
     --server-fastopen        TCP fast open on the outgoing connect
+    --initcwnd SEGMENTS      initial congestion and receive windows of the
+                             connections the router opens itself (pepwrt's
+                             outgoing legs), set on the default routes by
+                             `pepwrt rules` (Linux starts at 10 segments;
+                             a long link fills faster from 32-64); the
+                             other traffic the router forwards is unchanged
 
 CLIENT LEG (client to router):
     --client-cc NAME, --client-nodelay (on by default; --client-delay turns it
@@ -347,6 +357,7 @@ where
                 }
             }
             (_, "server-fastopen") => cfg.server_fastopen = true,
+            (_, "initcwnd") => cfg.initcwnd = Some(parse_num(&flag, &value()?, 1, 1024)? as u16),
             (_, "client-delay") => cfg.client_leg.nodelay = false,
             (_, name) if name.starts_with("server-") || name.starts_with("client-") => {
                 let (leg, opt) = if let Some(opt) = name.strip_prefix("server-") {

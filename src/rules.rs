@@ -311,6 +311,22 @@ fn routing_script(cfg: &Config, delete: bool, out: &mut String) {
         }
         out.push_str("set +e\n");
     }
+    if let Some(iw) = cfg.initcwnd {
+        // netifd owns the default routes; the service reapplies this on
+        // interface changes. Existing window settings are stripped first.
+        for &fam in families(cfg) {
+            let ip = cmd(fam);
+            let set = if delete {
+                String::new()
+            } else {
+                format!(" initcwnd {iw} initrwnd {iw}")
+            };
+            let _ = writeln!(
+                out,
+                "{ip} route show default | sed -E 's/ (initcwnd|initrwnd) [0-9]+//g' | while read -r r; do {ip} route change $r{set}; done"
+            );
+        }
+    }
     out.push_str("true\n");
 }
 
@@ -401,6 +417,17 @@ mod tests {
         let r = rules(&["rules", "--backend", "iptables", "--delete", "--no-ipv6"]);
         assert!(r.contains("ip6tables -w -t mangle -X PEPWRT"));
         assert!(r.contains("ip -6 rule del"));
+    }
+
+    #[test]
+    fn initcwnd_is_set_on_default_routes_and_reset_by_delete() {
+        let r = rules(&["rules", "--part", "routing", "--initcwnd", "64"]);
+        assert!(r.contains("ip route show default"));
+        assert!(r.contains("ip route change $r initcwnd 64 initrwnd 64; done"));
+        assert!(r.contains("ip -6 route change $r initcwnd 64 initrwnd 64; done"));
+        let d = rules(&["rules", "--part", "routing", "--initcwnd", "64", "--delete"]);
+        assert!(d.contains("ip route change $r; done"));
+        assert!(!rules(&["rules"]).contains("initcwnd"));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //!
 //! Needs (installed by .ci/run): busybox, shellcheck, GNU tar, gzip, and what
 //! cross/build needs (rustup with rust-src, python3 with pip). The archs
-//! packaged are all five unless PEPWRT_IPK_ARCHS names some.
+//! packaged are all five unless PEPWRT_ARCHS names some (space separated).
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -26,7 +26,7 @@ fn repo() -> PathBuf {
 }
 
 fn archs() -> Vec<String> {
-    match std::env::var("PEPWRT_IPK_ARCHS") {
+    match std::env::var("PEPWRT_ARCHS") {
         Ok(s) if !s.trim().is_empty() => s.split_whitespace().map(String::from).collect(),
         _ => ARCHS.iter().map(|s| s.to_string()).collect(),
     }
@@ -44,6 +44,15 @@ fn need_tool(name: &str, apt: &str) {
     );
 }
 
+/// Scratch space for built packages, under cargo's target directory.
+fn scratch(name: &str) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target"))
+        .join("package-test")
+        .join(name)
+}
+
 fn version() -> String {
     env!("CARGO_PKG_VERSION").to_string()
 }
@@ -52,7 +61,7 @@ fn version() -> String {
 fn dist() -> &'static Path {
     static DIST: OnceLock<PathBuf> = OnceLock::new();
     DIST.get_or_init(|| {
-        let dist = repo().join("target/package-test/dist");
+        let dist = scratch("dist");
         let _ = std::fs::remove_dir_all(&dist);
         let start = std::time::Instant::now();
         let out = Command::new(repo().join("openwrt/build-ipk"))
@@ -455,7 +464,7 @@ fn ipks_are_reproducible() {
     let first = dist();
     let arch = archs()[0].clone();
     let name = format!("pepwrt_{}-r1_{arch}.ipk", version());
-    let again = repo().join("target/package-test/dist-again");
+    let again = scratch("dist-again");
     let _ = std::fs::remove_dir_all(&again);
     let out = Command::new(repo().join("openwrt/build-ipk"))
         .args(["--no-build", &arch])

@@ -126,7 +126,11 @@ fn snooping_testbed(cache: &str) -> Testbed {
 /// A transfer to `host` arrives byte for byte.
 fn transfer_intact(tb: &Testbed, host: &str, seed: u64) {
     let got = push_to_host(tb, host, seed);
-    assert!(got == payload(seed, TRANSFER_BYTES), "transfer to {host} differs ({} bytes)", got.len());
+    assert!(
+        got == payload(seed, TRANSFER_BYTES),
+        "transfer to {host} differs ({} bytes)",
+        got.len()
+    );
 }
 
 #[test]
@@ -138,9 +142,18 @@ fn losses_on_the_wireless_hop_are_repaired_locally_ipv4_and_ipv6() {
 
     let drops = host_drops(&tb);
     assert!(drops > 0, "the loss rule never fired");
-    let local = snoop_counter(&tb, "local_retransmits_dupack") + snoop_counter(&tb, "local_retransmits_timeout");
-    assert!(local > 0, "no local retransmission for {drops} losses: {}", tb.status());
-    assert!(snoop_counter(&tb, "dupacks_suppressed") > 0, "no dup ACK suppressed: {}", tb.status());
+    let local = snoop_counter(&tb, "local_retransmits_dupack")
+        + snoop_counter(&tb, "local_retransmits_timeout");
+    assert!(
+        local > 0,
+        "no local retransmission for {drops} losses: {}",
+        tb.status()
+    );
+    assert!(
+        snoop_counter(&tb, "dupacks_suppressed") > 0,
+        "no dup ACK suppressed: {}",
+        tb.status()
+    );
     assert!(snoop_counter(&tb, "flows_total") >= 2, "{}", tb.status());
     // Each flow ends with its FIN acknowledged (or a reset), which frees it.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -158,6 +171,10 @@ fn a_full_cache_passes_segments_uncached_and_the_transfer_stays_intact() {
     let tb = snooping_testbed("16k");
     transfer_intact(&tb, "198.18.0.2:7101", 21);
     assert!(snoop_counter(&tb, "passed_full") > 0, "{}", tb.status());
-    assert!(snoop_counter(&tb, "dupacks_passed") > 0, "uncached holes reach the sender: {}", tb.status());
+    assert!(
+        snoop_counter(&tb, "dupacks_passed") > 0,
+        "uncached holes reach the sender: {}",
+        tb.status()
+    );
     assert_eq!(snoop_counter(&tb, "cached_segments"), 0, "{}", tb.status());
 }

@@ -19,8 +19,9 @@
 //! flow's queueing delay (smoothed RTT of the wireless hop above its
 //! recent minimum; past the Wi-Fi CoDel target dup ACKs pass).
 //!
-//! Time is passed in; nothing here reads the clock or allocates after
-//! `Snoop::new`.
+//! Time is passed in; nothing here reads the clock, and nothing allocates
+//! after `Snoop::new` (the log line of a closing flow aside, whatever the
+//! logger does).
 
 mod ack;
 mod cache;

@@ -117,7 +117,11 @@ impl TcpPkt {
             p.extend_from_slice(&[0, 0, 0x40, 0, 63, 6, 0, 0]);
             (vec![198, 18, 1, 2], vec![198, 18, 0, 2])
         };
-        let (src, dst) = if self.toward_host { (sender, host) } else { (host, sender) };
+        let (src, dst) = if self.toward_host {
+            (sender, host)
+        } else {
+            (host, sender)
+        };
         p.extend_from_slice(&src);
         p.extend_from_slice(&dst);
         p.extend_from_slice(&tcp);
