@@ -99,7 +99,7 @@ impl TcpPkt {
         t.extend_from_slice(&opts);
         // Payload bytes that differ from segment to segment, so a test can
         // tell which packet was retransmitted.
-        t.extend((0..self.payload).map(|i| (self.seq as usize + i) as u8));
+        t.extend((0..self.payload).map(|i| self.seq.wrapping_add(i as u32) as u8));
         t
     }
 

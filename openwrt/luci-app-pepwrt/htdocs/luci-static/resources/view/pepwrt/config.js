@@ -297,8 +297,13 @@ return view.extend({
 			_('Kernel receive buffer of the connection to the server, from 4k to 1024m. Leave empty to let the kernel size it.'));
 
 		field(s, 'server', form.Value, 'server_mss', _('Maximum segment size'),
-			_('Largest TCP segment toward the server, from 88 to 65495 bytes. Leave empty to use what the client asked for.'),
-			{ datatype: 'range(88,65495)', placeholder: _('automatic') });
+			_('Largest TCP segment toward the server, from 88 to 32767 bytes. Leave empty to use what the client asked for.'),
+			{ datatype: 'range(88,32767)', placeholder: _('automatic') });
+
+		field(s, 'server', form.Value, 'initcwnd', _('Initial window'),
+			_('How many segments the router\'s own connections may send before the first acknowledgement (Linux starts with 10). ' +
+			  '32 to 64 fills a satellite link several round trips sooner. Applies to the router\'s default routes; leave empty to keep the kernel\'s value.'),
+			{ datatype: 'range(1,1024)', placeholder: _('kernel default') });
 
 		/* Client side: the connection between the device and the router. */
 
