@@ -881,9 +881,9 @@ fn init_fw3_uses_iptables_script() {
 fn init_options_map_to_flags() {
     let main = "\toption server_cc ''\n\toption client_cc 'cubic'\n\toption server_fastopen '1'\n\
                 \toption server_nodelay 'yes'\n\toption server_sndbuf '4m'\n\toption client_rcvbuf '256k'\n\
-                \toption server_mss '1400'\n\toption outgoing_source 'router'\n\tlist intercept '192.168.2.0/24'\n\
+                \toption server_mss '1400'\n\toption outgoing_source 'router'\n\tlist intercept '198.18.2.0/24'\n\
                 \tlist exclude_port '853'\n\toption log_level 'debug'\n";
-    let snoop = "\toption enabled '1'\n\tlist target '10.9.0.0/16'\n";
+    let snoop = "\toption enabled '1'\n\tlist target '198.19.0.0/16'\n";
     let r = Router::new(&config(main, snoop), true);
     let (ok, log) = r.run("start");
     assert!(ok, "{log:#?}");
@@ -893,7 +893,7 @@ fn init_options_map_to_flags() {
         "--intercept",
         "br-lan",
         "--intercept",
-        "192.168.2.0/24",
+        "198.18.2.0/24",
         "--exclude-port",
         "22",
         "--exclude-port",
@@ -929,7 +929,7 @@ fn init_options_map_to_flags() {
         "--snoop",
         "wlan0",
         "--snoop",
-        "10.9.0.0/16",
+        "198.19.0.0/16",
         "--snoop-flows",
         "64",
         "--snoop-cache",

@@ -155,7 +155,7 @@ mod tests {
         );
         assert_eq!(t.classify(&repr("fd00:6::9", "fd00:1::2"), 0, 0), None);
         assert!(in_subnet(
-            "10.1.2.3".parse().unwrap(),
+            "198.19.2.3".parse().unwrap(),
             "0.0.0.0".parse().unwrap(),
             0
         ));
