@@ -78,6 +78,12 @@ fn check_congestion(cfg: &Config) -> Result<(), String> {
 
 /// The checks `run` makes before it binds anything.
 pub fn preflight(cfg: &Config) -> Result<(), StartError> {
+    if let Some(user) = &cfg.user {
+        crate::sys::privileges::lookup(user).map_err(|message| StartError {
+            message,
+            exit_code: 2,
+        })?;
+    }
     check_congestion(cfg).map_err(|message| StartError {
         message,
         exit_code: 3,
@@ -99,6 +105,16 @@ pub fn report(cfg: &Config) -> ExitCode {
     let mut missing = false;
     let mut busy = false;
     let say = |status: &str, what: &str| println!("{status:<7} {what}");
+    let mut bad_config = false;
+    if let Some(user) = &cfg.user {
+        match crate::sys::privileges::lookup(user) {
+            Ok(_) => say("ok", &format!("user {user}")),
+            Err(e) => {
+                bad_config = true;
+                say("BAD", &e);
+            }
+        }
+    }
     match check_congestion(cfg) {
         Ok(()) => say("ok", "congestion control"),
         Err(e) => {
@@ -149,6 +165,7 @@ pub fn report(cfg: &Config) -> ExitCode {
         }
     }
     match (missing, busy) {
+        _ if bad_config => ExitCode::from(2),
         (true, _) => ExitCode::from(3),
         (false, true) => ExitCode::from(1),
         _ => ExitCode::SUCCESS,

@@ -107,6 +107,9 @@ pub struct Config {
     pub exclude_ports: Vec<u16>,
     pub ipv6: bool,
     pub control_path: PathBuf,
+    /// Run as this user after start-up, keeping only the capabilities
+    /// the steady state needs.
+    pub user: Option<String>,
     pub snoop: Option<SnoopConfig>,
 }
 
@@ -136,6 +139,7 @@ impl Default for Config {
             exclude_ports: Vec::new(),
             ipv6: true,
             control_path: PathBuf::from("/var/run/pepwrt.sock"),
+            user: None,
             snoop: None,
         }
     }
@@ -203,6 +207,8 @@ GENERAL OPTIONS:
     -f, --foreground         log to stderr instead of syslog (daemon facility)
     --log-level LEVEL        error, warn, info or debug [default: info]
     --control PATH           status socket [default: /var/run/pepwrt.sock]
+    --user NAME              once set up, run as this user (e.g. nobody)
+                             with only CAP_NET_ADMIN and CAP_NET_RAW
 
 INTERCEPTION:
     --queue NUM              NFQUEUE number for SYNs [default: 3135]
@@ -332,6 +338,7 @@ where
             (Short('f'), _) | (_, "foreground") => cfg.foreground = true,
             (_, "log-level") => cfg.log_level = parse_level(&value()?)?,
             (_, "control") => cfg.control_path = PathBuf::from(value()?),
+            (_, "user") => cfg.user = Some(value()?),
             (_, "queue") => cfg.queue = parse_num(&flag, &value()?, 0, 65535)? as u16,
             (_, "port") => cfg.port = parse_num(&flag, &value()?, 1, 65535)? as u16,
             (_, "mark") => cfg.mark = parse_mark(&value()?)?,

@@ -63,6 +63,7 @@ fn main() -> ExitCode {
 
 fn run(cfg: Config) -> ExitCode {
     let foreground = cfg.foreground;
+    let user = cfg.user.clone();
     logger::init(foreground, cfg.log_level);
     if let Err(e) = check::preflight(&cfg) {
         log::error!("{}", e.message);
@@ -81,6 +82,16 @@ fn run(cfg: Config) -> ExitCode {
             return ExitCode::from(e.exit_code);
         }
     };
+    if let Some(user) = &user {
+        if let Err(e) = sys::privileges::drop_to(user) {
+            log::error!("{e}");
+            if !foreground {
+                eprintln!("pepwrt: {e}");
+            }
+            return ExitCode::from(1);
+        }
+        log::info!("running as {user} with CAP_NET_ADMIN and CAP_NET_RAW only");
+    }
     match proxy.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

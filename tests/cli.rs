@@ -140,6 +140,12 @@ fn check_reports_each_kernel_piece() {
     let (code, out, _) = tb_run(&tb, &["check", "--server-cc", "nosuchcc"]);
     assert_eq!(code, 3);
     assert!(out.contains("MISSING --server-cc nosuchcc"), "{out}");
+    let (code, out, _) = tb_run(&tb, &["check", "--user", "no-such-user-here"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("BAD     --user: no user 'no-such-user-here'"),
+        "{out}"
+    );
     // A running pepwrt holds the queue and the port: busy, not missing.
     let mut tb = tb;
     tb.start_pepwrt(&[]);

@@ -619,3 +619,32 @@ fn fast_open_works_when_the_server_speaks_first() {
     srv.join().expect("server");
     assert_eq!(tb.counter("total"), 3);
 }
+
+/// With --user, pepwrt gives up root after start-up and keeps relaying
+/// with only CAP_NET_ADMIN and CAP_NET_RAW.
+#[test]
+fn runs_as_an_ordinary_user_with_two_capabilities() {
+    let mut tb = Testbed::new();
+    tb.install_rules("iptables", &[]);
+    tb.start_pepwrt(&["--user", "nobody"]);
+    let pid = json_number(&tb.status(), "pid").expect("pid");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .map(|l| l[name.len()..].trim().to_string())
+            .unwrap_or_default()
+    };
+    assert!(field("Uid:").starts_with("65534"), "{status}");
+    assert_eq!(field("CapEff:"), "0000000000003000", "{status}");
+    assert_eq!(field("CapPrm:"), "0000000000003000");
+    assert_eq!(field("NoNewPrivs:"), "1");
+    let peers = concurrent_echo(&tb, SERVER4, 4, 50_000);
+    assert!(
+        peers.iter().all(|p| p.ip().to_string() == CLIENT4),
+        "still transparent: {peers:?}"
+    );
+    concurrent_echo(&tb, SERVER6, 2, 50_000);
+    assert_eq!(tb.counter("total"), 6);
+}

@@ -6,6 +6,7 @@
 pub mod alloc_count;
 pub mod netlink;
 pub mod poll;
+pub mod privileges;
 pub mod raw;
 pub mod signals;
 pub mod socket;

@@ -331,10 +331,20 @@ return view.extend({
 			{ placeholder: '0x10000', validate: numberCheck(1, 0x20000000, true,
 				_('Enter a single bit between 0x1 and 0x20000000, for example 0x10000')) });
 
+		var tableRange = numberCheck(1, 4294967294, false, _('Enter a table number from 1 to 4294967294'));
 		field(s, 'advanced', form.Value, 'table', _('Routing table'),
 			_('Number of the routing table pepwrt adds for its packets, 1 to 4294967294. Change it only if another program uses the same table.'),
-			{ placeholder: '3135', validate: numberCheck(1, 4294967294, false,
-				_('Enter a table number from 1 to 4294967294')) });
+			{ placeholder: '3135', validate: function(section_id, value) {
+				// 253-255 are the kernel's default, main and local tables.
+				var n = parseNumber(value);
+				if (n >= 253 && n <= 255)
+					return _('Tables 253 to 255 belong to the system; choose another, for example 3135');
+				return tableRange(section_id, value);
+			} });
+
+		field(s, 'advanced', form.Value, 'user', _('Run as user'),
+			_('After start-up pepwrt gives up root and keeps only the two network permissions it needs. Leave empty to keep running as root.'),
+			{ placeholder: 'root' });
 
 		/* Snoop */
 
