@@ -755,6 +755,8 @@ const DEFAULT_FLAGS: &[&str] = &[
     "0x10000",
     "--table",
     "3135",
+    "--user",
+    "nobody",
 ];
 
 fn command_line(log: &[String]) -> Option<String> {
@@ -845,7 +847,7 @@ fn init_fw3_uses_iptables_script() {
     let (ok, log) = r.run("start");
     assert!(ok, "{log:#?}");
     let mut flags = DEFAULT_FLAGS.to_vec();
-    flags.insert(flags.len() - 8, "--no-ipv6");
+    flags.insert(flags.len() - 10, "--no-ipv6");
     assert_eq!(command_line(&log).as_deref(), Some(quoted(&flags).as_str()));
     assert!(!log.iter().any(|l| l.starts_with("nft")), "{log:#?}");
     assert!(
@@ -926,6 +928,8 @@ fn init_options_map_to_flags() {
         "0x10000",
         "--table",
         "3135",
+        "--user",
+        "nobody",
         "--snoop",
         "wlan0",
         "--snoop",
@@ -942,7 +946,8 @@ fn init_options_map_to_flags() {
         Some(want.as_str()),
         "{log:#?}"
     );
-    // Root with full capabilities (see the init script for why).
+    // procd's user and capabilities need a ujail; pepwrt drops root
+    // itself instead (--user).
     assert!(
         !log.iter()
             .any(|l| l.contains("'user'") || l.contains("'capabilities'")),
