@@ -80,6 +80,7 @@ impl Pool {
         self.slots.len()
     }
 
+    #[cfg(test)]
     pub fn in_use(&self) -> usize {
         self.slots.len() - self.free.len()
     }

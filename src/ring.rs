@@ -30,6 +30,7 @@ impl Ring {
     pub fn capacity(&self) -> usize {
         self.buf.len()
     }
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.len
     }

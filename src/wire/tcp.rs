@@ -6,6 +6,7 @@ pub mod flags {
     pub const FIN: u8 = 0x01;
     pub const SYN: u8 = 0x02;
     pub const RST: u8 = 0x04;
+    #[cfg(test)]
     pub const PSH: u8 = 0x08;
     pub const ACK: u8 = 0x10;
 }
@@ -64,6 +65,7 @@ impl<'a> Segment<'a> {
         }
     }
     /// The payload bytes present in the buffer (a capture may be cut short).
+    #[cfg(test)]
     pub fn payload(&self) -> &'a [u8] {
         &self.buf[self.header_len..]
     }
