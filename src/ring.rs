@@ -19,12 +19,18 @@ pub enum Fill {
 }
 
 impl Ring {
+    /// Allocates and touches every page now, so the memory is committed at
+    /// start: the process's RSS with a full pool is its RSS at start (a
+    /// zeroed allocation is otherwise mapped lazily, page by page, as
+    /// traffic first reaches it).
     pub fn with_capacity(bytes: usize) -> Ring {
-        Ring {
-            buf: vec![0u8; bytes].into_boxed_slice(),
-            head: 0,
-            len: 0,
+        let mut buf = vec![0u8; bytes].into_boxed_slice();
+        for at in (0..buf.len()).step_by(4096) {
+            // black_box: a store of the value already there must still
+            // happen, to fault the page in.
+            *std::hint::black_box(&mut buf[at]) = 0;
         }
+        Ring { buf, head: 0, len: 0 }
     }
 
     pub fn capacity(&self) -> usize {
