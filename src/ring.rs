@@ -30,7 +30,11 @@ impl Ring {
             // happen, to fault the page in.
             *std::hint::black_box(&mut buf[at]) = 0;
         }
-        Ring { buf, head: 0, len: 0 }
+        Ring {
+            buf,
+            head: 0,
+            len: 0,
+        }
     }
 
     pub fn capacity(&self) -> usize {
