@@ -270,38 +270,26 @@ fn check_elf(arch: &str, bin: &[u8]) {
         }
     };
     assert_eq!(u16_at(18), machine, "{arch}: e_machine");
-    // Static: no PT_INTERP program header (no dynamic loader needed).
-    let (phoff, phentsize, phnum) = if class == 1 {
-        (
-            u32_at(28) as usize,
-            u16_at(42) as usize,
-            u16_at(44) as usize,
-        )
-    } else {
-        (
-            u64_at(32) as usize,
-            u16_at(54) as usize,
-            u16_at(56) as usize,
-        )
+    // A table's offset, entry size and count, read at the given header
+    // positions for ELF32 and for ELF64 (the offset is a word of the
+    // class's size).
+    let table = |elf32: [usize; 3], elf64: [usize; 3]| {
+        let [off, size, count] = if class == 1 { elf32 } else { elf64 };
+        let start = if class == 1 {
+            u32_at(off) as usize
+        } else {
+            u64_at(off) as usize
+        };
+        (start, u16_at(size) as usize, u16_at(count) as usize)
     };
+    // Static: no PT_INTERP program header (no dynamic loader needed).
+    let (phoff, phentsize, phnum) = table([28, 42, 44], [32, 54, 56]);
     for i in 0..phnum {
         let p_type = u32_at(phoff + i * phentsize);
         assert_ne!(p_type, 3, "{arch}: has PT_INTERP, so it is not static");
     }
     // Stripped: no .symtab section.
-    let (shoff, shentsize, shnum) = if class == 1 {
-        (
-            u32_at(32) as usize,
-            u16_at(46) as usize,
-            u16_at(48) as usize,
-        )
-    } else {
-        (
-            u64_at(40) as usize,
-            u16_at(58) as usize,
-            u16_at(60) as usize,
-        )
-    };
+    let (shoff, shentsize, shnum) = table([32, 46, 48], [40, 58, 60]);
     for i in 0..shnum {
         let sh_type = u32_at(shoff + i * shentsize + 4);
         assert_ne!(sh_type, 2, "{arch}: has SHT_SYMTAB, so it is not stripped");
