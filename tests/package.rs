@@ -500,31 +500,10 @@ fn scripts_pass_busybox_sh_n_and_shellcheck() {
             "busybox sh -n {s}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        // Files without a #!/bin/sh line name their dialect in a directive.
-        let out = Command::new("shellcheck")
-            .arg("-x")
-            .arg(s)
-            .current_dir(repo())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "shellcheck {s}:\n{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        shellcheck(s);
     }
     for s in ["cross/build", "cross/arch.sh", "openwrt/build-ipk"] {
-        let out = Command::new("shellcheck")
-            .arg("-x")
-            .arg(s)
-            .current_dir(repo())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "shellcheck {s}:\n{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        shellcheck(s);
     }
 }
 
@@ -1110,4 +1089,20 @@ fn uci_defaults_registers_fw3_include_only_without_fw4() {
     }
     let nft = std::fs::read_to_string(repo().join("openwrt/pepwrt/files/pepwrt.nft")).unwrap();
     assert!(nft.contains("include \"/var/etc/pepwrt/*.nft\""));
+}
+
+/// shellcheck with sourced files followed; files without a #!/bin/sh line
+/// name their dialect in a directive.
+fn shellcheck(script: &str) {
+    let out = Command::new("shellcheck")
+        .arg("-x")
+        .arg(script)
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "shellcheck {script}:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
