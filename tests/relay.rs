@@ -158,7 +158,7 @@ fn traffic_flows_unsplit_after_pepwrt_is_killed_and_a_restart_leaves_no_stale_st
     echo_once(&tb, "198.18.1.2:7003", b"ping");
     // The stale control socket and queue binding do not stop a new start.
     tb.start_pepwrt(&[]);
-    // Connecting works while pepwrt is dead (queue bypass).
+    // ... and the connection after the restart is split.
     echo_once(&tb, "198.18.1.2:7003", b"ping");
     assert_eq!(tb.counter("total"), 1, "{}", tb.status());
     srv.join().expect("server");
