@@ -36,6 +36,11 @@ impl Snoop {
         let Some(flow) = self.flows.get_mut(idx) else {
             return Verdict::Accept;
         };
+        if flow.finished {
+            // Nothing cached is left to repair, and its linger time runs
+            // from the close.
+            return Verdict::Accept;
+        }
         flow.last_seen = now;
         if !seg.has(flags::ACK) {
             return Verdict::Accept;

@@ -45,9 +45,23 @@ impl Snoop {
         }
         let seq = seg.seq();
         let end = seq.wrapping_add(span);
+        let found = match found.and_then(|i| Some((i, self.flows.get(i)?))) {
+            Some((idx, f)) if f.finished => {
+                if seq_le(end, f.high_seq) {
+                    // A straggler of the finished connection.
+                    self.counters.sender_retransmits_acked += 1;
+                    return Verdict::Accept;
+                }
+                // New data after the host closed its side (the sender's
+                // half of the connection goes on): a new flow.
+                self.flows.remove(idx);
+                None
+            }
+            other => other.map(|(idx, _)| idx),
+        };
         let idx = match found {
             Some(idx) => idx,
-            None => match self.flows.insert(Flow::new(key, seq, now)) {
+            None => match self.admit(Flow::new(key, seq, now)) {
                 Some(idx) => {
                     self.counters.flows_total += 1;
                     self.wake_by(now + IDLE_TIMEOUT);
@@ -72,6 +86,16 @@ impl Snoop {
             now,
         );
         Verdict::Accept
+    }
+
+    /// A slot for a new flow; when the table is full, a finished flow's
+    /// memory gives way first.
+    fn admit(&mut self, flow: Flow) -> Option<u16> {
+        if self.flows.len() == self.flows.capacity() {
+            let lingering = self.flows.position(|f| f.finished)?;
+            self.flows.remove(lingering);
+        }
+        self.flows.insert(flow)
     }
 
     fn cache_segment(&mut self, idx: u16, arrival: Arrival<'_>, now: Instant) {

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use super::cache::SegList;
 use super::rtt::RttEstimator;
+use super::{IDLE_TIMEOUT, LINGER};
 
 /// End of a hash chain or free list.
 const NIL: u16 = u16::MAX;
@@ -73,6 +74,13 @@ impl CloseReason {
             CloseReason::Reused => "port reused",
         }
     }
+
+    /// Whether the flow's four-tuple is remembered for a while after it
+    /// closed: only after an orderly end, when stragglers are still in
+    /// flight. A reset, a new SYN or idleness end it at once.
+    pub fn lingers(self) -> bool {
+        matches!(self, CloseReason::FinAcked | CloseReason::HostFin)
+    }
 }
 
 /// What one flow did, logged when it closes.
@@ -106,6 +114,11 @@ pub struct Flow {
     pub last_seen: Instant,
     /// Sequence number just past the sender's FIN, once seen.
     pub fin_end: Option<u32>,
+    /// Finished (FIN acknowledged, or the host closed with everything
+    /// acknowledged): the cache is freed and the slot only remembers the
+    /// four-tuple for `LINGER`, so the sender's late retransmissions pass
+    /// without starting a new flow.
+    pub finished: bool,
     pub stats: FlowStats,
 }
 
@@ -125,8 +138,14 @@ impl Flow {
             backoff: 0,
             last_seen: now,
             fin_end: None,
+            finished: false,
             stats: FlowStats::default(),
         }
+    }
+
+    /// When the flow is forgotten if nothing more is heard of it.
+    pub fn expires_at(&self) -> Instant {
+        self.last_seen + if self.finished { LINGER } else { IDLE_TIMEOUT }
     }
 }
 
@@ -202,6 +221,22 @@ impl FlowTable {
         }
         self.free.push(idx);
         self.slots.get_mut(idx as usize)?.take()
+    }
+
+    /// The first slot whose flow satisfies `pred`.
+    pub fn position(&self, pred: impl Fn(&Flow) -> bool) -> Option<u16> {
+        let at = self
+            .slots
+            .iter()
+            .position(|s| s.as_ref().is_some_and(&pred))?;
+        Some(at as u16)
+    }
+
+    pub fn count(&self, pred: impl Fn(&Flow) -> bool) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| s.as_ref().is_some_and(&pred))
+            .count()
     }
 
     pub fn get(&self, idx: u16) -> Option<&Flow> {

@@ -71,6 +71,12 @@ pub trait Transmit {
 
 /// A flow with no packet for this long is forgotten (its cache freed).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a finished flow is remembered (without its cache). The
+/// sender's retransmissions that were in flight when the host acknowledged
+/// everything, and its last ACKs, arrive within a few of its RTOs; without
+/// this memory each would start a new flow that then sat idle for
+/// IDLE_TIMEOUT.
+const LINGER: Duration = Duration::from_secs(10);
 /// Local copies of one segment before Snoop leaves its recovery to the
 /// sender.
 const MAX_LOCAL_SENDS: u8 = 3;
@@ -160,14 +166,16 @@ impl Snoop {
     /// Appends the status object (no trailing newline) to `out`.
     pub fn write_status_json(&self, out: &mut String) {
         let c = &self.counters;
+        let lingering = self.flows.count(|f| f.finished);
         let _ = write!(
             out,
-            "{{\"flows\":{},\"max_flows\":{},\"cached_segments\":{},\"cache_bytes_used\":{},\"cache_bytes\":{},\
+            "{{\"flows\":{},\"flows_lingering\":{},\"max_flows\":{},\"cached_segments\":{},\"cache_bytes_used\":{},\"cache_bytes\":{},\
              \"flows_total\":{},\"local_retransmits_dupack\":{},\"local_retransmits_timeout\":{},\
              \"dupacks_suppressed\":{},\"passed_full\":{},\"segments_cached\":{},\"dupacks_passed_queue\":{},\"dupacks_passed\":{},\
              \"sender_retransmits\":{},\"sender_retransmits_acked\":{},\"local_recovery_given_up\":{},\
              \"transmit_failed\":{},\"unparsed\":{}}}",
-            self.flows.len(),
+            self.flows.len() - lingering,
+            lingering,
             self.flows.capacity(),
             self.cache.segment_count(),
             self.cache.used_bytes(),
@@ -211,11 +219,18 @@ impl Snoop {
         true
     }
 
-    /// Forgets a flow and frees its cached segments.
+    /// Ends a flow: frees its cached segments and logs what it did. After
+    /// an orderly end the slot lingers (see `LINGER`); otherwise, or if it
+    /// already lingered, the slot is freed.
     fn close(&mut self, idx: u16, reason: CloseReason) {
-        let Some(mut flow) = self.flows.remove(idx) else {
+        let Some(flow) = self.flows.get_mut(idx) else {
             return;
         };
+        if flow.finished {
+            // Logged when it finished; only the slot is left.
+            self.flows.remove(idx);
+            return;
+        }
         self.cache.release_all(&mut flow.segments);
         let k = &flow.key;
         let s = &flow.stats;
@@ -234,6 +249,13 @@ impl Snoop {
             s.sender_retransmits,
             srtt_ms
         );
+        if reason.lingers() {
+            flow.finished = true;
+            flow.rto_at = None;
+            flow.recovery = flow::Recovery::Open;
+        } else {
+            self.flows.remove(idx);
+        }
     }
 }
 

@@ -342,6 +342,53 @@ fn host_fin_with_everything_acked_frees_the_flow() {
 }
 
 #[test]
+fn a_finished_flow_lingers_so_late_retransmissions_start_nothing() {
+    for mut b in Bench::both() {
+        b.seg(0, 0);
+        b.send(TcpPkt::data(at(0, 1), 0).with_flags(flags::FIN));
+        b.ack(at(0, 1) + 1);
+        assert_eq!((b.counter("flows"), b.counter("flows_lingering")), (0, 1));
+        // The sender's retransmission, in flight when the host acked all.
+        b.later(200);
+        assert_eq!(b.seg(0, 0), Verdict::Accept);
+        b.ack(at(0, 1) + 1);
+        assert_eq!(b.counter("flows_total"), 1);
+        assert_eq!(b.counter("cached_segments"), 0);
+        assert_eq!(b.counter("sender_retransmits_acked"), 1);
+        // Its memory goes after LINGER, counted from the close.
+        b.later(9_800);
+        b.timer();
+        assert_eq!(b.counter("flows_lingering"), 0);
+        assert_eq!(b.snoop.next_deadline(), None);
+    }
+}
+
+#[test]
+fn new_data_after_the_host_closed_starts_a_new_flow() {
+    let mut b = Bench::new(false, 4, 1 << 20);
+    b.seg(0, 0);
+    b.send(TcpPkt::ack(at(0, 1)).with_flags(flags::FIN));
+    assert_eq!(b.counter("flows_lingering"), 1);
+    b.seg(0, 1);
+    assert_eq!((b.counter("flows"), b.counter("flows_lingering")), (1, 0));
+    assert_eq!(
+        (b.counter("flows_total"), b.counter("cached_segments")),
+        (2, 1)
+    );
+}
+
+#[test]
+fn a_full_table_reuses_a_lingering_slot() {
+    let mut b = Bench::new(false, 1, 1 << 20);
+    b.seg(0, 0);
+    b.ack(at(0, 1));
+    b.send(TcpPkt::ack(at(0, 1)).with_flags(flags::FIN));
+    b.send(TcpPkt::data(0, MSS).port(40001));
+    assert_eq!((b.counter("flows"), b.counter("flows_lingering")), (1, 0));
+    assert_eq!(b.counter("passed_full"), 0);
+}
+
+#[test]
 fn reset_from_either_side_frees_the_flow() {
     for mut b in Bench::both() {
         b.seg(0, 0);
@@ -540,7 +587,7 @@ fn status_lists_every_counter() {
     let mut s = String::new();
     b.snoop.write_status_json(&mut s);
     assert!(s.starts_with(
-        "{\"flows\":1,\"max_flows\":64,\"cached_segments\":1,\"cache_bytes_used\":1040,\"cache_bytes\":1048576,\
+        "{\"flows\":1,\"flows_lingering\":0,\"max_flows\":64,\"cached_segments\":1,\"cache_bytes_used\":1040,\"cache_bytes\":1048576,\
          \"flows_total\":1,\"local_retransmits_dupack\":0,\"local_retransmits_timeout\":0,\
          \"dupacks_suppressed\":0,\"passed_full\":0,"
     ));

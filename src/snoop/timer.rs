@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use super::ack::Cause;
 use super::flow::{CloseReason, Recovery};
-use super::{IDLE_TIMEOUT, MAX_LOCAL_SENDS, Snoop, Transmit};
+use super::{MAX_LOCAL_SENDS, Snoop, Transmit};
 
 impl Snoop {
     /// Runs whatever is due at `now`. Cheap when nothing is, so the event
@@ -18,7 +18,7 @@ impl Snoop {
             let Some(flow) = self.flows.get(idx) else {
                 continue;
             };
-            if now >= flow.last_seen + IDLE_TIMEOUT {
+            if now >= flow.expires_at() {
                 self.close(idx, CloseReason::Idle);
                 continue;
             }
@@ -28,8 +28,8 @@ impl Snoop {
             let Some(flow) = self.flows.get(idx) else {
                 continue;
             };
-            let idle_at = flow.last_seen + IDLE_TIMEOUT;
-            let due = flow.rto_at.map_or(idle_at, |at| at.min(idle_at));
+            let expires_at = flow.expires_at();
+            let due = flow.rto_at.map_or(expires_at, |at| at.min(expires_at));
             next = Some(next.map_or(due, |n| n.min(due)));
         }
         self.next_wake = next;
