@@ -5,7 +5,7 @@
 # shellcheck shell=bash
 
 profile_load() {
-    WAN_DOWN="" WAN_UP="" LAN_DOWN="" LAN_UP="" END_RMEM=""
+    WAN_DOWN="" WAN_UP="" LAN_DOWN="" LAN_UP="" END_RMEM="" PERIOD_S=0
     case "$1" in
     geo | geo-lossy | geo-small-window)
         local loss=0.1%
@@ -25,7 +25,7 @@ profile_load() {
         local ev="jitter=2ms,period=15s,step=30ms,outage=100ms"
         WAN_DOWN="rate=100mbit,delay=20ms,$ev,limit=512k"
         WAN_UP="rate=15mbit,delay=20ms,$ev,limit=256k"
-        DOWN_BPS=100000000 UP_BPS=15000000 RTT_MS=40
+        DOWN_BPS=100000000 UP_BPS=15000000 RTT_MS=40 PERIOD_S=15
         ;;
     wifi-lossy)
         # Lossy last hop between router and client; a clean ~100 ms

@@ -42,6 +42,8 @@ SPEC is a comma-separated list of key=value (all optional):
     period=15s       scheduled events every period:
     step=60ms          extra delay, on in every other period
     outage=100ms       link down (frames dropped) at each boundary
+                     Periods count from a multiple of 2 x period on
+                     CLOCK_MONOTONIC, so runs can start at a known phase.
 
 On exit (SIGINT/SIGTERM/--duration) prints one JSON line of counters
 per direction on stdout. Prints `ready` on stdout once bridging.

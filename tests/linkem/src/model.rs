@@ -14,10 +14,21 @@ pub enum Verdict {
     Outage,
 }
 
+/// The start of the event cycle (two periods) that `now` falls in.
+pub fn cycle_start(now: u64, period_ns: u64) -> u64 {
+    match period_ns {
+        0 => now,
+        p => now - now % (2 * p),
+    }
+}
+
 pub struct Link {
     spec: Spec,
     rng: Rng,
-    /// Time zero for scheduled events.
+    /// Time zero for scheduled events: a multiple of two periods (one
+    /// whole step-off/step-on cycle) on the monotonic clock, so both
+    /// directions share one schedule and a benchmark can start its runs at
+    /// the same phase of it (see `cycle_start`).
     epoch: u64,
     /// When the transmitter finishes the frames already accepted.
     busy_until: u64,
@@ -27,13 +38,13 @@ pub struct Link {
 }
 
 impl Link {
-    pub fn new(spec: Spec, seed: u64, epoch: u64) -> Link {
+    pub fn new(spec: Spec, seed: u64, now: u64) -> Link {
         Link {
+            epoch: cycle_start(now, spec.period_ns),
             spec,
             rng: Rng::new(seed),
-            epoch,
-            busy_until: epoch,
-            last_delivery: epoch,
+            busy_until: now,
+            last_delivery: now,
             in_bad_state: false,
         }
     }
@@ -194,5 +205,15 @@ mod tests {
         assert_eq!(l.admit(15_000 * MS + MS, 100), Verdict::Outage);
         assert_eq!(l.admit(15_200 * MS, 100), Verdict::Deliver(15_280 * MS));
         assert_eq!(l.admit(30_200 * MS, 100), Verdict::Deliver(30_220 * MS));
+    }
+
+    #[test]
+    fn events_follow_the_clock_not_the_start() {
+        // Started 5 s into a cycle: the step still comes at 15 s of it.
+        let spec = Spec::parse("delay=20ms,period=15s,step=60ms").unwrap();
+        let cycle = 300_000 * MS;
+        let mut l = Link::new(spec, 1, cycle + 5_000 * MS);
+        let at = cycle + 15_200 * MS;
+        assert_eq!(l.admit(at, 100), Verdict::Deliver(at + 80 * MS));
     }
 }
