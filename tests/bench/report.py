@@ -126,9 +126,11 @@ def markdown(command, runs, setups, args, seconds):
         f"transfer timeout {args.timeout:g} s. Setups: " + ", ".join(setups) + ".",
         "",
         "- **direct**: plain forwarding; **pepwrt**: pepwrt in the router "
-        "(`--server-cc bbr --server-sndbuf 8m --server-rcvbuf 8m --max-conns 64 --buffer 256k`); "
-        "**pepwrt x2**: plus a second pepwrt at the gateway (server) side of the link, BBR and 8 MB on its "
-        "satellite-facing leg.",
+        f"(`{' '.join(args.router_flags)}`); **pepwrt x2**: plus a second pepwrt at the gateway (server) "
+        f"side of the link (`{' '.join(args.gateway_flags)}`, initcwnd {args.gateway_initcwnd} on its "
+        "routes back over the link).",
+        f"- On links with scheduled events (leo) every run starts {args.event_lead:g} s before one (an outage "
+        "and an RTT step), so every setup meets the same link.",
         "- End hosts use cubic with default buffers. **Limit** = 2 RTT (handshake, request/ack) + bytes / "
         "(bottleneck rate × 1448/1514). *Of limit* = limit / time. Web = "
         f"{args.web_flows} parallel downloads of {human(args.web_size)}.",
