@@ -252,7 +252,11 @@ OUTGOING LEG (router to server):
                              outgoing legs), set on the default routes by
                              `pepwrt rules` (Linux starts at 10 segments;
                              a long link fills faster from 32-64); the
-                             other traffic the router forwards is unchanged
+                             other traffic the router forwards is unchanged.
+                             At a gateway, where the long link is the
+                             client leg, set it on the routes back over
+                             the link instead (ip route change ROUTE
+                             initcwnd N initrwnd N)
 
 CLIENT LEG (client to router):
     --client-cc NAME, --client-nodelay (on by default; --client-delay turns it
