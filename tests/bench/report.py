@@ -129,8 +129,8 @@ def markdown(command, runs, setups, args, seconds):
         f"(`{' '.join(args.router_flags)}`); **pepwrt x2**: plus a second pepwrt at the gateway (server) "
         f"side of the link (`{' '.join(args.gateway_flags)}`, initcwnd {args.gateway_initcwnd} on its "
         "routes back over the link).",
-        f"- On links with scheduled events (leo) every run starts {args.event_lead:g} s before one (an outage "
-        "and an RTT step), so every setup meets the same link.",
+        f"- On links with scheduled events (leo) every run starts {args.event_lead:g} s before the same one "
+        "(a short outage, then the longer RTT), so every setup meets the same link.",
         "- End hosts use cubic with default buffers. **Limit** = 2 RTT (handshake, request/ack) + bytes / "
         "(bottleneck rate × 1448/1514). *Of limit* = limit / time. Web = "
         f"{args.web_flows} parallel downloads of {human(args.web_size)}.",
