@@ -30,12 +30,32 @@ impl Snoop {
         now: Instant,
     ) -> Verdict {
         let key = key_toward(ip, seg);
-        let found = self.flows.find(&key);
+        let mut found = self.flows.find(&key);
         if self.close_on_reset_or_syn(found, seg) {
             return Verdict::Accept;
         }
         let fin = u32::from(seg.has(flags::FIN));
         let span = (payload_len(ip, seg) as u32).wrapping_add(fin);
+        let seq = seg.seq();
+        let end = seq.wrapping_add(span);
+        let finished_high = found
+            .and_then(|i| self.flows.get(i))
+            .filter(|f| f.finished)
+            .map(|f| f.high_seq);
+        if let (Some(idx), Some(high)) = (found, finished_high) {
+            if span == 0 || seq_le(end, high) {
+                // The finished connection's last ACKs and stragglers: its
+                // linger time runs from the close, nothing here renews it.
+                if span != 0 {
+                    self.counters.sender_retransmits_acked += 1;
+                }
+                return Verdict::Accept;
+            }
+            // New data after the host closed its side (the sender's half
+            // of the connection goes on): a new flow.
+            self.flows.remove(idx);
+            found = None;
+        }
         if span == 0 {
             // A pure ACK for the host's own data: nothing to cache.
             if let Some(f) = found.and_then(|i| self.flows.get_mut(i)) {
@@ -43,22 +63,6 @@ impl Snoop {
             }
             return Verdict::Accept;
         }
-        let seq = seg.seq();
-        let end = seq.wrapping_add(span);
-        let found = match found.and_then(|i| Some((i, self.flows.get(i)?))) {
-            Some((idx, f)) if f.finished => {
-                if seq_le(end, f.high_seq) {
-                    // A straggler of the finished connection.
-                    self.counters.sender_retransmits_acked += 1;
-                    return Verdict::Accept;
-                }
-                // New data after the host closed its side (the sender's
-                // half of the connection goes on): a new flow.
-                self.flows.remove(idx);
-                None
-            }
-            other => other.map(|(idx, _)| idx),
-        };
         let idx = match found {
             Some(idx) => idx,
             None => match self.admit(Flow::new(key, seq, now)) {

@@ -250,9 +250,10 @@ impl Snoop {
             srtt_ms
         );
         if reason.lingers() {
+            // Nothing reads a finished flow's recovery state; its timer
+            // must not fire.
             flow.finished = true;
             flow.rto_at = None;
-            flow.recovery = flow::Recovery::Open;
         } else {
             self.flows.remove(idx);
         }

@@ -355,7 +355,9 @@ fn a_finished_flow_lingers_so_late_retransmissions_start_nothing() {
         assert_eq!(b.counter("flows_total"), 1);
         assert_eq!(b.counter("cached_segments"), 0);
         assert_eq!(b.counter("sender_retransmits_acked"), 1);
-        // Its memory goes after LINGER, counted from the close.
+        // The sender's last ACK does not renew it: its memory goes after
+        // LINGER, counted from the close.
+        b.send(TcpPkt::data(at(0, 1) + 1, 0));
         b.later(9_800);
         b.timer();
         assert_eq!(b.counter("flows_lingering"), 0);
