@@ -7,11 +7,15 @@
 //! cross/build needs (rustup with rust-src, python3 with pip). The archs
 //! packaged are all five unless PEPWRT_ARCHS names some (space separated).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+
+use common::TempDir;
 
 const ARCHS: &[&str] = &[
     "mips_24kc",
@@ -559,25 +563,6 @@ fn generated_rule_scripts_pass_busybox_sh_n_and_shellcheck() {
 }
 
 // ---- the init script against stubs ---------------------------------------
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let p = std::env::temp_dir().join(format!("pepwrt-pkg-{}-{tag}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A fake router root: stub commands on PATH, /etc/config/pepwrt, and
 /// paths of the init script pointed inside it.
