@@ -2,25 +2,10 @@
 
 #![deny(unsafe_code)]
 
-mod admission;
-mod check;
-mod config;
-mod event_loop;
-mod logger;
-mod nfqueue;
-mod pool;
-mod relay;
-mod ring;
-mod rules;
-mod snoop;
-mod stats;
-mod sys;
-mod tuning;
-mod wire;
-
 use std::process::ExitCode;
 
-use config::{Command, Config};
+use pepwrt::config::{self, Command, Config};
+use pepwrt::{check, event_loop, logger, rules, sys};
 
 #[global_allocator]
 static ALLOCATOR: sys::alloc_count::Counting = sys::alloc_count::Counting;
