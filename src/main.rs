@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use pepwrt::config::{self, Command, Config};
-use pepwrt::{check, event_loop, logger, rules, sys};
+use pepwrt::{check, control, event_loop, logger, rules, sys};
 
 #[global_allocator]
 static ALLOCATOR: sys::alloc_count::Counting = sys::alloc_count::Counting;
@@ -31,16 +31,23 @@ fn main() -> ExitCode {
             print!("{}", rules::render(&cfg, req));
             ExitCode::SUCCESS
         }
-        Command::Status { json } => match event_loop::query_status(&cfg.control_path, json) {
-            Ok(report) => {
-                print!("{report}");
-                ExitCode::SUCCESS
+        Command::Status { json } => {
+            let format = if json {
+                control::Format::Json
+            } else {
+                control::Format::Text
+            };
+            match control::query_status(&cfg.control_path, format) {
+                Ok(report) => {
+                    print!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("pepwrt: {e}");
+                    ExitCode::from(1)
+                }
             }
-            Err(e) => {
-                eprintln!("pepwrt: {e}");
-                ExitCode::from(1)
-            }
-        },
+        }
         Command::Check => check::report(&cfg),
         Command::Run => run(cfg),
     }

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 use std::time::Instant;
 
-use crate::pool::{Pool, SlotState};
+use crate::pool::Pool;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Counters {
@@ -25,6 +25,9 @@ pub struct Counters {
 /// Everything a status report shows, borrowed from the running proxy.
 pub struct Report<'a> {
     pub counters: &'a Counters,
+    /// SYNs the kernel let through unseen because the queue socket was
+    /// full.
+    pub syn_dropped: u64,
     pub pool: &'a Pool,
     pub started: Instant,
     pub now: Instant,
@@ -62,21 +65,13 @@ struct Endpoint(std::net::SocketAddr);
 
 impl Report<'_> {
     fn live_bytes(&self) -> (u64, u64) {
-        self.pool
-            .slots()
-            .iter()
-            .fold((0, 0), |(u, d), s| match &s.state {
-                SlotState::Active(c) => (u + c.bytes_up(), d + c.bytes_down()),
-                _ => (u, d),
-            })
+        self.pool.active().fold((0, 0), |(u, d), (_, c)| {
+            (u + c.bytes_up(), d + c.bytes_down())
+        })
     }
 
     fn active(&self) -> usize {
-        self.pool
-            .slots()
-            .iter()
-            .filter(|s| matches!(s.state, SlotState::Active(_)))
-            .count()
+        self.pool.active_count()
     }
 
     pub fn write_json(&self, out: &mut String) {
@@ -94,13 +89,14 @@ impl Report<'_> {
         );
         let _ = write!(
             out,
-            "\"counters\":{{\"active\":{},\"total\":{},\"split\":{},\"passed\":{},\"passed_full\":{},\"passed_policy\":{},\"refused\":{},\"malformed\":{},\"connect_failed\":{},\"bytes_up\":{},\"bytes_down\":{}}},",
+            "\"counters\":{{\"active\":{},\"total\":{},\"split\":{},\"passed\":{},\"passed_full\":{},\"passed_policy\":{},\"syn_dropped\":{},\"refused\":{},\"malformed\":{},\"connect_failed\":{},\"bytes_up\":{},\"bytes_down\":{}}},",
             self.active(),
             c.total,
             c.split,
             c.passed_full + c.passed_policy,
             c.passed_full,
             c.passed_policy,
+            self.syn_dropped,
             c.refused,
             c.malformed,
             c.connect_failed,
@@ -114,18 +110,11 @@ impl Report<'_> {
         }
         out.push_str(",\"connections\":[");
         let mut first = true;
-        for (i, slot) in self.pool.slots().iter().enumerate() {
-            let SlotState::Active(conn) = &slot.state else {
-                continue;
-            };
+        for (id, conn) in self.pool.active() {
             if !first {
                 out.push(',');
             }
             first = false;
-            let id = crate::pool::ConnId {
-                slot: i as u16,
-                generation: slot.generation,
-            };
             let _ = write!(out, "{{\"id\":{},\"client\":", id.as_u32());
             json_endpoint(out, conn.tuple.client);
             out.push_str(",\"server\":");
@@ -161,12 +150,13 @@ impl Report<'_> {
         );
         let _ = writeln!(
             out,
-            "connections: {} split, {} relayed, {} passed unsplit ({} pool full, {} policy), {} refused, {} connect failed, {} malformed SYNs",
+            "connections: {} split, {} relayed, {} passed unsplit ({} pool full, {} policy, {} unseen: queue socket full), {} refused, {} connect failed, {} malformed SYNs",
             c.split,
             c.total,
-            c.passed_full + c.passed_policy,
+            c.passed_full + c.passed_policy + self.syn_dropped,
             c.passed_full,
             c.passed_policy,
+            self.syn_dropped,
             c.refused,
             c.connect_failed,
             c.malformed
@@ -189,14 +179,7 @@ impl Report<'_> {
                 "ID", "CLIENT", "SERVER", "STATE", "AGE", "UP", "DOWN"
             );
         }
-        for (i, slot) in self.pool.slots().iter().enumerate() {
-            let SlotState::Active(conn) = &slot.state else {
-                continue;
-            };
-            let id = crate::pool::ConnId {
-                slot: i as u16,
-                generation: slot.generation,
-            };
+        for (id, conn) in self.pool.active() {
             let _ = writeln!(
                 out,
                 "{:<10x} {:<46} {:<46} {:<12} {:>7.1}s {:>12} {:>12}",

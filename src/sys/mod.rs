@@ -10,6 +10,8 @@ pub mod privileges;
 pub mod raw;
 pub mod signals;
 pub mod socket;
+#[cfg(test)]
+pub mod testns;
 
 use std::io;
 

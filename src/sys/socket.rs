@@ -178,6 +178,14 @@ pub fn connect(
     Ok(unsafe { TcpStream::from_raw_fd(s.take()) })
 }
 
+/// A receive buffer beyond net.core.rmem_max when we may (CAP_NET_ADMIN),
+/// else what the sysctl allows.
+pub fn set_receive_buffer(fd: RawFd, bytes: u32) -> io::Result<()> {
+    let val = bytes.min(i32::MAX as u32) as i32;
+    set_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, val)
+        .or_else(|_| set_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, val))
+}
+
 /// The pending error of a socket (how a non-blocking connect ended).
 pub fn take_error(fd: RawFd) -> io::Result<()> {
     match get_int(fd, libc::SOL_SOCKET, libc::SO_ERROR)? {

@@ -1,0 +1,10 @@
+//! Split connections: opening one (the listeners, the outgoing leg) and
+//! relaying it (the state machine in conn.rs).
+
+mod conn;
+mod open;
+#[cfg(test)]
+mod tests;
+
+pub use conn::{Conn, End, Ready, Step};
+pub use open::{Refusal, listeners, take};
