@@ -124,52 +124,21 @@ impl SnoopRuntime {
     }
 }
 
-/// The proxy's state as a status report sees it. A macro, not a method,
-/// so that it borrows only these fields and the control socket stays free
-/// to write the report out.
-macro_rules! view {
+/// The status report over the proxy's state. A macro, not a method, so
+/// that it borrows only these fields and the control socket stays free to
+/// write the report out.
+macro_rules! report {
     ($p:expr, $now:expr) => {
-        View {
+        Report {
             counters: &$p.counters,
-            syns: $p.syns.as_ref(),
-            snoop: $p.snoop.as_ref(),
+            syn_dropped: $p.syns.as_ref().map_or(0, SynQueue::dropped),
+            snoop: $p.snoop.as_ref().map(|sn| &sn.engine),
             pool: &$p.pool,
             started: $p.started,
             buffer_bytes: $p.cfg.buffer_bytes,
             now: $now,
         }
     };
-}
-
-struct View<'a> {
-    counters: &'a Counters,
-    syns: Option<&'a SynQueue>,
-    snoop: Option<&'a SnoopRuntime>,
-    pool: &'a Pool,
-    started: Instant,
-    buffer_bytes: u32,
-    now: Instant,
-}
-
-impl View<'_> {
-    fn render(&self, format: Format, out: &mut String) {
-        let snoop_json = self
-            .snoop
-            .map(|sn| move |out: &mut String| sn.engine.write_status_json(out));
-        let report = Report {
-            counters: self.counters,
-            syn_dropped: self.syns.map_or(0, SynQueue::dropped),
-            pool: self.pool,
-            started: self.started,
-            now: self.now,
-            buffer_bytes: self.buffer_bytes,
-            snoop: snoop_json.as_ref().map(|f| f as &dyn Fn(&mut String)),
-        };
-        match format {
-            Format::Json => report.write_json(out),
-            Format::Text => report.write_text(out),
-        }
-    }
 }
 
 pub struct Proxy {
@@ -337,8 +306,9 @@ impl Proxy {
                 self.sync_control();
             }
             Token::Session(i) => {
-                let view = view!(self, now);
-                self.control.on_ready(i, &mut |f, out| view.render(f, out));
+                let report = report!(self, now);
+                self.control
+                    .on_ready(i, &mut |f, out| report.render(f, out));
                 self.sync_control();
             }
             Token::Listener(l) => self.on_accept(l, now),
@@ -382,7 +352,7 @@ impl Proxy {
                 }
                 libc::SIGUSR1 => {
                     let mut text = String::new();
-                    view!(self, now).render(Format::Text, &mut text);
+                    report!(self, now).render(Format::Text, &mut text);
                     for line in text.lines() {
                         log::info!("{line}");
                     }
@@ -530,8 +500,9 @@ impl Proxy {
             self.watch_listeners(poll::IN);
         }
         self.pool.expire_reservations(now);
-        let view = view!(self, now);
-        self.control.expire(now, &mut |f, out| view.render(f, out));
+        let report = report!(self, now);
+        self.control
+            .expire(now, &mut |f, out| report.render(f, out));
         self.sync_control();
         let idle = self.cfg.idle_timeout;
         let mut cursor = 0;

@@ -33,7 +33,7 @@ pub struct Report<'a> {
     pub now: Instant,
     pub buffer_bytes: u32,
     /// Snoop's JSON object, if Snoop runs.
-    pub snoop: Option<&'a dyn Fn(&mut String)>,
+    pub snoop: Option<&'a crate::snoop::Snoop>,
 }
 
 /// Writes `s` as a JSON string (endpoints and states need no escaping,
@@ -74,6 +74,13 @@ impl Report<'_> {
         self.pool.active_count()
     }
 
+    pub fn render(&self, format: crate::control::Format, out: &mut String) {
+        match format {
+            crate::control::Format::Json => self.write_json(out),
+            crate::control::Format::Text => self.write_text(out),
+        }
+    }
+
     pub fn write_json(&self, out: &mut String) {
         let c = self.counters;
         let (lu, ld) = self.live_bytes();
@@ -105,7 +112,7 @@ impl Report<'_> {
         );
         out.push_str("\"snoop\":");
         match self.snoop {
-            Some(f) => f(out),
+            Some(sn) => sn.write_status_json(out),
             None => out.push_str("null"),
         }
         out.push_str(",\"connections\":[");
@@ -167,9 +174,9 @@ impl Report<'_> {
             c.bytes_up + lu,
             c.bytes_down + ld
         );
-        if let Some(f) = self.snoop {
+        if let Some(sn) = self.snoop {
             out.push_str("snoop:       ");
-            f(out);
+            sn.write_status_json(out);
             out.push('\n');
         }
         if self.active() > 0 {
