@@ -14,7 +14,7 @@ use crate::config::{Config, OutgoingSource};
 use crate::nfqueue::{self, NfQueue};
 use crate::pool::{ConnId, FourTuple, Pool, SlotState};
 use crate::relay::{Conn, End, Ready, Step};
-use crate::snoop::{self, Snoop};
+use crate::snoop::{Snoop, SnoopVerdict};
 use crate::stats::{Counters, Report};
 use crate::sys::Errno;
 use crate::sys::poll::{self, PollFd};
@@ -126,15 +126,9 @@ impl SnoopRuntime {
         let engine = &mut self.engine;
         let tx = &mut self.tx;
         self.queue.drain(BUDGET, |pkt| {
-            let Ok(ip) = crate::wire::ip::parse(pkt.payload) else {
-                return nfqueue::Verdict::Accept;
-            };
-            let Some(dir) = engine.classify(&ip, pkt.indev, pkt.outdev) else {
-                return nfqueue::Verdict::Accept;
-            };
-            match engine.on_packet(pkt.payload, dir, now, tx) {
-                snoop::Verdict::Accept => nfqueue::Verdict::Accept,
-                snoop::Verdict::Drop => nfqueue::Verdict::Drop,
+            match engine.on_packet(pkt.payload, pkt.indev, pkt.outdev, now, tx) {
+                SnoopVerdict::Accept => nfqueue::Verdict::Accept,
+                SnoopVerdict::Drop => nfqueue::Verdict::Drop,
             }
         });
     }
