@@ -14,7 +14,7 @@ use crate::error::StartError;
 use crate::nfqueue::{self, NfQueue};
 use crate::pool::{ConnId, Pool};
 use crate::relay::{self, End, Ready, Refusal, Step};
-use crate::snoop::{self, Snoop};
+use crate::snoop::{Snoop, SnoopVerdict};
 use crate::stats::{Counters, Report};
 use crate::sys::Errno;
 use crate::sys::poll::{self, Events, Poller};
@@ -110,15 +110,9 @@ impl SnoopRuntime {
         let engine = &mut self.engine;
         let tx = &mut self.tx;
         self.queue.drain(budget, |pkt| {
-            let Ok(ip) = crate::wire::ip::parse(pkt.payload) else {
-                return nfqueue::QueueVerdict::Accept;
-            };
-            let Some(dir) = engine.classify(&ip, pkt.indev, pkt.outdev) else {
-                return nfqueue::QueueVerdict::Accept;
-            };
-            match engine.on_packet(pkt.payload, dir, now, tx) {
-                snoop::Verdict::Accept => nfqueue::QueueVerdict::Accept,
-                snoop::Verdict::Drop => nfqueue::QueueVerdict::Drop,
+            match engine.on_packet(pkt.payload, pkt.indev, pkt.outdev, now, tx) {
+                SnoopVerdict::Accept => nfqueue::QueueVerdict::Accept,
+                SnoopVerdict::Drop => nfqueue::QueueVerdict::Drop,
             }
         });
     }
