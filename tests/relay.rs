@@ -638,3 +638,102 @@ fn echo_once(tb: &Testbed, addr: &'static str, msg: &'static [u8]) {
     .join()
     .expect("client");
 }
+
+/// Issue 11, defect 1: a connection passed while the pool was full keeps
+/// that decision when its SYN is retransmitted after a slot has freed and
+/// after many other passes (pepwrt used to remember only 64 passes, for
+/// 8 s, and then split the retransmission: the client and the server then
+/// disagreed about who the connection was with).
+#[test]
+fn a_passed_connection_stays_passed_when_its_syn_comes_again() {
+    let mut tb = Testbed::new();
+    tb.install_rules("iptables", &[]);
+    tb.start_pepwrt(&["--max-conns", "1"]);
+    let busy = tb.server_listener("198.18.1.2:7011");
+    let busy_srv = thread::spawn(move || echo_after_eof(busy, 71));
+    let victim = tb.server_listener("198.18.1.2:7010");
+    let victim_srv = thread::spawn(move || echo_after_eof(victim, 1));
+    // One connection holds the whole pool.
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let holder = tb.in_client(move || {
+        let mut s = TcpStream::connect("198.18.1.2:7011").expect("connect");
+        let _ = released.recv_timeout(Duration::from_secs(20));
+        s.shutdown(Shutdown::Write).expect("half-close");
+        read_all(&mut s, Duration::from_secs(10)).expect("echo");
+    });
+    assert!(eventually(Duration::from_secs(5), || tb.counter("active") == 1));
+    // The victim's SYN is passed (pool full) and its SYN-ACKs are lost for
+    // a while, so its SYN comes again after the pool has room.
+    let drop_synack = [
+        "OUTPUT",
+        "-p",
+        "tcp",
+        "--sport",
+        "7010",
+        "--tcp-flags",
+        "SYN,ACK",
+        "SYN,ACK",
+        "-j",
+        "DROP",
+    ];
+    let rule = |op: &str| {
+        let mut args = vec!["iptables", "-w", op];
+        args.extend_from_slice(&drop_synack);
+        tb.exec_server(&args);
+    };
+    rule("-A");
+    let started = std::time::Instant::now();
+    let victim = tb.in_client(|| {
+        let target = "198.18.1.2:7010".parse().expect("address");
+        let mut s = TcpStream::connect_timeout(&target, Duration::from_secs(20)).expect("connect");
+        s.write_all(b"victim").expect("write");
+        s.shutdown(Shutdown::Write).expect("half-close");
+        read_all(&mut s, Duration::from_secs(10)).expect("echo")
+    });
+    assert!(eventually(Duration::from_secs(5), || tb
+        .counter("passed_full")
+        == 1));
+    for _ in 0..70 {
+        echo_once(&tb, "198.18.1.2:7011", b"x");
+    }
+    release.send(()).expect("holder");
+    holder.join().expect("holder");
+    assert!(eventually(Duration::from_secs(5), || tb.counter("active") == 0));
+    // Past the victim's first SYN retransmission (1 s), then let SYN-ACKs by.
+    thread::sleep(Duration::from_millis(1500).saturating_sub(started.elapsed()));
+    rule("-D");
+    assert_eq!(victim.join().expect("victim"), b"victim");
+    victim_srv.join().expect("server");
+    busy_srv.join().expect("server");
+    assert_eq!(tb.counter("split"), 1, "only the holder: {}", tb.status());
+}
+
+/// Issue 11, defect 5: control clients that connect and never ask, or
+/// never read, cost the relay nothing (the loop used to block on each).
+#[test]
+fn silent_control_clients_do_not_stall_relaying() {
+    let mut tb = Testbed::new();
+    tb.install_rules("iptables", &[]);
+    tb.start_pepwrt(&[]);
+    let listener = tb.server_listener("198.18.1.2:7012");
+    let srv = thread::spawn(move || echo_after_eof(listener, 20));
+    let silent: Vec<std::os::unix::net::UnixStream> = (0..40)
+        .map(|_| std::os::unix::net::UnixStream::connect(&tb.control).expect("control"))
+        .collect();
+    let t = std::time::Instant::now();
+    for _ in 0..20 {
+        echo_once(&tb, "198.18.1.2:7012", b"through");
+    }
+    let took = t.elapsed();
+    srv.join().expect("server");
+    // Blocking 50 ms on each silent client stalled these exchanges for
+    // over 2 s in all; 1 s leaves room for a slow machine and none for
+    // the old behaviour.
+    eprintln!("20 exchanges beside 40 silent control clients: {took:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "relaying stalled for {took:?}"
+    );
+    drop(silent);
+    assert!(tb.try_status().is_some());
+}

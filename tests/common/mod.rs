@@ -390,3 +390,26 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Polls `f` every 20 ms until it holds or `limit` passes; whether it held.
+pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Testbed {
+    /// Runs a command in the server namespace and asserts success.
+    pub fn exec_server(&self, args: &[&str]) {
+        let mut full = vec!["ip", "netns", "exec", &self.server];
+        full.extend_from_slice(args);
+        run(&full);
+    }
+}
