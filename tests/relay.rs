@@ -86,15 +86,11 @@ fn status_and_ss_show_both_legs_of_a_live_connection() {
         assert_eq!(&buf, b"world");
         let _ = rx.recv_timeout(Duration::from_secs(10));
     });
-    // Wait (bounded) until the connection is relaying.
     let mut st = String::new();
-    for _ in 0..100 {
+    eventually(Duration::from_secs(5), || {
         st = tb.status();
-        if st.contains("\"state\":\"relay\"") {
-            break;
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
+        st.contains("\"state\":\"relay\"")
+    });
     assert!(st.contains("\"client\":\"198.18.0.2:"), "{st}");
     assert!(st.contains("\"server\":\"198.18.1.2:7001\""), "{st}");
     // The router holds both legs: one socket towards the client (local
@@ -128,12 +124,7 @@ fn full_pool_passes_new_connections_unsplit_and_they_still_work() {
                 .expect("t")
         })
         .collect();
-    for _ in 0..100 {
-        if tb.counter("active") == 2 {
-            break;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
+    eventually(Duration::from_secs(2), || tb.counter("active") == 2);
     assert_eq!(tb.counter("active"), 2);
     // ... so the third passes through unsplit, and works.
     echo_once(&tb, "198.18.1.2:7002", b"through");
@@ -293,12 +284,7 @@ fn sigterm_lets_live_connections_finish_then_exits_cleanly() {
         s.shutdown(Shutdown::Write).expect("shutdown");
         read_all(&mut s, Duration::from_secs(10)).expect("read")
     });
-    for _ in 0..100 {
-        if tb.counter("active") == 1 {
-            break;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
+    eventually(Duration::from_secs(2), || tb.counter("active") == 1);
     tb.signal(d, libc::SIGTERM);
     thread::sleep(Duration::from_millis(300));
     tx.send(()).ok();
@@ -450,12 +436,7 @@ fn malformed_syn_is_accepted_and_counted() {
         .join()
         .expect("client");
     assert_eq!(sent, 24);
-    for _ in 0..100 {
-        if tb.counter("malformed") == 1 {
-            break;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
+    eventually(Duration::from_secs(2), || tb.counter("malformed") == 1);
     assert_eq!(tb.counter("malformed"), 1, "{}", tb.status());
     assert_eq!(tb.counter("split"), 0);
     // And pepwrt carries on.
@@ -508,15 +489,12 @@ fn server_reset_after_a_large_write_loses_no_acknowledged_bytes() {
         let (mut s, _) = listener.accept().expect("accept");
         s.write_all(&data).expect("write");
         // Wait (bounded) until the router has acknowledged everything.
-        for _ in 0..500 {
+        eventually(Duration::from_secs(5), || {
             let mut unacked: libc::c_int = 0;
             // SAFETY: TIOCOUTQ writes one int.
             unsafe { libc::ioctl(s.as_raw_fd(), libc::TIOCOUTQ, &mut unacked) };
-            if unacked == 0 {
-                break;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
+            unacked == 0
+        });
         drop(socket2_linger0(s));
     });
     let got = tb
