@@ -142,6 +142,7 @@ pub struct Proxy {
     /// Each slot's registered interest (client, server), index for index.
     watched: Vec<[Events; 2]>,
     listeners: Vec<TcpListener>,
+    ports: relay::SourcePorts,
     /// Set when accept failed for lack of resources; cleared each tick.
     accept_paused: bool,
     syns: Option<SynQueue>,
@@ -193,6 +194,9 @@ impl Proxy {
             pool,
             poller,
             listeners,
+            ports: relay::SourcePorts::new(
+                cfg.outgoing_source == crate::config::OutgoingSource::Client,
+            ),
             accept_paused: false,
             syns: Some(syns),
             snoop,
@@ -413,7 +417,14 @@ impl Proxy {
                     return;
                 }
             };
-            match relay::take(&self.cfg, &mut self.pool, client, peer, now) {
+            match relay::take(
+                &self.cfg,
+                &mut self.pool,
+                &mut self.ports,
+                client,
+                peer,
+                now,
+            ) {
                 Ok(id) => {
                     self.counters.total += 1;
                     self.watched[id.index()] = [0; 2];

@@ -715,3 +715,63 @@ fn silent_control_clients_do_not_stall_relaying() {
     drop(silent);
     assert!(tb.try_status().is_some());
 }
+
+/// Issue 11, defect 3: the outgoing leg leaves from the client's address;
+/// its port must not be one of the client's own unsplit connections to
+/// the same server (the kernel picks ports knowing only the router's own
+/// sockets). A narrow port range makes a clash likely: the client holds 90
+/// unsplit connections in 41000-41099, the router picks from 41000-41119.
+#[test]
+fn outgoing_legs_never_take_a_port_of_the_clients_unsplit_connections() {
+    let mut tb = Testbed::new();
+    let range = |ns: &str, r: &str| {
+        let setting = format!("net.ipv4.ip_local_port_range={r}");
+        run(&["ip", "netns", "exec", ns, "sysctl", "-qw", &setting]);
+    };
+    range(&tb.client, "41000 41099");
+    range(&tb.router, "41000 41119");
+    tb.install_rules("iptables", &[]);
+    let listener = tb.server_listener("198.18.1.2:7040");
+    let srv = thread::spawn(move || echo_after_eof(listener, 100));
+    // Before pepwrt runs, the queue is bypassed: these pass unsplit.
+    let unsplit = tb
+        .in_client(|| {
+            (0..90)
+                .map(|_| TcpStream::connect("198.18.1.2:7040").expect("connect"))
+                .collect::<Vec<_>>()
+        })
+        .join()
+        .expect("unsplit");
+    tb.start_pepwrt(&[]);
+    for _ in 0..10 {
+        let t = std::time::Instant::now();
+        echo_once(&tb, "198.18.1.2:7040", b"split");
+        assert!(
+            t.elapsed() < Duration::from_millis(900),
+            "a split connection waited {:?} (a clash costs a 1 s SYN retransmission)",
+            t.elapsed()
+        );
+    }
+    assert_eq!(tb.counter("total"), 10, "{}", tb.status());
+    // Every unsplit connection is still whole.
+    let results = tb
+        .in_client(move || {
+            unsplit
+                .into_iter()
+                .enumerate()
+                .map(|(i, mut s)| {
+                    let msg = format!("unsplit {i}");
+                    s.write_all(msg.as_bytes())
+                        .and_then(|()| s.shutdown(Shutdown::Write))
+                        .and_then(|()| read_all(&mut s, Duration::from_secs(10)))
+                        .map(|back| back == msg.as_bytes())
+                        .unwrap_or(false)
+                })
+                .filter(|ok| !ok)
+                .count()
+        })
+        .join()
+        .expect("unsplit");
+    assert_eq!(results, 0, "unsplit connections broken by a clashing port");
+    srv.join().expect("server");
+}

@@ -7,4 +7,4 @@ mod open;
 mod tests;
 
 pub use conn::{Conn, End, Ready, Step};
-pub use open::{Refusal, listeners, take};
+pub use open::{Refusal, SourcePorts, listeners, take};

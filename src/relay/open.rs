@@ -4,13 +4,14 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Instant;
 
 use super::Conn;
 use crate::config::{Config, OutgoingSource};
 use crate::error::StartError;
 use crate::pool::{ConnId, Pool};
+use crate::sys::conntrack::Conntrack;
 use crate::sys::socket;
 use crate::tuning;
 use crate::tuple::FourTuple;
@@ -40,6 +41,82 @@ pub fn listeners(cfg: &Config) -> Result<Vec<TcpListener>, StartError> {
     Ok(out)
 }
 
+/// Ports tried for one outgoing leg before leaving the choice to the
+/// kernel.
+const PORT_PROBES: u16 = 64;
+
+/// Source ports for outgoing legs that leave from the client's address.
+/// The kernel would pick one knowing only the router's own sockets, and
+/// might pick the port of one of the client's own unsplit connections to
+/// the same server: then the two would share one conntrack entry and the
+/// server would answer the wrong one. Conntrack knows every connection
+/// that crosses the router, so a port it has no entry for is free.
+pub struct SourcePorts {
+    ct: Option<Conntrack>,
+    low: u16,
+    span: u16,
+    /// xorshift state for the ports tried.
+    seed: u32,
+}
+
+impl SourcePorts {
+    /// `needed`: whether outgoing legs leave from the client's address.
+    pub fn new(needed: bool) -> SourcePorts {
+        let (low, high) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|r| {
+                let mut it = r.split_whitespace().map(|p| p.parse::<u16>().ok());
+                Some((it.next()??, it.next()??))
+            })
+            .filter(|(l, h)| l <= h)
+            .unwrap_or((32768, 60999));
+        // A look-up of a tuple nobody uses tells whether ctnetlink answers
+        // (and loads its module while pepwrt is still root).
+        let nobody = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+        let ct = match Conntrack::open().and_then(|mut ct| ct.exists(nobody, nobody).map(|_| ct)) {
+            _ if !needed => None,
+            Ok(ct) => Some(ct),
+            Err(e) => {
+                log::warn!(
+                    "conntrack netlink unavailable ({e}): outgoing ports are left to the kernel and may clash with a client's unsplit connections; install kmod-nf-conntrack-netlink"
+                );
+                None
+            }
+        };
+        let seed = std::process::id().wrapping_mul(2_654_435_761) | 1;
+        SourcePorts {
+            ct,
+            low,
+            span: high - low,
+            seed,
+        }
+    }
+
+    /// A port from `client`'s address toward `server` that no connection
+    /// uses, tried at random (a random try finds a free port even where
+    /// most are taken), each try spending one of `tries`; none when
+    /// conntrack cannot tell or the tries are spent.
+    fn next_free(&mut self, client: IpAddr, server: SocketAddr, tries: &mut u16) -> Option<u16> {
+        let ct = self.ct.as_mut()?;
+        while *tries > 0 {
+            *tries -= 1;
+            self.seed ^= self.seed << 13;
+            self.seed ^= self.seed >> 17;
+            self.seed ^= self.seed << 5;
+            let port = self.low + (self.seed % (u32::from(self.span) + 1)) as u16;
+            match ct.exists(SocketAddr::new(client, port), server) {
+                Ok(false) => return Some(port),
+                Ok(true) => {}
+                Err(e) => {
+                    log::debug!("conntrack look-up: {e}");
+                    return None;
+                }
+            }
+        }
+        None
+    }
+}
+
 /// Why an accepted client got a reset instead of a relay.
 #[derive(Debug)]
 pub enum Refusal {
@@ -57,6 +134,7 @@ pub enum Refusal {
 pub fn take(
     cfg: &Config,
     pool: &mut Pool,
+    ports: &mut SourcePorts,
     client: TcpStream,
     peer: SocketAddr,
     now: Instant,
@@ -87,20 +165,40 @@ pub fn take(
     if let Err(e) = tuning::after_handshake(client.as_raw_fd(), &cfg.client_leg) {
         log::debug!("client leg options: {e}");
     }
-    let src = match cfg.outgoing_source {
-        OutgoingSource::Client => Some(peer.ip()),
-        OutgoingSource::Router => None,
-    };
     let leg = &cfg.server_leg;
-    let server = socket::connect(local, src, cfg.server_fastopen, |fd| {
+    let (tos, mss) = claim.syn.map_or((0, None), |s| (s.tos, s.options.mss));
+    let setup = |fd: RawFd| {
         // The client's DSCP travels on; the server leg's MSS is what the
         // client asked for unless configured.
-        let (tos, mss) = claim.syn.map_or((0, None), |s| (s.tos, s.options.mss));
         if let Err(e) = socket::set_tos(fd, local.is_ipv4(), tos) {
             log::debug!("copying TOS: {e}");
         }
         tuning::before_handshake(fd, leg, mss)
-    });
+    };
+    let connect = |src| socket::connect(local, src, cfg.server_fastopen, setup);
+    let server = match cfg.outgoing_source {
+        OutgoingSource::Router => connect(None),
+        OutgoingSource::Client => {
+            // A port conntrack has no entry for; if the router's own
+            // sockets hold it (EADDRINUSE, EADDRNOTAVAIL), the next one.
+            let mut chosen = None;
+            let mut tries = PORT_PROBES;
+            while let Some(port) = ports.next_free(peer.ip(), local, &mut tries) {
+                match connect(Some(SocketAddr::new(peer.ip(), port))) {
+                    Err(e)
+                        if matches!(
+                            e.raw_os_error(),
+                            Some(libc::EADDRINUSE | libc::EADDRNOTAVAIL)
+                        ) => {}
+                    done => {
+                        chosen = Some(done);
+                        break;
+                    }
+                }
+            }
+            chosen.unwrap_or_else(|| connect(Some(SocketAddr::new(peer.ip(), 0))))
+        }
+    };
     let server = match server {
         Ok(s) => s,
         Err(e) => {

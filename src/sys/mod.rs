@@ -4,6 +4,7 @@
 #![allow(unsafe_code)]
 
 pub mod alloc_count;
+pub mod conntrack;
 pub mod netlink;
 pub mod poll;
 pub mod privileges;
