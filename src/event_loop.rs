@@ -251,12 +251,13 @@ impl Proxy {
                 self.tick(now);
                 next_tick = now + TICK;
             }
-            if let Some(stop) = self.stop_at {
-                if self.pool.active_count() == 0 || now >= stop {
-                    self.close_all(End::Shutdown, now);
-                    log::info!("stopped");
-                    return Ok(());
-                }
+            if self
+                .stop_at
+                .is_some_and(|stop| self.pool.active_count() == 0 || now >= stop)
+            {
+                self.close_all(End::Shutdown, now);
+                log::info!("stopped");
+                return Ok(());
             }
             let mut wake = next_tick;
             if let Some(sn) = &mut self.snoop {

@@ -54,41 +54,27 @@ fn main() -> ExitCode {
 }
 
 fn run(cfg: Config) -> ExitCode {
-    let foreground = cfg.foreground;
     let user = cfg.user.clone();
-    logger::init(foreground, cfg.log_level);
+    logger::init(cfg.foreground, cfg.log_level);
+    let fail = |message: &str, code: u8| {
+        logger::fatal(message);
+        ExitCode::from(code)
+    };
     if let Err(e) = check::preflight(&cfg) {
-        log::error!("{}", e.message);
-        if !foreground {
-            eprintln!("pepwrt: {}", e.message);
-        }
-        return ExitCode::from(e.exit_code);
+        return fail(&e.message, e.exit_code);
     }
     let mut proxy = match event_loop::Proxy::start(cfg) {
         Ok(p) => p,
-        Err(e) => {
-            log::error!("{}", e.message);
-            if !foreground {
-                eprintln!("pepwrt: {}", e.message);
-            }
-            return ExitCode::from(e.exit_code);
-        }
+        Err(e) => return fail(&e.message, e.exit_code),
     };
     if let Some(user) = &user {
         if let Err(e) = sys::privileges::drop_to(user) {
-            log::error!("{e}");
-            if !foreground {
-                eprintln!("pepwrt: {e}");
-            }
-            return ExitCode::from(1);
+            return fail(&e.to_string(), 1);
         }
         log::info!("running as {user} with CAP_NET_ADMIN and CAP_NET_RAW only");
     }
     match proxy.run() {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            log::error!("event loop failed: {e}");
-            ExitCode::from(1)
-        }
+        Err(e) => fail(&format!("event loop failed: {e}"), 1),
     }
 }

@@ -193,13 +193,14 @@ impl Pool {
     }
 
     /// Puts a live connection into its claimed slot. A stale handle hands
-    /// the connection back.
-    pub fn activate(&mut self, id: ConnId, conn: Conn) -> Result<(), Conn> {
+    /// the connection back (boxed: a path that never runs need not make
+    /// every call's result large).
+    pub fn activate(&mut self, id: ConnId, conn: Conn) -> Result<(), Box<Conn>> {
         let Some(s) = self.slot_mut(id) else {
-            return Err(conn);
+            return Err(Box::new(conn));
         };
         if !matches!(s.state, State::Claimed) {
-            return Err(conn);
+            return Err(Box::new(conn));
         }
         s.state = State::Active(conn);
         self.active += 1;

@@ -184,11 +184,11 @@ impl Conn {
 
     fn connecting(&mut self, ready: Ready, up: &mut Ring, down: &mut Ring, now: Instant) -> Step {
         // Buffer early client bytes: they leave once connected.
-        if ready.client & (poll::IN | poll::ERR) != 0 {
-            if pull(&mut self.client, up, &mut self.up).is_err() {
-                // Nothing can reach the server yet.
-                return self.abort(End::ClientReset);
-            }
+        if ready.client & (poll::IN | poll::ERR) != 0
+            && pull(&mut self.client, up, &mut self.up).is_err()
+        {
+            // Nothing can reach the server yet.
+            return self.abort(End::ClientReset);
         }
         if ready.server == 0 {
             return Step::Continue;

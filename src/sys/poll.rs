@@ -64,7 +64,7 @@ impl Poller {
     /// wake-up.
     pub fn wait(&mut self, timeout: Duration) -> io::Result<impl Iterator<Item = Event> + '_> {
         let ms = timeout.as_millis().min(60_000) as libc::c_int
-            + i32::from(timeout.subsec_nanos() % 1_000_000 != 0);
+            + i32::from(!timeout.subsec_nanos().is_multiple_of(1_000_000));
         // SAFETY: the pointer and length describe our own buffer.
         let r = unsafe {
             libc::epoll_wait(
