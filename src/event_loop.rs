@@ -3,8 +3,7 @@
 //! the control socket and Snoop. No other module waits.
 
 use std::io;
-use std::net::TcpListener;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 use crate::admission::SynQueue;
@@ -13,10 +12,9 @@ use crate::control::{Control, Format};
 use crate::error::StartError;
 use crate::nfqueue::{self, NfQueue};
 use crate::pool::{ConnId, Pool};
-use crate::relay::{self, End, Ready, Refusal, Step};
+use crate::relay::{End, Intake, Ready, Step};
 use crate::snoop::{Snoop, SnoopVerdict};
 use crate::stats::{Counters, Report};
-use crate::sys::Errno;
 use crate::sys::poll::{self, Events, Poller};
 use crate::sys::raw::RawSender;
 use crate::sys::signals::SignalPipe;
@@ -141,10 +139,7 @@ pub struct Proxy {
     poller: Poller,
     /// Each slot's registered interest (client, server), index for index.
     watched: Vec<[Events; 2]>,
-    listeners: Vec<TcpListener>,
-    ports: relay::SourcePorts,
-    /// Set when accept failed for lack of resources; cleared each tick.
-    accept_paused: bool,
+    intake: Intake,
     syns: Option<SynQueue>,
     snoop: Option<SnoopRuntime>,
     control: Control,
@@ -161,7 +156,7 @@ impl Proxy {
         let report = 4096 + 256 * usize::from(cfg.max_conns);
         // First, so that a second pepwrt is told so before anything else.
         let control = Control::bind(&cfg.control_path, report)?;
-        let listeners = relay::listeners(&cfg)?;
+        let intake = Intake::open(&cfg)?;
         let syns = SynQueue::open(&cfg)?;
         let snoop = match &cfg.snoop {
             Some(s) => Some(SnoopRuntime::start(&cfg, s)?),
@@ -193,11 +188,7 @@ impl Proxy {
             watched: vec![[0; 2]; pool.capacity()],
             pool,
             poller,
-            listeners,
-            ports: relay::SourcePorts::new(
-                cfg.outgoing_source == crate::config::OutgoingSource::Client,
-            ),
-            accept_paused: false,
+            intake,
             syns: Some(syns),
             snoop,
             control,
@@ -234,9 +225,9 @@ impl Proxy {
 
     fn watch_listeners(&mut self, events: Events) {
         let old = if events == 0 { poll::IN } else { 0 };
-        for (i, l) in self.listeners.iter().enumerate() {
+        for (i, fd) in self.intake.fds() {
             let token = Token::Listener(i).encode();
-            if let Err(e) = self.poller.watch(l.as_raw_fd(), old, events, token) {
+            if let Err(e) = self.poller.watch(fd, old, events, token) {
                 log::warn!("listener: {e}");
             }
         }
@@ -386,64 +377,22 @@ impl Proxy {
         }
         self.syns = None;
         self.snoop = None;
-        for i in 0..self.listeners.len() {
+        for i in 0..self.intake.fds().count() {
             self.on_accept(i, now);
         }
-        self.listeners.clear();
+        self.intake.close();
         self.stop_at = Some(now + DRAIN);
     }
 
     fn on_accept(&mut self, which: usize, now: Instant) {
-        for _ in 0..BUDGET {
-            let Some(listener) = self.listeners.get(which) else {
-                return;
-            };
-            let (client, peer) = match listener.accept() {
-                Ok(x) => x,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                // The client gave up before we got to it: next one.
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ECONNABORTED | libc::EPROTO)) => {
-                    continue;
-                }
-                Err(e) => {
-                    // Out of fds or memory: the listener stays readable, so
-                    // stop watching it until the next tick instead of
-                    // spinning; the backlog waits.
-                    log::warn!(
-                        "accept: {}; pausing new connections for a second",
-                        Errno::of(&e)
-                    );
-                    self.accept_paused = true;
-                    self.watch_listeners(0);
-                    return;
-                }
-            };
-            match relay::take(
-                &self.cfg,
-                &mut self.pool,
-                &mut self.ports,
-                client,
-                peer,
-                now,
-            ) {
-                Ok(id) => {
-                    self.counters.total += 1;
-                    self.watched[id.index()] = [0; 2];
-                    self.sync_conn(id);
-                }
-                Err(Refusal::NotAdmitted) => {
-                    self.counters.refused += 1;
-                    log::debug!("refused {peer}: not admitted");
-                }
-                Err(Refusal::NoSlot) => {
-                    self.counters.refused += 1;
-                    log::info!("{peer}: handshake outlived its reservation and the pool is full");
-                }
-                Err(Refusal::ConnectFailed(e)) => {
-                    self.counters.connect_failed += 1;
-                    log::info!("{peer}: connect failed at once: {}", Errno::of(&e));
-                }
-            }
+        let (cfg, pool, counters) = (&self.cfg, &mut self.pool, &mut self.counters);
+        let accepted = self.intake.accept(which, cfg, pool, counters, now);
+        for &id in &accepted.new {
+            self.watched[id.index()] = [0; 2];
+            self.sync_conn(id);
+        }
+        if accepted.paused {
+            self.watch_listeners(0);
         }
     }
 
@@ -483,26 +432,12 @@ impl Proxy {
             return;
         };
         self.watched[id.index()] = [0; 2];
-        self.counters.bytes_up += conn.bytes_up();
-        self.counters.bytes_down += conn.bytes_down();
-        if let End::ConnectFailed(_) | End::ConnectTimeout = end {
-            self.counters.connect_failed += 1;
-        }
-        log::info!(
-            "{} -> {}: {}{} after {:.1} s, {} bytes up, {} bytes down",
-            conn.tuple.client,
-            conn.tuple.server,
-            end.describe(),
-            Reason(end),
-            now.duration_since(conn.started).as_secs_f64(),
-            conn.bytes_up(),
-            conn.bytes_down()
-        );
+        self.counters.on_end(&conn, end);
+        log::info!("{}", conn.close_line(end, now));
     }
 
     fn tick(&mut self, now: Instant) {
-        if self.accept_paused {
-            self.accept_paused = false;
+        if self.intake.resume() {
             self.watch_listeners(poll::IN);
         }
         self.pool.expire_reservations(now);
@@ -530,18 +465,6 @@ impl Proxy {
                 live.conn.abort(end);
             }
             self.finish(id, end, now);
-        }
-    }
-}
-
-/// The reason behind a failed connect, for the close line (": No route to host").
-struct Reason(End);
-
-impl std::fmt::Display for Reason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            End::ConnectFailed(e) => write!(f, ": {}", crate::sys::Errno(e)),
-            _ => Ok(()),
         }
     }
 }

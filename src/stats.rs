@@ -4,6 +4,7 @@ use std::fmt::Write;
 use std::time::Instant;
 
 use crate::pool::Pool;
+use crate::relay::{Conn, End, Refusal};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Counters {
@@ -20,6 +21,25 @@ pub struct Counters {
     /// Bytes of finished connections; live ones are added when reporting.
     pub bytes_up: u64,
     pub bytes_down: u64,
+}
+
+impl Counters {
+    /// A finished connection's bytes and, if it never connected, that.
+    pub fn on_end(&mut self, conn: &Conn, end: End) {
+        self.bytes_up += conn.bytes_up();
+        self.bytes_down += conn.bytes_down();
+        if let End::ConnectFailed(_) | End::ConnectTimeout = end {
+            self.connect_failed += 1;
+        }
+    }
+
+    /// An accepted client that got a reset instead of a relay.
+    pub fn on_refusal(&mut self, refusal: &Refusal) {
+        match refusal {
+            Refusal::ConnectFailed(_) => self.connect_failed += 1,
+            Refusal::NotAdmitted | Refusal::NoSlot => self.refused += 1,
+        }
+    }
 }
 
 /// Everything a status report shows, borrowed from the running proxy.

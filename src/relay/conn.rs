@@ -66,6 +66,38 @@ impl End {
     }
 }
 
+/// A connection's last words for the log, as an admin reads them:
+/// `198.18.0.2:45680 -> 198.18.1.2:5001: closed after 2.4 s, 10485760
+/// bytes up, 0 bytes down`.
+pub struct CloseLine<'a> {
+    conn: &'a Conn,
+    end: End,
+    now: Instant,
+}
+
+impl std::fmt::Display for CloseLine<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let c = self.conn;
+        write!(
+            f,
+            "{} -> {}: {}",
+            c.tuple.client,
+            c.tuple.server,
+            self.end.describe()
+        )?;
+        if let End::ConnectFailed(e) = self.end {
+            write!(f, ": {}", crate::sys::Errno(e))?;
+        }
+        write!(
+            f,
+            " after {:.1} s, {} bytes up, {} bytes down",
+            self.now.duration_since(c.started).as_secs_f64(),
+            c.up.bytes,
+            c.down.bytes
+        )
+    }
+}
+
 /// Readiness of a connection's two sockets from one poll.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Ready {
@@ -126,6 +158,14 @@ impl Conn {
     /// The client's and the server's socket, for the event loop's set.
     pub fn fds(&self) -> (RawFd, RawFd) {
         (self.client.as_raw_fd(), self.server.as_raw_fd())
+    }
+
+    pub fn close_line(&self, end: End, now: Instant) -> CloseLine<'_> {
+        CloseLine {
+            conn: self,
+            end,
+            now,
+        }
     }
 
     pub fn bytes_up(&self) -> u64 {

@@ -1,4 +1,5 @@
-//! Split connections: opening one (the listeners, the outgoing leg) and
+//! Split connections: opening one (the listeners, the slot, the outgoing
+//! leg) and
 //! relaying it (the state machine in conn.rs).
 
 mod conn;
@@ -7,4 +8,4 @@ mod open;
 mod tests;
 
 pub use conn::{Conn, End, Ready, Step};
-pub use open::{Refusal, SourcePorts, listeners, take};
+pub use open::{Accepted, Intake, Refusal};

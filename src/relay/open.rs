@@ -11,6 +11,8 @@ use super::Conn;
 use crate::config::{Config, OutgoingSource};
 use crate::error::StartError;
 use crate::pool::{ConnId, Pool};
+use crate::stats::Counters;
+use crate::sys::Errno;
 use crate::sys::conntrack::Conntrack;
 use crate::sys::socket;
 use crate::tuning;
@@ -19,26 +21,123 @@ use crate::tuple::FourTuple;
 /// Pending handshakes per listener.
 const BACKLOG: i32 = 1024;
 
-/// The IPv4 and (if enabled and available) IPv6 transparent listeners.
-pub fn listeners(cfg: &Config) -> Result<Vec<TcpListener>, StartError> {
-    let mut addrs = vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), cfg.port)];
-    if cfg.ipv6 {
-        addrs.push(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), cfg.port));
-    }
-    let mut out = Vec::new();
-    for addr in addrs {
-        let leg = &cfg.client_leg;
-        match socket::transparent_listener(addr, BACKLOG, |fd| {
-            tuning::before_handshake(fd, leg, None)
-        }) {
-            Ok(l) => out.push(l),
-            Err(e) if addr.is_ipv6() && e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
-                log::warn!("IPv6 is not available in this kernel; intercepting IPv4 only");
-            }
-            Err(e) => return Err(StartError::listener(addr, &e)),
+/// Pepwrt's side of the client's handshake: the transparent listeners,
+/// and what accepting from them needs.
+pub struct Intake {
+    listeners: Vec<TcpListener>,
+    ports: SourcePorts,
+    /// Accepting failed for lack of fds or memory: the listeners stay
+    /// unwatched until the next tick instead of waking the loop in vain.
+    paused: bool,
+}
+
+/// What one round of accepting did.
+pub struct Accepted {
+    /// The connections now live, to be watched.
+    pub new: heapless::Vec<ConnId, ACCEPT_BUDGET>,
+    /// Accepting ran out of fds or memory: stop watching the listeners.
+    pub paused: bool,
+}
+
+/// Accepts per wake-up before the loop serves others.
+pub const ACCEPT_BUDGET: usize = 64;
+
+impl Intake {
+    /// The IPv4 and (if enabled and available) IPv6 transparent listeners.
+    pub fn open(cfg: &Config) -> Result<Intake, StartError> {
+        let mut addrs = vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), cfg.port)];
+        if cfg.ipv6 {
+            addrs.push(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), cfg.port));
         }
+        let mut listeners = Vec::new();
+        for addr in addrs {
+            let leg = &cfg.client_leg;
+            match socket::transparent_listener(addr, BACKLOG, |fd| {
+                tuning::before_handshake(fd, leg, None)
+            }) {
+                Ok(l) => listeners.push(l),
+                Err(e) if addr.is_ipv6() && e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
+                    log::warn!("IPv6 is not available in this kernel; intercepting IPv4 only");
+                }
+                Err(e) => return Err(StartError::listener(addr, &e)),
+            }
+        }
+        Ok(Intake {
+            listeners,
+            ports: SourcePorts::new(cfg.outgoing_source == OutgoingSource::Client),
+            paused: false,
+        })
     }
-    Ok(out)
+
+    /// The listeners' fds, by index.
+    pub fn fds(&self) -> impl Iterator<Item = (usize, RawFd)> + '_ {
+        self.listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (i, l.as_raw_fd()))
+    }
+
+    /// Ends a pause; whether there was one (then watch the listeners again).
+    pub fn resume(&mut self) -> bool {
+        std::mem::replace(&mut self.paused, false)
+    }
+
+    /// Stops accepting for good: the listeners close.
+    pub fn close(&mut self) {
+        self.listeners.clear();
+    }
+
+    /// Accepts what listener `which` has waiting, up to ACCEPT_BUDGET.
+    pub fn accept(
+        &mut self,
+        which: usize,
+        cfg: &Config,
+        pool: &mut Pool,
+        counters: &mut Counters,
+        now: Instant,
+    ) -> Accepted {
+        let mut done = Accepted {
+            new: heapless::Vec::new(),
+            paused: false,
+        };
+        let Some(listener) = self.listeners.get(which) else {
+            return done;
+        };
+        for _ in 0..ACCEPT_BUDGET {
+            let (client, peer) = match listener.accept() {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // The client gave up before we got to it: next one.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ECONNABORTED | libc::EPROTO)) => {
+                    continue;
+                }
+                Err(e) => {
+                    // Out of fds or memory: the backlog waits.
+                    log::warn!(
+                        "accept: {}; pausing new connections for a second",
+                        Errno::of(&e)
+                    );
+                    self.paused = true;
+                    done.paused = true;
+                    break;
+                }
+            };
+            match take(cfg, pool, &mut self.ports, client, peer, now) {
+                Ok(id) => {
+                    counters.total += 1;
+                    let _ = done.new.push(id);
+                }
+                Err(refusal) => {
+                    counters.on_refusal(&refusal);
+                    match refusal {
+                        Refusal::NotAdmitted => log::debug!("{peer}: {refusal}"),
+                        _ => log::info!("{peer}: {refusal}"),
+                    }
+                }
+            }
+        }
+        done
+    }
 }
 
 /// Ports tried for one outgoing leg before leaving the choice to the
@@ -51,7 +150,7 @@ const PORT_PROBES: u16 = 64;
 /// the same server: then the two would share one conntrack entry and the
 /// server would answer the wrong one. Conntrack knows every connection
 /// that crosses the router, so a port it has no entry for is free.
-pub struct SourcePorts {
+struct SourcePorts {
     ct: Option<Conntrack>,
     low: u16,
     span: u16,
@@ -61,7 +160,7 @@ pub struct SourcePorts {
 
 impl SourcePorts {
     /// `needed`: whether outgoing legs leave from the client's address.
-    pub fn new(needed: bool) -> SourcePorts {
+    fn new(needed: bool) -> SourcePorts {
         let (low, high) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
             .ok()
             .and_then(|r| {
@@ -129,9 +228,23 @@ pub enum Refusal {
     ConnectFailed(io::Error),
 }
 
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::NotAdmitted => f.write_str("refused: not admitted"),
+            Refusal::NoSlot => {
+                f.write_str("reset: its handshake outlived its reservation and the pool is full")
+            }
+            Refusal::ConnectFailed(e) => {
+                write!(f, "connect failed at once: {}", crate::sys::Errno::of(e))
+            }
+        }
+    }
+}
+
 /// Gives an accepted client its slot and starts the outgoing leg; on
 /// refusal the client is reset.
-pub fn take(
+fn take(
     cfg: &Config,
     pool: &mut Pool,
     ports: &mut SourcePorts,
