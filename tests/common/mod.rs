@@ -404,11 +404,239 @@ pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
+// ---- Additions for the reliability campaign (torture, flood, soak). ----
+
+/// Runs a command in any namespace and asserts success.
+pub fn exec_in(ns: &str, args: &[&str]) -> Output {
+    let mut full = vec!["ip", "netns", "exec", ns];
+    full.extend_from_slice(args);
+    let out = sh(&full);
+    assert!(
+        out.status.success(),
+        "{ns}: {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The byte stream `payload(seed, n)` produces, generated in pieces so
+/// that multi-megabyte transfers need no buffer of their size.
+pub struct Pattern(u64);
+
+impl Pattern {
+    pub fn new(seed: u64) -> Pattern {
+        Pattern(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for b in buf {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            *b = self.0 as u8;
+        }
+    }
+}
+
+/// How a read side ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Orderly close (FIN).
+    Eof,
+    /// Reset by the peer.
+    Reset,
+    /// Our read timeout passed.
+    Timeout,
+    Other(std::io::ErrorKind),
+}
+
+impl Ending {
+    pub fn of(e: &std::io::Error) -> Ending {
+        use std::io::ErrorKind as K;
+        match e.kind() {
+            K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe => Ending::Reset,
+            K::WouldBlock | K::TimedOut => Ending::Timeout,
+            k => Ending::Other(k),
+        }
+    }
+}
+
+/// Writes `len` bytes of `Pattern::new(seed)`, optionally pausing once
+/// halfway.
+pub fn send_pattern(
+    s: &mut TcpStream,
+    seed: u64,
+    len: usize,
+    pause: Option<Duration>,
+) -> std::io::Result<()> {
+    let mut pat = Pattern::new(seed);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut put = |s: &mut TcpStream, mut n: usize| -> std::io::Result<()> {
+        while n > 0 {
+            let k = n.min(buf.len());
+            pat.fill(&mut buf[..k]);
+            s.write_all(&buf[..k])?;
+            n -= k;
+        }
+        Ok(())
+    };
+    match pause {
+        Some(p) => {
+            put(s, len / 2)?;
+            thread::sleep(p);
+            put(s, len - len / 2)
+        }
+        None => put(s, len),
+    }
+}
+
+/// What `recv_pattern` saw: the bytes that matched, where the first
+/// mismatch was, and how the stream ended (`None`: `len` bytes arrived,
+/// the stream may go on).
+#[derive(Debug)]
+pub struct Received {
+    pub good: usize,
+    pub mismatch_at: Option<usize>,
+    pub ending: Option<Ending>,
+}
+
+/// Reads up to `len` bytes, checking each against `Pattern::new(seed)`.
+pub fn recv_pattern(s: &mut TcpStream, seed: u64, len: usize) -> Received {
+    let mut pat = Pattern::new(seed);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut want = vec![0u8; 64 * 1024];
+    let mut r = Received {
+        good: 0,
+        mismatch_at: None,
+        ending: None,
+    };
+    while r.good < len {
+        let cap = buf.len().min(len - r.good);
+        let n = match s.read(&mut buf[..cap]) {
+            Ok(0) => {
+                r.ending = Some(Ending::Eof);
+                return r;
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                r.ending = Some(Ending::of(&e));
+                return r;
+            }
+        };
+        pat.fill(&mut want[..n]);
+        if let Some(i) = (0..n).find(|&i| buf[i] != want[i]) {
+            r.mismatch_at = Some(r.good + i);
+            r.good += i;
+            return r;
+        }
+        r.good += n;
+    }
+    r
+}
+
+/// Reads what is left until the stream ends; the bytes and the ending.
+pub fn read_rest(s: &mut TcpStream) -> (Vec<u8>, Ending) {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return (out, Ending::Eof),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return (out, Ending::of(&e)),
+        }
+    }
+}
+
+/// SO_LINGER 0: closing the socket sends RST.
+pub fn set_linger0(s: &TcpStream) {
+    let lg = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid fd, pointer and size.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const lg).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+}
+
+/// A process's resident set (kB) and open fds, from /proc.
+pub fn rss_kb(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+impl Testbed {
+    /// The pid of the pepwrt that answers status.
+    pub fn pepwrt_pid(&self) -> u32 {
+        self.counter("pid") as u32
+    }
+
+    /// Waits (bounded) until no connection is active; the last count.
+    pub fn wait_idle(&self, limit: Duration) -> u64 {
+        let deadline = Instant::now() + limit;
+        loop {
+            let active = self.counter("active");
+            if active == 0 || Instant::now() >= deadline {
+                return active;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Times one status request (the whole round trip of `pepwrt status`
+    /// is dominated by process start-up, so this talks to the socket).
+    pub fn status_latency(&self) -> Option<Duration> {
+        let t = Instant::now();
+        let mut s = std::os::unix::net::UnixStream::connect(&self.control).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        s.write_all(b"json\n").ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        out.contains("\"counters\"").then(|| t.elapsed())
+    }
+}
+
 impl Testbed {
     /// Runs a command in the server namespace and asserts success.
     pub fn exec_server(&self, args: &[&str]) {
         let mut full = vec!["ip", "netns", "exec", &self.server];
         full.extend_from_slice(args);
         run(&full);
+    }
+
+    /// Packets the iptables NFQUEUE rules (IPv4 and IPv6) have sent to the
+    /// queue so far: every SYN that reached admission's rule, including
+    /// retransmissions and SYNs the queue then dropped or bypassed.
+    pub fn queue_rule_packets(&self) -> u64 {
+        ["iptables", "ip6tables"]
+            .iter()
+            .map(|ipt| {
+                let out = self.exec(&[
+                    ipt, "-w", "-t", "mangle", "-L", "PEPWRT_Q", "-v", "-x", "-n",
+                ]);
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .filter(|l| l.contains("NFQUEUE"))
+                    .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+                    .sum::<u64>()
+            })
+            .sum()
     }
 }
