@@ -355,21 +355,25 @@ return view.extend({
 
 		field(s, null, form.Flag, 'enabled', _('Enable Snoop'), null, { rmempty: false });
 
+		// The fields below hide while Snoop is off; retain keeps their
+		// options in UCI then (LuCI removes a hidden field's option on Save
+		// otherwise, and switching Snoop on again would show them empty).
+
 		field(s, null, widgets.DeviceSelect, 'target', _('Wireless side'),
 			_('Interfaces (or subnets) behind which the lossy wireless devices are, for example wlan0.'),
-			{ multiple: true, noaliases: true, validate: targetCheck, depends: [ 'enabled', '1' ] });
+			{ multiple: true, noaliases: true, validate: targetCheck, depends: [ 'enabled', '1' ], retain: true });
 
 		field(s, null, form.Value, 'flows', _('Tracked connections'),
 			_('How many connections Snoop looks after at once, 1 to 4096.'),
-			{ datatype: 'range(1,4096)', placeholder: '64', depends: [ 'enabled', '1' ] });
+			{ datatype: 'range(1,4096)', placeholder: '64', depends: [ 'enabled', '1' ], retain: true });
 
 		field(s, null, form.Value, 'cache_size', _('Cache size'),
 			_('Memory for the copies of sent data, from 16k to 64m.'),
-			{ placeholder: '1m', validate: sizeCheck(16384, 67108864, '16k', '64m'), depends: [ 'enabled', '1' ] });
+			{ placeholder: '1m', validate: sizeCheck(16384, 67108864, '16k', '64m'), depends: [ 'enabled', '1' ], retain: true });
 
 		field(s, null, form.Value, 'queue', _('Packet queue number'),
 			_('NFQUEUE number for Snoop, 0 to 65535; must differ from the accelerator\'s.'),
-			{ datatype: 'range(0,65535)', placeholder: '3136', depends: [ 'enabled', '1' ], validate: snoopQueueCheck });
+			{ datatype: 'range(0,65535)', placeholder: '3136', depends: [ 'enabled', '1' ], validate: snoopQueueCheck, retain: true });
 
 		return m.render();
 	}
