@@ -454,6 +454,7 @@ fn views_render_in_headless_chromium() {
 fn views_behave_as_under_real_luci() {
     let dir = TempDir::new("chromium-real");
     render(&dir.0, "config-save", None);
+    render(&dir.0, "config-save-2102", None);
     render(&dir.0, "config-save-invalid", None);
     render(&dir.0, "status-error", None);
 }

@@ -18,6 +18,7 @@
 //                       root (root is granted everything)
 //   HARNESS.save        { "section.option": formvalue, ... } typed into the
 //                       form, then saved the way LuCI's form.Map.save does
+//   HARNESS.noRetain    save as LuCI of the 21.02 era, which has no retain
 // and it reads back #harness-result (JSON) when the body gets class "done".
 //
 // Where real LuCI behaves in a way a view can get wrong, the harness does
@@ -459,7 +460,7 @@ AbstractValue = extend(Base, {
 	// when emptied.
 	parse: function(section_id) {
 		if (!this.isActive(section_id)) {
-			if (!this.retain)
+			if (!this.retain || H.noRetain)
 				return this.remove(section_id);
 			return;
 		}

@@ -287,6 +287,8 @@ const SCENARIOS = {
 	'status-error': () => ({ view: 'status', status: [ { ubus_status: 4 } ], polls: 1 }),
 	// Snoop switched off and a port added to a list, then Save.
 	'config-save': () => ({ view: 'config', save: { 'snoop.enabled': '0', 'main.exclude_port': [ '22', '853' ] } }),
+	// The same with LuCI of the 21.02 era, which has no retain.
+	'config-save-2102': () => ({ view: 'config', noRetain: true, save: { 'snoop.enabled': '0', 'main.exclude_port': [ '22', '853' ] } }),
 	// An invalid value: Save must refuse and change nothing.
 	'config-save-invalid': () => ({ view: 'config', save: { 'main.max_conns': 'lots' } })
 };
@@ -303,7 +305,8 @@ function page(name, out) {
 		pollSecs: 3,
 		checks: sc.checks || [],
 		acl: JSON.parse(read(path.join(PKG, 'root/usr/share/rpcd/acl.d/luci-app-pepwrt.json'))),
-		save: sc.save || null
+		save: sc.save || null,
+		noRetain: !!sc.noRetain
 	};
 
 	// </script> inside JSON would end the script element early.
@@ -353,7 +356,7 @@ function verify(name, domFile) {
 		expect(/<option value="bbr"[^>]*>bbr</.test(shown), 'congestion control choices come from the kernel list');
 		expect(/class="ifacebadge[^"]*">eth0</.test(shown), 'the interface picker lists the router\'s interfaces');
 	}
-	else if (name == 'config-save') {
+	else if (name == 'config-save' || name == 'config-save-2102') {
 		const snoop = r.uciAfter.pepwrt.snoop, main = r.uciAfter.pepwrt.main;
 		const had = JSON.parse(read(path.join(HERE, 'fixtures', 'pepwrt.uci.json'))).pepwrt;
 		expect(snoop.enabled === '0', 'Snoop switched off: ' + JSON.stringify(snoop));
