@@ -1647,6 +1647,22 @@ impl OpenWrtRoot {
         text
     }
 
+    /// Stand-ins (openwrt/lib/stubs/record, logging to /tmp/shim.log) for
+    /// ip and iptables: busybox 1.28's ip rejects the policy rule, and this
+    /// iptables lacks the TPROXY, socket and NFQUEUE modules. Returns the
+    /// shell prefix that puts them first on PATH.
+    fn shim(&self) -> &'static str {
+        let dir = self.path("tmp/shim");
+        if !dir.exists() {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::copy(repo().join("openwrt/lib/stubs/record"), dir.join("record")).unwrap();
+            for n in ["ip", "iptables", "ip6tables"] {
+                std::os::unix::fs::symlink("record", dir.join(n)).unwrap();
+            }
+        }
+        "export PATH=/tmp/shim:$PATH STUB_LOG=/tmp/shim.log;"
+    }
+
     fn uci(&self, what: &str) -> String {
         self.must(&format!("uci -q get {what} || true"))
             .trim()
@@ -1736,16 +1752,7 @@ fn ipk_installs_starts_stops_and_removes_in_openwrt_18_06() {
     // With an ip that takes masks and an iptables with the TPROXY, socket
     // and NFQUEUE modules (neither is in this root: stand-ins that record
     // their calls), start hands procd the daemon and its triggers.
-    std::fs::create_dir_all(ow.path("tmp/shim")).unwrap();
-    std::fs::copy(
-        repo().join("openwrt/lib/stubs/record"),
-        ow.path("tmp/shim/record"),
-    )
-    .unwrap();
-    for n in ["ip", "iptables", "ip6tables"] {
-        std::os::unix::fs::symlink("record", ow.path("tmp/shim").join(n)).unwrap();
-    }
-    let shim = "export PATH=/tmp/shim:$PATH STUB_LOG=/tmp/shim.log;";
+    let shim = ow.shim();
     let out = ow.must(&format!("{shim} /etc/init.d/pepwrt start"));
     let json = procd_json(&out);
     for want in [
@@ -1844,5 +1851,41 @@ fn luci_ipk_installs_in_openwrt_18_06() {
         !ow.path("www/luci-static/resources/view/pepwrt/config.js")
             .exists(),
         "{log}"
+    );
+}
+
+#[test]
+fn init_reads_uci_lists_and_refuses_bad_values_in_openwrt_18_06() {
+    // The real /lib/functions.sh and uci: lists become repeated flags.
+    let (ow, _) = openwrt_with_pepwrt("owrt-uci");
+    ow.must(
+        "uci set pepwrt.main.enabled=1; uci set pepwrt.main.server_cc=cubic; \
+         uci add_list pepwrt.main.intercept=198.18.2.0/24; uci add_list pepwrt.main.exclude_port=853; \
+         uci set pepwrt.snoop.enabled=1; uci commit pepwrt",
+    );
+    let out = ow.must(&format!("{} /etc/init.d/pepwrt start", ow.shim()));
+    let json = procd_json(&out);
+    for want in [
+        "\"--intercept\", \"br-lan\", \"--intercept\", \"198.18.2.0/24\", \"--exclude-port\", \"22\", \"--exclude-port\", \"853\"",
+        "\"--snoop\", \"wlan0\"",
+    ] {
+        assert!(json.contains(want), "missing {want} in {json}");
+    }
+    ow.must(&format!("{} /etc/init.d/pepwrt stop", ow.shim()));
+
+    // A bad value: refused by `pepwrt check` before anything is installed.
+    ow.must("uci set pepwrt.main.buffer_size=3x; uci commit pepwrt; rm -f /tmp/shim.log");
+    let out = ow.must(&format!("{} /etc/init.d/pepwrt start", ow.shim()));
+    assert!(
+        out.contains(
+            "bad configuration in /etc/config/pepwrt, not starting: --buffer: '3x' is not a size"
+        ),
+        "{out}"
+    );
+    assert!(!procd_json(&out).contains("\"command\""), "{out}");
+    let calls = std::fs::read_to_string(ow.path("tmp/shim.log")).unwrap_or_default();
+    assert!(
+        !calls.contains("'-I'") && !calls.contains("'add'"),
+        "rules installed anyway: {calls}"
     );
 }
