@@ -640,3 +640,77 @@ impl Testbed {
             .sum()
     }
 }
+
+// ---- cross builds and packages (tests/cross.rs, tests/package.rs) --------
+
+/// Every OpenWrt architecture pepwrt is built for, as in cross/arch.sh.
+pub const ALL_ARCHS: &[&str] = &[
+    "mips_24kc",
+    "mipsel_24kc",
+    "arm_cortex-a7_neon-vfpv4",
+    "aarch64_cortex-a53",
+    "x86_64",
+];
+
+/// What the default test run builds and packages: big-endian MIPS and
+/// 32-bit ARM (where byte-order and word-size bugs show) and x86_64 (the
+/// package installed and run in the OpenWrt root). `PEPWRT_ARCHS=all` (or
+/// a space-separated list) changes it.
+pub const DEFAULT_ARCHS: &[&str] = &["mips_24kc", "arm_cortex-a7_neon-vfpv4", "x86_64"];
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target"))
+}
+
+/// The architectures to build and check: $PEPWRT_ARCHS, else the default.
+pub fn test_archs() -> Vec<String> {
+    let env = std::env::var("PEPWRT_ARCHS").unwrap_or_default();
+    let names: Vec<String> = match env.trim() {
+        "" => DEFAULT_ARCHS.iter().map(|s| s.to_string()).collect(),
+        "all" => ALL_ARCHS.iter().map(|s| s.to_string()).collect(),
+        list => list.split_whitespace().map(String::from).collect(),
+    };
+    for n in &names {
+        assert!(
+            ALL_ARCHS.contains(&n.as_str()),
+            "PEPWRT_ARCHS: unknown architecture {n} (known: {ALL_ARCHS:?}, or all)"
+        );
+    }
+    names
+}
+
+/// `<repo>/../shared/tools`: apk-tools 3 and the OpenWrt 18.06 root. CI
+/// has it at the same place; its absence fails the test, it never skips.
+pub fn shared_tools() -> PathBuf {
+    let dir = repo().join("../shared/tools");
+    assert!(
+        dir.join("apk").is_file() && dir.join(OPENWRT_ROOT_TARBALL).is_file(),
+        "{} must hold apk and {OPENWRT_ROOT_TARBALL} (see its README.md); the package tests use the real tools",
+        dir.display()
+    );
+    dir
+}
+
+pub const OPENWRT_ROOT_TARBALL: &str = "openwrt-18.06.1-x86-generic-rootfs.tar.gz";
+
+/// Runs a command with its stderr passed through (live progress, not
+/// captured by the test harness) and returns its stdout, or the failure.
+pub fn run_with_progress(cmd: &mut Command) -> Result<String, String> {
+    let start = Instant::now();
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("{cmd:?}: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    if !out.status.success() {
+        return Err(format!("{cmd:?} failed ({}):\n{stdout}", out.status));
+    }
+    eprintln!("{cmd:?} took {:?}", start.elapsed());
+    Ok(stdout)
+}
