@@ -204,8 +204,8 @@ fn failed_connect_and_server_reset_reach_the_client_as_resets() {
         let (s, _) = listener.accept().expect("accept");
         (&s).write_all(b"partial").expect("write");
         thread::sleep(Duration::from_millis(200));
-        let s2 = socket2_linger0(s);
-        drop(s2);
+        set_linger0(&s);
+        drop(s);
     });
     let r = tb
         .in_client(|| {
@@ -227,26 +227,6 @@ fn failed_connect_and_server_reset_reach_the_client_as_resets() {
     );
     assert!(tb.counter("connect_failed") >= 1);
     assert!(tb.log().contains("server reset"), "{}", tb.log());
-}
-
-/// Sets SO_LINGER 0 so dropping the stream sends RST.
-fn socket2_linger0(s: TcpStream) -> TcpStream {
-    use std::os::fd::AsRawFd;
-    let lg = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: valid fd, pointer and size.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&raw const lg).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    s
 }
 
 #[test]
@@ -495,7 +475,8 @@ fn server_reset_after_a_large_write_loses_no_acknowledged_bytes() {
             unsafe { libc::ioctl(s.as_raw_fd(), libc::TIOCOUTQ, &mut unacked) };
             unacked == 0
         });
-        drop(socket2_linger0(s));
+        set_linger0(&s);
+        drop(s);
     });
     let got = tb
         .in_client(|| {

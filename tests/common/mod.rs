@@ -124,15 +124,7 @@ impl Testbed {
 
     /// Runs a command in the router namespace and asserts success.
     pub fn exec(&self, args: &[&str]) -> Output {
-        let mut full = vec!["ip", "netns", "exec", &self.router];
-        full.extend_from_slice(args);
-        let out = sh(&full);
-        assert!(
-            out.status.success(),
-            "{args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+        exec_in(&self.router, args)
     }
 
     /// Installs the interception rules pepwrt prints for `flags`.
@@ -616,9 +608,7 @@ impl Testbed {
 impl Testbed {
     /// Runs a command in the server namespace and asserts success.
     pub fn exec_server(&self, args: &[&str]) {
-        let mut full = vec!["ip", "netns", "exec", &self.server];
-        full.extend_from_slice(args);
-        run(&full);
+        exec_in(&self.server, args);
     }
 
     /// Packets the iptables NFQUEUE rules (IPv4 and IPv6) have sent to the
