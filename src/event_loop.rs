@@ -451,6 +451,7 @@ impl Proxy {
             now,
             buffer_bytes: self.cfg.buffer_bytes,
             snoop: snoop_json.as_ref().map(|f| f as &dyn Fn(&mut String)),
+            link: self.cfg.link_in_force(),
         };
         if json {
             report.write_json(&mut out);

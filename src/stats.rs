@@ -3,6 +3,7 @@
 use std::fmt::Write;
 use std::time::Instant;
 
+use crate::config::{LinkInForce, LinkLeg};
 use crate::pool::{Pool, SlotState};
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -31,6 +32,72 @@ pub struct Report<'a> {
     pub buffer_bytes: u32,
     /// Snoop's JSON object, if Snoop runs.
     pub snoop: Option<&'a dyn Fn(&mut String)>,
+    /// The link settings and what they set, if given.
+    pub link: Option<LinkInForce>,
+}
+
+fn json_opt(out: &mut String, key: &str, v: Option<u64>) {
+    match v {
+        Some(v) => write!(out, "\"{key}\":{v},"),
+        None => write!(out, "\"{key}\":null,"),
+    }
+    .unwrap_or(());
+}
+
+/// `{"uplink_bps":..,"downlink_bps":..,"rtt_ms":..,"leg":..,
+/// "pacing_bps":..,"sndbuf_bytes":..,"route_initcwnd":..}` or null.
+fn write_link_json(out: &mut String, link: Option<LinkInForce>) {
+    let Some(f) = link else {
+        out.push_str("null");
+        return;
+    };
+    out.push('{');
+    json_opt(out, "uplink_bps", f.link.uplink_bps);
+    json_opt(out, "downlink_bps", f.link.downlink_bps);
+    let _ = write!(
+        out,
+        "\"rtt_ms\":{:.1},\"leg\":\"{}\",",
+        f.link.rtt.as_secs_f64() * 1000.0,
+        leg_name(f.link.leg)
+    );
+    json_opt(out, "pacing_bps", f.pacing_bytes_per_s.map(|b| b * 8));
+    json_opt(out, "sndbuf_bytes", f.sndbuf_bytes.map(u64::from));
+    json_opt(out, "route_initcwnd", f.route_initcwnd.map(u64::from));
+    out.pop();
+    out.push('}');
+}
+
+fn leg_name(leg: LinkLeg) -> &'static str {
+    match leg {
+        LinkLeg::Server => "server",
+        LinkLeg::Client => "client",
+    }
+}
+
+/// One line for people: the figures and what pepwrt does with them.
+fn write_link_text(out: &mut String, f: LinkInForce) {
+    let mbit = |bps: Option<u64>| match bps {
+        Some(b) => format!("{:.3} Mbit/s", b as f64 / 1e6),
+        None => "not set".to_string(),
+    };
+    let _ = write!(
+        out,
+        "link:        uplink {}, downlink {}, RTT {} ms; {} leg over the link",
+        mbit(f.link.uplink_bps),
+        mbit(f.link.downlink_bps),
+        f.link.rtt.as_millis(),
+        leg_name(f.link.leg)
+    );
+    if let Some(p) = f.pacing_bytes_per_s {
+        let _ = write!(out, ", paced at {}", mbit(Some(p * 8)));
+    }
+    if let Some(b) = f.sndbuf_bytes {
+        let _ = write!(out, ", send buffer {b} bytes");
+    }
+    if let Some(w) = f.route_initcwnd {
+        let _ = write!(out, ", initial window {w} segments (routes, pepwrt rules)");
+    }
+    out.push('\n');
 }
 
 /// Writes `s` as a JSON string (endpoints and states need no escaping,
@@ -107,7 +174,9 @@ impl Report<'_> {
             c.bytes_up + lu,
             c.bytes_down + ld,
         );
-        out.push_str("\"snoop\":");
+        out.push_str("\"link\":");
+        write_link_json(out, self.link);
+        out.push_str(",\"snoop\":");
         match self.snoop {
             Some(f) => f(out),
             None => out.push_str("null"),
@@ -177,6 +246,9 @@ impl Report<'_> {
             c.bytes_up + lu,
             c.bytes_down + ld
         );
+        if let Some(f) = self.link {
+            write_link_text(out, f);
+        }
         if let Some(f) = self.snoop {
             out.push_str("snoop:       ");
             f(out);
