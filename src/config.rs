@@ -759,10 +759,9 @@ impl LinkArgs {
     fn finish(self) -> Result<Option<Link>, ConfigError> {
         let rates = self.uplink_bps.is_some() || self.downlink_bps.is_some();
         match (rates, self.rtt) {
-            (false, None) if self.leg.is_none() => Ok(None),
-            (false, _) => {
-                err("--rtt and --link-leg need --uplink or --downlink (the link's rates)")
-            }
+            // --link-leg alone changes nothing: UCI may always pass it.
+            (false, None) => Ok(None),
+            (false, Some(_)) => err("--rtt needs --uplink or --downlink (the link's rates)"),
             (true, None) => err(
                 "--uplink/--downlink need --rtt (the link's round-trip time, e.g. 600ms) to size the window",
             ),
@@ -1096,7 +1095,10 @@ mod tests {
         assert_eq!(c.server_leg, LegOptions::default());
         for (args, needle) in [
             (&["--uplink", "10mbit"][..], "need --rtt"),
-            (&["--rtt", "600ms"][..], "need --uplink or --downlink"),
+            (
+                &["--rtt", "600ms"][..],
+                "--rtt needs --uplink or --downlink",
+            ),
             (&["--link-leg", "gateway"][..], "not server or client"),
         ] {
             let e = p(args).unwrap_err().to_string();
