@@ -155,7 +155,9 @@ def markdown(command, runs, setups, args, seconds):
         "",
     ]
     for run in runs:
-        out += [f"## {run['profile']} ({describe(run)})", "", profile_table(run, setups), ""]
+        out += [f"## {run['profile']} ({describe(run)})", "",
+                f"Link settings of this profile: `{' '.join(args.link_flags(run['profile']))}`", "",
+                profile_table(run, setups), ""]
         pt = pep_table(run)
         if pt:
             out += ["PEP process: VmRSS from /proc/PID/status at start, with every pool slot busy (64 parallel "
