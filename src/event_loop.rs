@@ -615,6 +615,7 @@ impl Proxy {
     }
 
     fn tick(&mut self, now: Instant) {
+        tuning::rebalance(&self.cfg);
         self.accept_paused = false;
         self.pool.expire_reservations(now);
         let idle = self.cfg.idle_timeout;
