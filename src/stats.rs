@@ -54,10 +54,12 @@ fn write_link_json(out: &mut String, link: Option<LinkInForce>) {
     out.push('{');
     json_opt(out, "uplink_bps", f.link.uplink_bps);
     json_opt(out, "downlink_bps", f.link.downlink_bps);
+    let us = f.link.rtt.as_micros();
     let _ = write!(
         out,
-        "\"rtt_ms\":{:.1},\"leg\":\"{}\",",
-        f.link.rtt.as_secs_f64() * 1000.0,
+        "\"rtt_ms\":{}.{:03},\"leg\":\"{}\",",
+        us / 1000,
+        us % 1000,
         leg_name(f.link.leg)
     );
     json_opt(out, "pacing_bps", f.pacing_bytes_per_s.map(|b| b * 8));
@@ -77,7 +79,7 @@ fn leg_name(leg: LinkLeg) -> &'static str {
 /// One line for people: the figures and what pepwrt does with them.
 fn write_link_text(out: &mut String, f: LinkInForce) {
     let mbit = |bps: Option<u64>| match bps {
-        Some(b) => format!("{:.3} Mbit/s", b as f64 / 1e6),
+        Some(b) => format!("{}.{:03} Mbit/s", b / 1_000_000, b % 1_000_000 / 1000),
         None => "not set".to_string(),
     };
     let _ = write!(

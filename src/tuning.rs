@@ -1,7 +1,7 @@
 //! Per-leg socket options from the command line (and, for the leg over
 //! the long link, from the link settings: see `config::Link`).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
@@ -63,15 +63,29 @@ pub fn rebalance(cfg: &Config) {
 }
 
 /// Long legs tracked for sharing; more are paced at the full rate.
-const SHARED_LEGS: usize = 4096;
+const SHARED_LEGS: usize = 1024;
 
 /// A leg counts as sending for this long after it opened, whatever its
 /// queue says: legs that open together (a web page's objects) have not
 /// queued anything yet when the next one opens.
-const YOUNG: Duration = Duration::from_secs(2);
+const YOUNG_MS: u32 = 2000;
 
 thread_local! {
+    // All zero bits, so the table costs no bytes in the binary (.tbss).
     static SHARES: RefCell<Shares> = const { RefCell::new(Shares::new()) };
+    /// What `SharedLeg::opened_ms` counts from.
+    static EPOCH: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// Milliseconds since this thread first asked (wraps after 49 days;
+/// only differences are used).
+fn now_ms(now: Instant) -> u32 {
+    let epoch = EPOCH.with(|e| {
+        let t = e.get().unwrap_or(now);
+        e.set(Some(t));
+        t
+    });
+    now.saturating_duration_since(epoch).as_millis() as u32
 }
 
 /// The link's rate split between the long legs that are sending. With a
@@ -92,13 +106,13 @@ struct SharedLeg {
     /// The cap last set, as the kernel reports it back: a closed fd
     /// reused by another socket reports something else.
     cap: u32,
-    opened: Option<Instant>,
+    opened_ms: u32,
 }
 
 const NO_LEG: SharedLeg = SharedLeg {
-    fd: -1,
+    fd: 0,
     cap: 0,
-    opened: None,
+    opened_ms: 0,
 };
 
 impl Shares {
@@ -116,16 +130,14 @@ impl Shares {
         if let Some(i) = self.legs[..self.len].iter().position(|l| l.fd == fd) {
             self.remove(i);
         }
+        // Beyond the table a leg keeps the full rate it was given.
         if self.len < SHARED_LEGS {
             self.legs[self.len] = SharedLeg {
                 fd,
                 cap: 0,
-                opened: Some(now),
+                opened_ms: now_ms(now),
             };
             self.len += 1;
-        } else {
-            // Beyond the table: this leg keeps the full rate it has.
-            let _ = rate;
         }
         self.share(rate, now);
     }
@@ -157,8 +169,9 @@ impl Shares {
     }
 
     fn share(&mut self, rate: u64, now: Instant) {
+        let now = now_ms(now);
         let sending = |l: &SharedLeg| {
-            l.opened.is_some_and(|t| now.duration_since(t) < YOUNG)
+            now.wrapping_sub(l.opened_ms) < YOUNG_MS
                 || socket::unsent_bytes(l.fd).is_ok_and(|n| n > 0)
         };
         let n = self.legs[..self.len].iter().filter(|l| sending(l)).count();
@@ -246,7 +259,7 @@ mod tests {
         let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
         s.add(c.as_raw_fd(), 1_000_000, t);
         assert_eq!(pacing_cap(c.as_raw_fd()), Some(500_000));
-        s.rebalance(1_000_000, t + YOUNG);
+        s.rebalance(1_000_000, t + Duration::from_millis(u64::from(YOUNG_MS)));
         assert_eq!(pacing_cap(c.as_raw_fd()), Some(1_000_000));
     }
 }

@@ -175,7 +175,7 @@ fn link_settings_are_validated_and_shown() {
     tb.start_pepwrt(&link);
     let json = tb.status();
     assert!(
-        json.contains("\"link\":{\"uplink_bps\":10000000,\"downlink_bps\":50000000,\"rtt_ms\":600.0,\"leg\":\"server\",\"pacing_bps\":10000000,\"sndbuf_bytes\":1500000,\"route_initcwnd\":518}"),
+        json.contains("\"link\":{\"uplink_bps\":10000000,\"downlink_bps\":50000000,\"rtt_ms\":600.000,\"leg\":\"server\",\"pacing_bps\":10000000,\"sndbuf_bytes\":1500000,\"route_initcwnd\":518}"),
         "{json}"
     );
     let control = tb.control.to_string_lossy().to_string();

@@ -697,8 +697,6 @@ const DEFAULT_FLAGS: &[&str] = &[
     "10",
     "--outgoing-source",
     "client",
-    "--server-cc",
-    "bbr",
     "--queue",
     "3135",
     "--port",

@@ -310,7 +310,8 @@ return view.extend({
 		o.value('router', _('Router'));
 
 		ccOption(s, 'server', 'server_cc', _('Congestion control'),
-			_('How the router\'s connection to the server paces its sending. BBR usually does best on long or lossy links. ' +
+			_('How the router\'s connection to the server paces its sending. The kernel default (cubic) is never slower than without pepwrt; ' +
+			  'with the link\'s figures set (Link tab) and a round-trip time of 200 ms or more, pepwrt uses BBR, which keeps its speed through random loss. ' +
 			  'The list shows what the running kernel offers; install a package such as kmod-tcp-bbr to get more.'),
 			available);
 
