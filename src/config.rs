@@ -99,6 +99,13 @@ pub struct Link {
     pub leg: LinkLeg,
 }
 
+/// The most send buffer autotuning gives a socket (tcp_wmem's third
+/// field), if this system tells.
+fn autotuning_ceiling() -> Option<u64> {
+    let wmem = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem").ok()?;
+    wmem.split_whitespace().nth(2)?.parse().ok()
+}
+
 /// Link settings with at least this RTT choose BBR for the long leg.
 const BBR_MIN_RTT: Duration = Duration::from_millis(200);
 
@@ -165,8 +172,14 @@ impl Link {
         }
         if let Some(bps) = self.send_bps() {
             leg.pacing_bytes_per_s = Some(bps / 8);
+            // Send buffer autotuning starts at two initial windows and
+            // follows the RTT when it grows (queues, LEO handovers); a
+            // fixed buffer would not. So it is fixed only where
+            // autotuning's ceiling (tcp_wmem) cannot reach two BDPs.
             let two_bdp = (2 * self.bdp_bytes(bps)).clamp(64 * 1024, 1 << 30);
-            leg.sndbuf_bytes.get_or_insert(two_bdp as u32);
+            if autotuning_ceiling().is_some_and(|max| max < two_bdp) {
+                leg.sndbuf_bytes.get_or_insert(two_bdp as u32);
+            }
         }
     }
 }
@@ -1126,7 +1139,9 @@ mod tests {
         assert_eq!(link.initcwnd(), Some(518));
         assert_eq!(c.server_leg.pacing_bytes_per_s, Some(1_250_000));
         assert_eq!(c.server_leg.congestion.as_deref(), Some("bbr"));
-        assert_eq!(c.server_leg.sndbuf_bytes, Some(1_500_000));
+        // 2 x BDP = 1.5 MB: fixed only if autotuning cannot reach it.
+        let fixed = autotuning_ceiling().is_some_and(|max| max < 1_500_000);
+        assert_eq!(c.server_leg.sndbuf_bytes, fixed.then_some(1_500_000));
         assert_eq!(c.client_leg.pacing_bytes_per_s, None);
         // An explicit buffer wins; at a gateway the client leg sends
         // downloads at the downlink rate.

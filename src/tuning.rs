@@ -4,7 +4,7 @@
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::RawFd;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::config::{Config, LegOptions, LinkLeg};
 use crate::sys::socket::{
@@ -259,7 +259,10 @@ mod tests {
         let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
         s.add(c.as_raw_fd(), 1_000_000, t);
         assert_eq!(pacing_cap(c.as_raw_fd()), Some(500_000));
-        s.rebalance(1_000_000, t + Duration::from_millis(u64::from(YOUNG_MS)));
+        s.rebalance(
+            1_000_000,
+            t + std::time::Duration::from_millis(u64::from(YOUNG_MS)),
+        );
         assert_eq!(pacing_cap(c.as_raw_fd()), Some(1_000_000));
     }
 }

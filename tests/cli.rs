@@ -158,31 +158,33 @@ fn link_settings_are_validated_and_shown() {
         assert!(err.contains(needle), "{args:?}: {err}");
     }
     let mut tb = Testbed::new();
+    // Autotuning reaches 4 MB at most: the 7.5 MB of two BDPs is fixed.
+    tb.exec(&["sysctl", "-qw", "net.ipv4.tcp_wmem=4096 16384 4194304"]);
     let link = [
         "--uplink",
-        "10mbit",
-        "--downlink",
         "50mbit",
+        "--downlink",
+        "10mbit",
         "--rtt",
         "600ms",
     ];
     let (code, out, err) = tb_run(&tb, &[&["check"][..], &link].concat());
     assert_eq!(code, 0, "{out}{err}");
     assert!(
-        out.contains("ok      link: RTT 600 ms, BDP 750000 bytes sent over the link, initial window 518 segments"),
+        out.contains("ok      link: RTT 600 ms, BDP 3750000 bytes sent over the link, initial window 2590 segments"),
         "{out}"
     );
     tb.start_pepwrt(&link);
     let json = tb.status();
     assert!(
-        json.contains("\"link\":{\"uplink_bps\":10000000,\"downlink_bps\":50000000,\"rtt_ms\":600.000,\"leg\":\"server\",\"pacing_bps\":10000000,\"sndbuf_bytes\":1500000,\"route_initcwnd\":518}"),
+        json.contains("\"link\":{\"uplink_bps\":50000000,\"downlink_bps\":10000000,\"rtt_ms\":600.000,\"leg\":\"server\",\"pacing_bps\":50000000,\"sndbuf_bytes\":7500000,\"route_initcwnd\":2590}"),
         "{json}"
     );
     let control = tb.control.to_string_lossy().to_string();
     let (code, text, _) = tb_run(&tb, &["status", "--control", &control]);
     assert_eq!(code, 0);
     assert!(
-        text.contains("link:        uplink 10.000 Mbit/s, downlink 50.000 Mbit/s, RTT 600 ms; server leg over the link, paced at 10.000 Mbit/s"),
+        text.contains("link:        uplink 50.000 Mbit/s, downlink 10.000 Mbit/s, RTT 600 ms; server leg over the link, paced at 50.000 Mbit/s, send buffer 7500000 bytes"),
         "{text}"
     );
 }

@@ -138,11 +138,12 @@ def markdown(command, runs, setups, args, seconds):
         f"transfer timeout {args.timeout:g} s. Setups: " + ", ".join(setups) + ".",
         "",
         "- **direct**: plain forwarding. **defaults**: pepwrt in the router with the package's defaults "
-        "(what the init script passes for the default /etc/config/pepwrt: pool 128 x 32 KB, "
-        f"`{' '.join(args.setup_flags('defaults', 'geo')[0])}`). **link**: the same plus the link settings "
-        f"(geo: `{' '.join(args.link_flags('geo'))}`; per profile in tests/bench/run, LINKS). **link x2**: plus a "
-        "second pepwrt at the gateway side of the link with the same link settings and `--link-leg client "
-        "--client-cc bbr`. **link fast**: link settings that claim twice the link's rates.",
+        "(what the init script passes for the default /etc/config/pepwrt: pool 128 x 32 KB, the kernel's "
+        "congestion control, cubic). **link**: the same plus the link settings "
+        f"(geo: `{' '.join(args.link_flags('geo'))}`; per profile in tests/bench/run, LINKS; BBR where the RTT is "
+        "200 ms or more). **link x2**: plus a second pepwrt at the gateway side of the link with the same link "
+        "settings and `--link-leg client`. **link fast**: link settings that claim twice the link's rates. "
+        "**bbr**, **link bbr**, **link cubic**: a congestion control chosen by hand.",
         f"- On links with scheduled events (leo) every run starts {args.event_lead:g} s before the same one "
         "(a short outage, then the longer RTT), so every setup meets the same link.",
         "- End hosts use cubic with default buffers. Time = connect() to the last byte's arrival (uploads: "
