@@ -139,7 +139,8 @@ def markdown(command, runs, setups, args, seconds):
         "",
         "- **direct**: plain forwarding. **defaults**: pepwrt in the router with the package's defaults "
         "(what the init script passes for the default /etc/config/pepwrt: pool 128 x 32 KB, the kernel's "
-        "congestion control, cubic). **link**: the same plus the link settings "
+        "congestion control, which is cubic on OpenWrt and named here as `--server-cc cubic` because the test "
+        "namespaces inherit this host's). **link**: the same plus the link settings "
         f"(geo: `{' '.join(args.link_flags('geo'))}`; per profile in tests/bench/run, LINKS; BBR where the RTT is "
         "200 ms or more). **link x2**: plus a second pepwrt at the gateway side of the link with the same link "
         "settings and `--link-leg client`. **link fast**: link settings that claim twice the link's rates. "
