@@ -122,6 +122,27 @@ pub fn report(cfg: &Config) -> ExitCode {
             say("MISSING", &e);
         }
     }
+    if let Some(f) = cfg.link_in_force() {
+        // The figures were validated when parsed; this shows what they
+        // turn into, and flags a send buffer set smaller than the BDP.
+        let link = f.link;
+        let bdp = link.send_bps().map(|b| link.bdp_bytes(b));
+        let mut line = format!(
+            "link: RTT {} ms, BDP {} bytes sent over the link",
+            link.rtt.as_millis(),
+            bdp.map_or("(no rate)".to_string(), |b| b.to_string())
+        );
+        if let Some(w) = f.route_initcwnd {
+            line += &format!(", initial window {w} segments");
+        }
+        match (bdp, f.sndbuf_bytes) {
+            (Some(b), Some(s)) if u64::from(s) < b => say(
+                "WARN",
+                &format!("{line}; the send buffer ({s} bytes) is smaller than one BDP"),
+            ),
+            _ => say("ok", &line),
+        }
+    }
     match NfQueue::open(cfg.queue, 128, 16, 64 << 10) {
         Ok(_) => say("ok", &format!("NFQUEUE {} can be bound", cfg.queue)),
         Err(e) => {

@@ -73,6 +73,115 @@ pub struct LegOptions {
     pub sndbuf_bytes: Option<u32>,
     pub rcvbuf_bytes: Option<u32>,
     pub mss: Option<u16>,
+    /// SO_MAX_PACING_RATE in bytes per second: set from the link's rate
+    /// on the leg that sends over the long link.
+    pub pacing_bytes_per_s: Option<u64>,
+}
+
+/// Which leg of a split connection crosses the long link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkLeg {
+    /// pepwrt in the router on the user's side of the link: the outgoing
+    /// leg sends uploads over it.
+    Server,
+    /// pepwrt at the far end (a gateway): the intercepted leg sends
+    /// downloads over it.
+    Client,
+}
+
+/// The slow link's figures as the user knows them (like SQM's settings),
+/// named from the user's side: uplink is what the user sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link {
+    pub uplink_bps: Option<u64>,
+    pub downlink_bps: Option<u64>,
+    pub rtt: Duration,
+    pub leg: LinkLeg,
+}
+
+/// The most send buffer autotuning gives a socket (tcp_wmem's third
+/// field), if this system tells.
+fn autotuning_ceiling() -> Option<u64> {
+    let wmem = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem").ok()?;
+    wmem.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// Link settings with at least this RTT choose BBR for the long leg.
+const BBR_MIN_RTT: Duration = Duration::from_millis(200);
+
+/// Segment size the window figures assume: a 1500-byte MTU with TCP
+/// timestamps.
+const LINK_MSS: u64 = 1448;
+
+impl Link {
+    /// The rate pepwrt sends at over the link, and the rate it receives.
+    pub fn send_bps(&self) -> Option<u64> {
+        match self.leg {
+            LinkLeg::Server => self.uplink_bps,
+            LinkLeg::Client => self.downlink_bps,
+        }
+    }
+
+    pub fn receive_bps(&self) -> Option<u64> {
+        match self.leg {
+            LinkLeg::Server => self.downlink_bps,
+            LinkLeg::Client => self.uplink_bps,
+        }
+    }
+
+    /// Bandwidth-delay product in bytes.
+    pub fn bdp_bytes(&self, bps: u64) -> u64 {
+        let bits = u128::from(bps) * self.rtt.as_micros() / 1_000_000;
+        (bits / 8).min(u128::from(u64::MAX)) as u64
+    }
+
+    /// The BDP in full-sized segments, for a route's initial window: the
+    /// long leg's first flight fills the link instead of probing from 10.
+    pub fn window_segments(&self, bps: Option<u64>) -> Option<u32> {
+        let bdp = self.bdp_bytes(bps?);
+        Some(bdp.div_ceil(LINK_MSS).clamp(10, 65535) as u32)
+    }
+
+    /// Initial congestion window of the legs that send over the link.
+    pub fn initcwnd(&self) -> Option<u32> {
+        self.window_segments(self.send_bps())
+    }
+
+    /// Initial receive window of those legs' routes.
+    pub fn initrwnd(&self) -> Option<u32> {
+        self.window_segments(self.receive_bps())
+    }
+
+    /// The long leg's options: paced at the link's rate, and a send
+    /// buffer of two BDPs (one in flight, one to refill it while the
+    /// first is acknowledged) unless the user set one.
+    fn apply(&self, cfg: &mut Config) {
+        let leg = match self.leg {
+            LinkLeg::Server => &mut cfg.server_leg,
+            LinkLeg::Client => &mut cfg.client_leg,
+        };
+        // BBR holds the link's rate through random loss (a 1 % loss GEO
+        // link: 3.3x direct, cubic 2.6x) and also wins on a clean one, but
+        // BBR (v1) caps its window at twice the smallest RTT it has seen:
+        // where the RTT steps up, as at LEO handovers (40 to 100 ms), that
+        // cap cuts its rate for seconds (LEO uploads 0.8x direct). So BBR
+        // on long links, the kernel's default (cubic) on short ones,
+        // unless the user chose.
+        if leg.congestion.is_none() && self.rtt >= BBR_MIN_RTT {
+            leg.congestion = Some("bbr".to_string());
+        }
+        if let Some(bps) = self.send_bps() {
+            leg.pacing_bytes_per_s = Some(bps / 8);
+            // Send buffer autotuning starts at two initial windows and
+            // follows the RTT when it grows (queues, LEO handovers); a
+            // fixed buffer would not. So it is fixed only where
+            // autotuning's ceiling (tcp_wmem) cannot reach two BDPs.
+            let two_bdp = (2 * self.bdp_bytes(bps)).clamp(64 * 1024, 1 << 30);
+            if autotuning_ceiling().is_some_and(|max| max < two_bdp) {
+                leg.sndbuf_bytes.get_or_insert(two_bdp as u32);
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +212,8 @@ pub struct Config {
     /// Initial congestion window (segments) for connections the router
     /// opens itself, set on its default routes by `pepwrt rules`.
     pub initcwnd: Option<u16>,
+    /// The slow link's rates and RTT, when the user gave them.
+    pub link: Option<Link>,
     pub intercept: Vec<Target>,
     pub exclude_ports: Vec<u16>,
     pub ipv6: bool,
@@ -135,6 +246,7 @@ impl Default for Config {
             server_leg: LegOptions::default(),
             server_fastopen: false,
             initcwnd: None,
+            link: None,
             intercept: Vec::new(),
             exclude_ports: Vec::new(),
             ipv6: true,
@@ -145,7 +257,32 @@ impl Default for Config {
     }
 }
 
+/// What the link settings put in force, for `pepwrt status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkInForce {
+    pub link: Link,
+    /// The long leg's send pacing and buffer.
+    pub pacing_bytes_per_s: Option<u64>,
+    pub sndbuf_bytes: Option<u32>,
+    /// The initial window `pepwrt rules` gives the long legs' routes.
+    pub route_initcwnd: Option<u32>,
+}
+
 impl Config {
+    pub fn link_in_force(&self) -> Option<LinkInForce> {
+        let link = self.link?;
+        let leg = match link.leg {
+            LinkLeg::Server => &self.server_leg,
+            LinkLeg::Client => &self.client_leg,
+        };
+        Some(LinkInForce {
+            link,
+            pacing_bytes_per_s: leg.pacing_bytes_per_s,
+            sndbuf_bytes: leg.sndbuf_bytes,
+            route_initcwnd: self.initcwnd.map(u32::from).or(link.initcwnd()),
+        })
+    }
+
     /// The bit the daemon sets on SYNs it has decided on (split or pass), so
     /// the queue rule does not see them again after the repeat verdict.
     pub fn decided_mark(&self) -> u32 {
@@ -175,12 +312,6 @@ impl fmt::Display for ConfigError {
 
 fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
     Err(ConfigError(msg.into()))
-}
-
-enum Owned {
-    Short(char),
-    Long(String),
-    Value(OsString),
 }
 
 pub const HELP: &str = "\
@@ -258,6 +389,33 @@ OUTGOING LEG (router to server):
                              the link instead (ip route change ROUTE
                              initcwnd N initrwnd N)
 
+LINK (the slow link's figures, like SQM's; optional):
+    --uplink RATE            the link's rate from this side to the far side
+    --downlink RATE          its rate toward this side; RATE is
+                             bits per second with a unit: 850kbit,
+                             10mbit, 1gbit
+    --rtt DURATION           the link's round-trip time when idle, e.g.
+                             600ms (GEO), 40ms (LEO), 0.1s
+    --link-leg server|client which leg crosses the link [default: server].
+                             server: pepwrt in the router on the users'
+                             side; uploads leave over the link at the
+                             uplink rate. client: pepwrt at the far end
+                             of the link (a gateway, two-ended setup);
+                             downloads leave over the link at the
+                             downlink rate. Give both ends the same
+                             --uplink and --downlink.
+    With link settings the leg that sends over the link is paced at the
+    link's rate (SO_MAX_PACING_RATE; legs sending at the same time share
+    it), uses bbr when the RTT is 200 ms or more (unless --*-cc is
+    given; below that the kernel's default, cubic, which follows RTT
+    steps such as LEO handovers better), gets a send buffer of 2 x BDP
+    (bandwidth-delay product = rate x rtt; unless --*-sndbuf is given),
+    and `pepwrt rules` sets the routes it uses to an initial window of
+    one BDP (initcwnd, in 1448-byte segments; initrwnd from the other
+    direction), so a transfer starts at the link's rate instead of
+    probing up from 10 segments. server: the default routes (an explicit
+    --initcwnd wins); client: the routes via the --intercept interfaces.
+
 CLIENT LEG (client to router):
     --client-cc NAME, --client-nodelay (on by default; --client-delay turns it
     off), --client-quickack, --client-sndbuf BYTES, --client-rcvbuf BYTES,
@@ -292,72 +450,193 @@ where
     I: IntoIterator,
     I::Item: Into<OsString>,
 {
-    let mut cfg = Config::default();
+    let mut cli = Cli::default();
     let mut parser = lexopt::Parser::from_args(args);
-    let mut command: Option<&'static str> = None;
-    let mut backend = Backend::Nft;
-    let mut delete = false;
-    let mut part = RulesPart::All;
-    let mut json = false;
-    let mut snoop_targets = Vec::new();
-    let mut snoop = SnoopConfig {
-        targets: Vec::new(),
-        queue: 3136,
-        flows: 64,
-        cache_bytes: 1024 * 1024,
-    };
-    let mut help = false;
-    let mut version = false;
-
     loop {
-        // Owned, so the parser can be asked for the flag's value below.
         let arg = match parser.next() {
-            Ok(Some(lexopt::Arg::Short(c))) => Owned::Short(c),
-            Ok(Some(lexopt::Arg::Long(l))) => Owned::Long(l.to_string()),
-            Ok(Some(lexopt::Arg::Value(v))) => Owned::Value(v),
+            Ok(Some(arg)) => arg,
             Ok(None) => break,
             Err(e) => return err(e.to_string()),
         };
-        let flag = match &arg {
-            Owned::Short(c) => format!("-{c}"),
-            Owned::Long(l) => format!("--{l}"),
-            Owned::Value(_) => String::new(),
-        };
-        let mut value = || -> Result<String, ConfigError> {
-            match parser.value() {
-                Ok(v) => v
-                    .into_string()
-                    .or_else(|_| err(format!("{flag}: value is not valid UTF-8"))),
-                Err(_) => err(format!("{flag} needs a value")),
+        match arg {
+            lexopt::Arg::Short(c) => cli.short(c)?,
+            lexopt::Arg::Long(name) => {
+                // Owned, so the parser can be asked for the flag's value.
+                let name = name.to_string();
+                let mut value = FlagValue {
+                    parser: &mut parser,
+                    flag: format!("--{name}"),
+                };
+                cli.long(&name, &mut value)?
             }
-        };
-        use Owned::{Long, Short, Value};
-        let long = match &arg {
-            Long(l) => l.as_str(),
-            _ => "",
-        };
-        match (&arg, long) {
-            (Short('h'), _) | (_, "help") => help = true,
-            (Short('V'), _) | (_, "version") => version = true,
-            (Short('f'), _) | (_, "foreground") => cfg.foreground = true,
-            (_, "log-level") => cfg.log_level = parse_level(&value()?)?,
-            (_, "control") => cfg.control_path = PathBuf::from(value()?),
-            (_, "user") => cfg.user = Some(value()?),
-            (_, "queue") => cfg.queue = parse_num(&flag, &value()?, 0, 65535)? as u16,
-            (_, "port") => cfg.port = parse_num(&flag, &value()?, 1, 65535)? as u16,
-            (_, "mark") => cfg.mark = parse_mark(&value()?)?,
-            (_, "table") => cfg.table = parse_table(&value()?)?,
-            (_, "intercept") => cfg.intercept.push(parse_target(&flag, &value()?)?),
-            (_, "exclude-port") => cfg
+            lexopt::Arg::Value(v) => cli.word(v)?,
+        }
+    }
+    cli.finish()
+}
+
+/// The value that follows a flag, fetched on demand (switches have none).
+struct FlagValue<'a> {
+    parser: &'a mut lexopt::Parser,
+    flag: String,
+}
+
+impl FlagValue<'_> {
+    fn get(&mut self) -> Result<String, ConfigError> {
+        match self.parser.value() {
+            Ok(v) => v
+                .into_string()
+                .or_else(|_| err(format!("{}: value is not valid UTF-8", self.flag))),
+            Err(_) => err(format!("{} needs a value", self.flag)),
+        }
+    }
+}
+
+/// Everything the command line sets, before the pieces that depend on
+/// each other are checked and combined by `finish`.
+struct Cli {
+    cfg: Config,
+    command: Option<&'static str>,
+    rules: RulesRequest,
+    json: bool,
+    snoop: SnoopConfig,
+    link: LinkArgs,
+    help: bool,
+    version: bool,
+}
+
+/// Takes a long flag if it belongs to its group (true), else leaves it.
+type OptionGroup = fn(&mut Cli, &str, &mut FlagValue) -> Result<bool, ConfigError>;
+
+/// Link figures as given; `finish` turns them into `Link`.
+#[derive(Default)]
+struct LinkArgs {
+    uplink_bps: Option<u64>,
+    downlink_bps: Option<u64>,
+    rtt: Option<Duration>,
+    leg: Option<LinkLeg>,
+}
+
+impl Default for Cli {
+    fn default() -> Self {
+        Cli {
+            cfg: Config::default(),
+            command: None,
+            rules: RulesRequest {
+                backend: Backend::Nft,
+                delete: false,
+                part: RulesPart::All,
+            },
+            json: false,
+            snoop: SnoopConfig {
+                targets: Vec::new(),
+                queue: 3136,
+                flows: 64,
+                cache_bytes: 1024 * 1024,
+            },
+            link: LinkArgs::default(),
+            help: false,
+            version: false,
+        }
+    }
+}
+
+impl Cli {
+    fn short(&mut self, c: char) -> Result<(), ConfigError> {
+        match c {
+            'h' => self.help = true,
+            'V' => self.version = true,
+            'f' => self.cfg.foreground = true,
+            _ => return err(format!("unknown option -{c}")),
+        }
+        Ok(())
+    }
+
+    /// A command word: the first one names the subcommand.
+    fn word(&mut self, v: OsString) -> Result<(), ConfigError> {
+        if self.command.is_some() {
+            return err(format!("unexpected argument '{}'", v.to_string_lossy()));
+        }
+        self.command = Some(match v.to_str() {
+            Some("run") => "run",
+            Some("check") => "check",
+            Some("rules") => "rules",
+            Some("status") => "status",
+            _ => return err(format!("unknown command '{}'", v.to_string_lossy())),
+        });
+        Ok(())
+    }
+
+    /// One long flag, offered to each group of options in turn.
+    fn long(&mut self, name: &str, value: &mut FlagValue) -> Result<(), ConfigError> {
+        let groups: [OptionGroup; 6] = [
+            Cli::general,
+            Cli::interception,
+            Cli::pool,
+            Cli::leg_option,
+            Cli::link_option,
+            Cli::snoop_or_subcommand,
+        ];
+        for group in groups {
+            if group(self, name, value)? {
+                return Ok(());
+            }
+        }
+        err(format!("unknown option --{name}"))
+    }
+
+    fn general(&mut self, name: &str, value: &mut FlagValue) -> Result<bool, ConfigError> {
+        let cfg = &mut self.cfg;
+        match name {
+            "help" => self.help = true,
+            "version" => self.version = true,
+            "foreground" => cfg.foreground = true,
+            "log-level" => cfg.log_level = parse_level(&value.get()?)?,
+            "control" => cfg.control_path = PathBuf::from(value.get()?),
+            "user" => cfg.user = Some(value.get()?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    fn interception(&mut self, name: &str, value: &mut FlagValue) -> Result<bool, ConfigError> {
+        let cfg = &mut self.cfg;
+        let flag = format!("--{name}");
+        match name {
+            "queue" => cfg.queue = parse_num(&flag, &value.get()?, 0, 65535)? as u16,
+            "port" => cfg.port = parse_num(&flag, &value.get()?, 1, 65535)? as u16,
+            "mark" => cfg.mark = parse_mark(&value.get()?)?,
+            "table" => cfg.table = parse_table(&value.get()?)?,
+            "intercept" => cfg.intercept.push(parse_target(&flag, &value.get()?)?),
+            "exclude-port" => cfg
                 .exclude_ports
-                .push(parse_num(&flag, &value()?, 1, 65535)? as u16),
-            (_, "no-ipv6") => cfg.ipv6 = false,
-            (_, "max-conns") => cfg.max_conns = parse_num(&flag, &value()?, 1, 65000)? as u16,
-            (_, "buffer") => cfg.buffer_bytes = parse_size(&flag, &value()?, 4096, 16 << 20)?,
-            (_, "idle-timeout") => cfg.idle_timeout = parse_secs(&flag, &value()?)?,
-            (_, "connect-timeout") => cfg.connect_timeout = parse_secs(&flag, &value()?)?,
-            (_, "outgoing-source") => {
-                cfg.outgoing_source = match value()?.as_str() {
+                .push(parse_num(&flag, &value.get()?, 1, 65535)? as u16),
+            "no-ipv6" => cfg.ipv6 = false,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    fn pool(&mut self, name: &str, value: &mut FlagValue) -> Result<bool, ConfigError> {
+        let cfg = &mut self.cfg;
+        let flag = format!("--{name}");
+        match name {
+            "max-conns" => cfg.max_conns = parse_num(&flag, &value.get()?, 1, 65000)? as u16,
+            "buffer" => cfg.buffer_bytes = parse_size(&flag, &value.get()?, 4096, 16 << 20)?,
+            "idle-timeout" => cfg.idle_timeout = parse_secs(&flag, &value.get()?)?,
+            "connect-timeout" => cfg.connect_timeout = parse_secs(&flag, &value.get()?)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// `--server-*` and `--client-*`, and the outgoing leg's own flags.
+    fn leg_option(&mut self, name: &str, value: &mut FlagValue) -> Result<bool, ConfigError> {
+        let cfg = &mut self.cfg;
+        let flag = format!("--{name}");
+        match name {
+            "outgoing-source" => {
+                cfg.outgoing_source = match value.get()?.as_str() {
                     "client" => OutgoingSource::Client,
                     "router" => OutgoingSource::Router,
                     other => {
@@ -365,47 +644,85 @@ where
                             "--outgoing-source: '{other}' is not client or router"
                         ));
                     }
-                }
-            }
-            (_, "server-fastopen") => cfg.server_fastopen = true,
-            (_, "initcwnd") => cfg.initcwnd = Some(parse_num(&flag, &value()?, 1, 1024)? as u16),
-            (_, "client-delay") => cfg.client_leg.nodelay = false,
-            (_, name) if name.starts_with("server-") || name.starts_with("client-") => {
-                let (leg, opt) = if let Some(opt) = name.strip_prefix("server-") {
-                    (&mut cfg.server_leg, opt)
-                } else {
-                    (&mut cfg.client_leg, &name["client-".len()..])
                 };
-                match opt {
-                    "cc" => leg.congestion = Some(parse_cc(&flag, &value()?)?),
-                    "nodelay" => leg.nodelay = true,
-                    "quickack" => leg.quickack = true,
-                    "sndbuf" => {
-                        leg.sndbuf_bytes = Some(parse_size(&flag, &value()?, 4096, 1 << 30)?)
-                    }
-                    "rcvbuf" => {
-                        leg.rcvbuf_bytes = Some(parse_size(&flag, &value()?, 4096, 1 << 30)?)
-                    }
-                    "mss" => leg.mss = Some(parse_num(&flag, &value()?, 88, 32767)? as u16),
-                    _ => return err(format!("unknown option {flag}")),
-                }
+                return Ok(true);
             }
-            (_, "snoop") => snoop_targets.push(parse_target(&flag, &value()?)?),
-            (_, "snoop-queue") => snoop.queue = parse_num(&flag, &value()?, 0, 65535)? as u16,
-            (_, "snoop-flows") => snoop.flows = parse_num(&flag, &value()?, 1, 4096)? as u16,
-            (_, "snoop-cache") => {
-                snoop.cache_bytes = parse_size(&flag, &value()?, 16 * 1024, 64 << 20)?
+            "server-fastopen" => {
+                cfg.server_fastopen = true;
+                return Ok(true);
             }
-            (_, "backend") => {
-                backend = match value()?.as_str() {
+            "initcwnd" => {
+                cfg.initcwnd = Some(parse_num(&flag, &value.get()?, 1, 1024)? as u16);
+                return Ok(true);
+            }
+            "client-delay" => {
+                cfg.client_leg.nodelay = false;
+                return Ok(true);
+            }
+            _ => {}
+        }
+        let (leg, opt) = if let Some(opt) = name.strip_prefix("server-") {
+            (&mut cfg.server_leg, opt)
+        } else if let Some(opt) = name.strip_prefix("client-") {
+            (&mut cfg.client_leg, opt)
+        } else {
+            return Ok(false);
+        };
+        match opt {
+            "cc" => leg.congestion = Some(parse_cc(&flag, &value.get()?)?),
+            "nodelay" => leg.nodelay = true,
+            "quickack" => leg.quickack = true,
+            "sndbuf" => leg.sndbuf_bytes = Some(parse_size(&flag, &value.get()?, 4096, 1 << 30)?),
+            "rcvbuf" => leg.rcvbuf_bytes = Some(parse_size(&flag, &value.get()?, 4096, 1 << 30)?),
+            "mss" => leg.mss = Some(parse_num(&flag, &value.get()?, 88, 32767)? as u16),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    fn link_option(&mut self, name: &str, value: &mut FlagValue) -> Result<bool, ConfigError> {
+        let link = &mut self.link;
+        let flag = format!("--{name}");
+        match name {
+            "uplink" => link.uplink_bps = Some(parse_rate(&flag, &value.get()?)?),
+            "downlink" => link.downlink_bps = Some(parse_rate(&flag, &value.get()?)?),
+            "rtt" => link.rtt = Some(parse_duration(&flag, &value.get()?)?),
+            "link-leg" => {
+                link.leg = Some(match value.get()?.as_str() {
+                    "server" => LinkLeg::Server,
+                    "client" => LinkLeg::Client,
+                    other => return err(format!("--link-leg: '{other}' is not server or client")),
+                })
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    fn snoop_or_subcommand(
+        &mut self,
+        name: &str,
+        value: &mut FlagValue,
+    ) -> Result<bool, ConfigError> {
+        let snoop = &mut self.snoop;
+        let flag = format!("--{name}");
+        match name {
+            "snoop" => snoop.targets.push(parse_target(&flag, &value.get()?)?),
+            "snoop-queue" => snoop.queue = parse_num(&flag, &value.get()?, 0, 65535)? as u16,
+            "snoop-flows" => snoop.flows = parse_num(&flag, &value.get()?, 1, 4096)? as u16,
+            "snoop-cache" => {
+                snoop.cache_bytes = parse_size(&flag, &value.get()?, 16 * 1024, 64 << 20)?
+            }
+            "backend" => {
+                self.rules.backend = match value.get()?.as_str() {
                     "nft" | "nftables" => Backend::Nft,
                     "iptables" | "xt" => Backend::Iptables,
                     other => return err(format!("--backend: '{other}' is not nft or iptables")),
                 }
             }
-            (_, "delete") => delete = true,
-            (_, "part") => {
-                part = match value()?.as_str() {
+            "delete" => self.rules.delete = true,
+            "part" => {
+                self.rules.part = match value.get()?.as_str() {
                     "all" => RulesPart::All,
                     "firewall" => RulesPart::Firewall,
                     "routing" => RulesPart::Routing,
@@ -414,54 +731,77 @@ where
                     }
                 }
             }
-            (_, "json") => json = true,
-            (Value(v), _) if command.is_none() => {
-                command = Some(match v.to_str() {
-                    Some("run") => "run",
-                    Some("check") => "check",
-                    Some("rules") => "rules",
-                    Some("status") => "status",
-                    _ => return err(format!("unknown command '{}'", v.to_string_lossy())),
-                })
-            }
-            (Value(v), _) => return err(format!("unexpected argument '{}'", v.to_string_lossy())),
-            _ => return err(format!("unknown option {flag}")),
+            "json" => self.json = true,
+            _ => return Ok(false),
         }
+        Ok(true)
     }
 
-    if !snoop_targets.is_empty() {
-        snoop.targets = snoop_targets;
-        cfg.snoop = Some(snoop);
+    /// Checks what depends on several flags and builds the configuration.
+    fn finish(self) -> Result<Config, ConfigError> {
+        let Cli {
+            mut cfg,
+            command,
+            rules,
+            json,
+            snoop,
+            link,
+            help,
+            version,
+        } = self;
+        if !snoop.targets.is_empty() {
+            cfg.snoop = Some(snoop);
+        }
+        if cfg.snoop.as_ref().is_some_and(|s| s.queue == cfg.queue) {
+            return err("--snoop-queue must differ from --queue");
+        }
+        if (cfg.mark << 2) >> 2 != cfg.mark {
+            return err("--mark: the bit and the two above it must fit in 32 bits");
+        }
+        if !cfg.ipv6 {
+            let v6 = |t: &Target| matches!(t, Target::Subnet(IpAddr::V6(_), _));
+            if cfg.intercept.iter().any(v6) {
+                return err("--intercept: an IPv6 subnet was given together with --no-ipv6");
+            }
+        }
+        cfg.link = link.finish()?;
+        if let Some(link) = cfg.link {
+            link.apply(&mut cfg);
+        }
+        cfg.command = if help {
+            Command::Help
+        } else if version {
+            Command::Version
+        } else {
+            match command.unwrap_or("run") {
+                "check" => Command::Check,
+                "rules" => Command::Rules(rules),
+                "status" => Command::Status { json },
+                _ => Command::Run,
+            }
+        };
+        Ok(cfg)
     }
-    if cfg.snoop.as_ref().is_some_and(|s| s.queue == cfg.queue) {
-        return err("--snoop-queue must differ from --queue");
-    }
-    if (cfg.mark << 2) >> 2 != cfg.mark {
-        return err("--mark: the bit and the two above it must fit in 32 bits");
-    }
-    if !cfg.ipv6 {
-        let v6 = |t: &Target| matches!(t, Target::Subnet(IpAddr::V6(_), _));
-        if cfg.intercept.iter().any(v6) {
-            return err("--intercept: an IPv6 subnet was given together with --no-ipv6");
+}
+
+impl LinkArgs {
+    fn finish(self) -> Result<Option<Link>, ConfigError> {
+        let rates = self.uplink_bps.is_some() || self.downlink_bps.is_some();
+        match (rates, self.rtt) {
+            // --link-leg alone changes nothing: UCI may always pass it.
+            (false, None) => Ok(None),
+            (false, Some(_)) => err("--rtt needs --uplink or --downlink (the link's rates)"),
+            (true, None) => err(
+                "--uplink/--downlink need --rtt (the link's round-trip time, e.g. 600ms) to size the window",
+            ),
+            (true, Some(rtt)) => Ok(Some(Link {
+                uplink_bps: self.uplink_bps,
+                downlink_bps: self.downlink_bps,
+                rtt,
+                leg: self.leg.unwrap_or(LinkLeg::Server),
+            })),
         }
     }
-    cfg.command = if help {
-        Command::Help
-    } else if version {
-        Command::Version
-    } else {
-        match command.unwrap_or("run") {
-            "check" => Command::Check,
-            "rules" => Command::Rules(RulesRequest {
-                backend,
-                delete,
-                part,
-            }),
-            "status" => Command::Status { json },
-            _ => Command::Run,
-        }
-    };
-    Ok(cfg)
 }
 
 fn parse_level(s: &str) -> Result<log::LevelFilter, ConfigError> {
@@ -506,6 +846,83 @@ fn parse_size(flag: &str, s: &str, min: u64, max: u64) -> Result<u32, ConfigErro
         return err(format!("{flag}: {s} is out of range {min}-{max} bytes"));
     }
     Ok(n as u32)
+}
+
+/// A rate as SQM and tc write it: 850kbit, 10mbit, 1.5gbit (powers of
+/// 1000, bits per second).
+pub fn parse_rate(flag: &str, s: &str) -> Result<u64, ConfigError> {
+    let lower = s.to_ascii_lowercase();
+    let units = [
+        ("gbit", 1_000_000_000),
+        ("mbit", 1_000_000),
+        ("kbit", 1_000),
+        ("bit", 1),
+    ];
+    let Some((digits, scale)) = units
+        .iter()
+        .find_map(|(u, scale)| lower.strip_suffix(u).map(|d| (d, *scale)))
+    else {
+        let hint = if lower.ends_with("bps") {
+            " (tc's bps means bytes per second; write bits, e.g. 80mbit for 10mbps)"
+        } else {
+            ""
+        };
+        return err(format!(
+            "{flag}: '{s}' needs a unit: bit, kbit, mbit or gbit, e.g. 10mbit{hint}"
+        ));
+    };
+    let Some(bps) = parse_decimal(digits, scale) else {
+        return err(format!(
+            "{flag}: '{s}' is not a rate like 10mbit or 850kbit"
+        ));
+    };
+    if !(8_000..=100_000_000_000).contains(&bps) {
+        return err(format!("{flag}: {s} is out of range 8kbit-100gbit"));
+    }
+    Ok(bps)
+}
+
+/// A duration with its unit: 600ms, 0.6s, 800us.
+pub fn parse_duration(flag: &str, s: &str) -> Result<Duration, ConfigError> {
+    let lower = s.to_ascii_lowercase();
+    let units = [("ms", 1_000), ("us", 1), ("s", 1_000_000)];
+    let Some((digits, scale)) = units
+        .iter()
+        .find_map(|(u, scale)| lower.strip_suffix(u).map(|d| (d, *scale)))
+    else {
+        return err(format!(
+            "{flag}: '{s}' needs a unit: ms or s, e.g. 600ms or 0.6s"
+        ));
+    };
+    let Some(us) = parse_decimal(digits, scale) else {
+        return err(format!("{flag}: '{s}' is not a duration like 600ms"));
+    };
+    if !(1_000..=10_000_000).contains(&us) {
+        return err(format!("{flag}: {s} is out of range 1ms-10s"));
+    }
+    Ok(Duration::from_micros(us))
+}
+
+/// `digits` (like 2.5) times `scale`, rounded; no floating point, which
+/// would pull the float parser into a router binary that has a size
+/// budget.
+fn parse_decimal(digits: &str, scale: u64) -> Option<u64> {
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    let all_digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
+    if int.is_empty() || !all_digits(int) || !all_digits(frac) || frac.len() > 9 {
+        return None;
+    }
+    let int: u64 = int.parse().ok()?;
+    let frac_value: u64 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse().ok()?
+    };
+    let frac_scale = 10u64.pow(frac.len() as u32);
+    let whole = int.checked_mul(scale)?;
+    let part = (u128::from(frac_value) * u128::from(scale) + u128::from(frac_scale) / 2)
+        / u128::from(frac_scale);
+    whole.checked_add(part as u64)
 }
 
 fn parse_secs(flag: &str, s: &str) -> Result<Duration, ConfigError> {
@@ -668,6 +1085,106 @@ mod tests {
             let e = p(args).unwrap_err().to_string();
             assert!(e.contains(needle), "{args:?} gave {e}");
         }
+    }
+
+    #[test]
+    fn rates_and_durations_take_sqm_units() {
+        assert_eq!(parse_rate("x", "10mbit"), Ok(10_000_000));
+        assert_eq!(parse_rate("x", "850kbit"), Ok(850_000));
+        assert_eq!(parse_rate("x", "1Gbit"), Ok(1_000_000_000));
+        assert_eq!(parse_rate("x", "2.5mbit"), Ok(2_500_000));
+        assert_eq!(parse_duration("x", "600ms"), Ok(Duration::from_millis(600)));
+        assert_eq!(parse_duration("x", "0.6s"), Ok(Duration::from_millis(600)));
+        assert_eq!(
+            parse_duration("x", "2500us"),
+            Ok(Duration::from_micros(2500))
+        );
+        for bad in [".5mbit", "1e3mbit", "-1mbit", "1..2mbit", "1.2.3mbit"] {
+            let e = parse_rate("--uplink", bad).unwrap_err().to_string();
+            assert!(
+                e.contains("is not a rate") || e.contains("out of range"),
+                "{bad}: {e}"
+            );
+        }
+        for (bad, needle) in [
+            ("10", "needs a unit"),
+            ("10mbps", "bytes per second"),
+            ("fastmbit", "is not a rate"),
+            ("1kbit", "out of range"),
+            ("200gbit", "out of range"),
+        ] {
+            let e = parse_rate("--uplink", bad).unwrap_err().to_string();
+            assert!(e.contains("--uplink") && e.contains(needle), "{bad}: {e}");
+        }
+        for (bad, needle) in [("600", "needs a unit"), ("11s", "out of range")] {
+            let e = parse_duration("--rtt", bad).unwrap_err().to_string();
+            assert!(e.contains(needle), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn link_settings_tune_the_leg_over_the_link() {
+        let c = p(&[
+            "--uplink",
+            "10mbit",
+            "--downlink",
+            "50mbit",
+            "--rtt",
+            "600ms",
+        ])
+        .unwrap();
+        let link = c.link.unwrap();
+        assert_eq!(link.leg, LinkLeg::Server);
+        assert_eq!(link.bdp_bytes(10_000_000), 750_000);
+        assert_eq!(link.initcwnd(), Some(518));
+        assert_eq!(c.server_leg.pacing_bytes_per_s, Some(1_250_000));
+        assert_eq!(c.server_leg.congestion.as_deref(), Some("bbr"));
+        // 2 x BDP = 1.5 MB: fixed only if autotuning cannot reach it.
+        let fixed = autotuning_ceiling().is_some_and(|max| max < 1_500_000);
+        assert_eq!(c.server_leg.sndbuf_bytes, fixed.then_some(1_500_000));
+        assert_eq!(c.client_leg.pacing_bytes_per_s, None);
+        // An explicit buffer wins; at a gateway the client leg sends
+        // downloads at the downlink rate.
+        let c = p(&[
+            "--downlink",
+            "50mbit",
+            "--rtt",
+            "0.6s",
+            "--link-leg",
+            "client",
+            "--client-sndbuf",
+            "1m",
+        ])
+        .unwrap();
+        assert_eq!(c.client_leg.pacing_bytes_per_s, Some(6_250_000));
+        assert_eq!(c.client_leg.sndbuf_bytes, Some(1 << 20));
+        assert_eq!(c.server_leg, LegOptions::default());
+        // A short link keeps the kernel's congestion control; a chosen
+        // one is kept.
+        let short = p(&["--uplink", "15mbit", "--rtt", "40ms"]).unwrap();
+        assert_eq!(short.server_leg.congestion, None);
+        let chosen = p(&[
+            "--uplink",
+            "5mbit",
+            "--rtt",
+            "600ms",
+            "--server-cc",
+            "cubic",
+        ])
+        .unwrap();
+        assert_eq!(chosen.server_leg.congestion.as_deref(), Some("cubic"));
+        for (args, needle) in [
+            (&["--uplink", "10mbit"][..], "need --rtt"),
+            (
+                &["--rtt", "600ms"][..],
+                "--rtt needs --uplink or --downlink",
+            ),
+            (&["--link-leg", "gateway"][..], "not server or client"),
+        ] {
+            let e = p(args).unwrap_err().to_string();
+            assert!(e.contains(needle), "{args:?}: {e}");
+        }
+        assert!(p(&[]).unwrap().link.is_none());
     }
 
     #[test]

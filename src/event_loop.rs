@@ -12,7 +12,7 @@ use crate::control::{Control, Format};
 use crate::error::StartError;
 use crate::nfqueue::{self, NfQueue};
 use crate::pool::{ConnId, Pool};
-use crate::relay::{End, Intake, Ready, Step};
+use crate::relay::{End, Intake, LinkShare, Ready, Step};
 use crate::snoop::{Snoop, SnoopVerdict};
 use crate::stats::{Counters, Report};
 use crate::sys::poll::{self, Events, Poller};
@@ -128,6 +128,7 @@ macro_rules! report {
             pool: &$p.pool,
             started: $p.started,
             buffer_bytes: $p.cfg.buffer_bytes,
+            link: $p.cfg.link_in_force(),
             now: $now,
         }
     };
@@ -140,6 +141,8 @@ pub struct Proxy {
     /// Each slot's registered interest (client, server), index for index.
     watched: Vec<[Events; 2]>,
     intake: Intake,
+    /// The link's rate shared between long legs, with link settings.
+    share: Option<LinkShare>,
     syns: Option<SynQueue>,
     snoop: Option<SnoopRuntime>,
     control: Control,
@@ -189,6 +192,7 @@ impl Proxy {
             pool,
             poller,
             intake,
+            share: LinkShare::new(&cfg),
             syns: Some(syns),
             snoop,
             control,
@@ -387,6 +391,9 @@ impl Proxy {
     fn on_accept(&mut self, which: usize, now: Instant) {
         let (cfg, pool, counters) = (&self.cfg, &mut self.pool, &mut self.counters);
         let accepted = self.intake.accept(which, cfg, pool, counters, now);
+        if let (Some(share), false) = (&self.share, accepted.new.is_empty()) {
+            share.apply(&mut self.pool, now);
+        }
         for &id in &accepted.new {
             self.watched[id.index()] = [0; 2];
             self.sync_conn(id);
@@ -441,6 +448,9 @@ impl Proxy {
             self.watch_listeners(poll::IN);
         }
         self.pool.expire_reservations(now);
+        if let Some(share) = &self.share {
+            share.apply(&mut self.pool, now);
+        }
         let report = report!(self, now);
         self.control
             .expire(now, &mut |f, out| report.render(f, out));

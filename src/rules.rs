@@ -20,7 +20,7 @@
 use std::fmt::Write;
 use std::net::IpAddr;
 
-use crate::config::{Backend, Config, RulesPart, RulesRequest, Target};
+use crate::config::{Backend, Config, LinkLeg, RulesPart, RulesRequest, Target};
 
 pub fn render(cfg: &Config, req: RulesRequest) -> String {
     let mut out = String::new();
@@ -98,14 +98,18 @@ fn nft_ruleset(cfg: &Config, delete: bool, out: &mut String) {
     // forwarded traffic to a remote port that happens to equal ours away
     // from our wildcard listener, but it never matches sockets mid-handshake
     // (not full sockets), so it is limited to that one port, which
-    // admission never splits.
+    // admission never splits. A client's SYN (without ACK) always starts
+    // a new connection and goes to admission: matched here it would find
+    // a TIME_WAIT socket left by an earlier connection on the same ports,
+    // which answers with an old ACK (the client resets and retries).
+    let held = "meta l4proto tcp tcp flags & (syn | ack) != syn";
     let _ = writeln!(
         out,
-        "    meta l4proto tcp tcp dport != {p} socket transparent 1 meta mark set meta mark | {m:#x} accept"
+        "    {held} tcp dport != {p} socket transparent 1 meta mark set meta mark | {m:#x} accept"
     );
     let _ = writeln!(
         out,
-        "    meta l4proto tcp tcp dport {p} socket transparent 1 socket wildcard 0 meta mark set meta mark | {m:#x} accept"
+        "    {held} tcp dport {p} socket transparent 1 socket wildcard 0 meta mark set meta mark | {m:#x} accept"
     );
     nft_sticky_decision(cfg, out);
     let _ = writeln!(
@@ -243,9 +247,12 @@ fn iptables_script(cfg: &Config, delete: bool, out: &mut String) {
             "{ipt} -t mangle -A PEPWRT_DIVERT -j MARK --set-xmark {m:#x}/{m:#x}"
         );
         let _ = writeln!(out, "{ipt} -t mangle -A PEPWRT_DIVERT -j ACCEPT");
+        // Not a client's SYN: that starts a new connection and belongs to
+        // admission, and a TIME_WAIT socket left on the same ports by an
+        // earlier connection would answer it with an old ACK.
         let _ = writeln!(
             out,
-            "{ipt} -t mangle -A PEPWRT -p tcp -m socket --transparent -j PEPWRT_DIVERT"
+            "{ipt} -t mangle -A PEPWRT -p tcp ! --tcp-flags SYN,ACK SYN -m socket --transparent -j PEPWRT_DIVERT"
         );
         // The decision sticks to the connection (see the module comment).
         let both = cfg.mark_mask();
@@ -317,6 +324,17 @@ fn iptables_script(cfg: &Config, delete: bool, out: &mut String) {
     }
 }
 
+/// Initial congestion and receive windows (segments) for the routes the
+/// long legs take: `--initcwnd` as given, else one BDP of the link.
+fn route_windows(cfg: &Config) -> Option<(u32, u32)> {
+    if let Some(iw) = cfg.initcwnd {
+        return Some((u32::from(iw), u32::from(iw)));
+    }
+    let link = cfg.link?;
+    let cwnd = link.initcwnd()?;
+    Some((cwnd, link.initrwnd().unwrap_or(cwnd)))
+}
+
 fn routing_script(cfg: &Config, delete: bool, out: &mut String) {
     let m = cfg.mark;
     let t = cfg.table;
@@ -346,20 +364,36 @@ fn routing_script(cfg: &Config, delete: bool, out: &mut String) {
         }
         out.push_str("set +e\n");
     }
-    if let Some(iw) = cfg.initcwnd {
-        // netifd owns the default routes; the service reapplies this on
+    if let Some((cwnd, rwnd)) = route_windows(cfg) {
+        // netifd owns these routes; the service reapplies this on
         // interface changes. Existing window settings are stripped first.
+        let set = if delete {
+            String::new()
+        } else {
+            format!(" initcwnd {cwnd} initrwnd {rwnd}")
+        };
+        let strip = "sed -E 's/ (initcwnd|initrwnd) [0-9]+//g'";
+        let at_gateway = cfg.link.is_some_and(|l| l.leg == LinkLeg::Client);
         for &fam in families(cfg) {
             let ip = cmd(fam);
-            let set = if delete {
-                String::new()
-            } else {
-                format!(" initcwnd {iw} initrwnd {iw}")
-            };
-            let _ = writeln!(
-                out,
-                "{ip} route show default | sed -E 's/ (initcwnd|initrwnd) [0-9]+//g' | while read -r r; do {ip} route change $r{set}; done"
-            );
+            if !at_gateway {
+                let _ = writeln!(
+                    out,
+                    "{ip} route show default | {strip} | while read -r r; do {ip} route change $r{set}; done"
+                );
+                continue;
+            }
+            // At a gateway the long leg is the intercepted one: its
+            // packets take the routes back over the link, toward the
+            // users' networks behind the router at the other end.
+            for t in &cfg.intercept {
+                if let Target::Interface(i) = t {
+                    let _ = writeln!(
+                        out,
+                        "{ip} route show dev {i} | grep ' via ' | {strip} | while read -r r; do {ip} route change $r dev {i}{set}; done"
+                    );
+                }
+            }
         }
     }
     out.push_str("true\n");
@@ -463,6 +497,54 @@ mod tests {
         let d = rules(&["rules", "--part", "routing", "--initcwnd", "64", "--delete"]);
         assert!(d.contains("ip route change $r; done"));
         assert!(!rules(&["rules"]).contains("initcwnd"));
+    }
+
+    #[test]
+    fn link_settings_give_the_routes_a_bdp_window() {
+        // 10 Mbit/s x 600 ms = 750,000 bytes = 518 segments of 1448.
+        let link = [
+            "--uplink",
+            "10mbit",
+            "--downlink",
+            "50mbit",
+            "--rtt",
+            "600ms",
+        ];
+        let r = rules(&[&["rules", "--part", "routing"][..], &link].concat());
+        assert!(r.contains("ip route change $r initcwnd 518 initrwnd 2590; done"));
+        assert!(r.contains("ip route show default"));
+        let explicit = [
+            &["rules", "--part", "routing", "--initcwnd", "64"][..],
+            &link,
+        ]
+        .concat();
+        assert!(rules(&explicit).contains("initcwnd 64 initrwnd 64"));
+        // At a gateway: the routes back over the link, downlink-sized.
+        let gw = [
+            &["rules", "--part", "routing", "--link-leg", "client"][..],
+            &["--intercept", "g1"],
+            &link,
+        ]
+        .concat();
+        let r = rules(&gw);
+        assert!(!r.contains("route show default"));
+        assert!(r.contains(
+            "ip route show dev g1 | grep ' via ' | sed -E 's/ (initcwnd|initrwnd) [0-9]+//g' | while read -r r; do ip route change $r dev g1 initcwnd 2590 initrwnd 518; done"
+        ));
+        let d = rules(&[&gw[..], &["--delete"]].concat());
+        assert!(d.contains("ip -6 route change $r dev g1; done"));
+    }
+
+    #[test]
+    fn a_new_syn_never_meets_the_socket_match() {
+        let n = rules(&["rules", "--part", "firewall"]);
+        for line in n.lines().filter(|l| l.contains("socket transparent")) {
+            assert!(line.contains("tcp flags & (syn | ack) != syn"), "{line}");
+        }
+        let i = rules(&["rules", "--backend", "iptables"]);
+        assert!(i.contains(
+            "-A PEPWRT -p tcp ! --tcp-flags SYN,ACK SYN -m socket --transparent -j PEPWRT_DIVERT"
+        ));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use std::fmt::Write;
 use std::time::Instant;
 
+use crate::config::{LinkInForce, LinkLeg};
 use crate::pool::Pool;
 use crate::relay::{Conn, End, Refusal};
 
@@ -54,6 +55,74 @@ pub struct Report<'a> {
     pub buffer_bytes: u32,
     /// Snoop's JSON object, if Snoop runs.
     pub snoop: Option<&'a crate::snoop::Snoop>,
+    /// The link settings and what they set, if given.
+    pub link: Option<LinkInForce>,
+}
+
+fn json_opt(out: &mut String, key: &str, v: Option<u64>) {
+    match v {
+        Some(v) => write!(out, "\"{key}\":{v},"),
+        None => write!(out, "\"{key}\":null,"),
+    }
+    .unwrap_or(());
+}
+
+/// `{"uplink_bps":..,"downlink_bps":..,"rtt_ms":..,"leg":..,
+/// "pacing_bps":..,"sndbuf_bytes":..,"route_initcwnd":..}` or null.
+fn write_link_json(out: &mut String, link: Option<LinkInForce>) {
+    let Some(f) = link else {
+        out.push_str("null");
+        return;
+    };
+    out.push('{');
+    json_opt(out, "uplink_bps", f.link.uplink_bps);
+    json_opt(out, "downlink_bps", f.link.downlink_bps);
+    let us = f.link.rtt.as_micros();
+    let _ = write!(
+        out,
+        "\"rtt_ms\":{}.{:03},\"leg\":\"{}\",",
+        us / 1000,
+        us % 1000,
+        leg_name(f.link.leg)
+    );
+    json_opt(out, "pacing_bps", f.pacing_bytes_per_s.map(|b| b * 8));
+    json_opt(out, "sndbuf_bytes", f.sndbuf_bytes.map(u64::from));
+    json_opt(out, "route_initcwnd", f.route_initcwnd.map(u64::from));
+    out.pop();
+    out.push('}');
+}
+
+fn leg_name(leg: LinkLeg) -> &'static str {
+    match leg {
+        LinkLeg::Server => "server",
+        LinkLeg::Client => "client",
+    }
+}
+
+/// One line for people: the figures and what pepwrt does with them.
+fn write_link_text(out: &mut String, f: LinkInForce) {
+    let mbit = |bps: Option<u64>| match bps {
+        Some(b) => format!("{}.{:03} Mbit/s", b / 1_000_000, b % 1_000_000 / 1000),
+        None => "not set".to_string(),
+    };
+    let _ = write!(
+        out,
+        "link:        uplink {}, downlink {}, RTT {} ms; {} leg over the link",
+        mbit(f.link.uplink_bps),
+        mbit(f.link.downlink_bps),
+        f.link.rtt.as_millis(),
+        leg_name(f.link.leg)
+    );
+    if let Some(p) = f.pacing_bytes_per_s {
+        let _ = write!(out, ", paced at {}", mbit(Some(p * 8)));
+    }
+    if let Some(b) = f.sndbuf_bytes {
+        let _ = write!(out, ", send buffer {b} bytes");
+    }
+    if let Some(w) = f.route_initcwnd {
+        let _ = write!(out, ", initial window {w} segments (routes, pepwrt rules)");
+    }
+    out.push('\n');
 }
 
 /// Writes `s` as a JSON string (endpoints and states need no escaping,
@@ -130,7 +199,9 @@ impl Report<'_> {
             c.bytes_up + lu,
             c.bytes_down + ld,
         );
-        out.push_str("\"snoop\":");
+        out.push_str("\"link\":");
+        write_link_json(out, self.link);
+        out.push_str(",\"snoop\":");
         match self.snoop {
             Some(sn) => sn.write_status_json(out),
             None => out.push_str("null"),
@@ -194,6 +265,9 @@ impl Report<'_> {
             c.bytes_up + lu,
             c.bytes_down + ld
         );
+        if let Some(f) = self.link {
+            write_link_text(out, f);
+        }
         if let Some(sn) = self.snoop {
             out.push_str("snoop:       ");
             sn.write_status_json(out);

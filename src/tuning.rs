@@ -1,4 +1,5 @@
-//! Per-leg socket options from the command line.
+//! Per-leg socket options from the command line (and, for the leg over
+//! the long link, from the link settings: see `config::Link`).
 
 use std::io;
 use std::os::fd::RawFd;
@@ -35,7 +36,20 @@ pub fn after_handshake(fd: RawFd, leg: &LegOptions) -> io::Result<()> {
     if leg.quickack {
         socket::set_int(fd, IPPROTO_TCP, TCP_QUICKACK, 1)?;
     }
+    if let Some(rate) = leg.pacing_bytes_per_s {
+        // Also turns on TCP's own pacing (Linux 4.20 and later), so no fq
+        // qdisc is needed: a first flight of a whole BDP leaves at the
+        // link's rate instead of as one burst into the modem's queue.
+        // Legs sending together share the rate (see relay/share.rs).
+        set_pacing_cap(fd, rate.min(u64::from(u32::MAX)) as u32)?;
+    }
     Ok(())
+}
+
+/// Caps a socket's pacing rate (bytes per second).
+pub fn set_pacing_cap(fd: RawFd, rate: u32) -> io::Result<()> {
+    let rate = rate.min(i32::MAX as u32) as i32;
+    socket::set_int(fd, SOL_SOCKET, libc::SO_MAX_PACING_RATE, rate)
 }
 
 /// A long link needs buffers beyond net.core.[rw]mem_max: the FORCE

@@ -709,8 +709,6 @@ const DEFAULT_FLAGS: &[&str] = &[
     "10",
     "--outgoing-source",
     "client",
-    "--server-cc",
-    "bbr",
     "--queue",
     "3135",
     "--port",

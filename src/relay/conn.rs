@@ -124,6 +124,8 @@ pub struct Conn {
     down: Direction,
     pub started: Instant,
     last_active: Instant,
+    /// The pacing cap last set on the leg over the link (0: none yet).
+    link_cap: u32,
 }
 
 /// What the event loop should do after a connection ran.
@@ -152,12 +154,29 @@ impl Conn {
             down: Direction::default(),
             started: now,
             last_active: now,
+            link_cap: 0,
         }
     }
 
     /// The client's and the server's socket, for the event loop's set.
     pub fn fds(&self) -> (RawFd, RawFd) {
         (self.client.as_raw_fd(), self.server.as_raw_fd())
+    }
+
+    /// The socket that sends over the slow link.
+    pub fn link_fd(&self, leg: crate::config::LinkLeg) -> RawFd {
+        match leg {
+            crate::config::LinkLeg::Server => self.server.as_raw_fd(),
+            crate::config::LinkLeg::Client => self.client.as_raw_fd(),
+        }
+    }
+
+    /// Caps the pacing rate of the leg over the link (bytes per second),
+    /// if it changed.
+    pub fn cap_link_rate(&mut self, leg: crate::config::LinkLeg, cap: u32) {
+        if cap != self.link_cap && crate::tuning::set_pacing_cap(self.link_fd(leg), cap).is_ok() {
+            self.link_cap = cap;
+        }
     }
 
     pub fn close_line(&self, end: End, now: Instant) -> CloseLine<'_> {

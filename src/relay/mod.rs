@@ -4,8 +4,10 @@
 
 mod conn;
 mod open;
+mod share;
 #[cfg(test)]
 mod tests;
 
 pub use conn::{Conn, End, Ready, Step};
 pub use open::{Accepted, Intake, Refusal};
+pub use share::LinkShare;

@@ -274,3 +274,52 @@ fn fast_open_with_a_cached_cookie_and_a_server_that_speaks_first() {
     .join()
     .unwrap();
 }
+
+/// The pacing cap the kernel holds for a socket.
+fn pacing_cap(fd: std::os::fd::RawFd) -> i32 {
+    socket::get_int(fd, libc::SOL_SOCKET, libc::SO_MAX_PACING_RATE).unwrap()
+}
+
+#[test]
+fn long_legs_sending_together_share_the_links_rate_and_closing_hands_it_back() {
+    use super::LinkShare;
+    use crate::config::{Config, Link, LinkLeg};
+    use crate::pool::Pool;
+    assert_eq!(super::share::share_of(1_250_000, 0), 1_250_000);
+    assert_eq!(super::share::share_of(1_250_000, 32), 39_062);
+    assert_eq!(super::share::share_of(1_250_000, 1000), 8_000);
+    let mut cfg = Config::default();
+    cfg.link = Some(Link {
+        uplink_bps: Some(8_000_000),
+        downlink_bps: None,
+        rtt: Duration::from_millis(600),
+        leg: LinkLeg::Server,
+    });
+    cfg.server_leg.pacing_bytes_per_s = Some(1_000_000);
+    let share = LinkShare::new(&cfg).expect("link settings pace the server leg");
+    let now = Instant::now();
+    let mut pool = Pool::new(4, 4096);
+    let mut open = |pool: &mut Pool| {
+        let r = rig(now);
+        let claim = pool.claim_late(now).unwrap();
+        let fd = r.conn.fds().1;
+        assert!(pool.activate(claim.id, r.conn).is_ok());
+        (claim.id, fd, r.server)
+    };
+    let (a, a_fd, _la) = open(&mut pool);
+    share.apply(&mut pool, now);
+    assert_eq!(pacing_cap(a_fd), 1_000_000);
+    let (_b, b_fd, _lb) = open(&mut pool);
+    share.apply(&mut pool, now);
+    assert_eq!((pacing_cap(a_fd), pacing_cap(b_fd)), (500_000, 500_000));
+    // a closes: b has the link to itself at the next sharing.
+    drop(pool.release(a));
+    share.apply(&mut pool, now);
+    assert_eq!(pacing_cap(b_fd), 1_000_000);
+    // Past its youth, an idle leg no longer counts as sending.
+    let (_c, c_fd, _lc) = open(&mut pool);
+    share.apply(&mut pool, now);
+    assert_eq!(pacing_cap(c_fd), 500_000);
+    share.apply(&mut pool, now + Duration::from_secs(3));
+    assert_eq!(pacing_cap(c_fd), 1_000_000);
+}

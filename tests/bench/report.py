@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 EFFICIENCY = 1448 / 1514
-NAMES = {"put": "upload", "get": "download", "web": "web"}
+NAMES = {"put": "upload", "get": "download", "web": "web", "shared": "2 uploads"}
 
 
 def human(n):
@@ -20,19 +20,29 @@ def human(n):
 def link(run, op):
     """(rate bit/s, RTT s) of the bottleneck in the direction of `op`."""
     v = run["vars"]
-    rate = int(v["UP_BPS"] if op == "put" else v["DOWN_BPS"])
+    rate = int(v["UP_BPS"] if op in ("put", "shared") else v["DOWN_BPS"])
     return rate, int(v["RTT_MS"]) / 1000
 
 
+def first_byte_rtts(op):
+    """Round trips before the first payload byte can arrive: an upload's
+    data leaves after the handshake (1.5 RTT to the server); a download
+    waits for its request to reach the server (2 RTT to the client)."""
+    return 1.5 if op in ("put", "shared") else 2.0
+
+
 def limit_s(run, op, size):
-    """Physics: the handshake and request/ack (2 RTT) plus serialization
-    of the payload at the bottleneck's TCP payload rate."""
+    """Physics: the first byte's round trips plus serialization of the
+    payload at the bottleneck's TCP payload rate."""
     rate, rtt = link(run, op)
-    return 2 * rtt + size * 8 / (rate * EFFICIENCY)
+    return first_byte_rtts(op) * rtt + size * 8 / (rate * EFFICIENCY)
 
 
 def elapsed(r):
-    return r["done"] - r["start"] if "done" in r else None
+    """connect() to the last byte's arrival (uploads: at the server)."""
+    if "done" not in r:
+        return None
+    return r.get("delivered_at", r["done"]) - r["start"]
 
 
 def cell_time(rs):
@@ -66,7 +76,7 @@ def profile_table(run, setups):
             med, text = cell_time(rs)
             if med is not None:
                 goodput = f"{size * 8 / med / 1e6:.2f} Mbit/s"
-                of_limit = f"{lim / med:.0%}"
+                of_limit = f"{med / lim:.2f}×"
                 speedup = f"{base / med:.2f}×" if base else (f"> {floor / med:.1f}×" if floor else "–")
             else:
                 best = max(r["delivered"] * 8 / max(1e-9, r["end"] - r["start"]) for r in rs)
@@ -105,7 +115,9 @@ def summary(runs):
                 med = cell_time(rs)[0]
                 t = f"{med:.2f}" if med is not None else "incomplete"
                 sp = f"{base / med:.2f}" if med and base else "-"
-                yield f"SUMMARY {run['profile']} {NAMES[op]} {human(size).replace(' ', '')} {setup.replace(' ', '-')} {t} s speedup {sp}"
+                ol = f"{med / limit_s(run, op, size):.2f}" if med else "-"
+                yield (f"SUMMARY {run['profile']} {NAMES[op].replace(' ', '-')} {human(size).replace(' ', '')} "
+                       f"{setup.replace(' ', '-')} {t} s speedup {sp} of-limit {ol} limit {limit_s(run, op, size):.2f}")
 
 
 def describe(run):
@@ -125,22 +137,29 @@ def markdown(command, runs, setups, args, seconds):
         f"Run {len(runs)} profile(s) in {seconds / 60:.1f} min; {args.repeat} repetition(s) per test; "
         f"transfer timeout {args.timeout:g} s. Setups: " + ", ".join(setups) + ".",
         "",
-        "- **direct**: plain forwarding; **pepwrt**: pepwrt in the router "
-        f"(`{' '.join(args.router_flags)}`); **pepwrt x2**: plus a second pepwrt at the gateway (server) "
-        f"side of the link (`{' '.join(args.gateway_flags)}`, initcwnd {args.gateway_initcwnd} on its "
-        "routes back over the link).",
+        "- **direct**: plain forwarding. **defaults**: pepwrt in the router with the package's defaults "
+        "(what the init script passes for the default /etc/config/pepwrt: pool 128 x 32 KB, the kernel's "
+        "congestion control, which is cubic on OpenWrt and named here as `--server-cc cubic` because the test "
+        "namespaces inherit this host's). **link**: the same plus the link settings "
+        f"(geo: `{' '.join(args.link_flags('geo'))}`; per profile in tests/bench/run, LINKS; BBR where the RTT is "
+        "200 ms or more). **link x2**: plus a second pepwrt at the gateway side of the link with the same link "
+        "settings and `--link-leg client`. **link fast**: link settings that claim twice the link's rates. "
+        "**bbr**, **link bbr**, **link cubic**: a congestion control chosen by hand.",
         f"- On links with scheduled events (leo) every run starts {args.event_lead:g} s before the same one "
         "(a short outage, then the longer RTT), so every setup meets the same link.",
-        "- End hosts use cubic with default buffers. **Limit** = 2 RTT (handshake, request/ack) + bytes / "
-        "(bottleneck rate × 1448/1514). *Of limit* = limit / time. Web = "
-        f"{args.web_flows} parallel downloads of {human(args.web_size)}.",
+        "- End hosts use cubic with default buffers. Time = connect() to the last byte's arrival (uploads: "
+        "at the server). **Limit** = 1.5 RTT (uploads) or 2 RTT (downloads: the request goes first) + bytes / "
+        "(bottleneck rate × 1448/1514). *Of limit* = time / limit (1.00× is the physical floor). Web = "
+        f"{args.web_flows} parallel downloads of {human(args.web_size)}; 2 uploads = two uploads at once.",
         "- *Incomplete*: the transfer hit the timeout; for uploads *delivered* is what the next hop acknowledged "
         "to the client. A speedup `> N×` compares with the unfinished direct run's timeout.",
         "- Links are emulated by linkem (tests/linkem); profiles in tests/net/profiles.sh.",
         "",
     ]
     for run in runs:
-        out += [f"## {run['profile']} ({describe(run)})", "", profile_table(run, setups), ""]
+        out += [f"## {run['profile']} ({describe(run)})", "",
+                f"Link settings of this profile: `{' '.join(args.link_flags(run['profile']))}`", "",
+                profile_table(run, setups), ""]
         pt = pep_table(run)
         if pt:
             out += ["PEP process: VmRSS from /proc/PID/status at start, with every pool slot busy (64 parallel "

@@ -3,7 +3,7 @@
 
   xfer.py serve --bind ADDR --port P
   xfer.py get|put --to ADDR --port P --size BYTES [--timeout S]
-  xfer.py web --to ADDR --port P --flows N --size BYTES [--timeout S]
+  xfer.py web --to ADDR --port P --flows N --size BYTES [--op get|put] [--timeout S]
 
 Protocol: the client sends one byte of operation ('D' download, 'U'
 upload) and the size as 8 bytes big-endian. For a download the server
@@ -185,18 +185,22 @@ def transfer(args, op, size, deadline):
     except (OSError, ValueError) as e:
         res["error"] = str(e)
     res["delivered"] = res["points"][-1][1] if res.get("points") else trace.total
+    if "done" in res:
+        # When the last byte arrived: for uploads the server's trace says.
+        res["delivered_at"] = res["points"][-1][0] if res.get("points") else res["done"]
     res["end"] = time.monotonic()
     return res
 
 
 def web(args):
-    """Many parallel short downloads, like a page with its objects."""
+    """Many parallel short downloads, like a page with its objects (or,
+    with --op put, parallel uploads sharing the link)."""
     deadline = time.monotonic() + args.timeout
     results = [None] * args.flows
     start = time.monotonic()
 
     def one(i):
-        results[i] = transfer(args, "get", args.size, deadline)
+        results[i] = transfer(args, args.op, args.size, deadline)
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(args.flows)]
     for t in threads:
@@ -204,10 +208,12 @@ def web(args):
     for t in threads:
         t.join(args.timeout + 5)
     ok = [r for r in results if r and "done" in r]
-    out = {"op": "web", "size": args.size * args.flows, "start": start, "flows": args.flows, "completed": len(ok)}
+    out = {"op": "web" if args.op == "get" else "shared", "size": args.size * args.flows, "start": start, "flows": args.flows, "completed": len(ok)}
     out["delivered"] = sum(r["delivered"] for r in results if r)
     if len(ok) == args.flows:
         out["done"] = max(r["done"] for r in ok)
+        # When the last byte of all arrived (uploads: at the server).
+        out["delivered_at"] = max(r["points"][-1][0] if r.get("points") else r["done"] for r in ok)
     out["end"] = time.monotonic()
     return out
 
@@ -220,6 +226,7 @@ def main():
     p.add_argument("--port", type=int, default=5201)
     p.add_argument("--size", type=int, default=1 << 20)
     p.add_argument("--flows", type=int, default=32)
+    p.add_argument("--op", choices=["get", "put"], default="get", help="web: what each flow does")
     p.add_argument("--timeout", type=float, default=120)
     args = p.parse_args()
     if args.mode == "serve":

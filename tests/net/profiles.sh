@@ -18,6 +18,13 @@ profile_load() {
         # 64 KB receive window on both end hosts.
         if [ "$1" = geo-small-window ]; then END_RMEM="4096 65536 65536"; fi
         ;;
+    geo-clean)
+        # A clean GEO link, symmetric: 10 Mbit/s each way, 600 ms RTT, a
+        # drop-tail queue of one BDP (750 kB), no random loss.
+        WAN_DOWN="rate=10mbit,delay=300ms,limit=750k"
+        WAN_UP="rate=10mbit,delay=300ms,limit=750k"
+        DOWN_BPS=10000000 UP_BPS=10000000 RTT_MS=600
+        ;;
     leo)
         # Every 15 s the path changes: RTT steps by 60 ms (30 ms each
         # way, on for one period, off the next) and the link is down
@@ -37,10 +44,10 @@ profile_load() {
         DOWN_BPS=20000000 UP_BPS=20000000 RTT_MS=105
         ;;
     *)
-        echo "unknown profile '$1' (geo, geo-lossy, leo, wifi-lossy, geo-small-window)" >&2
+        echo "unknown profile '$1' (geo, geo-clean, geo-lossy, leo, wifi-lossy, geo-small-window)" >&2
         return 1
         ;;
     esac
 }
 
-PROFILES="geo geo-lossy leo wifi-lossy geo-small-window"
+PROFILES="geo geo-clean geo-lossy leo wifi-lossy geo-small-window"

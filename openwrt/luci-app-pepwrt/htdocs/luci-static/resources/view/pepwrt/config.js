@@ -158,6 +158,33 @@ function snoopQueueCheck(section_id, value) {
 	return true;
 }
 
+// Link rates as pepwrt --uplink/--downlink take them: a number and a unit
+// (bit, kbit, mbit, gbit), 8kbit to 100gbit.
+function rateCheck(section_id, value) {
+	if (value == null || value === '')
+		return true;
+	var m = String(value).toLowerCase().match(/^(\d+(?:\.\d+)?)(bit|kbit|mbit|gbit)$/);
+	if (!m)
+		return _('Enter a rate with its unit, for example 10mbit or 850kbit');
+	var bps = parseFloat(m[1]) * { bit: 1, kbit: 1e3, mbit: 1e6, gbit: 1e9 }[m[2]];
+	if (bps < 8000 || bps > 100e9)
+		return _('Enter a rate from 8kbit to 100gbit');
+	return true;
+}
+
+// The link's round-trip time as pepwrt --rtt takes it: 1ms to 10s.
+function rttCheck(section_id, value) {
+	if (value == null || value === '')
+		return true;
+	var m = String(value).toLowerCase().match(/^(\d+(?:\.\d+)?)(us|ms|s)$/);
+	if (!m)
+		return _('Enter a time with its unit, for example 600ms or 0.6s');
+	var secs = parseFloat(m[1]) * { us: 1e-6, ms: 1e-3, s: 1 }[m[2]];
+	if (secs < 0.001 || secs > 10)
+		return _('Enter a time from 1ms to 10s');
+	return true;
+}
+
 // Adds one option to section s (in tab "tab", or untabbed when null) and
 // sets the given properties on it; "depends" is [ option, value ].
 function field(s, tab, cls, name, title, description, props) {
@@ -240,6 +267,7 @@ return view.extend({
 		s.tab('pool', _('Connections'));
 		s.tab('server', _('Server side'));
 		s.tab('client', _('Client side'));
+		s.tab('link', _('Link'));
 		s.tab('advanced', _('Advanced'));
 
 		/* General */
@@ -298,7 +326,8 @@ return view.extend({
 		o.value('router', _('Router'));
 
 		ccOption(s, 'server', 'server_cc', _('Congestion control'),
-			_('How the router\'s connection to the server paces its sending. BBR usually does best on long or lossy links. ' +
+			_('How the router\'s connection to the server paces its sending. The kernel default (cubic) is never slower than without pepwrt; ' +
+			  'with the link\'s figures set (Link tab) and a round-trip time of 200 ms or more, pepwrt uses BBR, which keeps its speed through random loss. ' +
 			  'The list shows what the running kernel offers; install a package such as kmod-tcp-bbr to get more.'),
 			available);
 
@@ -330,6 +359,29 @@ return view.extend({
 		kernelBuffers(s, 'client',
 			_('Kernel send buffer of the connection to the device, from 4k to 1024m. Leave empty to let the kernel size it.'),
 			_('Kernel receive buffer of the connection to the device, from 4k to 1024m. Leave empty to let the kernel size it.'));
+
+		/* Link: the slow link's figures, as for SQM. */
+
+		field(s, 'link', form.Value, 'uplink', _('Upload rate'),
+			_('What the slow link (satellite, LTE, radio) carries from your network out, for example 5mbit or 850kbit. ' +
+			  'With the rates and the round-trip time set, pepwrt sends over the link at this rate from the first packet instead of feeling its way up, ' +
+			  'and sizes its buffers and initial window to fill the link. Leave all three empty to let TCP find the rate itself.'),
+			{ placeholder: _('not set'), validate: rateCheck });
+
+		field(s, 'link', form.Value, 'downlink', _('Download rate'),
+			_('What the slow link carries toward your network, for example 50mbit. Used by a pepwrt at the far end of the link (see below).'),
+			{ placeholder: _('not set'), validate: rateCheck });
+
+		field(s, 'link', form.Value, 'rtt', _('Round-trip time'),
+			_('The link\'s round-trip time when idle, for example 600ms for a geostationary satellite, 40ms for low-orbit satellites, 100ms for a long radio link. ' +
+			  'Needed together with a rate.'),
+			{ placeholder: _('not set'), validate: rttCheck });
+
+		o = field(s, 'link', form.ListValue, 'link_leg', _('This router sits'),
+			_('On the users\' side of the link (the usual case), or at the far end as a gateway in a two-ended setup, where it sends downloads over the link at the download rate.'),
+			{ default: 'server' });
+		o.value('server', _('On the users\' side'));
+		o.value('client', _('At the far end (gateway)'));
 
 		/* Advanced: numbers that only matter when they clash with other software. */
 
