@@ -288,18 +288,20 @@ fn long_legs_sending_together_share_the_links_rate_and_closing_hands_it_back() {
     assert_eq!(super::share::share_of(1_250_000, 0), 1_250_000);
     assert_eq!(super::share::share_of(1_250_000, 32), 39_062);
     assert_eq!(super::share::share_of(1_250_000, 1000), 8_000);
-    let mut cfg = Config::default();
-    cfg.link = Some(Link {
-        uplink_bps: Some(8_000_000),
-        downlink_bps: None,
-        rtt: Duration::from_millis(600),
-        leg: LinkLeg::Server,
-    });
+    let mut cfg = Config {
+        link: Some(Link {
+            uplink_bps: Some(8_000_000),
+            downlink_bps: None,
+            rtt: Duration::from_millis(600),
+            leg: LinkLeg::Server,
+        }),
+        ..Config::default()
+    };
     cfg.server_leg.pacing_bytes_per_s = Some(1_000_000);
     let share = LinkShare::new(&cfg).expect("link settings pace the server leg");
     let now = Instant::now();
     let mut pool = Pool::new(4, 4096);
-    let mut open = |pool: &mut Pool| {
+    let open = |pool: &mut Pool| {
         let r = rig(now);
         let claim = pool.claim_late(now).unwrap();
         let fd = r.conn.fds().1;
