@@ -67,13 +67,42 @@ fn check_congestion(cfg: &Config) -> Result<(), String> {
             let avail =
                 std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_congestion_control")
                     .unwrap_or_default();
+            let why = match e.raw_os_error() {
+                Some(libc::ENOENT) => "this kernel has no such congestion control".to_string(),
+                Some(libc::EPERM) => {
+                    "not allowed (add it to net.ipv4.tcp_allowed_congestion_control)".to_string()
+                }
+                _ => e.to_string(),
+            };
             return Err(format!(
-                "{flag} {cc}: {e}; this kernel offers: {} (on OpenWrt, bbr comes with kmod-tcp-bbr)",
+                "{flag} {cc}: {why}; it offers: {} (on OpenWrt, bbr comes with kmod-tcp-bbr)",
                 avail.trim()
             ));
         }
     }
     Ok(())
+}
+
+/// Interfaces named in --intercept or --snoop-target that this system
+/// does not have (yet: a modem's interface may come up later, so this is
+/// a warning, never an error).
+pub fn absent_interfaces(cfg: &Config) -> Vec<&str> {
+    let snoop = cfg.snoop.iter().flat_map(|s| s.targets.iter());
+    cfg.intercept
+        .iter()
+        .chain(snoop)
+        .filter_map(|t| match t {
+            crate::config::Target::Interface(name) => Some(name.as_str()),
+            crate::config::Target::Subnet(..) => None,
+        })
+        .filter(|name| !Path::new("/sys/class/net").join(name).exists())
+        .collect()
+}
+
+fn absent_interface_warning(name: &str) -> String {
+    format!(
+        "interface {name} does not exist (yet): its traffic is intercepted once it appears; check the name (ip link)"
+    )
 }
 
 /// The checks `run` makes before it binds anything.
@@ -88,6 +117,9 @@ pub fn preflight(cfg: &Config) -> Result<(), StartError> {
         message,
         exit_code: 3,
     })?;
+    for name in absent_interfaces(cfg) {
+        log::warn!("{}", absent_interface_warning(name));
+    }
     for (piece, names, package) in RULE_PIECES {
         if module_present(names) == Some(false) {
             log::warn!(
@@ -121,6 +153,9 @@ pub fn report(cfg: &Config) -> ExitCode {
             missing = true;
             say("MISSING", &e);
         }
+    }
+    for name in absent_interfaces(cfg) {
+        say("WARN", &absent_interface_warning(name));
     }
     if let Some(f) = cfg.link_in_force() {
         // The figures were validated when parsed; this shows what they

@@ -28,6 +28,12 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Rules(req) => {
+            // The script goes to a shell; the warning to the person.
+            if !req.delete {
+                for name in check::absent_interfaces(&cfg) {
+                    eprintln!("pepwrt: warning: interface {name} does not exist (yet)");
+                }
+            }
             print!("{}", rules::render(&cfg, req));
             ExitCode::SUCCESS
         }

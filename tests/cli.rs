@@ -4,6 +4,7 @@
 mod common;
 
 use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 
@@ -251,11 +252,15 @@ fn port_in_use_and_missing_congestion_control_are_clear_errors() {
         ],
     );
     assert_eq!(out.0, 3, "{}", out.2);
+    // The useful part first, not the errno's words.
     assert!(
-        out.2.contains("--server-cc nosuchcc") && out.2.contains("this kernel offers"),
+        out.2.contains(
+            "--server-cc nosuchcc: this kernel has no such congestion control; it offers"
+        ),
         "{}",
         out.2
     );
+    assert!(!out.2.contains("os error"), "{}", out.2);
     let out = tb_run(
         &tb,
         &["run", "-f", "--control", &control2, "--port", "4001"],
@@ -298,6 +303,58 @@ fn check_reports_each_kernel_piece() {
     assert!(
         out.contains("BUSY    transparent listener on port 3135: in use"),
         "{out}"
+    );
+}
+
+/// Without -f and without a syslog daemon (none runs in the test's
+/// namespace and /dev/log is absent here), errors reach stderr once, as
+/// people read them, not as raw syslog lines.
+#[test]
+fn without_syslog_an_error_is_on_stderr_once_and_readable() {
+    let mut tb = Testbed::new();
+    tb.start_pepwrt(&[]);
+    let control2 = format!("{}.3", tb.control.display());
+    let out = tb_run(&tb, &["run", "--control", &control2, "--queue", "4002"]);
+    assert_eq!(out.0, 1, "{}", out.2);
+    if std::path::Path::new("/dev/log").exists() {
+        eprintln!("note: /dev/log exists here; the error went to syslog too");
+    }
+    let lines: Vec<&str> = out
+        .2
+        .lines()
+        .filter(|l| l.contains("port 3135 is in use"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{}", out.2);
+    assert!(lines[0].starts_with("pepwrt: "), "{}", out.2);
+    assert!(
+        !out.2.contains("<27>") && !out.2.contains("pepwrt["),
+        "{}",
+        out.2
+    );
+    let _ = std::fs::remove_file(&control2);
+}
+
+/// An interface that does not exist is accepted (a modem's may come up
+/// later) but named: a warning in check, at start and from rules.
+#[test]
+fn an_interface_that_does_not_exist_is_named_in_check_run_and_rules() {
+    let mut tb = Testbed::new();
+    let (code, out, _) = tb_run(&tb, &["check", "--intercept", "nosuchif0"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("WARN    interface nosuchif0 does not exist"),
+        "{out}"
+    );
+    let (code, _, err) = tb_run(&tb, &["rules", "--intercept", "nosuchif0"]);
+    assert_eq!(code, 0);
+    assert!(err.contains("interface nosuchif0 does not exist"), "{err}");
+    tb.start_pepwrt(&["--intercept", "nosuchif0"]);
+    assert!(
+        eventually(Duration::from_secs(5), || tb
+            .log()
+            .contains("interface nosuchif0 does not exist")),
+        "{}",
+        tb.log()
     );
 }
 
