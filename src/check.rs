@@ -157,6 +157,15 @@ pub fn report(cfg: &Config) -> ExitCode {
     for name in absent_interfaces(cfg) {
         say("WARN", &absent_interface_warning(name));
     }
+    if cfg.table > 1023 {
+        say(
+            "WARN",
+            &format!(
+                "--table {}: busybox's ip (OpenWrt's default) takes tables up to 1023; choose a smaller one or install ip-full",
+                cfg.table
+            ),
+        );
+    }
     if let Some(f) = cfg.link_in_force() {
         // The figures were validated when parsed; this shows what they
         // turn into, and flags a send buffer set smaller than the BDP.

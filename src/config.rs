@@ -233,7 +233,8 @@ impl Default for Config {
             queue: 3135,
             port: 3135,
             mark: 0x0001_0000,
-            table: 3135,
+            // busybox's ip, OpenWrt's default, takes tables up to 1023.
+            table: 313,
             max_conns: 128,
             buffer_bytes: 32 * 1024,
             idle_timeout: Duration::from_secs(600),
@@ -347,7 +348,7 @@ INTERCEPTION:
     --mark BIT               packet mark bit for split SYNs; the next bit up
                              marks decided SYNs and the one above it Snoop's
                              retransmissions [default: 0x10000]
-    --table NUM              routing table for marked packets [default: 3135]
+    --table NUM              routing table for marked packets [default: 313]
     --intercept IF|CIDR      intercept SYNs arriving on this interface or
                              from this subnet; repeatable [default: all].
                              On a router name the LAN side (e.g. br-lan):
@@ -935,7 +936,7 @@ fn parse_table(s: &str) -> Result<u32, ConfigError> {
     let t = parse_num("--table", s, 1, 0xffff_fffe)? as u32;
     if (253..=255).contains(&t) {
         return err(format!(
-            "--table: {t} is a table the kernel uses itself; choose another, e.g. 3135"
+            "--table: {t} is a table the kernel uses itself; choose another, e.g. 313"
         ));
     }
     Ok(t)

@@ -343,10 +343,11 @@ fn routing_script(cfg: &Config, delete: bool, out: &mut String) {
     // with IPv6 is fully undone by one made without it.
     for fam in [Family::V4, Family::V6] {
         let ip = cmd(fam);
-        // Delete until gone: earlier runs may have left duplicates.
+        // Delete until gone (earlier runs may have left duplicates), but
+        // never forever: an `ip` that always succeeds must not hang boot.
         let _ = writeln!(
             out,
-            "while {ip} rule del fwmark {m:#x}/{m:#x} lookup {t} 2>/dev/null; do :; done"
+            "for _ in 1 2 3 4 5 6 7 8; do {ip} rule del fwmark {m:#x}/{m:#x} lookup {t} 2>/dev/null || break; done"
         );
         let _ = writeln!(out, "{ip} route flush table {t} 2>/dev/null");
     }
@@ -453,8 +454,8 @@ mod tests {
         assert!(!r.contains(
             "iptables -w -t mangle -A PEPWRT -p tcp --syn -m mark --mark 0/0x20000 -s fd00"
         ));
-        assert!(r.contains("ip rule add fwmark 0x10000/0x10000 lookup 3135"));
-        assert!(r.contains("ip -6 route add local ::/0 dev lo table 3135"));
+        assert!(r.contains("ip rule add fwmark 0x10000/0x10000 lookup 313"));
+        assert!(r.contains("ip -6 route add local ::/0 dev lo table 313"));
     }
 
     #[test]

@@ -679,8 +679,8 @@ fn config(main_extra: &str, snoop_extra: &str) -> String {
     // Options set later in a section win, as in UCI.
     let base = base.replacen("\toption enabled '0'\n", "\toption enabled '1'\n", 1);
     let base = base.replace(
-        "\toption table '3135'\n",
-        &format!("\toption table '3135'\n{main_extra}"),
+        "\toption table '313'\n",
+        &format!("\toption table '313'\n{main_extra}"),
     );
     format!("{base}{snoop_extra}")
 }
@@ -709,6 +709,8 @@ const DEFAULT_FLAGS: &[&str] = &[
     "10",
     "--outgoing-source",
     "client",
+    "--link-leg",
+    "server",
     "--queue",
     "3135",
     "--port",
@@ -716,7 +718,7 @@ const DEFAULT_FLAGS: &[&str] = &[
     "--mark",
     "0x10000",
     "--table",
-    "3135",
+    "313",
     "--user",
     "nobody",
 ];
@@ -757,9 +759,9 @@ fn init_default_config_fw4_start_and_stop() {
         "procd_add_interface_trigger 'interface.*.up' 'wan' '/etc/init.d/pepwrt' 'reload'",
         "nft '-c' '-f' 'ROOT/var/etc/pepwrt.new/pepwrt.nft'",
         "nft '-f' 'ROOT/var/etc/pepwrt/pepwrt.nft'",
-        "ip 'rule' 'add' 'fwmark' '0x10000/0x10000' 'lookup' '3135'",
-        "ip 'route' 'add' 'local' '0.0.0.0/0' 'dev' 'lo' 'table' '3135'",
-        "ip '-6' 'route' 'add' 'local' '::/0' 'dev' 'lo' 'table' '3135'",
+        "ip 'rule' 'add' 'fwmark' '0x10000/0x10000' 'lookup' '313'",
+        "ip 'route' 'add' 'local' '0.0.0.0/0' 'dev' 'lo' 'table' '313'",
+        "ip '-6' 'route' 'add' 'local' '::/0' 'dev' 'lo' 'table' '313'",
     ] {
         assert!(
             log.iter().any(|l| l == want),
@@ -796,7 +798,7 @@ fn init_default_config_fw4_start_and_stop() {
         "{log:#?}"
     );
     assert!(
-        log.iter().any(|l| l == "ip 'route' 'flush' 'table' '3135'"),
+        log.iter().any(|l| l == "ip 'route' 'flush' 'table' '313'"),
         "{log:#?}"
     );
     assert!(!log.iter().any(|l| l.contains("rule' 'add")), "{log:#?}");
@@ -882,6 +884,8 @@ fn init_options_map_to_flags() {
         "256k",
         "--server-mss",
         "1400",
+        "--link-leg",
+        "server",
         "--queue",
         "3135",
         "--port",
@@ -889,7 +893,7 @@ fn init_options_map_to_flags() {
         "--mark",
         "0x10000",
         "--table",
-        "3135",
+        "313",
         "--user",
         "nobody",
         "--snoop",
@@ -1756,7 +1760,7 @@ fn ipk_installs_starts_stops_and_removes_in_openwrt_18_06() {
     for want in [
         "\"command\": [ \"/usr/sbin/pepwrt\", \"run\", \"--log-level\", \"info\", \"--intercept\", \"br-lan\", \"--exclude-port\", \"22\"",
         "\"--server-cc\", \"cubic\"",
-        "\"--table\", \"3135\", \"--user\", \"nobody\" ]",
+        "\"--table\", \"313\", \"--user\", \"nobody\" ]",
         "\"respawn\": [ \"3600\", \"5\", \"5\" ]",
         "\"stderr\": true",
         "\"limits\": { \"nofile\": \"320 320\" }",
@@ -1772,7 +1776,7 @@ fn ipk_installs_starts_stops_and_removes_in_openwrt_18_06() {
         "{calls}"
     );
     assert!(
-        calls.contains("ip 'rule' 'add' 'fwmark' '0x10000/0x10000' 'lookup' '3135'"),
+        calls.contains("ip 'rule' 'add' 'fwmark' '0x10000/0x10000' 'lookup' '313'"),
         "{calls}"
     );
     assert!(ow.path("tmp/etc/pepwrt/firewall.sh").exists());

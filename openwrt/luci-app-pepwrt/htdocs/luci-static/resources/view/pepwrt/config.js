@@ -406,7 +406,7 @@ return view.extend({
 				// 253-255 are the kernel's default, main and local tables.
 				var n = parseNumber(value);
 				if (n >= 253 && n <= 255)
-					return _('Tables 253 to 255 belong to the system; choose another, for example 3135');
+					return _('Tables 253 to 255 belong to the system; choose another, for example 313');
 				return tableRange(section_id, value);
 			} });
 
