@@ -18,6 +18,7 @@ use crate::stats::{Counters, Report};
 use crate::sys::poll::{self, Events, Poller};
 use crate::sys::raw::RawSender;
 use crate::sys::signals::SignalPipe;
+use crate::token::Token;
 
 /// Housekeeping interval: timeouts are in seconds, so a one-second tick
 /// bounds their error without a timer per connection.
@@ -27,52 +28,6 @@ const TICK: Duration = Duration::from_secs(1);
 const DRAIN: Duration = Duration::from_secs(3);
 /// Packets and accepts handled per wake-up before connections get a turn.
 const BUDGET: usize = 256;
-
-/// What a registered fd is for; encoded in its epoll token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Token {
-    Signals,
-    SynQueue,
-    Snoop,
-    Control,
-    Session(usize),
-    Listener(usize),
-    Client(ConnId),
-    Server(ConnId),
-}
-
-impl Token {
-    fn encode(self) -> u64 {
-        let (kind, n) = match self {
-            Token::Signals => (0, 0),
-            Token::SynQueue => (1, 0),
-            Token::Snoop => (2, 0),
-            Token::Control => (3, 0),
-            Token::Session(i) => (4, i as u32),
-            Token::Listener(i) => (5, i as u32),
-            Token::Client(id) => (6, id.as_u32()),
-            Token::Server(id) => (7, id.as_u32()),
-        };
-        (kind << 32) | u64::from(n)
-    }
-
-    /// A connection's token is valid only while its connection lives: an
-    /// event for a slot freed earlier in the same batch is dropped.
-    fn decode(raw: u64, pool: &Pool) -> Option<Token> {
-        let n = raw as u32;
-        Some(match raw >> 32 {
-            0 => Token::Signals,
-            1 => Token::SynQueue,
-            2 => Token::Snoop,
-            3 => Token::Control,
-            4 => Token::Session(n as usize),
-            5 => Token::Listener(n as usize),
-            6 => Token::Client(pool.id_from_u32(n)?),
-            7 => Token::Server(pool.id_from_u32(n)?),
-            _ => return None,
-        })
-    }
-}
 
 /// Snoop's queue, engine and the raw socket its retransmissions leave by.
 struct SnoopRuntime {

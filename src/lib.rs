@@ -19,6 +19,7 @@ pub mod rules;
 pub mod snoop;
 pub mod stats;
 pub mod sys;
+pub mod token;
 pub mod tuning;
 pub mod tuple;
 pub mod wire;
