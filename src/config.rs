@@ -171,7 +171,14 @@ impl Link {
             leg.congestion = Some("bbr".to_string());
         }
         if let Some(bps) = self.send_bps() {
-            leg.pacing_bytes_per_s = Some(bps / 8);
+            // The cap is the link's rate on long links; short ones get a
+            // quarter more: after an outage or an RTT step (LEO handovers)
+            // a leg capped at exactly the link's rate cannot catch up
+            // (measured: LEO 1 MB uploads 0.74x direct at 1.0x, 1.0x at
+            // 1.25x; on a clean GEO link 1.25x cost 3 %).
+            let rate = bps / 8;
+            let headroom = if self.rtt < BBR_MIN_RTT { rate / 4 } else { 0 };
+            leg.pacing_bytes_per_s = Some(rate + headroom);
             // Send buffer autotuning starts at two initial windows and
             // follows the RTT when it grows (queues, LEO handovers); a
             // fixed buffer would not. So it is fixed only where
@@ -406,8 +413,8 @@ LINK (the slow link's figures, like SQM's; optional):
                              downlink rate. Give both ends the same
                              --uplink and --downlink.
     With link settings the leg that sends over the link is paced at the
-    link's rate (SO_MAX_PACING_RATE; legs sending at the same time share
-    it), uses bbr when the RTT is 200 ms or more (unless --*-cc is
+    link's rate (SO_MAX_PACING_RATE; under 200 ms RTT a quarter above
+    it; legs sending at the same time share it), uses bbr when the RTT is 200 ms or more (unless --*-cc is
     given; below that the kernel's default, cubic, which follows RTT
     steps such as LEO handovers better), gets a send buffer of 2 x BDP
     (bandwidth-delay product = rate x rtt; unless --*-sndbuf is given),
@@ -1162,8 +1169,9 @@ mod tests {
         assert_eq!(c.server_leg, LegOptions::default());
         // A short link keeps the kernel's congestion control; a chosen
         // one is kept.
-        let short = p(&["--uplink", "15mbit", "--rtt", "40ms"]).unwrap();
+        let short = p(&["--uplink", "16mbit", "--rtt", "40ms"]).unwrap();
         assert_eq!(short.server_leg.congestion, None);
+        assert_eq!(short.server_leg.pacing_bytes_per_s, Some(2_500_000));
         let chosen = p(&[
             "--uplink",
             "5mbit",
