@@ -4,6 +4,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use super::cache::SegList;
+use super::congestion::CongestionWatch;
 use super::rtt::RttEstimator;
 use super::{IDLE_TIMEOUT, LINGER};
 
@@ -52,6 +53,9 @@ pub enum Recovery {
     /// The segment at `hole` is not cached or ran out of local retries:
     /// dup ACKs pass so the sender recovers it itself.
     Sender { hole: u32 },
+    /// The segment at `hole` was dropped by a full queue: dup ACKs pass and
+    /// nothing is sent from here, so the sender backs off and repairs it.
+    Congestion { hole: u32 },
 }
 
 /// Why a flow left the table, for the log line.
@@ -107,6 +111,7 @@ pub struct Flow {
     /// Highest right edge the host has SACKed above its cumulative ACK.
     pub sack_high: Option<u32>,
     pub rtt: RttEstimator,
+    pub congestion: CongestionWatch,
     /// Local retransmission timer; armed while segments are cached.
     pub rto_at: Option<Instant>,
     /// Timeouts in a row without a new ACK.
@@ -134,6 +139,7 @@ impl Flow {
             recovery: Recovery::Open,
             sack_high: None,
             rtt: RttEstimator::default(),
+            congestion: CongestionWatch::default(),
             rto_at: None,
             backoff: 0,
             last_seen: now,

@@ -25,6 +25,7 @@
 
 mod ack;
 mod cache;
+mod congestion;
 mod data;
 mod flow;
 mod resend;
@@ -90,9 +91,11 @@ struct Counters {
     dupacks_passed: u64,
     /// Packets that found the flow table or the cache full.
     passed_full: u64,
-    /// Dup ACKs (without SACK) let through because the queue toward the
-    /// host stood.
-    dupacks_passed_queue: u64,
+    /// Holes taken for congestion (a drop in a full queue toward the
+    /// host), left to the sender without a local copy.
+    losses_congestion: u64,
+    /// Dup ACKs let through for those holes.
+    dupacks_passed_congestion: u64,
     /// Data the router saw before, still unacknowledged by the host.
     sender_retransmits: u64,
     /// Data the host had already acknowledged.
@@ -169,7 +172,7 @@ impl Snoop {
             out,
             "{{\"flows\":{},\"flows_lingering\":{},\"max_flows\":{},\"cached_segments\":{},\"cache_bytes_used\":{},\"cache_bytes\":{},\
              \"flows_total\":{},\"local_retransmits_dupack\":{},\"local_retransmits_timeout\":{},\
-             \"dupacks_suppressed\":{},\"passed_full\":{},\"segments_cached\":{},\"dupacks_passed_queue\":{},\"dupacks_passed\":{},\
+             \"dupacks_suppressed\":{},\"passed_full\":{},\"segments_cached\":{},\"losses_congestion\":{},\"dupacks_passed_congestion\":{},\"dupacks_passed\":{},\
              \"sender_retransmits\":{},\"sender_retransmits_acked\":{},\"local_recovery_given_up\":{},\
              \"transmit_failed\":{},\"unparsed\":{}}}",
             self.flows.len() - lingering,
@@ -184,7 +187,8 @@ impl Snoop {
             c.dupacks_suppressed,
             c.passed_full,
             c.segments_cached,
-            c.dupacks_passed_queue,
+            c.losses_congestion,
+            c.dupacks_passed_congestion,
             c.dupacks_passed,
             c.sender_retransmits,
             c.sender_retransmits_acked,

@@ -148,7 +148,7 @@ fn loss_then_dup_acks_bring_one_local_copy_and_are_suppressed() {
 }
 
 #[test]
-fn lost_local_copy_is_sent_again_and_then_the_sender_hears() {
+fn lost_local_copy_is_sent_again_until_its_retries_are_spent() {
     for mut b in Bench::both().map(|b| b.sent(8)) {
         b.later(30);
         b.ack(at(0, 1)); // RTT sample 30 ms
@@ -160,20 +160,23 @@ fn lost_local_copy_is_sent_again_and_then_the_sender_hears() {
             1,
             "dup ACKs within a round trip wait"
         );
-        // Dup ACKs a round trip later: the copy was lost too, likely to a
-        // full queue. Another copy goes, and the sender hears from now on
-        // rather than running into its retransmission timer.
+        // Dup ACKs a round trip later: the copy was lost too. The queue is
+        // short and copies are rarely lost, so the radio did it: another
+        // copy goes, and the dup ACKs stay suppressed.
+        b.later(100);
+        assert_eq!(b.ack(at(0, 1)), SnoopVerdict::Drop);
+        assert_eq!(b.resent_seqs(), vec![at(0, 1), at(0, 1)]);
+        assert_eq!(b.ack(at(0, 1)), SnoopVerdict::Drop);
+        b.later(100);
+        assert_eq!(b.ack(at(0, 1)), SnoopVerdict::Drop);
+        assert_eq!(b.resent_seqs().len(), 3);
+        // The third copy lost as well: retries spent, the sender hears
+        // from now on rather than running into its retransmission timer.
         b.later(100);
         assert_eq!(b.ack(at(0, 1)), SnoopVerdict::Accept);
-        assert_eq!(b.resent_seqs(), vec![at(0, 1), at(0, 1)]);
         assert_eq!(b.ack(at(0, 1)), SnoopVerdict::Accept);
-        assert_eq!(b.resent_seqs().len(), 2);
-        assert!(b.counter("dupacks_passed") >= 2);
-        // The local timer still repairs it, without suppressing again.
-        b.now = b.snoop.next_deadline().unwrap();
-        b.timer();
         assert_eq!(b.resent_seqs().len(), 3);
-        assert_eq!(b.ack(at(0, 1)), SnoopVerdict::Accept);
+        assert!(b.counter("dupacks_passed") >= 2);
         // Nor does the sender's fast retransmit bring suppression back:
         // its fast recovery needs these dup ACKs.
         b.seg(0, 1);
@@ -439,16 +442,16 @@ fn full_arena_passes_packets_uncached_and_their_dup_acks_through() {
     }
 }
 
-/// A flow whose acks come back 60 ms late after a 5 ms start: the queue
-/// toward the host stands. Segments 12 and 13 are cached, unacked.
-fn standing_queue() -> Bench {
+/// A flow whose acks come back `late_ms` late after a 5 ms start: the
+/// queue toward the host stands. Segments 12 and 13 are cached, unacked.
+fn standing_queue(late_ms: u64) -> Bench {
     let mut b = Bench::new(false, 4, 1 << 20);
     b.seg(0, 0);
     b.later(5);
     b.ack(at(0, 1));
     for n in 1..12 {
         b.seg(0, n);
-        b.later(60);
+        b.later(late_ms);
         b.ack(at(0, n + 1));
     }
     b.seg(0, 12);
@@ -458,19 +461,91 @@ fn standing_queue() -> Bench {
 
 #[test]
 fn a_standing_queue_lets_dup_acks_without_sack_through() {
-    let mut b = standing_queue();
+    let mut b = standing_queue(60);
     assert_eq!(b.counter("cached_segments"), 2);
     assert_eq!(b.ack(at(0, 12)), SnoopVerdict::Accept);
     assert!(b.wire.sent.is_empty());
-    assert_eq!(b.counter("dupacks_passed_queue"), 1);
+    assert_eq!(b.counter("dupacks_passed_congestion"), 1);
 }
 
 #[test]
-fn with_sack_a_standing_queue_is_still_repaired_locally() {
-    let mut b = standing_queue();
+fn with_sack_a_shallow_standing_queue_is_still_repaired_locally() {
+    let mut b = standing_queue(40);
     let dup = TcpPkt::ack(at(0, 12)).sack(&[(at(0, 13), at(0, 14))]);
     assert_eq!(b.send(dup), SnoopVerdict::Drop);
     assert_eq!(b.resent_seqs(), vec![at(0, 12)]);
+}
+
+/// Congestion reaches the sender: with SACK too, a loss behind a deep
+/// queue (a tail drop) passes with every dup ACK, and neither the dup ACKs
+/// nor the local timer send a copy into that queue.
+#[test]
+fn a_loss_behind_a_deep_queue_is_the_senders_even_with_sack() {
+    let mut b = standing_queue(120);
+    let dup = || TcpPkt::ack(at(0, 12)).sack(&[(at(0, 13), at(0, 14))]);
+    for _ in 0..3 {
+        assert_eq!(b.send(dup()), SnoopVerdict::Accept);
+    }
+    assert_eq!(b.counter("losses_congestion"), 1);
+    assert_eq!(b.counter("dupacks_passed_congestion"), 3);
+    assert_eq!(b.counter("dupacks_suppressed"), 0);
+    b.now = b.snoop.next_deadline().unwrap();
+    b.timer();
+    assert!(b.wire.sent.is_empty(), "no local copy into a full queue");
+    // The sender's fast retransmit and the ACK that follows end it; the
+    // next hole is judged afresh.
+    b.seg(0, 12);
+    b.later(5);
+    assert_eq!(b.ack(at(0, 14)), SnoopVerdict::Accept);
+    assert_eq!(b.counter("cached_segments"), 0);
+}
+
+/// A short queue never reaches the standing limit, but local copies lost
+/// as well, one after another, show where it overflows; the next hole at
+/// that queue delay is congestion.
+#[test]
+fn lost_local_copies_teach_where_a_short_queue_overflows() {
+    let mut b = standing_queue(20);
+    let dup = |hole: u32| TcpPkt::ack(at(0, hole)).sack(&[(at(0, hole + 1), at(0, hole + 2))]);
+    let mut hole = 12;
+    let mut learned_after = None;
+    for round in 0..10 {
+        let sent = b.wire.sent.len();
+        if b.send(dup(hole)) == SnoopVerdict::Accept {
+            assert_eq!(b.wire.sent.len(), sent, "no copy for congestion");
+            learned_after = Some(round);
+            break;
+        }
+        assert_eq!(b.wire.sent.len(), sent + 1);
+        // A round trip and more later, still the same hole: the copy is
+        // gone too, and the sender hears.
+        let waited = (1..=20).find(|_| {
+            b.later(50);
+            b.send(dup(hole)) == SnoopVerdict::Accept
+        });
+        assert!(waited.is_some(), "the lost copy was never noticed");
+        // The sender repairs it; two more segments, the next hole.
+        b.seg(0, hole + 2);
+        b.seg(0, hole + 3);
+        assert_eq!(b.ack(at(0, hole + 2)), SnoopVerdict::Accept);
+        hole += 2;
+    }
+    // The first hole's three copies were all lost before the sender heard
+    // (one lost copy alone could be the radio); within the next hole or
+    // two the queue's overflow level is known.
+    assert_eq!(
+        b.resent_seqs().iter().filter(|&&q| q == at(0, 12)).count(),
+        3
+    );
+    assert!(
+        matches!(learned_after, Some(2..=3)),
+        "learned after {learned_after:?} holes"
+    );
+    let queue_delay = b.snoop.flows.get(0).unwrap().congestion.queue_delay();
+    assert!(queue_delay < congestion::STANDING_SACK);
+    // The second hole's lost copy once the level was known, then the
+    // next hole at once.
+    assert_eq!(b.counter("losses_congestion"), 2);
 }
 
 #[test]

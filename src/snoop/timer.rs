@@ -53,6 +53,14 @@ impl Snoop {
             flow.rto_at = Some(now + flow.rtt.backed_off(flow.backoff));
             return;
         }
+        if let Recovery::Congestion { .. } = flow.recovery {
+            // A full queue dropped it: the sender's recovery repairs it,
+            // and a copy from here would only join that queue.
+            let at = now + flow.rtt.backed_off(flow.backoff);
+            flow.rto_at = Some(at);
+            self.wake_by(at);
+            return;
+        }
         if seg.local_sends >= MAX_LOCAL_SENDS {
             // Retries spent: the sender's own timer and dup ACKs take over
             // until a new ACK arrives.
