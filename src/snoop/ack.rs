@@ -1,5 +1,6 @@
 //! ACKs from the wireless host: free what they cover, answer duplicate
-//! ACKs with local retransmissions, and keep those from the sender.
+//! ACKs for a radio loss with local retransmissions and keep those from
+//! the sender; pass those for a congestion loss (congestion.rs).
 
 use std::time::{Duration, Instant};
 
@@ -205,7 +206,7 @@ impl Snoop {
         let Some(flow) = self.flows.get_mut(idx) else {
             return SnoopVerdict::Accept;
         };
-        if flow.congestion.classify(sack, now) == LossCause::Congestion {
+        if flow.congestion.classify(sack, &flow.rtt, now) == LossCause::Congestion {
             log::debug!(
                 "snoop: hole at {ack} taken for congestion: queue delay {:?}, srtt {:?}, {:?}",
                 flow.congestion.queue_delay(),
@@ -240,9 +241,9 @@ impl Snoop {
     /// the copy was lost too, which is evidence of a full queue
     /// (congestion.rs learns from it), and the loss is judged again: a
     /// radio loss gets another copy while dup ACKs stay suppressed, within
-    /// the copy's retries; congestion, or retries spent, goes to the
-    /// sender, as suppressing longer would only run into its
-    /// retransmission timer.
+    /// the copy's retries and only with SACK; congestion, retries spent,
+    /// or a host without SACK, goes to the sender, as suppressing longer
+    /// would only run into its retransmission timer.
     fn on_local_hole(
         &mut self,
         idx: u16,
@@ -266,7 +267,14 @@ impl Snoop {
         let queue_delay = flow.congestion.queue_delay();
         flow.congestion.copy_lost(queue_delay, now);
         log::debug!("snoop: local copy at {ack} lost too: queue delay {queue_delay:?}");
-        if flow.congestion.classify(sack, now) == LossCause::Congestion {
+        if !sack {
+            // Without SACK every retry stalls the sender's ACK clock for
+            // another round trip: it recovers the hole itself (the copy
+            // still goes, it may be first).
+            self.resend(idx, s, Cause::DupAck, now, tx);
+            return self.leave_to_sender(idx, ack, "copy lost too, no SACK");
+        }
+        if flow.congestion.classify(sack, &flow.rtt, now) == LossCause::Congestion {
             flow.recovery = Recovery::Congestion { hole: ack };
             self.counters.losses_congestion += 1;
             self.counters.dupacks_passed_congestion += 1;

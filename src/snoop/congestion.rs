@@ -15,12 +15,11 @@
 //! samples while a hole stands (`sack.rs`). Two rules, either makes a
 //! loss congestion:
 //!
-//! - The queue stands: past `STANDING_SACK` (or, for a host without SACK,
-//!   the Wi-Fi CoDel target: local repair stalls its ACK clock, see
-//!   `ack.rs`). A queue that deep holds about half the sender's window on
-//!   a 100 ms path, so a cubic sender's backoff still keeps the hop busy,
-//!   and a random loss then costs little; a tail-drop queue is deeper and
-//!   overflows past it.
+//! - The queue stands: past `STANDING_SACK` (or `STANDING_NO_SACK` for a
+//!   host without SACK). A queue that deep holds about half the sender's
+//!   window on a 100 ms path, so a cubic sender's backoff still keeps the
+//!   hop busy, and a random loss then costs little; a tail-drop queue is
+//!   deeper and overflows past it.
 //! - The queue is near the level at which it was last seen to overflow:
 //!   a local copy that was lost as well (dup ACKs a whole round trip after
 //!   it went) is what a full queue does, and that queue delay is
@@ -39,7 +38,11 @@ use super::rtt::RttEstimator;
 /// A queue this deep toward a SACK host is congestion, whatever else.
 pub const STANDING_SACK: Duration = Duration::from_millis(50);
 /// The same for a host without SACK: the CoDel target mac80211 uses for
-/// Wi-Fi stations (20 ms). Past it CoDel starts dropping.
+/// Wi-Fi stations (20 ms), past which CoDel starts dropping. Lower than
+/// with SACK because without SACK local repair stalls the sender's ACK
+/// clock: every dup ACK is held back until the copy has crossed the
+/// queue, one hole after the other, and over a standing queue that stall
+/// costs more than the sender's own fast recovery.
 pub const STANDING_NO_SACK: Duration = Duration::from_millis(20);
 /// Below this no queue is congested: the jitter of a radio hop (retries,
 /// aggregation, the host's ACK timing).
@@ -86,9 +89,17 @@ impl CongestionWatch {
     }
 
     /// Classifies a new hole, from the hop's queue delay now and whether
-    /// the host speaks SACK.
-    pub fn classify(&self, sack: bool, now: Instant) -> LossCause {
-        self.classify_at(self.queue_delay(), sack, now)
+    /// the host speaks SACK. Without SACK the delay is read from `acked`,
+    /// the RTT of every ACK, repairs included: there it is the stall a
+    /// local repair costs the sender's ACK clock that matters, and this
+    /// view has no SACK samples to keep up with the queue anyway.
+    pub fn classify(&self, sack: bool, acked: &RttEstimator, now: Instant) -> LossCause {
+        let queue_delay = if sack {
+            self.queue_delay()
+        } else {
+            acked.queue_delay()
+        };
+        self.classify_at(queue_delay, sack, now)
     }
 
     fn classify_at(&self, queue_delay: Duration, sack: bool, now: Instant) -> LossCause {
@@ -149,7 +160,9 @@ mod tests {
             w.sample(ms(85), now);
         }
         assert!(w.queue_delay() > ms(75));
-        assert_eq!(w.classify(true, now), LossCause::Congestion);
+        let acked = RttEstimator::default();
+        assert_eq!(w.classify(true, &acked, now), LossCause::Congestion);
+        assert_eq!(w.classify(false, &acked, now), LossCause::Wireless);
     }
 
     #[test]

@@ -10,14 +10,17 @@
 //! Snoop never acknowledges data, never forges or rewrites a packet: it
 //! caches, retransmits unchanged copies, and drops duplicate ACKs.
 //!
-//! Real congestion must still reach the sender. Reading the backlog of
-//! the queue toward the host would take a netlink round trip per
-//! decision, so cheap proxies stand in: the cache itself (a backed-up
-//! hop keeps segments unacknowledged and fills it; uncached segments are
-//! recovered end to end), a local copy that is lost as well (a full queue
-//! drops it too; the dup ACKs then pass), and, for hosts without SACK, the
-//! flow's queueing delay (smoothed RTT of the wireless hop above its
-//! recent minimum; past the Wi-Fi CoDel target dup ACKs pass).
+//! Real congestion must still reach the sender: a drop in a full queue
+//! toward the host, repaired here and hidden, leaves the sender's window
+//! growing and the queue full, one drop after another. `congestion.rs`
+//! tells the two apart from the queue the lost segment's neighbours
+//! crossed (the wireless hop's RTT above its minimum, and the level at
+//! which local copies were lost too); a congestion loss passes every dup
+//! ACK and gets no local copy. A full cache (uncached segments are
+//! recovered end to end) and a local copy that runs out of retries pass
+//! the dup ACKs too. Reading the backlog of the router's own queue would
+//! take a netlink round trip per decision, and the queue that overflows
+//! may not be the router's (a bridge, an access point).
 //!
 //! Time is passed in; nothing here reads the clock, and nothing allocates
 //! after `Snoop::new` (the log line of a closing flow aside, whatever the

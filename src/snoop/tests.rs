@@ -148,13 +148,15 @@ fn loss_then_dup_acks_bring_one_local_copy_and_are_suppressed() {
 }
 
 #[test]
-fn lost_local_copy_is_sent_again_until_its_retries_are_spent() {
+fn with_sack_a_lost_local_copy_is_sent_again_until_its_retries_are_spent() {
     for mut b in Bench::both().map(|b| b.sent(8)) {
+        let v6 = b.v6;
+        let dup = move || TcpPkt::ack(at(0, 1)).sack(&[(at(0, 2), at(0, 3))]).v6(v6);
         b.later(30);
         b.ack(at(0, 1)); // RTT sample 30 ms
-        b.ack(at(0, 1));
+        b.send(dup());
         b.later(5);
-        assert_eq!(b.ack(at(0, 1)), SnoopVerdict::Drop);
+        assert_eq!(b.send(dup()), SnoopVerdict::Drop);
         assert_eq!(
             b.resent_seqs().len(),
             1,
@@ -164,22 +166,46 @@ fn lost_local_copy_is_sent_again_until_its_retries_are_spent() {
         // short and copies are rarely lost, so the radio did it: another
         // copy goes, and the dup ACKs stay suppressed.
         b.later(100);
-        assert_eq!(b.ack(at(0, 1)), SnoopVerdict::Drop);
+        assert_eq!(b.send(dup()), SnoopVerdict::Drop);
         assert_eq!(b.resent_seqs(), vec![at(0, 1), at(0, 1)]);
-        assert_eq!(b.ack(at(0, 1)), SnoopVerdict::Drop);
+        assert_eq!(b.send(dup()), SnoopVerdict::Drop);
         b.later(100);
-        assert_eq!(b.ack(at(0, 1)), SnoopVerdict::Drop);
+        assert_eq!(b.send(dup()), SnoopVerdict::Drop);
         assert_eq!(b.resent_seqs().len(), 3);
         // The third copy lost as well: retries spent, the sender hears
         // from now on rather than running into its retransmission timer.
         b.later(100);
-        assert_eq!(b.ack(at(0, 1)), SnoopVerdict::Accept);
-        assert_eq!(b.ack(at(0, 1)), SnoopVerdict::Accept);
+        assert_eq!(b.send(dup()), SnoopVerdict::Accept);
+        assert_eq!(b.send(dup()), SnoopVerdict::Accept);
         assert_eq!(b.resent_seqs().len(), 3);
         assert!(b.counter("dupacks_passed") >= 2);
         // Nor does the sender's fast retransmit bring suppression back:
         // its fast recovery needs these dup ACKs.
         b.seg(0, 1);
+        assert_eq!(b.send(dup()), SnoopVerdict::Accept);
+    }
+}
+
+#[test]
+fn without_sack_a_lost_local_copy_is_sent_again_and_then_the_sender_hears() {
+    for mut b in Bench::both().map(|b| b.sent(8)) {
+        b.later(30);
+        b.ack(at(0, 1)); // RTT sample 30 ms
+        b.ack(at(0, 1));
+        b.later(5);
+        assert_eq!(b.ack(at(0, 1)), SnoopVerdict::Drop);
+        assert_eq!(b.resent_seqs().len(), 1);
+        // A round trip later the copy is lost too: another goes, but each
+        // retry would stall the sender's ACK clock once more, so it hears.
+        b.later(100);
+        assert_eq!(b.ack(at(0, 1)), SnoopVerdict::Accept);
+        assert_eq!(b.resent_seqs(), vec![at(0, 1), at(0, 1)]);
+        assert_eq!(b.ack(at(0, 1)), SnoopVerdict::Accept);
+        assert_eq!(b.resent_seqs().len(), 2);
+        // The local timer still repairs it, without suppressing again.
+        b.now = b.snoop.next_deadline().unwrap();
+        b.timer();
+        assert_eq!(b.resent_seqs().len(), 3);
         assert_eq!(b.ack(at(0, 1)), SnoopVerdict::Accept);
     }
 }
@@ -546,6 +572,25 @@ fn lost_local_copies_teach_where_a_short_queue_overflows() {
     // The second hole's lost copy once the level was known, then the
     // next hole at once.
     assert_eq!(b.counter("losses_congestion"), 2);
+}
+
+/// While a hole holds the cumulative ACK, SACK blocks tell when the
+/// segments above it arrived: the queue's view keeps up.
+#[test]
+fn sack_blocks_feed_the_queue_delay_while_a_hole_stands() {
+    let mut b = Bench::new(false, 4, 1 << 20);
+    b.seg(0, 0);
+    b.later(5);
+    b.ack(at(0, 1));
+    // Segment 1 is lost; each later one is SACKed 80 ms after it went.
+    b.seg(0, 1);
+    for n in 2..40 {
+        b.seg(0, n);
+        b.later(80);
+        b.send(TcpPkt::ack(at(0, 1)).sack(&[(at(0, 2), at(0, n + 1))]));
+    }
+    let flow = b.snoop.flows.get(0).unwrap();
+    assert!(flow.congestion.queue_delay() > Duration::from_millis(70));
 }
 
 #[test]
