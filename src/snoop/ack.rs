@@ -10,7 +10,7 @@ use crate::wire::tcp::{Segment, flags, seq_le, seq_lt};
 use super::congestion::LossCause;
 use super::flow::{CloseReason, Recovery};
 use super::resend::Cause;
-use super::sack::sack_option;
+use super::sack::{MAX_HOLES_PER_ACK, sack_option};
 use super::{Snoop, SnoopVerdict, Transmit, key_from, payload_len};
 
 impl Snoop {
@@ -161,6 +161,7 @@ impl Snoop {
             Recovery::Sender { hole } if hole == ack => SnoopVerdict::Accept,
             Recovery::Congestion { hole } if hole == ack => {
                 self.counters.dupacks_passed_congestion += 1;
+                self.resend_lost_retransmissions(idx, ack, sack, now, tx);
                 SnoopVerdict::Accept
             }
             Recovery::Local { hole } if hole == ack => {
@@ -237,8 +238,10 @@ impl Snoop {
 
     /// A further dup ACK for a hole whose local copy (cache slot `s`) is
     /// on its way. Dup ACKs from packets sent before the copy keep coming
-    /// for about one round trip (the retransmit guard). Later ones mean
-    /// the copy was lost too, which is evidence of a full queue
+    /// for about one round trip. With SACK the copy is lost once the host
+    /// SACKs a segment sent after it; without, once dup ACKs still come
+    /// after the retransmit guard (about a round trip). A lost copy is
+    /// evidence of a full queue
     /// (congestion.rs learns from it), and the loss is judged again: a
     /// radio loss gets another copy while dup ACKs stay suppressed, within
     /// the copy's retries and only with SACK; congestion, retries spent,
@@ -257,11 +260,16 @@ impl Snoop {
             return SnoopVerdict::Accept;
         };
         let guard = flow.rtt.retransmit_guard();
-        let stale = self
-            .cache
-            .get(s)
-            .is_some_and(|c| now >= c.last_sent + guard);
-        if !stale {
+        let sacked_sent_at = flow.sacked_sent_at;
+        let lost = self.cache.get(s).is_some_and(|c| {
+            if sack {
+                // Exact: the host has SACKed a segment sent after the copy.
+                sacked_sent_at.is_some_and(|t| t > c.last_sent)
+            } else {
+                now >= c.last_sent + guard
+            }
+        });
+        if !lost {
             return SnoopVerdict::Drop;
         }
         let queue_delay = flow.congestion.queue_delay();
@@ -284,6 +292,61 @@ impl Snoop {
             SnoopVerdict::Drop
         } else {
             self.leave_to_sender(idx, ack, "copy lost too, retries spent")
+        }
+    }
+
+    /// During the sender's recovery from a congestion loss: a hole whose
+    /// repair the sender sent through here is still missing at the host
+    /// although data sent after it has arrived (with SACK), or a round trip
+    /// later (without): the radio lost the retransmission. The congestion
+    /// has been told (the sender has backed off); a copy from here spares
+    /// it a timeout, which a lossy hop makes likely, and repairs a radio
+    /// loss. With SACK every such hole below the highest SACKed edge
+    /// counts, a few per ACK; without, the one at the cumulative ACK.
+    fn resend_lost_retransmissions(
+        &mut self,
+        idx: u16,
+        ack: u32,
+        sack: bool,
+        now: Instant,
+        tx: &mut dyn Transmit,
+    ) {
+        let Some(flow) = self.flows.get(idx) else {
+            return;
+        };
+        let mut lost = [0u32; MAX_HOLES_PER_ACK];
+        let mut n = 0;
+        if sack {
+            let (Some(top), Some(delivered)) = (flow.sack_high, flow.sacked_sent_at) else {
+                return;
+            };
+            for (i, c) in self.cache.iter(&flow.segments) {
+                if n == lost.len() || !seq_lt(c.seq, top) {
+                    break;
+                }
+                if !c.sacked && c.retransmitted && delivered > c.last_sent {
+                    lost[n] = i;
+                    n += 1;
+                }
+            }
+        } else {
+            let guard = flow.rtt.retransmit_guard();
+            if let Some(s) = self.cache.find_containing(&flow.segments, ack) {
+                let gone = self
+                    .cache
+                    .get(s)
+                    .is_some_and(|c| c.retransmitted && now >= c.last_sent + guard);
+                if gone {
+                    lost[0] = s;
+                    n = 1;
+                }
+            }
+        }
+        for &s in &lost[..n] {
+            self.resend(idx, s, Cause::DupAck, now, tx);
+        }
+        if n > 0 {
+            log::debug!("snoop: {n} retransmissions of the sender's lost too, sent again");
         }
     }
 

@@ -19,7 +19,11 @@
 //!   host without SACK). A queue that deep holds about half the sender's
 //!   window on a 100 ms path, so a cubic sender's backoff still keeps the
 //!   hop busy, and a random loss then costs little; a tail-drop queue is
-//!   deeper and overflows past it.
+//!   deeper and overflows past it. With SACK the limit rises to three
+//!   quarters of the deepest queue seen lately (up to `STANDING_MAX`): a
+//!   deep tail-drop queue overflows near its top, and a radio loss below
+//!   that is still repaired locally, so the sender is told no more often
+//!   than it would be without Snoop.
 //! - The queue is near the level at which it was last seen to overflow:
 //!   a local copy that was lost as well (dup ACKs a whole round trip after
 //!   it went) is what a full queue does, and that queue delay is
@@ -44,6 +48,11 @@ pub const STANDING_SACK: Duration = Duration::from_millis(50);
 /// queue, one hole after the other, and over a standing queue that stall
 /// costs more than the sender's own fast recovery.
 pub const STANDING_NO_SACK: Duration = Duration::from_millis(20);
+/// The most the standing limit rises with a deep queue: past this the
+/// queue itself is the problem, whatever its size.
+const STANDING_MAX: Duration = Duration::from_millis(150);
+/// The deepest queue is that of the last one to two of these windows.
+const PEAK_WINDOW: Duration = Duration::from_secs(10);
 /// Below this no queue is congested: the jitter of a radio hop (retries,
 /// aggregation, the host's ACK timing).
 const FLOOR: Duration = Duration::from_millis(5);
@@ -70,6 +79,10 @@ pub enum LossCause {
 pub struct CongestionWatch {
     /// RTT of the wireless hop from ACKs that filled no hole.
     rtt: RttEstimator,
+    /// Deepest queue delay of the current window, and when it began.
+    peak: Option<(Duration, Instant)>,
+    /// Deepest queue delay of the window before.
+    peak_before: Duration,
     /// Queue delay at the last overflow seen, and when.
     full: Option<(Duration, Instant)>,
     /// Share of local copies lost as well, in `ONE`ths: a moving average
@@ -81,6 +94,21 @@ impl CongestionWatch {
     /// One RTT sample, from an ACK that filled no hole.
     pub fn sample(&mut self, rtt: Duration, now: Instant) {
         self.rtt.sample(rtt, now);
+        let delay = self.queue_delay();
+        self.peak = match self.peak {
+            Some((p, start)) if now >= start + PEAK_WINDOW => {
+                self.peak_before = p;
+                Some((delay, now))
+            }
+            Some((p, start)) => Some((p.max(delay), start)),
+            None => Some((delay, now)),
+        };
+    }
+
+    /// The deepest queue delay of the last one to two windows.
+    fn peak(&self) -> Duration {
+        self.peak
+            .map_or(Duration::ZERO, |(p, _)| p.max(self.peak_before))
     }
 
     /// The hop's queueing delay: smoothed RTT above its minimum.
@@ -104,7 +132,7 @@ impl CongestionWatch {
 
     fn classify_at(&self, queue_delay: Duration, sack: bool, now: Instant) -> LossCause {
         let standing = if sack {
-            STANDING_SACK
+            (self.peak() * 3 / 4).clamp(STANDING_SACK, STANDING_MAX)
         } else {
             STANDING_NO_SACK
         };
@@ -209,6 +237,36 @@ mod tests {
             w.copy_lost(ms(30), now);
         }
         assert_eq!(w.classify_at(ms(30), true, now), LossCause::Congestion);
+    }
+
+    #[test]
+    fn below_the_top_of_a_deep_queue_a_loss_is_the_radios() {
+        let mut w = CongestionWatch::default();
+        let t0 = Instant::now();
+        // A 5 ms hop whose queue once reached 100 ms.
+        w.sample(ms(5), t0);
+        for _ in 0..80 {
+            w.sample(ms(105), t0);
+        }
+        for _ in 0..80 {
+            w.sample(ms(65), t0);
+        }
+        let acked = RttEstimator::default();
+        assert!(w.queue_delay() > STANDING_SACK);
+        assert_eq!(w.classify(true, &acked, t0), LossCause::Wireless);
+        for _ in 0..80 {
+            w.sample(ms(90), t0);
+        }
+        assert_eq!(w.classify(true, &acked, t0), LossCause::Congestion);
+        // Two windows on, that peak is forgotten.
+        let later = t0 + PEAK_WINDOW * 2;
+        for at in [t0 + PEAK_WINDOW, later] {
+            w.sample(ms(5), at);
+            for _ in 0..80 {
+                w.sample(ms(65), at);
+            }
+        }
+        assert_eq!(w.classify(true, &acked, later), LossCause::Congestion);
     }
 
     #[test]

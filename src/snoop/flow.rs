@@ -110,6 +110,10 @@ pub struct Flow {
     pub recovery: Recovery,
     /// Highest right edge the host has SACKed above its cumulative ACK.
     pub sack_high: Option<u32>,
+    /// When the last-sent segment the host has SACKed so far went toward
+    /// it (sent once only). A copy sent before that and still missing was
+    /// lost: the queue toward the host keeps order (RACK, RFC 8985).
+    pub sacked_sent_at: Option<Instant>,
     pub rtt: RttEstimator,
     pub congestion: CongestionWatch,
     /// Local retransmission timer; armed while segments are cached.
@@ -138,6 +142,7 @@ impl Flow {
             last_window: 0,
             recovery: Recovery::Open,
             sack_high: None,
+            sacked_sent_at: None,
             rtt: RttEstimator::default(),
             congestion: CongestionWatch::default(),
             rto_at: None,

@@ -16,7 +16,7 @@ use super::{Snoop, Transmit};
 /// Holes resent per duplicate ACK beyond the one at the cumulative ACK:
 /// the holes of one ACK's blocks, without a burst into a queue that may
 /// be what lost them.
-const MAX_HOLES_PER_ACK: usize = 4;
+pub(super) const MAX_HOLES_PER_ACK: usize = 4;
 
 /// The raw blocks of a segment's SACK option, if it has one.
 pub(super) fn sack_option<'a>(seg: &Segment<'a>) -> Option<&'a [u8]> {
@@ -72,6 +72,9 @@ impl Snoop {
         if let Some(at) = youngest {
             flow.congestion
                 .sample(now.saturating_duration_since(at), now);
+            if flow.sacked_sent_at.is_none_or(|t| t < at) {
+                flow.sacked_sent_at = Some(at);
+            }
         }
     }
 
