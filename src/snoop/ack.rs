@@ -210,7 +210,7 @@ impl Snoop {
         if flow.congestion.classify(sack, &flow.rtt, now) == LossCause::Congestion {
             log::debug!(
                 "snoop: hole at {ack} taken for congestion: queue delay {:?}, srtt {:?}, {:?}",
-                flow.congestion.queue_delay(),
+                flow.congestion.queue_delay(now),
                 flow.rtt.srtt(),
                 flow.congestion
             );
@@ -272,7 +272,7 @@ impl Snoop {
         if !lost {
             return SnoopVerdict::Drop;
         }
-        let queue_delay = flow.congestion.queue_delay();
+        let queue_delay = flow.congestion.queue_delay(now);
         flow.congestion.copy_lost(queue_delay, now);
         log::debug!("snoop: local copy at {ack} lost too: queue delay {queue_delay:?}");
         if !sack {

@@ -5,15 +5,15 @@
 //! and every repaired drop is followed by the next.
 //!
 //! The evidence is the queue the hole's neighbours crossed: how far the
-//! wireless hop's smoothed RTT sits above its minimum (the segments that
-//! were acknowledged just before the loss queued right before the lost
-//! one). That RTT is kept here, apart from the one that times local
-//! retransmissions: it takes no sample from an ACK that fills a hole,
-//! whose segments waited for the repair (a local round trip, or the
-//! sender's whole path), not in the queue; counted as queueing, that wait
-//! would make every later loss look like congestion. SACK blocks give it
-//! samples while a hole stands (`sack.rs`). Two rules, either makes a
-//! loss congestion:
+//! wireless hop's RTT sits above its base. As in CoDel, the smallest RTT
+//! of the last interval (`INTERVAL`) tells a standing queue from a burst:
+//! a burst, a delayed ACK or a radio retry raises some samples, a queue
+//! that stands raises all of them. The base is the smallest RTT of the
+//! last 10 to 20 s. Samples come from ACKs that fill no hole (those
+//! covering a repaired hole waited for the repair, not in the queue) and
+//! from SACK blocks, which tell when each segment arrived while a hole
+//! holds the cumulative ACK (`sack.rs`). Two rules, either makes a loss
+//! congestion:
 //!
 //! - The queue stands: past `STANDING_SACK` (or `STANDING_NO_SACK` for a
 //!   host without SACK). A queue that deep holds about half the sender's
@@ -25,8 +25,8 @@
 //!   that is still repaired locally, so the sender is told no more often
 //!   than it would be without Snoop.
 //! - The queue is near the level at which it was last seen to overflow:
-//!   a local copy that was lost as well (dup ACKs a whole round trip after
-//!   it went) is what a full queue does, and that queue delay is
+//!   a local copy that was lost as well (the host SACKed data sent after
+//!   it) is what a full queue does, and that queue delay is
 //!   remembered for `FULL_MEMORY`. This catches short queues that never
 //!   reach the standing limit. The radio loses copies too, at its loss
 //!   rate; so a lost copy counts only while copies are lost far more
@@ -38,6 +38,47 @@
 use std::time::{Duration, Instant};
 
 use super::rtt::RttEstimator;
+
+/// The smallest sample of the last one to two windows.
+#[derive(Debug, Clone, Copy)]
+struct WindowedMin {
+    window: Duration,
+    /// Smallest sample of the current window, and when the window began.
+    current: Option<(Duration, Instant)>,
+    /// Smallest sample of the window before.
+    before: Option<Duration>,
+}
+
+impl WindowedMin {
+    const fn new(window: Duration) -> WindowedMin {
+        WindowedMin {
+            window,
+            current: None,
+            before: None,
+        }
+    }
+
+    fn sample(&mut self, value: Duration, now: Instant) {
+        self.current = match self.current {
+            Some((m, start)) if now >= start + self.window => {
+                self.before = Some(m);
+                Some((value, now))
+            }
+            Some((m, start)) => Some((m.min(value), start)),
+            None => Some((value, now)),
+        };
+    }
+
+    /// `None` once no sample came for two windows: old evidence of a
+    /// queue is no evidence.
+    fn get(&self, now: Instant) -> Option<Duration> {
+        let (m, start) = self.current?;
+        if now >= start + self.window * 2 {
+            return None;
+        }
+        Some(self.before.map_or(m, |b| b.min(m)))
+    }
+}
 
 /// A queue this deep toward a SACK host is congestion, whatever else.
 pub const STANDING_SACK: Duration = Duration::from_millis(50);
@@ -53,6 +94,12 @@ pub const STANDING_NO_SACK: Duration = Duration::from_millis(20);
 const STANDING_MAX: Duration = Duration::from_millis(150);
 /// The deepest queue is that of the last one to two of these windows.
 const PEAK_WINDOW: Duration = Duration::from_secs(10);
+/// A queue stands if it stays for this long (CoDel's interval).
+const INTERVAL: Duration = Duration::from_millis(100);
+/// The hop's base RTT is the smallest of the last one to two of these: a
+/// hop that got slower for good (a station moving away) sets a new base,
+/// a queue standing for a few seconds does not.
+const BASE_WINDOW: Duration = Duration::from_secs(10);
 /// Below this no queue is congested: the jitter of a radio hop (retries,
 /// aggregation, the host's ACK timing).
 const FLOOR: Duration = Duration::from_millis(5);
@@ -75,10 +122,12 @@ pub enum LossCause {
 }
 
 /// Per-flow view of the hop's queue.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct CongestionWatch {
-    /// RTT of the wireless hop from ACKs that filled no hole.
-    rtt: RttEstimator,
+    /// The hop's base RTT.
+    base: WindowedMin,
+    /// The smallest RTT of the last interval.
+    recent: WindowedMin,
     /// Deepest queue delay of the current window, and when it began.
     peak: Option<(Duration, Instant)>,
     /// Deepest queue delay of the window before.
@@ -90,11 +139,25 @@ pub struct CongestionWatch {
     copies_lost: u16,
 }
 
+impl Default for CongestionWatch {
+    fn default() -> CongestionWatch {
+        CongestionWatch {
+            base: WindowedMin::new(BASE_WINDOW),
+            recent: WindowedMin::new(INTERVAL),
+            peak: None,
+            peak_before: Duration::ZERO,
+            full: None,
+            copies_lost: 0,
+        }
+    }
+}
+
 impl CongestionWatch {
-    /// One RTT sample, from an ACK that filled no hole.
+    /// One RTT sample: from an ACK that filled no hole, or from a SACK.
     pub fn sample(&mut self, rtt: Duration, now: Instant) {
-        self.rtt.sample(rtt, now);
-        let delay = self.queue_delay();
+        self.base.sample(rtt, now);
+        self.recent.sample(rtt, now);
+        let delay = self.queue_delay(now);
         self.peak = match self.peak {
             Some((p, start)) if now >= start + PEAK_WINDOW => {
                 self.peak_before = p;
@@ -111,9 +174,13 @@ impl CongestionWatch {
             .map_or(Duration::ZERO, |(p, _)| p.max(self.peak_before))
     }
 
-    /// The hop's queueing delay: smoothed RTT above its minimum.
-    pub fn queue_delay(&self) -> Duration {
-        self.rtt.queue_delay()
+    /// The hop's standing queue: the smallest RTT of the last interval
+    /// above the base; zero without recent samples.
+    pub fn queue_delay(&self, now: Instant) -> Duration {
+        match (self.recent.get(now), self.base.get(now)) {
+            (Some(recent), Some(base)) => recent.saturating_sub(base),
+            _ => Duration::ZERO,
+        }
     }
 
     /// Classifies a new hole, from the hop's queue delay now and whether
@@ -123,7 +190,7 @@ impl CongestionWatch {
     /// view has no SACK samples to keep up with the queue anyway.
     pub fn classify(&self, sack: bool, acked: &RttEstimator, now: Instant) -> LossCause {
         let queue_delay = if sack {
-            self.queue_delay()
+            self.queue_delay(now)
         } else {
             acked.queue_delay()
         };
@@ -179,18 +246,39 @@ mod tests {
         Duration::from_millis(n)
     }
 
-    #[test]
-    fn the_queue_delay_is_the_rtt_above_its_minimum() {
-        let mut w = CongestionWatch::default();
-        let now = Instant::now();
-        w.sample(ms(5), now);
-        for _ in 0..60 {
-            w.sample(ms(85), now);
+    /// Samples of `rtt` every millisecond for `span` from `*t`, which
+    /// moves on.
+    fn feed(w: &mut CongestionWatch, rtt: Duration, span: Duration, t: &mut Instant) {
+        let end = *t + span;
+        while *t < end {
+            w.sample(rtt, *t);
+            *t += ms(1);
         }
-        assert!(w.queue_delay() > ms(75));
+    }
+
+    #[test]
+    fn a_queue_that_stands_for_an_interval_is_congestion_a_burst_is_not() {
+        let mut w = CongestionWatch::default();
         let acked = RttEstimator::default();
-        assert_eq!(w.classify(true, &acked, now), LossCause::Congestion);
-        assert_eq!(w.classify(false, &acked, now), LossCause::Wireless);
+        let mut t = Instant::now();
+        feed(&mut w, ms(5), ms(50), &mut t);
+        // Every other sample late (a burst, delayed ACKs): the interval's
+        // smallest RTT stays at the base.
+        for _ in 0..300 {
+            w.sample(ms(90), t);
+            w.sample(ms(6), t);
+            t += ms(1);
+        }
+        assert!(w.queue_delay(t) < ms(2));
+        assert_eq!(w.classify(true, &acked, t), LossCause::Wireless);
+        // A queue that stays.
+        feed(&mut w, ms(85), ms(250), &mut t);
+        assert!(w.queue_delay(t) >= ms(79));
+        assert_eq!(w.classify(true, &acked, t), LossCause::Congestion);
+        // Without SACK the other view decides (here: nothing measured).
+        assert_eq!(w.classify(false, &acked, t), LossCause::Wireless);
+        // Without samples for two intervals the evidence is gone.
+        assert_eq!(w.queue_delay(t + INTERVAL * 2), Duration::ZERO);
     }
 
     #[test]
@@ -242,31 +330,24 @@ mod tests {
     #[test]
     fn below_the_top_of_a_deep_queue_a_loss_is_the_radios() {
         let mut w = CongestionWatch::default();
-        let t0 = Instant::now();
-        // A 5 ms hop whose queue once reached 100 ms.
-        w.sample(ms(5), t0);
-        for _ in 0..80 {
-            w.sample(ms(105), t0);
-        }
-        for _ in 0..80 {
-            w.sample(ms(65), t0);
-        }
         let acked = RttEstimator::default();
-        assert!(w.queue_delay() > STANDING_SACK);
-        assert_eq!(w.classify(true, &acked, t0), LossCause::Wireless);
-        for _ in 0..80 {
-            w.sample(ms(90), t0);
-        }
-        assert_eq!(w.classify(true, &acked, t0), LossCause::Congestion);
+        let t0 = Instant::now();
+        let mut t = t0;
+        // A 5 ms hop whose queue once reached 100 ms.
+        feed(&mut w, ms(5), ms(50), &mut t);
+        feed(&mut w, ms(105), ms(300), &mut t);
+        feed(&mut w, ms(65), ms(300), &mut t);
+        assert!(w.queue_delay(t) > STANDING_SACK);
+        assert_eq!(w.classify(true, &acked, t), LossCause::Wireless);
+        feed(&mut w, ms(90), ms(300), &mut t);
+        assert_eq!(w.classify(true, &acked, t), LossCause::Congestion);
         // Two windows on, that peak is forgotten.
-        let later = t0 + PEAK_WINDOW * 2;
-        for at in [t0 + PEAK_WINDOW, later] {
-            w.sample(ms(5), at);
-            for _ in 0..80 {
-                w.sample(ms(65), at);
-            }
+        for k in 1..=2 {
+            t = t0 + PEAK_WINDOW * k;
+            feed(&mut w, ms(5), ms(50), &mut t);
+            feed(&mut w, ms(65), ms(300), &mut t);
         }
-        assert_eq!(w.classify(true, &acked, later), LossCause::Congestion);
+        assert_eq!(w.classify(true, &acked, t), LossCause::Congestion);
     }
 
     #[test]

@@ -473,7 +473,8 @@ fn full_arena_passes_packets_uncached_and_their_dup_acks_through() {
 }
 
 /// A flow whose acks come back `late_ms` late after a 5 ms start: the
-/// queue toward the host stands. Segments 12 and 13 are cached, unacked.
+/// queue toward the host stands. Segments 12 and 13 are cached, unacked,
+/// and have had `late_ms` to cross.
 fn standing_queue(late_ms: u64) -> Bench {
     let mut b = Bench::new(false, 4, 1 << 20);
     b.seg(0, 0);
@@ -486,6 +487,8 @@ fn standing_queue(late_ms: u64) -> Bench {
     }
     b.seg(0, 12);
     b.seg(0, 13);
+    // As long again for whatever the host says about them.
+    b.later(late_ms);
     b
 }
 
@@ -563,9 +566,10 @@ fn lost_local_copies_teach_where_a_short_queue_overflows() {
         // Segments sent after the copy arrive, the copy does not: each
         // copy in turn is lost, until the sender hears.
         let heard = (0..4).any(|_| {
-            b.later(20);
+            b.later(5);
             b.seg(0, next);
             next += 1;
+            b.later(20);
             b.send(dup(hole, next)) == SnoopVerdict::Accept
         });
         assert!(heard, "the lost copies were never noticed");
@@ -577,6 +581,7 @@ fn lost_local_copies_teach_where_a_short_queue_overflows() {
         b.seg(0, next);
         b.seg(0, next + 1);
         next += 2;
+        b.later(20);
     }
     // The first hole's three copies were all lost before the sender heard
     // (one lost copy alone could be the radio); within the next hole or
@@ -589,7 +594,7 @@ fn lost_local_copies_teach_where_a_short_queue_overflows() {
         matches!(learned_after, Some(1..=3)),
         "learned after {learned_after:?} holes"
     );
-    let queue_delay = b.snoop.flows.get(0).unwrap().congestion.queue_delay();
+    let queue_delay = b.snoop.flows.get(0).unwrap().congestion.queue_delay(b.now);
     assert!(queue_delay < congestion::STANDING_SACK);
     assert!(b.counter("losses_congestion") >= 1);
 }
@@ -610,7 +615,7 @@ fn sack_blocks_feed_the_queue_delay_while_a_hole_stands() {
         b.send(TcpPkt::ack(at(0, 1)).sack(&[(at(0, 2), at(0, n + 1))]));
     }
     let flow = b.snoop.flows.get(0).unwrap();
-    assert!(flow.congestion.queue_delay() > Duration::from_millis(70));
+    assert!(flow.congestion.queue_delay(b.now) > Duration::from_millis(70));
 }
 
 #[test]
