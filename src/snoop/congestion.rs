@@ -32,8 +32,8 @@
 //!   rate; so a lost copy counts only while copies are lost far more
 //!   often than a radio would lose them (`COPY_LOSS_OVERFLOW`).
 //!
-//! Pure arithmetic on what the caller measured; the unit tests below
-//! cover each rule.
+//! Time is passed in, nothing allocates; the unit tests below cover each
+//! rule.
 
 use std::time::{Duration, Instant};
 
@@ -207,9 +207,9 @@ impl CongestionWatch {
             return LossCause::Congestion;
         }
         if let Some(full) = self.full_level(now) {
-            // Three quarters: the queue delay is smoothed, and a queue
-            // that overflowed at its top overflows a little below it too
-            // (a burst on top of a smoothed level).
+            // Three quarters: the queue delay is an interval's minimum,
+            // so a queue overflows with its minimum a little below the
+            // level seen at the last overflow (a burst on top).
             if queue_delay >= FLOOR && queue_delay >= full * 3 / 4 {
                 return LossCause::Congestion;
             }
