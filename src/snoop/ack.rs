@@ -1,15 +1,16 @@
 //! ACKs from the wireless host: free what they cover, answer duplicate
-//! ACKs with local retransmissions, and keep those from the sender.
+//! ACKs for a radio loss with local retransmissions and keep those from
+//! the sender; pass those for a congestion loss (congestion.rs).
 
 use std::time::{Duration, Instant};
 
 use crate::wire::ip::IpRepr;
 use crate::wire::tcp::{Segment, flags, seq_le, seq_lt};
 
+use super::congestion::LossCause;
 use super::flow::{CloseReason, Recovery};
 use super::resend::Cause;
-use super::rtt::QUEUE_DELAY_LIMIT;
-use super::sack::sack_option;
+use super::sack::{MAX_HOLES_PER_ACK, sack_option};
 use super::{Snoop, SnoopVerdict, Transmit, key_from, payload_len};
 
 impl Snoop {
@@ -40,7 +41,10 @@ impl Snoop {
             return SnoopVerdict::Accept;
         }
         let ack = seg.ack();
-        self.note_sack(idx, seg, ack);
+        // Whether the host was waiting for a hole before this ACK (a
+        // recovery under way, or data SACKed above its cumulative ACK).
+        let held = flow.recovery != Recovery::Open || flow.sack_high.is_some();
+        self.note_sack(idx, seg, ack, now);
         let Some(flow) = self.flows.get(idx) else {
             return SnoopVerdict::Accept;
         };
@@ -50,7 +54,7 @@ impl Snoop {
             // the way back. Harmless to the sender.
             Some(last) if seq_lt(ack, last) => SnoopVerdict::Accept,
             _ => {
-                self.on_new_ack(idx, ack, seg.window(), now);
+                self.on_new_ack(idx, ack, seg.window(), held, now);
                 SnoopVerdict::Accept
             }
         };
@@ -74,13 +78,17 @@ impl Snoop {
         }
     }
 
-    fn on_new_ack(&mut self, idx: u16, ack: u32, window: u16, now: Instant) {
+    /// The host's cumulative ACK moved to `ack`; `held` if it had been
+    /// waiting for a hole.
+    fn on_new_ack(&mut self, idx: u16, ack: u32, window: u16, held: bool, now: Instant) {
         let Some(flow) = self.flows.get_mut(idx) else {
             return;
         };
         // The youngest segment this ACK covers gives the sample: older ones
         // waited for it in the host's delayed-ACK timer. Karn's rule skips
-        // anything sent twice.
+        // anything sent twice. An ACK that fills a hole gives the local
+        // timers a sample (the time a segment takes to be acknowledged in
+        // practice), but not the queue's view (see congestion.rs).
         let mut sample: Option<Duration> = None;
         self.cache.release_acked(&mut flow.segments, ack, |s| {
             if !s.retransmitted {
@@ -89,6 +97,14 @@ impl Snoop {
         });
         if let Some(rtt) = sample {
             flow.rtt.sample(rtt, now);
+            if !held {
+                flow.congestion.sample(rtt, now);
+            }
+        }
+        if let Recovery::Local { hole } = flow.recovery {
+            if seq_lt(hole, ack) {
+                flow.congestion.copy_delivered();
+            }
         }
         flow.last_ack = Some(ack);
         flow.last_window = window;
@@ -138,60 +154,23 @@ impl Snoop {
             flow.last_window = seg.window();
             return SnoopVerdict::Accept;
         }
-        // Without SACK, local repair stalls the sender's ACK clock: every
-        // dup ACK is held back until the copy has crossed the queue toward
-        // the host, one hole after the other. While that queue stands
-        // (past the Wi-Fi CoDel target) the stall costs more than the
-        // sender's own fast recovery, and the loss is likely the queue's
-        // doing (a tail drop, or CoDel): congestion, which the sender must
-        // hear of. With SACK the holes of a window are repaired in one
-        // round trip, and the SACK blocks of the ACKs that follow still
-        // show the sender what was lost; measured, Snoop then wins even
-        // over a standing queue (tests/bench/results/snoop.md).
-        let congested = sack_option(seg).is_none() && flow.rtt.queue_delay() > QUEUE_DELAY_LIMIT;
-        if congested {
-            self.counters.dupacks_passed_queue += 1;
-        }
-        let hole = if congested {
-            None
-        } else {
-            self.cache.find_containing(&flow.segments, ack)
-        };
+        let sack = sack_option(seg).is_some();
         let recovery = flow.recovery;
         let guard = flow.rtt.retransmit_guard();
-        let verdict = match (recovery, hole) {
-            (Recovery::Sender { hole: h }, _) if h == ack => SnoopVerdict::Accept,
-            // Not cached (lost before the router, or the cache was full) or
-            // congestion: only the sender can repair it.
-            (_, None) => self.leave_to_sender(idx, ack),
-            (Recovery::Local { hole: h }, Some(s)) if h == ack => {
-                // The copy is on its way; dup ACKs from packets sent before
-                // it keep coming for about one round trip. Later ones mean
-                // the copy was lost too: most likely a full queue dropped
-                // it, which is congestion. Send another copy, but let the
-                // sender hear from now on: suppressing longer would only
-                // run into its retransmission timer.
-                let stale = self
-                    .cache
-                    .get(s)
-                    .is_some_and(|c| now >= c.last_sent + guard);
-                if stale {
-                    self.resend(idx, s, Cause::DupAck, now, tx);
-                    self.leave_to_sender(idx, ack)
-                } else {
-                    SnoopVerdict::Drop
+        let verdict = match recovery {
+            Recovery::Sender { hole } if hole == ack => SnoopVerdict::Accept,
+            Recovery::Congestion { hole } if hole == ack => {
+                self.counters.dupacks_passed_congestion += 1;
+                self.resend_lost_retransmissions(idx, ack, sack, now, tx);
+                SnoopVerdict::Accept
+            }
+            Recovery::Local { hole } if hole == ack => {
+                match self.cache.find_containing(&flow.segments, ack) {
+                    Some(s) => self.on_local_hole(idx, s, ack, sack, now, tx),
+                    None => self.leave_to_sender(idx, ack, "cached copy gone"),
                 }
             }
-            (_, Some(s)) => {
-                if self.resend(idx, s, Cause::DupAck, now, tx) {
-                    if let Some(f) = self.flows.get_mut(idx) {
-                        f.recovery = Recovery::Local { hole: ack };
-                    }
-                    SnoopVerdict::Drop
-                } else {
-                    self.leave_to_sender(idx, ack)
-                }
-            }
+            _ => self.on_new_hole(idx, ack, sack, now, tx),
         };
         if verdict == SnoopVerdict::Drop {
             // With SACK the host names the other holes too; fill them now
@@ -214,7 +193,167 @@ impl Snoop {
         verdict
     }
 
-    fn leave_to_sender(&mut self, idx: u16, hole: u32) -> SnoopVerdict {
+    /// The first dup ACK for the hole at `ack`: congestion goes to the
+    /// sender untouched (see `congestion.rs`); a radio loss of a cached
+    /// segment is repaired from here and its dup ACKs are kept back.
+    fn on_new_hole(
+        &mut self,
+        idx: u16,
+        ack: u32,
+        sack: bool,
+        now: Instant,
+        tx: &mut dyn Transmit,
+    ) -> SnoopVerdict {
+        let Some(flow) = self.flows.get_mut(idx) else {
+            return SnoopVerdict::Accept;
+        };
+        if flow.congestion.classify(sack, &flow.rtt, now) == LossCause::Congestion {
+            log::debug!(
+                "snoop: hole at {ack} taken for congestion: queue delay {:?}, srtt {:?}, {:?}",
+                flow.congestion.queue_delay(now),
+                flow.rtt.srtt(),
+                flow.congestion
+            );
+            // No local copy either: it would join the queue that dropped
+            // the original, and the sender's backoff is what empties it.
+            flow.recovery = Recovery::Congestion { hole: ack };
+            self.counters.losses_congestion += 1;
+            self.counters.dupacks_passed_congestion += 1;
+            return SnoopVerdict::Accept;
+        }
+        let Some(s) = self.cache.find_containing(&flow.segments, ack) else {
+            // Not cached (lost before the router, or the cache was full):
+            // only the sender can repair it.
+            return self.leave_to_sender(idx, ack, "not cached");
+        };
+        if self.resend(idx, s, Cause::DupAck, now, tx) {
+            if let Some(f) = self.flows.get_mut(idx) {
+                f.recovery = Recovery::Local { hole: ack };
+            }
+            SnoopVerdict::Drop
+        } else {
+            self.leave_to_sender(idx, ack, "copy not sent or retries spent")
+        }
+    }
+
+    /// A further dup ACK for a hole whose local copy (cache slot `s`) is
+    /// on its way. Dup ACKs from packets sent before the copy keep coming
+    /// for about one round trip. With SACK the copy is lost once the host
+    /// SACKs a segment sent after it; without, once dup ACKs still come
+    /// after the retransmit guard (about a round trip). A lost copy is
+    /// evidence of a full queue
+    /// (congestion.rs learns from it), and the loss is judged again: a
+    /// radio loss gets another copy while dup ACKs stay suppressed, within
+    /// the copy's retries and only with SACK; congestion, retries spent,
+    /// or a host without SACK, goes to the sender, as suppressing longer
+    /// would only run into its retransmission timer.
+    fn on_local_hole(
+        &mut self,
+        idx: u16,
+        s: u32,
+        ack: u32,
+        sack: bool,
+        now: Instant,
+        tx: &mut dyn Transmit,
+    ) -> SnoopVerdict {
+        let Some(flow) = self.flows.get_mut(idx) else {
+            return SnoopVerdict::Accept;
+        };
+        let guard = flow.rtt.retransmit_guard();
+        let sacked_sent_at = flow.sacked_sent_at;
+        let lost = self.cache.get(s).is_some_and(|c| {
+            if sack {
+                // Exact: the host has SACKed a segment sent after the copy.
+                sacked_sent_at.is_some_and(|t| t > c.last_sent)
+            } else {
+                now >= c.last_sent + guard
+            }
+        });
+        if !lost {
+            return SnoopVerdict::Drop;
+        }
+        let queue_delay = flow.congestion.queue_delay(now);
+        flow.congestion.copy_lost(queue_delay, now);
+        log::debug!("snoop: local copy at {ack} lost too: queue delay {queue_delay:?}");
+        if !sack {
+            // Without SACK every retry stalls the sender's ACK clock for
+            // another round trip: it recovers the hole itself (the copy
+            // still goes, it may be first).
+            self.resend(idx, s, Cause::DupAck, now, tx);
+            return self.leave_to_sender(idx, ack, "copy lost too, no SACK");
+        }
+        if flow.congestion.classify(sack, &flow.rtt, now) == LossCause::Congestion {
+            flow.recovery = Recovery::Congestion { hole: ack };
+            self.counters.losses_congestion += 1;
+            self.counters.dupacks_passed_congestion += 1;
+            return SnoopVerdict::Accept;
+        }
+        if self.resend(idx, s, Cause::DupAck, now, tx) {
+            SnoopVerdict::Drop
+        } else {
+            self.leave_to_sender(idx, ack, "copy lost too, retries spent")
+        }
+    }
+
+    /// During the sender's recovery from a congestion loss: a hole whose
+    /// repair the sender sent through here is still missing at the host
+    /// although data sent after it has arrived (with SACK), or a round trip
+    /// later (without): the radio lost the retransmission. The congestion
+    /// has been told (the sender has backed off); a copy from here spares
+    /// it a timeout, which a lossy hop makes likely, and repairs a radio
+    /// loss. With SACK every such hole below the highest SACKed edge
+    /// counts, a few per ACK; without, the one at the cumulative ACK.
+    fn resend_lost_retransmissions(
+        &mut self,
+        idx: u16,
+        ack: u32,
+        sack: bool,
+        now: Instant,
+        tx: &mut dyn Transmit,
+    ) {
+        let Some(flow) = self.flows.get(idx) else {
+            return;
+        };
+        let mut lost = [0u32; MAX_HOLES_PER_ACK];
+        let mut n = 0;
+        if sack {
+            let (Some(top), Some(delivered)) = (flow.sack_high, flow.sacked_sent_at) else {
+                return;
+            };
+            for (i, c) in self.cache.iter(&flow.segments) {
+                if n == lost.len() || !seq_lt(c.seq, top) {
+                    break;
+                }
+                if !c.sacked && c.retransmitted && delivered > c.last_sent {
+                    lost[n] = i;
+                    n += 1;
+                }
+            }
+        } else {
+            let guard = flow.rtt.retransmit_guard();
+            if let Some(s) = self.cache.find_containing(&flow.segments, ack) {
+                let gone = self
+                    .cache
+                    .get(s)
+                    .is_some_and(|c| c.retransmitted && now >= c.last_sent + guard);
+                if gone {
+                    lost[0] = s;
+                    n = 1;
+                }
+            }
+        }
+        for &s in &lost[..n] {
+            self.resend(idx, s, Cause::DupAck, now, tx);
+        }
+        if n > 0 {
+            log::debug!("snoop: {n} retransmissions of the sender's lost too, sent again");
+        }
+    }
+
+    /// The hole at `hole` is the sender's to repair (`why`, for the
+    /// debug log): its dup ACKs pass from now on.
+    fn leave_to_sender(&mut self, idx: u16, hole: u32, why: &str) -> SnoopVerdict {
+        log::debug!("snoop: hole at {hole} left to the sender: {why}");
         if let Some(f) = self.flows.get_mut(idx) {
             f.recovery = Recovery::Sender { hole };
         }

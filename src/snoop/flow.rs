@@ -4,6 +4,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use super::cache::SegList;
+use super::congestion::CongestionWatch;
 use super::rtt::RttEstimator;
 use super::{IDLE_TIMEOUT, LINGER};
 
@@ -52,6 +53,9 @@ pub enum Recovery {
     /// The segment at `hole` is not cached or ran out of local retries:
     /// dup ACKs pass so the sender recovers it itself.
     Sender { hole: u32 },
+    /// The segment at `hole` was dropped by a full queue: dup ACKs pass and
+    /// nothing is sent from here, so the sender backs off and repairs it.
+    Congestion { hole: u32 },
 }
 
 /// Why a flow left the table, for the log line.
@@ -106,7 +110,12 @@ pub struct Flow {
     pub recovery: Recovery,
     /// Highest right edge the host has SACKed above its cumulative ACK.
     pub sack_high: Option<u32>,
+    /// When the last-sent segment the host has SACKed so far went toward
+    /// it (sent once only). A copy sent before that and still missing was
+    /// lost: the queue toward the host keeps order (RACK, RFC 8985).
+    pub sacked_sent_at: Option<Instant>,
     pub rtt: RttEstimator,
+    pub congestion: CongestionWatch,
     /// Local retransmission timer; armed while segments are cached.
     pub rto_at: Option<Instant>,
     /// Timeouts in a row without a new ACK.
@@ -133,7 +142,9 @@ impl Flow {
             last_window: 0,
             recovery: Recovery::Open,
             sack_high: None,
+            sacked_sent_at: None,
             rtt: RttEstimator::default(),
+            congestion: CongestionWatch::default(),
             rto_at: None,
             backoff: 0,
             last_seen: now,

@@ -10,14 +10,17 @@
 //! Snoop never acknowledges data, never forges or rewrites a packet: it
 //! caches, retransmits unchanged copies, and drops duplicate ACKs.
 //!
-//! Real congestion must still reach the sender. Reading the backlog of
-//! the queue toward the host would take a netlink round trip per
-//! decision, so cheap proxies stand in: the cache itself (a backed-up
-//! hop keeps segments unacknowledged and fills it; uncached segments are
-//! recovered end to end), a local copy that is lost as well (a full queue
-//! drops it too; the dup ACKs then pass), and, for hosts without SACK, the
-//! flow's queueing delay (smoothed RTT of the wireless hop above its
-//! recent minimum; past the Wi-Fi CoDel target dup ACKs pass).
+//! Real congestion must still reach the sender: a drop in a full queue
+//! toward the host, repaired here and hidden, leaves the sender's window
+//! growing and the queue full, one drop after another. `congestion.rs`
+//! tells the two apart from the queue the lost segment's neighbours
+//! crossed (the wireless hop's RTT above its minimum, and the level at
+//! which local copies were lost too); a congestion loss passes every dup
+//! ACK and gets no local copy. A full cache (uncached segments are
+//! recovered end to end) and a local copy that runs out of retries pass
+//! the dup ACKs too. Reading the backlog of the router's own queue would
+//! take a netlink round trip per decision, and the queue that overflows
+//! may not be the router's (a bridge, an access point).
 //!
 //! Time is passed in; nothing here reads the clock, and nothing allocates
 //! after `Snoop::new` (the log line of a closing flow aside, whatever the
@@ -25,6 +28,7 @@
 
 mod ack;
 mod cache;
+mod congestion;
 mod data;
 mod flow;
 mod resend;
@@ -90,9 +94,11 @@ struct Counters {
     dupacks_passed: u64,
     /// Packets that found the flow table or the cache full.
     passed_full: u64,
-    /// Dup ACKs (without SACK) let through because the queue toward the
-    /// host stood.
-    dupacks_passed_queue: u64,
+    /// Holes taken for congestion (a drop in a full queue toward the
+    /// host), left to the sender without a local copy.
+    losses_congestion: u64,
+    /// Dup ACKs let through for those holes.
+    dupacks_passed_congestion: u64,
     /// Data the router saw before, still unacknowledged by the host.
     sender_retransmits: u64,
     /// Data the host had already acknowledged.
@@ -169,7 +175,7 @@ impl Snoop {
             out,
             "{{\"flows\":{},\"flows_lingering\":{},\"max_flows\":{},\"cached_segments\":{},\"cache_bytes_used\":{},\"cache_bytes\":{},\
              \"flows_total\":{},\"local_retransmits_dupack\":{},\"local_retransmits_timeout\":{},\
-             \"dupacks_suppressed\":{},\"passed_full\":{},\"segments_cached\":{},\"dupacks_passed_queue\":{},\"dupacks_passed\":{},\
+             \"dupacks_suppressed\":{},\"passed_full\":{},\"segments_cached\":{},\"losses_congestion\":{},\"dupacks_passed_congestion\":{},\"dupacks_passed\":{},\
              \"sender_retransmits\":{},\"sender_retransmits_acked\":{},\"local_recovery_given_up\":{},\
              \"transmit_failed\":{},\"unparsed\":{}}}",
             self.flows.len() - lingering,
@@ -184,7 +190,8 @@ impl Snoop {
             c.dupacks_suppressed,
             c.passed_full,
             c.segments_cached,
-            c.dupacks_passed_queue,
+            c.losses_congestion,
+            c.dupacks_passed_congestion,
             c.dupacks_passed,
             c.sender_retransmits,
             c.sender_retransmits_acked,

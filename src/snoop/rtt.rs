@@ -12,32 +12,35 @@ const INITIAL_RTO: Duration = Duration::from_secs(1);
 /// Backed-off timeouts stop here: a local timer longer than the sender's own
 /// RTO helps nobody.
 const MAX_RTO: Duration = Duration::from_secs(4);
-/// The minimum RTT is forgotten after this long, so a hop that got slower
-/// for good (a station moving away, a lower Wi-Fi rate) sets a new base.
+/// The minimum RTT is the smallest sample of the last one to two of these
+/// windows, so a hop that got slower for good (a station moving away, a
+/// lower Wi-Fi rate) sets a new base, while a queue that stands for a few
+/// seconds does not become the base.
 const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
-/// Queueing delay above which the router's queue toward the host counts as
-/// standing: the CoDel target mac80211 uses for Wi-Fi stations (20 ms).
-/// Past it CoDel starts dropping, and those drops are congestion.
-pub const QUEUE_DELAY_LIMIT: Duration = Duration::from_millis(20);
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RttEstimator {
     /// Smoothed RTT and its mean deviation, in microseconds; `None` before
     /// the first sample.
     smoothed: Option<(u64, u64)>,
-    /// Smallest sample in the current window, and when it was taken.
+    /// Smallest sample in the current window, and when that window began.
     min: Option<(Duration, Instant)>,
+    /// Smallest sample in the window before.
+    min_before: Option<Duration>,
 }
 
 impl RttEstimator {
     /// Folds in one measurement (RFC 6298 section 2.2 and 2.3, alpha 1/8,
     /// beta 1/4) taken at `now`.
     pub fn sample(&mut self, rtt: Duration, now: Instant) {
-        if self
-            .min
-            .is_none_or(|(m, at)| rtt <= m || now >= at + MIN_RTT_WINDOW)
-        {
-            self.min = Some((rtt, now));
+        match self.min {
+            Some((_, start)) if now >= start + MIN_RTT_WINDOW => {
+                self.min_before = self.min.map(|(m, _)| m);
+                self.min = Some((rtt, now));
+            }
+            Some((m, start)) if rtt < m => self.min = Some((rtt, start)),
+            Some(_) => {}
+            None => self.min = Some((rtt, now)),
         }
         let r = rtt.as_micros().min(u128::from(u32::MAX)) as u64;
         self.smoothed = Some(match self.smoothed {
@@ -58,8 +61,13 @@ impl RttEstimator {
     /// spend waiting in queues on the way to the host (the router's qdisc,
     /// the driver, the radio's retries). Zero before any sample.
     pub fn queue_delay(&self) -> Duration {
-        match (self.srtt(), self.min) {
-            (Some(srtt), Some((min, _))) => srtt.saturating_sub(min),
+        let min = match (self.min, self.min_before) {
+            (Some((m, _)), Some(b)) => Some(m.min(b)),
+            (Some((m, _)), None) => Some(m),
+            (None, _) => None,
+        };
+        match (self.srtt(), min) {
+            (Some(srtt), Some(min)) => srtt.saturating_sub(min),
             _ => Duration::ZERO,
         }
     }
@@ -139,9 +147,15 @@ mod tests {
             e.sample(Duration::from_millis(45), t0);
         }
         assert!(e.queue_delay() > Duration::from_millis(35));
-        // Ten seconds on, the slower hop is the new normal.
+        // Ten seconds on, the 5 ms sample is still the base: a queue that
+        // stands for a while is not the hop's new normal.
         for _ in 0..40 {
             e.sample(Duration::from_millis(45), t0 + MIN_RTT_WINDOW);
+        }
+        assert!(e.queue_delay() > Duration::from_millis(35));
+        // Twenty seconds on, the slower hop is.
+        for _ in 0..40 {
+            e.sample(Duration::from_millis(45), t0 + MIN_RTT_WINDOW * 2);
         }
         assert!(e.queue_delay() < Duration::from_millis(1));
     }

@@ -16,7 +16,7 @@ use super::{Snoop, Transmit};
 /// Holes resent per duplicate ACK beyond the one at the cumulative ACK:
 /// the holes of one ACK's blocks, without a burst into a queue that may
 /// be what lost them.
-const MAX_HOLES_PER_ACK: usize = 4;
+pub(super) const MAX_HOLES_PER_ACK: usize = 4;
 
 /// The raw blocks of a segment's SACK option, if it has one.
 pub(super) fn sack_option<'a>(seg: &Segment<'a>) -> Option<&'a [u8]> {
@@ -31,7 +31,12 @@ impl Snoop {
     /// flow's highest SACKed edge. Blocks must lie above the cumulative ACK
     /// and within what the sender sent; a D-SACK block below the ACK
     /// names a duplicate, not a hole.
-    pub(super) fn note_sack(&mut self, idx: u16, seg: &Segment<'_>, ack: u32) {
+    ///
+    /// The youngest segment a block covers for the first time gives the
+    /// queue's view an RTT sample (congestion.rs): a SACK tells when a
+    /// segment arrived even while a hole below it holds the cumulative
+    /// ACK, which is most of the time on a lossy hop.
+    pub(super) fn note_sack(&mut self, idx: u16, seg: &Segment<'_>, ack: u32, now: Instant) {
         let Some(flow) = self.flows.get_mut(idx) else {
             return;
         };
@@ -42,6 +47,7 @@ impl Snoop {
             return;
         };
         let high_seq = flow.high_seq;
+        let mut youngest: Option<Instant> = None;
         for (left, right) in sack_blocks(blocks) {
             if !(seq_lt(ack, right) && seq_lt(left, right) && seq_le(right, high_seq)) {
                 continue;
@@ -54,10 +60,20 @@ impl Snoop {
                 if !seq_lt(s.seq, right) {
                     break;
                 }
-                if seq_le(left, s.seq) && seq_le(s.end, right) {
+                if seq_le(left, s.seq) && seq_le(s.end, right) && !s.sacked {
                     s.sacked = true;
+                    if !s.retransmitted && youngest.is_none_or(|y| y < s.cached_at) {
+                        youngest = Some(s.cached_at);
+                    }
                 }
                 cur = s.next;
+            }
+        }
+        if let Some(at) = youngest {
+            flow.congestion
+                .sample(now.saturating_duration_since(at), now);
+            if flow.sacked_sent_at.is_none_or(|t| t < at) {
+                flow.sacked_sent_at = Some(at);
             }
         }
     }

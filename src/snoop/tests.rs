@@ -148,35 +148,68 @@ fn loss_then_dup_acks_bring_one_local_copy_and_are_suppressed() {
 }
 
 #[test]
-fn lost_local_copy_is_sent_again_and_then_the_sender_hears() {
+fn with_sack_a_lost_local_copy_is_sent_again_until_its_retries_are_spent() {
+    for mut b in Bench::both().map(|b| b.sent(8)) {
+        let v6 = b.v6;
+        // A dup ACK for the hole at 1 that SACKs 2 up to segment `n`.
+        let dup = move |n: u32| {
+            TcpPkt::ack(at(0, 1))
+                .sack(&[(at(0, 2), at(0, n + 1))])
+                .v6(v6)
+        };
+        b.later(30);
+        b.ack(at(0, 1)); // RTT sample 30 ms
+        assert_eq!(b.send(dup(2)), SnoopVerdict::Drop);
+        assert_eq!(b.resent_seqs().len(), 1);
+        // Dup ACKs for data sent before the copy: it is on its way,
+        // however late they come.
+        b.later(100);
+        assert_eq!(b.send(dup(3)), SnoopVerdict::Drop);
+        assert_eq!(b.resent_seqs().len(), 1);
+        // The host SACKs a segment sent after the copy: the copy was lost.
+        // The queue is short and copies are rarely lost, so the radio did
+        // it: another copy goes, and the dup ACKs stay suppressed.
+        for (n, copies) in [(8, 2), (9, 3)] {
+            b.later(5);
+            b.seg(0, n);
+            assert_eq!(b.send(dup(n)), SnoopVerdict::Drop);
+            assert_eq!(b.resent_seqs(), vec![at(0, 1); copies]);
+        }
+        // The third copy lost as well: retries spent, the sender hears
+        // from now on rather than running into its retransmission timer.
+        b.later(5);
+        b.seg(0, 10);
+        assert_eq!(b.send(dup(10)), SnoopVerdict::Accept);
+        assert_eq!(b.send(dup(10)), SnoopVerdict::Accept);
+        assert_eq!(b.resent_seqs().len(), 3);
+        assert!(b.counter("dupacks_passed") >= 2);
+        // Nor does the sender's fast retransmit bring suppression back:
+        // its fast recovery needs these dup ACKs.
+        b.seg(0, 1);
+        assert_eq!(b.send(dup(10)), SnoopVerdict::Accept);
+    }
+}
+
+#[test]
+fn without_sack_a_lost_local_copy_is_sent_again_and_then_the_sender_hears() {
     for mut b in Bench::both().map(|b| b.sent(8)) {
         b.later(30);
         b.ack(at(0, 1)); // RTT sample 30 ms
         b.ack(at(0, 1));
         b.later(5);
         assert_eq!(b.ack(at(0, 1)), SnoopVerdict::Drop);
-        assert_eq!(
-            b.resent_seqs().len(),
-            1,
-            "dup ACKs within a round trip wait"
-        );
-        // Dup ACKs a round trip later: the copy was lost too, likely to a
-        // full queue. Another copy goes, and the sender hears from now on
-        // rather than running into its retransmission timer.
+        assert_eq!(b.resent_seqs().len(), 1);
+        // A round trip later the copy is lost too: another goes, but each
+        // retry would stall the sender's ACK clock once more, so it hears.
         b.later(100);
         assert_eq!(b.ack(at(0, 1)), SnoopVerdict::Accept);
         assert_eq!(b.resent_seqs(), vec![at(0, 1), at(0, 1)]);
         assert_eq!(b.ack(at(0, 1)), SnoopVerdict::Accept);
         assert_eq!(b.resent_seqs().len(), 2);
-        assert!(b.counter("dupacks_passed") >= 2);
         // The local timer still repairs it, without suppressing again.
         b.now = b.snoop.next_deadline().unwrap();
         b.timer();
         assert_eq!(b.resent_seqs().len(), 3);
-        assert_eq!(b.ack(at(0, 1)), SnoopVerdict::Accept);
-        // Nor does the sender's fast retransmit bring suppression back:
-        // its fast recovery needs these dup ACKs.
-        b.seg(0, 1);
         assert_eq!(b.ack(at(0, 1)), SnoopVerdict::Accept);
     }
 }
@@ -439,38 +472,150 @@ fn full_arena_passes_packets_uncached_and_their_dup_acks_through() {
     }
 }
 
-/// A flow whose acks come back 60 ms late after a 5 ms start: the queue
-/// toward the host stands. Segments 12 and 13 are cached, unacked.
-fn standing_queue() -> Bench {
+/// A flow whose acks come back `late_ms` late after a 5 ms start: the
+/// queue toward the host stands. Segments 12 and 13 are cached, unacked,
+/// and have had `late_ms` to cross.
+fn standing_queue(late_ms: u64) -> Bench {
     let mut b = Bench::new(false, 4, 1 << 20);
     b.seg(0, 0);
     b.later(5);
     b.ack(at(0, 1));
     for n in 1..12 {
         b.seg(0, n);
-        b.later(60);
+        b.later(late_ms);
         b.ack(at(0, n + 1));
     }
     b.seg(0, 12);
     b.seg(0, 13);
+    // As long again for whatever the host says about them.
+    b.later(late_ms);
     b
 }
 
 #[test]
 fn a_standing_queue_lets_dup_acks_without_sack_through() {
-    let mut b = standing_queue();
+    let mut b = standing_queue(60);
     assert_eq!(b.counter("cached_segments"), 2);
     assert_eq!(b.ack(at(0, 12)), SnoopVerdict::Accept);
     assert!(b.wire.sent.is_empty());
-    assert_eq!(b.counter("dupacks_passed_queue"), 1);
+    assert_eq!(b.counter("dupacks_passed_congestion"), 1);
 }
 
 #[test]
-fn with_sack_a_standing_queue_is_still_repaired_locally() {
-    let mut b = standing_queue();
+fn with_sack_a_shallow_standing_queue_is_still_repaired_locally() {
+    let mut b = standing_queue(40);
     let dup = TcpPkt::ack(at(0, 12)).sack(&[(at(0, 13), at(0, 14))]);
     assert_eq!(b.send(dup), SnoopVerdict::Drop);
     assert_eq!(b.resent_seqs(), vec![at(0, 12)]);
+}
+
+/// Congestion reaches the sender: with SACK too, a loss behind a deep
+/// queue (a tail drop) passes with every dup ACK, and neither the dup ACKs
+/// nor the local timer send a copy into that queue.
+#[test]
+fn a_loss_behind_a_deep_queue_is_the_senders_even_with_sack() {
+    let mut b = standing_queue(120);
+    let dup = || TcpPkt::ack(at(0, 12)).sack(&[(at(0, 13), at(0, 14))]);
+    for _ in 0..3 {
+        assert_eq!(b.send(dup()), SnoopVerdict::Accept);
+    }
+    assert_eq!(b.counter("losses_congestion"), 1);
+    assert_eq!(b.counter("dupacks_passed_congestion"), 3);
+    assert_eq!(b.counter("dupacks_suppressed"), 0);
+    // Past any local timeout.
+    b.later(4000);
+    b.timer();
+    assert!(b.wire.sent.is_empty(), "no local copy into a full queue");
+    // The sender's fast retransmit; if the radio loses it (the host SACKs
+    // data sent after it), a copy from here spares the sender its
+    // timeout: it has backed off already.
+    b.seg(0, 12);
+    assert_eq!(b.send(dup()), SnoopVerdict::Accept);
+    assert!(
+        b.wire.sent.is_empty(),
+        "not before data sent after it arrives"
+    );
+    b.later(10);
+    b.seg(0, 14);
+    let after = TcpPkt::ack(at(0, 12)).sack(&[(at(0, 13), at(0, 15))]);
+    assert_eq!(b.send(after), SnoopVerdict::Accept);
+    assert_eq!(b.resent_seqs(), vec![at(0, 12)]);
+    // The ACK that follows ends it; the next hole is judged afresh.
+    assert_eq!(b.ack(at(0, 15)), SnoopVerdict::Accept);
+    assert_eq!(b.counter("cached_segments"), 0);
+}
+
+/// A short queue never reaches the standing limit, but local copies lost
+/// as well, one after another, show where it overflows; the next hole at
+/// that queue delay is congestion.
+#[test]
+fn lost_local_copies_teach_where_a_short_queue_overflows() {
+    let mut b = standing_queue(20);
+    // A dup ACK for `hole` that SACKs what follows it, up to `top`.
+    let dup = |hole: u32, top: u32| TcpPkt::ack(at(0, hole)).sack(&[(at(0, hole + 1), at(0, top))]);
+    let (mut hole, mut next) = (12, 14);
+    let mut learned_after = None;
+    for round in 0..10 {
+        let sent = b.wire.sent.len();
+        if b.send(dup(hole, next)) == SnoopVerdict::Accept {
+            assert_eq!(b.wire.sent.len(), sent, "no copy for congestion");
+            learned_after = Some(round);
+            break;
+        }
+        assert_eq!(b.wire.sent.len(), sent + 1);
+        // Segments sent after the copy arrive, the copy does not: each
+        // copy in turn is lost, until the sender hears.
+        let heard = (0..4).any(|_| {
+            b.later(5);
+            b.seg(0, next);
+            next += 1;
+            b.later(20);
+            b.send(dup(hole, next)) == SnoopVerdict::Accept
+        });
+        assert!(heard, "the lost copies were never noticed");
+        // The sender repairs it; the next segment is lost, one more
+        // arrives.
+        b.seg(0, hole);
+        assert_eq!(b.ack(at(0, next)), SnoopVerdict::Accept);
+        hole = next;
+        b.seg(0, next);
+        b.seg(0, next + 1);
+        next += 2;
+        b.later(20);
+    }
+    // The first hole's three copies were all lost before the sender heard
+    // (one lost copy alone could be the radio); within the next hole or
+    // two the queue's overflow level is known.
+    assert_eq!(
+        b.resent_seqs().iter().filter(|&&q| q == at(0, 12)).count(),
+        3
+    );
+    assert!(
+        matches!(learned_after, Some(1..=3)),
+        "learned after {learned_after:?} holes"
+    );
+    let queue_delay = b.snoop.flows.get(0).unwrap().congestion.queue_delay(b.now);
+    assert!(queue_delay < congestion::STANDING_SACK);
+    assert!(b.counter("losses_congestion") >= 1);
+}
+
+/// While a hole holds the cumulative ACK, SACK blocks tell when the
+/// segments above it arrived: the queue's view keeps up.
+#[test]
+fn sack_blocks_feed_the_queue_delay_while_a_hole_stands() {
+    let mut b = Bench::new(false, 4, 1 << 20);
+    b.seg(0, 0);
+    b.later(5);
+    b.ack(at(0, 1));
+    // Segment 1 is lost; each later one is SACKed 80 ms after it went.
+    b.seg(0, 1);
+    for n in 2..40 {
+        b.seg(0, n);
+        b.later(80);
+        b.send(TcpPkt::ack(at(0, 1)).sack(&[(at(0, 2), at(0, n + 1))]));
+    }
+    let flow = b.snoop.flows.get(0).unwrap();
+    assert!(flow.congestion.queue_delay(b.now) > Duration::from_millis(70));
 }
 
 #[test]

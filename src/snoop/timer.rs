@@ -53,6 +53,17 @@ impl Snoop {
             flow.rto_at = Some(now + flow.rtt.backed_off(flow.backoff));
             return;
         }
+        let sender_resent = seg.retransmitted && now >= seg.last_sent + flow.rtt.rto();
+        if matches!(flow.recovery, Recovery::Congestion { .. }) && !sender_resent {
+            // A full queue dropped it: the sender's recovery repairs it,
+            // and a copy from here would only join that queue. Once the
+            // sender's own retransmission has had a local RTO to arrive,
+            // the radio lost that one, and the copy below goes after all.
+            let at = now + flow.rtt.backed_off(flow.backoff);
+            flow.rto_at = Some(at);
+            self.wake_by(at);
+            return;
+        }
         if seg.local_sends >= MAX_LOCAL_SENDS {
             // Retries spent: the sender's own timer and dup ACKs take over
             // until a new ACK arrives.
