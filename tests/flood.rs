@@ -16,6 +16,13 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
+/// The floods run one at a time: each measures pepwrt under its own load.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Lets this process (and the pepwrt it starts, which inherits it) hold
 /// thousands of sockets.
 fn raise_fd_limit() {
@@ -236,6 +243,7 @@ fn accounting(tb: &Testbed, what: &str, syns: u64) -> (u64, u64) {
 /// are in no counter). Memory is flat across two rounds.
 #[test]
 fn spoofed_syn_flood_leaves_room_for_legitimate_connections() {
+    let _serial = serial();
     let mut tb = Testbed::new();
     tb.install_rules("iptables", &[]);
     tb.start_pepwrt(&["--log-level", "info"]);
@@ -400,6 +408,7 @@ fn sockaddr4(a: SocketAddr) -> (libc::sockaddr_in, libc::socklen_t) {
 /// outgoing legs collide with the client's own ports).
 #[test]
 fn burst_of_1000_connects_is_accounted_and_relayed() {
+    let _serial = serial();
     raise_fd_limit();
     let mut tb = Testbed::new();
     tb.install_rules("iptables", &[]);
@@ -493,6 +502,7 @@ fn burst_of_1000_connects_is_accounted_and_relayed() {
 /// every slot is freed when they close.
 #[test]
 fn thousands_of_idle_connections_leave_pepwrt_responsive() {
+    let _serial = serial();
     raise_fd_limit();
     const IDLE: usize = 2000;
     let mut tb = Testbed::new();
