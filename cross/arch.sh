@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # OpenWrt architecture names and the Rust triples/qemu runners behind them.
-# Sourced by cross/build and openwrt/build-ipk so both agree on one table.
+# Sourced by cross/build and openwrt/build-packages so both agree on one table.
 
 # shellcheck disable=SC2034  # used by the scripts that source this file
 PEPWRT_ARCHS=(mips_24kc mipsel_24kc arm_cortex-a7_neon-vfpv4 aarch64_cortex-a53 x86_64)

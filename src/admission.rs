@@ -1,22 +1,42 @@
-//! SYN admission: for each queued SYN, split (reserve a slot) or pass.
-//! pepwrt never drops or resets a connection because it is busy.
+//! SYN admission: the queue that captures first SYNs, and for each one
+//! the decision, split (reserve a slot) or pass. A decision sticks to its
+//! connection through conntrack's mark (see rules.rs), so a retransmitted
+//! SYN never comes back here for a second opinion. pepwrt never drops or
+//! resets a connection because it is busy.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::pool::{FourTuple, Pool, SynInfo};
+use crate::error::StartError;
+use crate::nfqueue::{NfQueue, QueueVerdict};
+use crate::pool::Pool;
+use crate::stats::Counters;
+use crate::tuple::{FourTuple, SynInfo};
 use crate::wire::{
     self,
     tcp::{SynOptions, flags},
 };
 
-/// How long an admitted SYN holds its slot waiting for the handshake to
-/// reach the listener; covers the client's SYN retransmissions (1 s, 3 s).
-pub const RESERVATION: Duration = Duration::from_secs(8);
+/// How long an admitted SYN holds its slot waiting for its handshake to
+/// reach the listener. The handshake is with the router itself, a LAN
+/// round trip away, so this covers a lost SYN-ACK and its resend at 1 s;
+/// after it, a full pool takes the slot back, so SYNs that never complete
+/// (spoofed ones) cannot keep the pool full. A handshake that completes
+/// later still gets any free slot.
+pub const RESERVATION: Duration = Duration::from_secs(3);
 
 /// What TCP_MAXSEG accepts (Linux: 88 to MAX_TCP_WINDOW).
 pub const MSS_RANGE: std::ops::RangeInclusive<u16> = 88..=32767;
+
+/// A SYN copies this much: IPv6 headers with extension headers and all
+/// TCP options fit.
+const SYN_COPY_RANGE: u16 = 256;
+/// SYNs the kernel may hold for us at once; more than the socket holds, so
+/// that overflow is counted (see NfQueue::open).
+const SYN_QUEUE_LEN: u32 = 4096;
+/// About 1500 queued SYNs: a burst of a thousand connects fits.
+const SYN_SOCKET_BYTES: u32 = 1 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
@@ -28,74 +48,87 @@ pub enum Decision {
 }
 
 /// A decision and whether it repeats an earlier one for the same
-/// connection (a retransmitted SYN), which counters should not count twice.
+/// connection (a retransmitted SYN that found its reservation), which
+/// counters should not count twice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Verdict {
+pub struct SynVerdict {
     pub decision: Decision,
     pub repeat: bool,
 }
 
-/// How many recently passed connections are remembered, so that their
-/// retransmitted SYNs are passed again even if a slot has freed meanwhile
-/// (a split retransmission would answer with a second, competing SYN-ACK).
-const PASS_MEMORY: usize = 64;
-
-/// Decides SYNs; owns the memory of recent passes (fixed size).
-pub struct Admission {
-    passed: [Option<(FourTuple, Decision, Instant)>; PASS_MEMORY],
-    next: usize,
+/// Decides one queued SYN.
+pub fn decide(cfg: &Config, pool: &mut Pool, pkt: &[u8], now: Instant) -> SynVerdict {
+    let fresh = |decision| SynVerdict {
+        decision,
+        repeat: false,
+    };
+    let Some(syn) = parse_syn(pkt) else {
+        return fresh(Decision::Malformed);
+    };
+    if excluded(cfg, &syn) {
+        return fresh(Decision::PassPolicy);
+    }
+    match pool.reserve(syn, now + RESERVATION, now) {
+        Ok(r) => SynVerdict {
+            decision: Decision::Split,
+            repeat: !r.new,
+        },
+        Err(_) => fresh(Decision::PassFull),
+    }
 }
 
-impl Admission {
-    pub fn new() -> Admission {
-        Admission {
-            passed: [None; PASS_MEMORY],
-            next: 0,
-        }
+/// The SYN queue: every packet in it gets a verdict, here and nowhere else.
+pub struct SynQueue {
+    queue: NfQueue,
+}
+
+impl SynQueue {
+    pub fn open(cfg: &Config) -> Result<SynQueue, StartError> {
+        let queue = NfQueue::open(cfg.queue, SYN_COPY_RANGE, SYN_QUEUE_LEN, SYN_SOCKET_BYTES)?;
+        Ok(SynQueue { queue })
     }
 
-    fn recent_pass(&self, tuple: &FourTuple, now: Instant) -> Option<Decision> {
-        self.passed
-            .iter()
-            .flatten()
-            .find(|(t, _, until)| t == tuple && *until > now)
-            .map(|(_, d, _)| *d)
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        self.queue.fd()
     }
 
-    fn remember_pass(&mut self, tuple: FourTuple, decision: Decision, now: Instant) {
-        self.passed[self.next] = Some((tuple, decision, now + RESERVATION));
-        self.next = (self.next + 1) % PASS_MEMORY;
+    /// SYNs the kernel let through unseen because the socket was full.
+    pub fn dropped(&self) -> u64 {
+        self.queue.dropped()
     }
 
-    pub fn decide(&mut self, cfg: &Config, pool: &mut Pool, pkt: &[u8], now: Instant) -> Verdict {
-        let fresh = |decision| Verdict {
-            decision,
-            repeat: false,
-        };
-        let Some(syn) = parse_syn(pkt) else {
-            return fresh(Decision::Malformed);
-        };
-        if let Some(decision) = self.recent_pass(&syn.tuple, now) {
-            return Verdict {
-                decision,
-                repeat: true,
-            };
-        }
-        let decision = if excluded(cfg, &syn) {
-            Decision::PassPolicy
-        } else {
-            match pool.reserve(syn, now + RESERVATION) {
-                Ok((_, new)) => {
-                    return Verdict {
-                        decision: Decision::Split,
-                        repeat: !new,
-                    };
+    /// Decides up to `budget` waiting SYNs; `split` false passes them all
+    /// (pepwrt is stopping).
+    pub fn serve(
+        &mut self,
+        cfg: &Config,
+        pool: &mut Pool,
+        counters: &mut Counters,
+        budget: usize,
+        split: bool,
+        now: Instant,
+    ) {
+        self.queue.drain(budget, |pkt| {
+            let verdict = if split {
+                decide(cfg, pool, pkt.payload, now)
+            } else {
+                SynVerdict {
+                    decision: Decision::PassPolicy,
+                    repeat: false,
                 }
-                Err(_) => Decision::PassFull,
+            };
+            let counter = match verdict.decision {
+                Decision::Split => &mut counters.split,
+                Decision::PassFull => &mut counters.passed_full,
+                Decision::PassPolicy => &mut counters.passed_policy,
+                Decision::Malformed => &mut counters.malformed,
+            };
+            *counter += u64::from(!verdict.repeat);
+            match verdict.decision {
+                Decision::Malformed => QueueVerdict::Accept,
+                d => QueueVerdict::RepeatWithMark(mark_for(cfg, d, pkt.mark)),
             }
-        };
-        self.remember_pass(syn.tuple, decision, now);
-        fresh(decision)
+        });
     }
 }
 
@@ -157,10 +190,8 @@ mod tests {
         p
     }
 
-    fn decide(cfg: &Config, pool: &mut Pool, pkt: &[u8]) -> Decision {
-        Admission::new()
-            .decide(cfg, pool, pkt, Instant::now())
-            .decision
+    fn decision(cfg: &Config, pool: &mut Pool, pkt: &[u8]) -> Decision {
+        decide(cfg, pool, pkt, Instant::now()).decision
     }
 
     #[test]
@@ -170,22 +201,21 @@ mod tests {
             ..Config::default()
         };
         let mut pool = Pool::new(1, 4096);
-        let mut adm = Admission::new();
         let now = Instant::now();
         let pkt = syn_packet();
-        let first = adm.decide(&cfg, &mut pool, &pkt, now);
+        let first = decide(&cfg, &mut pool, &pkt, now);
         assert_eq!(
             first,
-            Verdict {
+            SynVerdict {
                 decision: Decision::Split,
                 repeat: false
             }
         );
         // Same SYN again (retransmission): same reservation, not counted.
-        let again = adm.decide(&cfg, &mut pool, &pkt, now);
+        let again = decide(&cfg, &mut pool, &pkt, now);
         assert_eq!(
             again,
-            Verdict {
+            SynVerdict {
                 decision: Decision::Split,
                 repeat: true
             }
@@ -193,40 +223,15 @@ mod tests {
         let mut other = pkt.clone();
         other[20] = 0x11; // another source port
         assert_eq!(
-            adm.decide(&cfg, &mut pool, &other, now).decision,
+            decide(&cfg, &mut pool, &other, now).decision,
             Decision::PassFull
         );
-    }
-
-    #[test]
-    fn a_passed_syn_retransmitted_after_a_slot_frees_is_passed_again() {
-        let cfg = Config::default();
-        let mut pool = Pool::new(1, 4096);
-        let mut adm = Admission::new();
-        let now = Instant::now();
-        let mut holder = syn_packet();
-        holder[20] = 0x11;
+        // Once the first reservation ran out, the pool takes it back.
+        let later = now + RESERVATION;
         assert_eq!(
-            adm.decide(&cfg, &mut pool, &holder, now).decision,
+            decide(&cfg, &mut pool, &other, later).decision,
             Decision::Split
         );
-        let pkt = syn_packet();
-        assert_eq!(
-            adm.decide(&cfg, &mut pool, &pkt, now).decision,
-            Decision::PassFull
-        );
-        pool.expire_reservations(now + RESERVATION);
-        let v = adm.decide(&cfg, &mut pool, &pkt, now + Duration::from_secs(1));
-        assert_eq!(
-            v,
-            Verdict {
-                decision: Decision::PassFull,
-                repeat: true
-            }
-        );
-        // Long after, the same tuple is a new connection.
-        let later = adm.decide(&cfg, &mut pool, &pkt, now + RESERVATION * 2);
-        assert_eq!(later.decision, Decision::Split);
     }
 
     #[test]
@@ -236,7 +241,10 @@ mod tests {
             ..Config::default()
         };
         let mut pool = Pool::new(1, 4096);
-        assert_eq!(decide(&cfg, &mut pool, &syn_packet()), Decision::PassPolicy);
+        assert_eq!(
+            decision(&cfg, &mut pool, &syn_packet()),
+            Decision::PassPolicy
+        );
         assert_eq!(pool.in_use(), 0);
     }
 
@@ -247,19 +255,19 @@ mod tests {
         let pkt = syn_packet();
         for cut in 0..pkt.len() {
             assert_eq!(
-                decide(&cfg, &mut pool, &pkt[..cut]),
+                decision(&cfg, &mut pool, &pkt[..cut]),
                 Decision::Malformed,
                 "cut at {cut}"
             );
         }
         let mut ack = pkt.clone();
         ack[33] = flags::ACK;
-        assert_eq!(decide(&cfg, &mut pool, &ack), Decision::Malformed);
+        assert_eq!(decision(&cfg, &mut pool, &ack), Decision::Malformed);
         // Every single-byte corruption: some parse, none panic.
         for i in 0..pkt.len() {
             let mut bad = pkt.clone();
             bad[i] ^= 0xff;
-            let _ = decide(&cfg, &mut pool, &bad);
+            let _ = decision(&cfg, &mut pool, &bad);
         }
     }
 
@@ -273,7 +281,7 @@ mod tests {
         let at = 20 + 26;
         assert_eq!(pkt[at], 8);
         pkt[at] = 29;
-        assert_eq!(decide(&cfg, &mut pool, &pkt), Decision::PassPolicy);
+        assert_eq!(decision(&cfg, &mut pool, &pkt), Decision::PassPolicy);
         assert_eq!(pool.in_use(), 0);
     }
 
@@ -284,7 +292,10 @@ mod tests {
             ..Config::default()
         };
         let mut pool = Pool::new(1, 4096);
-        assert_eq!(decide(&cfg, &mut pool, &syn_packet()), Decision::PassPolicy);
+        assert_eq!(
+            decision(&cfg, &mut pool, &syn_packet()),
+            Decision::PassPolicy
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use crate::config::Config;
-use crate::event_loop::StartError;
+use crate::error::StartError;
 use crate::nfqueue::NfQueue;
 use crate::sys::socket;
 
@@ -122,7 +122,7 @@ pub fn report(cfg: &Config) -> ExitCode {
             say("MISSING", &e);
         }
     }
-    match NfQueue::open(cfg.queue, 128, 16) {
+    match NfQueue::open(cfg.queue, 128, 16, 64 << 10) {
         Ok(_) => say("ok", &format!("NFQUEUE {} can be bound", cfg.queue)),
         Err(e) => {
             missing |= e.missing_support;

@@ -7,6 +7,8 @@
 pub mod admission;
 pub mod check;
 pub mod config;
+pub mod control;
+pub mod error;
 pub mod event_loop;
 pub mod logger;
 pub mod nfqueue;
@@ -18,4 +20,5 @@ pub mod snoop;
 pub mod stats;
 pub mod sys;
 pub mod tuning;
+pub mod tuple;
 pub mod wire;

@@ -45,14 +45,28 @@ pub fn init(foreground: bool, level: log::LevelFilter) {
     }
 }
 
+/// Logs an error that ends the program, and makes sure it is on stderr
+/// once: an admin who ran pepwrt by hand sees why it stopped, whether the
+/// record went to syslog or already to stderr.
+pub fn fatal(message: &str) {
+    log::error!("{message}");
+    let on_stderr = LOGGER.get().is_none_or(|l| {
+        l.sink
+            .lock()
+            .map_or(true, |s| !matches!(&*s, Sink::Syslog(Some(_))))
+    });
+    if !on_stderr {
+        eprintln!("pepwrt: {message}");
+    }
+}
+
 /// Reconnects to syslog (SIGHUP), e.g. after logd restarted.
 pub fn reopen() {
-    if let Some(l) = LOGGER.get() {
-        if let Ok(mut sink) = l.sink.lock() {
-            if let Sink::Syslog(s) = &mut *sink {
-                *s = connect_syslog();
-            }
-        }
+    if let Some(l) = LOGGER.get()
+        && let Ok(mut sink) = l.sink.lock()
+        && let Sink::Syslog(s) = &mut *sink
+    {
+        *s = connect_syslog();
     }
 }
 
@@ -83,34 +97,28 @@ impl log::Log for Logger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let Ok(mut sink) = self.sink.lock() else {
+        let Ok(sink) = self.sink.lock() else {
             return;
         };
         let mut line: heapless::String<LINE> = heapless::String::new();
         // A record longer than the buffer is cut, not dropped.
-        match &mut *sink {
-            Sink::Stderr => {
-                let _ = write!(
-                    line,
-                    "pepwrt: {}: {}\n",
-                    level_name(record.level()),
-                    record.args()
-                );
-                let _ = std::io::stderr().write_all(line.as_bytes());
+        if let Sink::Syslog(Some(sock)) = &*sink {
+            let pri = LOG_DAEMON | severity(record.level());
+            let _ = write!(line, "<{pri}>pepwrt[{}]: {}", self.pid, record.args());
+            if sock.send(line.as_bytes()).is_ok() {
+                return;
             }
-            Sink::Syslog(sock) => {
-                let pri = LOG_DAEMON | severity(record.level());
-                let _ = write!(line, "<{pri}>pepwrt[{}]: {}", self.pid, record.args());
-                let sent = sock
-                    .as_ref()
-                    .is_some_and(|s| s.send(line.as_bytes()).is_ok());
-                if !sent {
-                    // No syslog daemon: stderr at least (procd forwards it).
-                    let _ = std::io::stderr().write_all(line.as_bytes());
-                    let _ = std::io::stderr().write_all(b"\n");
-                }
-            }
+            line.clear();
         }
+        // Foreground, or no syslog daemon: stderr, as people read it
+        // (procd forwards it to the log).
+        let _ = writeln!(
+            line,
+            "pepwrt: {}: {}",
+            level_name(record.level()),
+            record.args()
+        );
+        let _ = std::io::stderr().write_all(line.as_bytes());
     }
 
     fn flush(&self) {}

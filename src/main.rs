@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use pepwrt::config::{self, Command, Config};
-use pepwrt::{check, event_loop, logger, rules, sys};
+use pepwrt::{check, control, event_loop, logger, rules, sys};
 
 #[global_allocator]
 static ALLOCATOR: sys::alloc_count::Counting = sys::alloc_count::Counting;
@@ -31,57 +31,50 @@ fn main() -> ExitCode {
             print!("{}", rules::render(&cfg, req));
             ExitCode::SUCCESS
         }
-        Command::Status { json } => match event_loop::query_status(&cfg.control_path, json) {
-            Ok(report) => {
-                print!("{report}");
-                ExitCode::SUCCESS
+        Command::Status { json } => {
+            let format = if json {
+                control::Format::Json
+            } else {
+                control::Format::Text
+            };
+            match control::query_status(&cfg.control_path, format) {
+                Ok(report) => {
+                    print!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("pepwrt: {e}");
+                    ExitCode::from(1)
+                }
             }
-            Err(e) => {
-                eprintln!("pepwrt: {e}");
-                ExitCode::from(1)
-            }
-        },
+        }
         Command::Check => check::report(&cfg),
         Command::Run => run(cfg),
     }
 }
 
 fn run(cfg: Config) -> ExitCode {
-    let foreground = cfg.foreground;
     let user = cfg.user.clone();
-    logger::init(foreground, cfg.log_level);
+    logger::init(cfg.foreground, cfg.log_level);
+    let fail = |message: &str, code: u8| {
+        logger::fatal(message);
+        ExitCode::from(code)
+    };
     if let Err(e) = check::preflight(&cfg) {
-        log::error!("{}", e.message);
-        if !foreground {
-            eprintln!("pepwrt: {}", e.message);
-        }
-        return ExitCode::from(e.exit_code);
+        return fail(&e.message, e.exit_code);
     }
     let mut proxy = match event_loop::Proxy::start(cfg) {
         Ok(p) => p,
-        Err(e) => {
-            log::error!("{}", e.message);
-            if !foreground {
-                eprintln!("pepwrt: {}", e.message);
-            }
-            return ExitCode::from(e.exit_code);
-        }
+        Err(e) => return fail(&e.message, e.exit_code),
     };
     if let Some(user) = &user {
         if let Err(e) = sys::privileges::drop_to(user) {
-            log::error!("{e}");
-            if !foreground {
-                eprintln!("pepwrt: {e}");
-            }
-            return ExitCode::from(1);
+            return fail(&e.to_string(), 1);
         }
         log::info!("running as {user} with CAP_NET_ADMIN and CAP_NET_RAW only");
     }
     match proxy.run() {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            log::error!("event loop failed: {e}");
-            ExitCode::from(1)
-        }
+        Err(e) => fail(&format!("event loop failed: {e}"), 1),
     }
 }

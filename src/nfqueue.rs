@@ -1,9 +1,11 @@
-//! The NFQUEUE adapter: binds a queue, exposes its fd to the poll loop and
-//! hands each queued packet to a callback that returns its verdict.
+//! The NFQUEUE adapter: binds a queue, exposes its fd to the poll loop,
+//! hands each queued packet to a callback that returns its verdict, and
+//! counts the packets the kernel could not deliver to it.
 
 use std::io;
 use std::os::fd::RawFd;
 
+use crate::error::StartError;
 use crate::sys::netlink;
 
 /// A queued packet as the callback sees it.
@@ -16,7 +18,7 @@ pub struct Queued<'a> {
 
 /// What to do with a queued packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub enum QueueVerdict {
     Accept,
     Drop,
     /// Run the hook again from its start with this packet mark (how a SYN
@@ -28,6 +30,29 @@ pub struct NfQueue {
     queue: nfq::Queue,
     fd: RawFd,
     num: u16,
+    ids: IdGaps,
+}
+
+/// The kernel numbers the packets it hands to the socket in order; a gap
+/// is packets that never reached us because the socket was full (with
+/// fail-open the kernel let them through without a verdict).
+#[derive(Debug, Default)]
+struct IdGaps {
+    next: Option<u32>,
+    dropped: u64,
+}
+
+impl IdGaps {
+    fn note(&mut self, id: u32) {
+        if let Some(expected) = self.next {
+            let gap = id.wrapping_sub(expected);
+            // A gap of half the id space is a restarted sequence, not a loss.
+            if gap < u32::MAX / 2 {
+                self.dropped += u64::from(gap);
+            }
+        }
+        self.next = Some(id.wrapping_add(1));
+    }
 }
 
 /// What went wrong opening a queue, worded for the admin.
@@ -81,10 +106,28 @@ impl OpenError {
     }
 }
 
+impl From<OpenError> for StartError {
+    fn from(e: OpenError) -> StartError {
+        StartError {
+            exit_code: e.exit_code(),
+            message: e.message,
+        }
+    }
+}
+
 impl NfQueue {
     /// Binds queue `num`, copying `copy_range` bytes of each packet, with
     /// fail-open so a full queue lets packets through instead of dropping.
-    pub fn open(num: u16, copy_range: u16, max_len: u32) -> Result<NfQueue, OpenError> {
+    /// The socket gets `rcvbuf` bytes, enough for a burst of SYNs; it is
+    /// smaller than the queue's `max_len` packets could need, so overflow
+    /// happens at the socket, where the gap in packet ids counts it (the
+    /// kernel counts fail-open passes at the queue nowhere).
+    pub fn open(
+        num: u16,
+        copy_range: u16,
+        max_len: u32,
+        rcvbuf: u32,
+    ) -> Result<NfQueue, OpenError> {
         let before = netlink::netfilter_sockets()
             .map_err(|e| OpenError::other(format!("listing open sockets: {e}")))?;
         let mut queue = nfq::Queue::open().map_err(|e| OpenError::new(num, &e))?;
@@ -112,13 +155,28 @@ impl NfQueue {
         queue
             .set_fail_open(num, true)
             .map_err(|e| OpenError::new(num, &e))?;
+        crate::sys::socket::set_receive_buffer(fd, rcvbuf).map_err(|e| {
+            OpenError::other(format!(
+                "NFQUEUE {num}: receive buffer of {rcvbuf} bytes: {e}"
+            ))
+        })?;
         // Only now: the configuration calls above wait for netlink ACKs.
         queue.set_nonblocking(true);
-        Ok(NfQueue { queue, fd, num })
+        Ok(NfQueue {
+            queue,
+            fd,
+            num,
+            ids: IdGaps::default(),
+        })
     }
 
     pub fn fd(&self) -> RawFd {
         self.fd
+    }
+
+    /// Packets the kernel numbered but could not deliver.
+    pub fn dropped(&self) -> u64 {
+        self.ids.dropped
     }
 
     /// Gives every waiting packet its verdict, until the socket is empty
@@ -127,20 +185,22 @@ impl NfQueue {
     pub fn drain(
         &mut self,
         budget: usize,
-        mut decide: impl FnMut(&Queued<'_>) -> Verdict,
+        mut decide: impl FnMut(&Queued<'_>) -> QueueVerdict,
     ) -> usize {
         let mut done = 0;
         while done < budget {
             let mut msg = match self.queue.recv() {
                 Ok(m) => m,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // ENOBUFS: the socket overflowed; the id gap counts what
+                // was lost.
                 Err(e)
                     if matches!(
                         e.raw_os_error(),
                         Some(libc::ENOSPC) | Some(libc::EINTR) | Some(libc::ENOBUFS)
                     ) =>
                 {
-                    log::warn!("NFQUEUE {}: {e}; continuing", self.num);
+                    log::debug!("NFQUEUE {}: {e}; continuing", self.num);
                     continue;
                 }
                 Err(e) => {
@@ -148,6 +208,7 @@ impl NfQueue {
                     break;
                 }
             };
+            self.ids.note(msg.get_packet_id());
             let verdict = decide(&Queued {
                 payload: msg.get_payload(),
                 mark: msg.get_nfmark(),
@@ -155,9 +216,9 @@ impl NfQueue {
                 outdev: msg.get_outdev(),
             });
             match verdict {
-                Verdict::Accept => msg.set_verdict(nfq::Verdict::Accept),
-                Verdict::Drop => msg.set_verdict(nfq::Verdict::Drop),
-                Verdict::RepeatWithMark(mark) => {
+                QueueVerdict::Accept => msg.set_verdict(nfq::Verdict::Accept),
+                QueueVerdict::Drop => msg.set_verdict(nfq::Verdict::Drop),
+                QueueVerdict::RepeatWithMark(mark) => {
                     msg.set_nfmark(mark);
                     msg.set_verdict(nfq::Verdict::Repeat);
                 }
@@ -168,5 +229,24 @@ impl NfQueue {
             done += 1;
         }
         done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_gaps_count_lost_packets() {
+        let mut ids = IdGaps::default();
+        for id in [5, 6, 9, 10, 14] {
+            ids.note(id);
+        }
+        assert_eq!(ids.dropped, 2 + 3);
+        // Wrapping around the id space is no loss.
+        let mut ids = IdGaps::default();
+        ids.note(u32::MAX);
+        ids.note(0);
+        assert_eq!(ids.dropped, 0);
     }
 }

@@ -1,63 +1,84 @@
 //! The fixed pool of connection slots: each slot owns its two ring
 //! buffers for the life of the process, and is free, reserved for a SYN
-//! that pepwrt admitted, or holding a live split connection.
+//! that pepwrt admitted, or holding a live split connection. Only the pool
+//! changes a slot's state, and only the pool makes handles to slots.
 
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use crate::relay::Conn;
 use crate::ring::Ring;
-use crate::wire::tcp::SynOptions;
-
-/// A connection's endpoints as the client sees them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FourTuple {
-    pub client: SocketAddr,
-    pub server: SocketAddr,
-}
-
-/// What the admitted SYN told us, kept for the outgoing leg.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SynInfo {
-    pub tuple: FourTuple,
-    pub tos: u8,
-    pub options: SynOptions,
-}
+use crate::tuple::{FourTuple, SynInfo};
 
 /// A slot handle that goes stale when the slot is freed and reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnId {
-    pub slot: u16,
-    pub generation: u16,
+    slot: u16,
+    generation: u16,
 }
 
 impl ConnId {
-    /// One number for logs and the status table.
+    /// One number for logs, the status table and event tokens.
     pub fn as_u32(self) -> u32 {
         (u32::from(self.slot) << 16) | u32::from(self.generation)
     }
+
+    /// The slot's position, for tables kept beside the pool.
+    pub fn index(self) -> usize {
+        usize::from(self.slot)
+    }
 }
 
-pub enum SlotState {
+enum State {
     Free,
-    Reserved { syn: SynInfo, until: Instant },
+    /// An admitted SYN's slot, waiting for its handshake to reach the
+    /// listener.
+    Reserved {
+        syn: SynInfo,
+        until: Instant,
+    },
+    /// Taken by an accepted connection whose outgoing leg is being opened.
+    Claimed,
     Active(Conn),
 }
 
-pub struct Slot {
-    pub generation: u16,
-    pub state: SlotState,
-    pub up: Ring,
-    pub down: Ring,
+struct Slot {
+    generation: u16,
+    state: State,
+    up: Ring,
+    down: Ring,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Full;
 
+/// The slot an admitted SYN holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reservation {
+    pub id: ConnId,
+    /// False when a retransmitted SYN found its earlier reservation.
+    pub new: bool,
+}
+
+/// The slot an accepted connection takes, with its SYN's details when the
+/// reservation was still there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim {
+    pub id: ConnId,
+    pub syn: Option<SynInfo>,
+}
+
+/// A live connection and its two buffers, borrowed from its slot.
+pub struct Live<'a> {
+    pub conn: &'a mut Conn,
+    pub up: &'a mut Ring,
+    pub down: &'a mut Ring,
+}
+
 pub struct Pool {
     slots: Vec<Slot>,
     /// Indices of free slots; capacity fixed at start, so push never grows.
     free: Vec<u16>,
+    active: usize,
 }
 
 impl Pool {
@@ -67,17 +88,26 @@ impl Pool {
         let slots: Vec<Slot> = (0..slots)
             .map(|_| Slot {
                 generation: 0,
-                state: SlotState::Free,
+                state: State::Free,
                 up: Ring::with_capacity(buffer_bytes),
                 down: Ring::with_capacity(buffer_bytes),
             })
             .collect();
         let free = (0..slots.len() as u16).rev().collect();
-        Pool { slots, free }
+        Pool {
+            slots,
+            free,
+            active: 0,
+        }
     }
 
     pub fn capacity(&self) -> usize {
         self.slots.len()
+    }
+
+    /// Slots holding live connections.
+    pub fn active_count(&self) -> usize {
+        self.active
     }
 
     #[cfg(test)]
@@ -85,99 +115,187 @@ impl Pool {
         self.slots.len() - self.free.len()
     }
 
-    fn id(&self, slot: u16) -> ConnId {
+    fn id(&self, slot: usize) -> ConnId {
         ConnId {
-            slot,
-            generation: self.slots[usize::from(slot)].generation,
+            slot: slot as u16,
+            generation: self.slots[slot].generation,
         }
     }
 
-    fn find_reserved(&self, tuple: &FourTuple) -> Option<u16> {
-        self.slots
-            .iter()
-            .position(
-                |s| matches!(&s.state, SlotState::Reserved { syn, .. } if syn.tuple == *tuple),
-            )
-            .map(|i| i as u16)
-    }
-
-    /// Reserves a slot for an admitted SYN until `until`. A retransmitted SYN
-    /// finds its earlier reservation and extends it.
-    pub fn reserve(&mut self, syn: SynInfo, until: Instant) -> Result<(ConnId, bool), Full> {
-        let (slot, new) = match self.find_reserved(&syn.tuple) {
-            Some(s) => (s, false),
-            None => (self.free.pop().ok_or(Full)?, true),
-        };
-        self.slots[usize::from(slot)].state = SlotState::Reserved { syn, until };
-        Ok((self.id(slot), new))
-    }
-
-    /// Takes the reservation for an accepted connection, if pepwrt admitted it.
-    pub fn claim(&mut self, tuple: &FourTuple) -> Option<(ConnId, SynInfo)> {
-        let slot = self.find_reserved(tuple)?;
-        match self.slots[usize::from(slot)].state {
-            SlotState::Reserved { syn, .. } => Some((self.id(slot), syn)),
-            _ => None,
-        }
-    }
-
-    pub fn get_mut(&mut self, id: ConnId) -> Option<&mut Slot> {
-        let s = self.slots.get_mut(usize::from(id.slot))?;
+    fn slot_mut(&mut self, id: ConnId) -> Option<&mut Slot> {
+        let s = self.slots.get_mut(id.index())?;
         (s.generation == id.generation).then_some(s)
     }
 
-    /// Frees a slot: its handle goes stale and its buffers are emptied.
-    pub fn release(&mut self, id: ConnId) {
-        let Some(s) = self.get_mut(id) else { return };
-        s.state = SlotState::Free;
+    fn find_reserved(&self, tuple: &FourTuple) -> Option<usize> {
+        self.slots
+            .iter()
+            .position(|s| matches!(&s.state, State::Reserved { syn, .. } if syn.tuple == *tuple))
+    }
+
+    /// A free slot, taking back a reservation that ran out if none is free
+    /// (so a flood of SYNs that never complete holds slots only briefly).
+    fn take_free(&mut self, now: Instant) -> Option<usize> {
+        if let Some(i) = self.free.pop() {
+            return Some(usize::from(i));
+        }
+        let i = self
+            .slots
+            .iter()
+            .position(|s| matches!(s.state, State::Reserved { until, .. } if until <= now))?;
+        let s = &mut self.slots[i];
+        s.generation = s.generation.wrapping_add(1);
+        Some(i)
+    }
+
+    /// Reserves a slot for an admitted SYN until `until`. A retransmitted
+    /// SYN finds its earlier reservation and extends it.
+    pub fn reserve(
+        &mut self,
+        syn: SynInfo,
+        until: Instant,
+        now: Instant,
+    ) -> Result<Reservation, Full> {
+        let (slot, new) = match self.find_reserved(&syn.tuple) {
+            Some(s) => (s, false),
+            None => (self.take_free(now).ok_or(Full)?, true),
+        };
+        self.slots[slot].state = State::Reserved { syn, until };
+        Ok(Reservation {
+            id: self.id(slot),
+            new,
+        })
+    }
+
+    /// Takes the reservation of an accepted connection, if it is still
+    /// there.
+    pub fn claim(&mut self, tuple: &FourTuple) -> Option<Claim> {
+        let slot = self.find_reserved(tuple)?;
+        let State::Reserved { syn, .. } = self.slots[slot].state else {
+            return None;
+        };
+        self.slots[slot].state = State::Claimed;
+        Some(Claim {
+            id: self.id(slot),
+            syn: Some(syn),
+        })
+    }
+
+    /// A slot for an accepted connection whose reservation ran out (its
+    /// handshake took long): any free one.
+    pub fn claim_late(&mut self, now: Instant) -> Option<Claim> {
+        let slot = self.take_free(now)?;
+        self.slots[slot].state = State::Claimed;
+        Some(Claim {
+            id: self.id(slot),
+            syn: None,
+        })
+    }
+
+    /// Puts a live connection into its claimed slot. A stale handle hands
+    /// the connection back (boxed: a path that never runs need not make
+    /// every call's result large).
+    pub fn activate(&mut self, id: ConnId, conn: Conn) -> Result<(), Box<Conn>> {
+        let Some(s) = self.slot_mut(id) else {
+            return Err(Box::new(conn));
+        };
+        if !matches!(s.state, State::Claimed) {
+            return Err(Box::new(conn));
+        }
+        s.state = State::Active(conn);
+        self.active += 1;
+        Ok(())
+    }
+
+    /// Frees a slot: its handle goes stale and its buffers are emptied. The
+    /// connection it held, if any, is handed back for its last words.
+    pub fn release(&mut self, id: ConnId) -> Option<Conn> {
+        let s = self.slot_mut(id)?;
+        let state = std::mem::replace(&mut s.state, State::Free);
         s.up.clear();
         s.down.clear();
         s.generation = s.generation.wrapping_add(1);
         self.free.push(id.slot);
+        match state {
+            State::Active(conn) => {
+                self.active -= 1;
+                Some(conn)
+            }
+            _ => None,
+        }
     }
 
     /// Frees reservations whose SYN never became a connection.
     pub fn expire_reservations(&mut self, now: Instant) -> usize {
         let mut expired = 0;
         for i in 0..self.slots.len() {
-            if matches!(self.slots[i].state, SlotState::Reserved { until, .. } if until <= now) {
-                let id = self.id(i as u16);
-                self.release(id);
+            if matches!(self.slots[i].state, State::Reserved { until, .. } if until <= now) {
+                self.release(self.id(i));
                 expired += 1;
             }
         }
         expired
     }
 
-    /// The handle of slot `i` if it holds a live connection.
-    pub fn active_id_at(&self, i: usize) -> Option<ConnId> {
-        let s = self.slots.get(i)?;
-        matches!(s.state, SlotState::Active(_)).then_some(ConnId {
-            slot: i as u16,
-            generation: s.generation,
-        })
+    pub fn live(&mut self, id: ConnId) -> Option<Live<'_>> {
+        let s = self.slot_mut(id)?;
+        match &mut s.state {
+            State::Active(conn) => Some(Live {
+                conn,
+                up: &mut s.up,
+                down: &mut s.down,
+            }),
+            _ => None,
+        }
     }
 
-    /// Handles of the slots holding live connections, in slot order.
-    pub fn active_ids(&self) -> impl Iterator<Item = ConnId> + '_ {
+    pub fn conn(&self, id: ConnId) -> Option<&Conn> {
+        let s = self.slots.get(id.index())?;
+        match &s.state {
+            State::Active(conn) if s.generation == id.generation => Some(conn),
+            _ => None,
+        }
+    }
+
+    /// The handle `as_u32` gave, if that connection is still live.
+    pub fn id_from_u32(&self, raw: u32) -> Option<ConnId> {
+        let id = ConnId {
+            slot: (raw >> 16) as u16,
+            generation: raw as u16,
+        };
+        self.conn(id).map(|_| id)
+    }
+
+    /// The next live connection at or after `*cursor`, moving the cursor
+    /// past it: a walk over live slots that lets the caller change the pool
+    /// between steps.
+    pub fn next_active(&self, cursor: &mut usize) -> Option<ConnId> {
+        while *cursor < self.slots.len() {
+            let i = *cursor;
+            *cursor += 1;
+            if matches!(self.slots[i].state, State::Active(_)) {
+                return Some(self.id(i));
+            }
+        }
+        None
+    }
+
+    /// Live connections with their handles, in slot order.
+    pub fn active(&self) -> impl Iterator<Item = (ConnId, &Conn)> + '_ {
         self.slots
             .iter()
             .enumerate()
-            .filter(|(_, s)| matches!(s.state, SlotState::Active(_)))
-            .map(|(i, s)| ConnId {
-                slot: i as u16,
-                generation: s.generation,
+            .filter_map(|(i, s)| match &s.state {
+                State::Active(conn) => Some((self.id(i), conn)),
+                _ => None,
             })
-    }
-
-    pub fn slots(&self) -> &[Slot] {
-        &self.slots
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::tcp::SynOptions;
     use std::time::Duration;
 
     fn syn(port: u16) -> SynInfo {
@@ -191,13 +309,15 @@ mod tests {
         }
     }
 
+    const LATER: Duration = Duration::from_secs(3);
+
     #[test]
     fn pool_full_refuses_reservation() {
         let now = Instant::now();
         let mut p = Pool::new(2, 4096);
-        p.reserve(syn(1), now).unwrap();
-        p.reserve(syn(2), now).unwrap();
-        assert_eq!(p.reserve(syn(3), now), Err(Full));
+        p.reserve(syn(1), now + LATER, now).unwrap();
+        p.reserve(syn(2), now + LATER, now).unwrap();
+        assert_eq!(p.reserve(syn(3), now + LATER, now), Err(Full));
         assert_eq!(p.in_use(), 2);
     }
 
@@ -205,34 +325,63 @@ mod tests {
     fn retransmitted_syn_reuses_its_reservation() {
         let now = Instant::now();
         let mut p = Pool::new(2, 4096);
-        let (a, new_a) = p.reserve(syn(1), now).unwrap();
-        let (b, new_b) = p.reserve(syn(1), now + Duration::from_secs(1)).unwrap();
-        assert_eq!(a, b);
-        assert!(new_a && !new_b);
+        let a = p.reserve(syn(1), now + LATER, now).unwrap();
+        let b = p.reserve(syn(1), now + LATER, now).unwrap();
+        assert_eq!(a.id, b.id);
+        assert!(a.new && !b.new);
         assert_eq!(p.in_use(), 1);
+    }
+
+    #[test]
+    fn a_full_pool_takes_back_reservations_that_ran_out() {
+        let now = Instant::now();
+        let mut p = Pool::new(1, 4096);
+        let old = p.reserve(syn(1), now + LATER, now).unwrap();
+        assert_eq!(p.reserve(syn(2), now + LATER, now), Err(Full));
+        let new = p.reserve(syn(2), now + LATER * 2, now + LATER).unwrap();
+        assert!(new.new);
+        assert_ne!(old.id, new.id);
+        assert!(p.claim(&syn(1).tuple).is_none());
     }
 
     #[test]
     fn released_slot_handles_go_stale() {
         let now = Instant::now();
         let mut p = Pool::new(1, 4096);
-        let (a, _) = p.reserve(syn(1), now).unwrap();
-        p.release(a);
-        assert!(p.get_mut(a).is_none());
-        let (b, _) = p.reserve(syn(2), now).unwrap();
+        let a = p.reserve(syn(1), now + LATER, now).unwrap().id;
+        assert!(p.release(a).is_none());
+        assert!(p.release(a).is_none());
+        let b = p.reserve(syn(2), now + LATER, now).unwrap().id;
         assert_eq!(a.slot, b.slot);
         assert_ne!(a.generation, b.generation);
+        assert_eq!(p.in_use(), 1);
     }
 
     #[test]
     fn claim_finds_only_admitted_tuples_and_reservations_expire() {
         let now = Instant::now();
         let mut p = Pool::new(4, 4096);
-        p.reserve(syn(1), now + Duration::from_secs(5)).unwrap();
+        p.reserve(syn(1), now + Duration::from_secs(5), now)
+            .unwrap();
+        p.reserve(syn(2), now + Duration::from_secs(5), now)
+            .unwrap();
         assert!(p.claim(&syn(9).tuple).is_none());
-        assert!(p.claim(&syn(1).tuple).is_some());
+        let c = p.claim(&syn(1).tuple).unwrap();
+        assert_eq!(c.syn, Some(syn(1)));
+        // A claimed slot is no longer a reservation.
+        assert!(p.claim(&syn(1).tuple).is_none());
         assert_eq!(p.expire_reservations(now), 0);
         assert_eq!(p.expire_reservations(now + Duration::from_secs(6)), 1);
-        assert_eq!(p.in_use(), 0);
+        assert_eq!(p.in_use(), 1);
+    }
+
+    #[test]
+    fn late_claims_take_any_free_slot_and_never_a_live_one() {
+        let now = Instant::now();
+        let mut p = Pool::new(1, 4096);
+        let c = p.claim_late(now).unwrap();
+        assert_eq!(c.syn, None);
+        assert!(p.claim_late(now).is_none());
+        assert!(p.reserve(syn(1), now + LATER, now + LATER * 9).is_err());
     }
 }

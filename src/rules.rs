@@ -11,7 +11,11 @@
 //!    later packets of that connection find the accepted socket through the
 //!    socket match. Both carry `mark`, which the policy route delivers
 //!    locally (table `table`: local default route on lo).
-//! 4. Local destinations and excluded ports are never queued.
+//! 4. The decision is saved in the connection's conntrack mark, and a SYN
+//!    of a decided connection (a retransmission) gets it back before the
+//!    queue rule: a connection is split or passed once, for its whole
+//!    life, whatever pepwrt remembers or forgets meanwhile.
+//! 5. Local destinations and excluded ports are never queued.
 
 use std::fmt::Write;
 use std::net::IpAddr;
@@ -103,6 +107,7 @@ fn nft_ruleset(cfg: &Config, delete: bool, out: &mut String) {
         out,
         "    meta l4proto tcp tcp dport {p} socket transparent 1 socket wildcard 0 meta mark set meta mark | {m:#x} accept"
     );
+    nft_sticky_decision(cfg, out);
     let _ = writeln!(
         out,
         "    meta nfproto ipv4 meta l4proto tcp meta mark & {m:#x} == {m:#x} tproxy ip to :{p} accept"
@@ -140,6 +145,26 @@ fn nft_ruleset(cfg: &Config, delete: bool, out: &mut String) {
         nft_snoop(cfg, s, out);
     }
     let _ = writeln!(out, "}}");
+}
+
+/// A decision sticks to its connection: a decided SYN leaves its decision
+/// in conntrack's mark, an undecided one (a retransmission) takes it back.
+/// nft's bitwise operations take constants, so each of the two decisions
+/// has its own pair of rules.
+fn nft_sticky_decision(cfg: &Config, out: &mut String) {
+    let d = cfg.decided_mark();
+    let both = cfg.mark_mask();
+    let syn = "tcp flags & (fin|syn|rst|ack) == syn";
+    for bits in [both, d] {
+        let _ = writeln!(
+            out,
+            "    {syn} meta mark & {d:#x} == 0 ct mark & {both:#x} == {bits:#x} meta mark set meta mark | {bits:#x}"
+        );
+        let _ = writeln!(
+            out,
+            "    {syn} meta mark & {both:#x} == {bits:#x} ct mark set ct mark | {bits:#x}"
+        );
+    }
 }
 
 fn nft_snoop(cfg: &Config, s: &crate::config::SnoopConfig, out: &mut String) {
@@ -221,6 +246,16 @@ fn iptables_script(cfg: &Config, delete: bool, out: &mut String) {
         let _ = writeln!(
             out,
             "{ipt} -t mangle -A PEPWRT -p tcp -m socket --transparent -j PEPWRT_DIVERT"
+        );
+        // The decision sticks to the connection (see the module comment).
+        let both = cfg.mark_mask();
+        let _ = writeln!(
+            out,
+            "{ipt} -t mangle -A PEPWRT -p tcp --syn -m mark --mark 0/{d:#x} -m connmark ! --mark 0/{d:#x} -j CONNMARK --restore-mark --mask {both:#x}"
+        );
+        let _ = writeln!(
+            out,
+            "{ipt} -t mangle -A PEPWRT -p tcp --syn -m mark --mark {d:#x}/{d:#x} -j CONNMARK --save-mark --mask {both:#x}"
         );
         let _ = writeln!(
             out,

@@ -3,7 +3,8 @@
 use std::fmt::Write;
 use std::time::Instant;
 
-use crate::pool::{Pool, SlotState};
+use crate::pool::Pool;
+use crate::relay::{Conn, End, Refusal};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Counters {
@@ -22,15 +23,37 @@ pub struct Counters {
     pub bytes_down: u64,
 }
 
+impl Counters {
+    /// A finished connection's bytes and, if it never connected, that.
+    pub fn on_end(&mut self, conn: &Conn, end: End) {
+        self.bytes_up += conn.bytes_up();
+        self.bytes_down += conn.bytes_down();
+        if let End::ConnectFailed(_) | End::ConnectTimeout = end {
+            self.connect_failed += 1;
+        }
+    }
+
+    /// An accepted client that got a reset instead of a relay.
+    pub fn on_refusal(&mut self, refusal: &Refusal) {
+        match refusal {
+            Refusal::ConnectFailed(_) => self.connect_failed += 1,
+            Refusal::NotAdmitted | Refusal::NoSlot => self.refused += 1,
+        }
+    }
+}
+
 /// Everything a status report shows, borrowed from the running proxy.
 pub struct Report<'a> {
     pub counters: &'a Counters,
+    /// SYNs the kernel let through unseen because the queue socket was
+    /// full.
+    pub syn_dropped: u64,
     pub pool: &'a Pool,
     pub started: Instant,
     pub now: Instant,
     pub buffer_bytes: u32,
     /// Snoop's JSON object, if Snoop runs.
-    pub snoop: Option<&'a dyn Fn(&mut String)>,
+    pub snoop: Option<&'a crate::snoop::Snoop>,
 }
 
 /// Writes `s` as a JSON string (endpoints and states need no escaping,
@@ -62,21 +85,20 @@ struct Endpoint(std::net::SocketAddr);
 
 impl Report<'_> {
     fn live_bytes(&self) -> (u64, u64) {
-        self.pool
-            .slots()
-            .iter()
-            .fold((0, 0), |(u, d), s| match &s.state {
-                SlotState::Active(c) => (u + c.bytes_up(), d + c.bytes_down()),
-                _ => (u, d),
-            })
+        self.pool.active().fold((0, 0), |(u, d), (_, c)| {
+            (u + c.bytes_up(), d + c.bytes_down())
+        })
     }
 
     fn active(&self) -> usize {
-        self.pool
-            .slots()
-            .iter()
-            .filter(|s| matches!(s.state, SlotState::Active(_)))
-            .count()
+        self.pool.active_count()
+    }
+
+    pub fn render(&self, format: crate::control::Format, out: &mut String) {
+        match format {
+            crate::control::Format::Json => self.write_json(out),
+            crate::control::Format::Text => self.write_text(out),
+        }
     }
 
     pub fn write_json(&self, out: &mut String) {
@@ -94,13 +116,14 @@ impl Report<'_> {
         );
         let _ = write!(
             out,
-            "\"counters\":{{\"active\":{},\"total\":{},\"split\":{},\"passed\":{},\"passed_full\":{},\"passed_policy\":{},\"refused\":{},\"malformed\":{},\"connect_failed\":{},\"bytes_up\":{},\"bytes_down\":{}}},",
+            "\"counters\":{{\"active\":{},\"total\":{},\"split\":{},\"passed\":{},\"passed_full\":{},\"passed_policy\":{},\"syn_dropped\":{},\"refused\":{},\"malformed\":{},\"connect_failed\":{},\"bytes_up\":{},\"bytes_down\":{}}},",
             self.active(),
             c.total,
             c.split,
             c.passed_full + c.passed_policy,
             c.passed_full,
             c.passed_policy,
+            self.syn_dropped,
             c.refused,
             c.malformed,
             c.connect_failed,
@@ -109,23 +132,16 @@ impl Report<'_> {
         );
         out.push_str("\"snoop\":");
         match self.snoop {
-            Some(f) => f(out),
+            Some(sn) => sn.write_status_json(out),
             None => out.push_str("null"),
         }
         out.push_str(",\"connections\":[");
         let mut first = true;
-        for (i, slot) in self.pool.slots().iter().enumerate() {
-            let SlotState::Active(conn) = &slot.state else {
-                continue;
-            };
+        for (id, conn) in self.pool.active() {
             if !first {
                 out.push(',');
             }
             first = false;
-            let id = crate::pool::ConnId {
-                slot: i as u16,
-                generation: slot.generation,
-            };
             let _ = write!(out, "{{\"id\":{},\"client\":", id.as_u32());
             json_endpoint(out, conn.tuple.client);
             out.push_str(",\"server\":");
@@ -161,12 +177,13 @@ impl Report<'_> {
         );
         let _ = writeln!(
             out,
-            "connections: {} split, {} relayed, {} passed unsplit ({} pool full, {} policy), {} refused, {} connect failed, {} malformed SYNs",
+            "connections: {} split, {} relayed, {} passed unsplit ({} pool full, {} policy, {} unseen: queue socket full), {} refused, {} connect failed, {} malformed SYNs",
             c.split,
             c.total,
-            c.passed_full + c.passed_policy,
+            c.passed_full + c.passed_policy + self.syn_dropped,
             c.passed_full,
             c.passed_policy,
+            self.syn_dropped,
             c.refused,
             c.connect_failed,
             c.malformed
@@ -177,9 +194,9 @@ impl Report<'_> {
             c.bytes_up + lu,
             c.bytes_down + ld
         );
-        if let Some(f) = self.snoop {
+        if let Some(sn) = self.snoop {
             out.push_str("snoop:       ");
-            f(out);
+            sn.write_status_json(out);
             out.push('\n');
         }
         if self.active() > 0 {
@@ -189,14 +206,7 @@ impl Report<'_> {
                 "ID", "CLIENT", "SERVER", "STATE", "AGE", "UP", "DOWN"
             );
         }
-        for (i, slot) in self.pool.slots().iter().enumerate() {
-            let SlotState::Active(conn) = &slot.state else {
-                continue;
-            };
-            let id = crate::pool::ConnId {
-                slot: i as u16,
-                generation: slot.generation,
-            };
+        for (id, conn) in self.pool.active() {
             let _ = writeln!(
                 out,
                 "{:<10x} {:<46} {:<46} {:<12} {:>7.1}s {:>12} {:>12}",

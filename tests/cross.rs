@@ -1,33 +1,36 @@
-//! Cross builds: every OpenWrt architecture's binary prints its version
-//! under qemu-user, and the unit tests pass on big-endian MIPS and 32-bit
-//! ARM, where byte-order and word-size mistakes in packet code show.
+//! Cross builds: each architecture's binary prints its version under
+//! qemu-user, and the unit tests pass on big-endian MIPS and 32-bit ARM,
+//! where byte-order and word-size mistakes in packet code show.
 //!
-//! Needs (installed by .ci/run): qemu-user-static for qemu-{mips,mipsel,
-//! arm,aarch64}-static, and what cross/build installs itself (rust-src via
-//! rustup, ziglang and cargo-zigbuild via pip). PEPWRT_ARCHS (space
-//! separated) limits the --version check to some architectures; the unit
-//! tests always run on mips_24kc and arm_cortex-a7_neon-vfpv4.
+//! One cross/build run does it all (the builds and the two unit-test runs
+//! are parallel jobs) and leaves the binaries in target/cross/ for
+//! tests/package.rs. Its progress lines go straight to stderr, so a long
+//! build shows what it is doing even while the test harness captures
+//! output. By default it builds mips_24kc, arm_cortex-a7_neon-vfpv4 and
+//! x86_64; `PEPWRT_ARCHS=all` builds and checks all five (or name some,
+//! space separated).
+//!
+//! Needs (installed by .ci/run): qemu-user-static, and what cross/build
+//! installs itself (rust-src via rustup, ziglang and cargo-zigbuild via pip).
 
-use std::path::PathBuf;
+mod common;
+
 use std::process::Command;
 use std::sync::OnceLock;
 
-const ARCHS: &[(&str, &str)] = &[
-    ("mips_24kc", "qemu-mips-static"),
-    ("mipsel_24kc", "qemu-mipsel-static"),
-    ("arm_cortex-a7_neon-vfpv4", "qemu-arm-static"),
-    ("aarch64_cortex-a53", "qemu-aarch64-static"),
-    ("x86_64", ""),
-];
+use common::{repo, target_dir, test_archs};
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+/// The unit tests run on these whatever PEPWRT_ARCHS says.
+const UNIT_TEST_ARCHS: &[&str] = &["mips_24kc", "arm_cortex-a7_neon-vfpv4"];
 
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target"))
+fn qemu(arch: &str) -> &'static str {
+    match arch {
+        "mips_24kc" => "qemu-mips-static",
+        "mipsel_24kc" => "qemu-mipsel-static",
+        "arm_cortex-a7_neon-vfpv4" => "qemu-arm-static",
+        "aarch64_cortex-a53" => "qemu-aarch64-static",
+        _ => "",
+    }
 }
 
 fn need(qemu: &str) {
@@ -41,65 +44,42 @@ fn need(qemu: &str) {
     );
 }
 
-/// Runs cross/build with `args`, failing the test with its output.
-fn cross_build(args: &[&str]) -> String {
-    let start = std::time::Instant::now();
-    let out = Command::new(repo().join("cross/build"))
-        .args(args)
-        .output()
-        .expect("running cross/build");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "cross/build {args:?} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!("cross/build {args:?} took {:?}\n{stdout}", start.elapsed());
-    stdout
-}
-
-fn archs() -> Vec<(&'static str, &'static str)> {
-    let only = std::env::var("PEPWRT_ARCHS").unwrap_or_default();
-    let only: Vec<&str> = only.split_whitespace().collect();
-    for name in &only {
-        assert!(
-            ARCHS.iter().any(|(a, _)| a == name),
-            "PEPWRT_ARCHS: unknown architecture {name}"
-        );
-    }
-    ARCHS
-        .iter()
-        .filter(|(a, _)| only.is_empty() || only.contains(a))
-        .copied()
-        .collect()
-}
-
-/// The release binaries, built once per test binary.
+/// cross/build's report (one line per binary), from one run per test
+/// binary; a failure is kept, so the other tests do not build again.
 fn built() -> &'static str {
-    static OUT: OnceLock<String> = OnceLock::new();
-    OUT.get_or_init(|| {
-        let names: Vec<&str> = archs().iter().map(|(a, _)| *a).collect();
-        cross_build(&names)
-    })
+    static OUT: OnceLock<Result<String, String>> = OnceLock::new();
+    let out = OUT.get_or_init(|| {
+        let mut cmd = Command::new(repo().join("cross/build"));
+        for arch in UNIT_TEST_ARCHS {
+            cmd.args(["--test-on", arch]);
+        }
+        cmd.args(test_archs());
+        common::run_with_progress(&mut cmd)
+    });
+    match out {
+        Ok(s) => s,
+        Err(e) => panic!("{e}"),
+    }
 }
 
 #[test]
 fn every_arch_prints_its_version_under_qemu() {
     let report = built();
     let want = format!("pepwrt {}", env!("CARGO_PKG_VERSION"));
-    for (arch, qemu) in archs() {
-        let bin = target_dir().join("cross").join(arch).join("pepwrt");
+    for arch in test_archs() {
+        let bin = target_dir().join("cross").join(&arch).join("pepwrt");
         assert!(bin.exists(), "{} missing", bin.display());
         let line = report
             .lines()
             .find(|l| l.starts_with(&format!("{arch}\t")))
             .unwrap_or_else(|| panic!("cross/build reported nothing for {arch}:\n{report}"));
         eprintln!("{line}");
-        let out = if qemu.is_empty() {
+        let runner = qemu(&arch);
+        let out = if runner.is_empty() {
             Command::new(&bin).arg("--version").output()
         } else {
-            need(qemu);
-            Command::new(qemu).arg(&bin).arg("--version").output()
+            need(runner);
+            Command::new(runner).arg(&bin).arg("--version").output()
         }
         .unwrap();
         assert!(out.status.success(), "{arch}: --version failed: {out:?}");
@@ -114,25 +94,30 @@ fn every_arch_prints_its_version_under_qemu() {
 #[test]
 fn mips_binary_fits_its_budget() {
     built();
-    // After built(): a second build must not race the one it does.
-    if !archs().iter().any(|(a, _)| *a == "mips_24kc") {
-        cross_build(&["mips_24kc"]);
+    if !test_archs().iter().any(|a| a == "mips_24kc") {
+        return;
     }
     let bin = target_dir().join("cross/mips_24kc/pepwrt");
     let size = std::fs::metadata(&bin).unwrap().len();
     assert!(size <= 400 * 1024, "mips_24kc: {size} bytes > 400 KB");
 }
 
+/// cross/build fails as a whole when a unit-test job fails, so a report
+/// means they passed; this names the two runs in the test list.
 #[test]
-fn unit_tests_pass_on_big_endian_mips() {
-    need("qemu-mips-static");
-    cross_build(&["--test", "mips_24kc"]);
-}
-
-#[test]
-fn unit_tests_pass_on_armv7() {
-    need("qemu-arm-static");
-    cross_build(&["--test", "arm_cortex-a7_neon-vfpv4"]);
+fn unit_tests_pass_on_big_endian_mips_and_armv7() {
+    built();
+    for arch in UNIT_TEST_ARCHS {
+        let log = target_dir().join(format!("cross/logs/{arch}.test.log"));
+        let text =
+            std::fs::read_to_string(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+        assert!(
+            text.contains("test result: ok."),
+            "{arch}: no passing test run in {}",
+            log.display()
+        );
+        need(qemu(arch));
+    }
 }
 
 #[test]

@@ -9,7 +9,9 @@
 //! - both views load and render in headless Chromium inside a harness of
 //!   stand-ins for LuCI's modules (tests/luci/harness.js), fed sample JSON
 //!   and a sample UCI config; the pages' DOM is checked and screenshots are
-//!   taken.
+//!   taken. Where real LuCI's behaviour can trip a view (Save removing
+//!   hidden options, rpc error statuses, poll.add running at once, ACL
+//!   checks for a user who is not root), the stand-in behaves the same.
 //!
 //! CI needs the Debian packages `nodejs` and `chromium`. A missing tool
 //! fails the test with the package to install; nothing is skipped quietly.
@@ -442,4 +444,17 @@ fn views_render_in_headless_chromium() {
     );
     render(&dir.0, "status-stopped", None);
     render(&dir.0, "status-nobackend", None);
+}
+
+/// What real LuCI does and the stand-in now does too: Save drops hidden
+/// options unless retained, a plugin's error status only rejects with
+/// `reject: true`, `poll.add` runs at once, and a user who is not root
+/// gets only the ubus calls the ACL grants (the interface picker's too).
+#[test]
+fn views_behave_as_under_real_luci() {
+    let dir = TempDir::new("chromium-real");
+    render(&dir.0, "config-save", None);
+    render(&dir.0, "config-save-2102", None);
+    render(&dir.0, "config-save-invalid", None);
+    render(&dir.0, "status-error", None);
 }

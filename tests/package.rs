@@ -1,39 +1,39 @@
-//! The OpenWrt package: `openwrt/build-ipk` output, checked byte by byte
-//! (archive layout, control fields, modes, the binary's ELF architecture),
-//! the shell scripts linted under busybox ash and shellcheck, and the init
-//! script run against stubs of OpenWrt's shell API for several UCI configs.
+//! The OpenWrt packages: `openwrt/build-packages` output in both formats.
 //!
-//! Needs (installed by .ci/run): busybox, shellcheck, GNU tar, gzip, and what
-//! cross/build needs (rustup with rust-src, python3 with pip). The archs
-//! packaged are all five unless PEPWRT_ARCHS names some (space separated).
+//! - .ipk: checked byte by byte (archive layout, control fields, modes, the
+//!   binary's ELF architecture), then installed, started, upgraded and
+//!   removed by the real opkg of an OpenWrt 18.06 root in a chroot inside
+//!   a network namespace of the test's own, with real uci, /etc/rc.common,
+//!   /lib/functions.sh, procd.sh (PROCD_DEBUG=1 prints what would go to
+//!   procd) and busybox ash.
+//! - .apk: read by the real `apk adbdump` (apk-tools 3.0.6), installed into
+//!   an empty root by `apk add --root`, upgraded over an edited config and
+//!   removed. The empty root has no shell, so apk runs there with
+//!   --no-scripts; the scripts are checked as text (they call 25.12's
+//!   /lib/functions.sh, which is not here).
+//! - The init script also runs against the stand-ins in openwrt/lib/stubs
+//!   for fw4 and for cases the old root cannot show (fw4 and ucode exist
+//!   nowhere here; the 18.06 root has fw3, busybox 1.28's ip and an
+//!   iptables without the TPROXY/socket/NFQUEUE modules).
+//!
+//! Needs (installed by .ci/run): busybox, shellcheck, GNU tar, gzip, what
+//! cross/build needs, and `<repo>/../shared/tools` (apk and the OpenWrt
+//! root; CI has it there). The archs packaged are mips_24kc,
+//! arm_cortex-a7_neon-vfpv4 and x86_64 unless PEPWRT_ARCHS says otherwise
+//! (`all`, or names); x86_64 is the one run in the OpenWrt root.
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use common::TempDir;
-
-const ARCHS: &[&str] = &[
-    "mips_24kc",
-    "mipsel_24kc",
-    "arm_cortex-a7_neon-vfpv4",
-    "aarch64_cortex-a53",
-    "x86_64",
-];
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use common::{TempDir, repo, run_with_progress, shared_tools, target_dir};
 
 fn archs() -> Vec<String> {
-    match std::env::var("PEPWRT_ARCHS") {
-        Ok(s) if !s.trim().is_empty() => s.split_whitespace().map(String::from).collect(),
-        _ => ARCHS.iter().map(|s| s.to_string()).collect(),
-    }
+    common::test_archs()
 }
 
 fn need_tool(name: &str, apt: &str) {
@@ -50,43 +50,49 @@ fn need_tool(name: &str, apt: &str) {
 
 /// Scratch space for built packages, under cargo's target directory.
 fn scratch(name: &str) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target"))
-        .join("package-test")
-        .join(name)
+    target_dir().join("package-test").join(name)
 }
 
 fn version() -> String {
     env!("CARGO_PKG_VERSION").to_string()
 }
 
-/// Runs build-ipk once per test binary, into its own dist directory.
+/// Runs build-packages (both formats) once per test binary, into its own
+/// dist directory; cross/build's progress shows on stderr as it goes.
 fn dist() -> &'static Path {
-    static DIST: OnceLock<PathBuf> = OnceLock::new();
-    DIST.get_or_init(|| {
+    static DIST: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let built = DIST.get_or_init(|| {
         let dist = scratch("dist");
         let _ = std::fs::remove_dir_all(&dist);
-        let start = std::time::Instant::now();
-        let out = Command::new(repo().join("openwrt/build-ipk"))
-            .args(archs())
-            .env("PEPWRT_DIST", &dist)
-            .env("SOURCE_DATE_EPOCH", "1700000000")
-            .output()
-            .expect("running openwrt/build-ipk");
-        eprintln!(
-            "openwrt/build-ipk took {:?}\n{}",
-            start.elapsed(),
-            String::from_utf8_lossy(&out.stdout)
-        );
-        assert!(
-            out.status.success(),
-            "openwrt/build-ipk failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        dist
-    })
+        let report = run_with_progress(
+            Command::new(repo().join("openwrt/build-packages"))
+                .args(archs())
+                .env("PEPWRT_DIST", &dist)
+                .env("SOURCE_DATE_EPOCH", "1700000000"),
+        )?;
+        eprintln!("{report}");
+        Ok(dist)
+    });
+    match built {
+        Ok(p) => p,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// The same packages with another release number (r2), for upgrades.
+fn dist_r2(format: &str, arch: &str) -> PathBuf {
+    dist();
+    let out = scratch(&format!("dist-r2-{format}-{arch}"));
+    let _ = std::fs::remove_dir_all(&out);
+    let o = Command::new(repo().join(format!("openwrt/build-{format}")))
+        .args(["--no-build", arch])
+        .env("PEPWRT_DIST", &out)
+        .env("PEPWRT_RELEASE", "r2")
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    out
 }
 
 struct Entry {
@@ -506,7 +512,13 @@ fn scripts_pass_busybox_sh_n_and_shellcheck() {
         );
         shellcheck(s);
     }
-    for s in ["cross/build", "cross/arch.sh", "openwrt/build-ipk"] {
+    for s in [
+        "cross/build",
+        "cross/arch.sh",
+        "openwrt/build-packages",
+        "openwrt/build-ipk",
+        "openwrt/build-apk",
+    ] {
         shellcheck(s);
     }
 }
@@ -1062,7 +1074,15 @@ fn uci_defaults_registers_fw3_include_only_without_fw4() {
     need_tool("busybox", "busybox");
     let script =
         std::fs::read_to_string(repo().join("openwrt/pepwrt/files/pepwrt.uci-defaults")).unwrap();
-    assert!(script.contains("[ -x /sbin/fw4 ] && exit 0"));
+    assert!(script.contains("if [ ! -x /sbin/fw4 ]"));
+    // Sourced by default_postinst in a subshell that deletes it after;
+    // an exit would skip that on opkg-era releases.
+    assert!(
+        !script
+            .lines()
+            .any(|l| !l.starts_with('#') && l.contains("exit")),
+        "{script}"
+    );
     for line in [
         "set firewall.pepwrt=include",
         "set firewall.pepwrt.type=script",
@@ -1089,5 +1109,783 @@ fn shellcheck(script: &str) {
         out.status.success(),
         "shellcheck {script}:\n{}",
         String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+// ---- .apk with the real apk-tools 3 ----------------------------------------
+
+fn apk() -> PathBuf {
+    shared_tools().join("apk")
+}
+
+/// Runs apk; fails the test with its output when it fails.
+fn run_apk(args: &[&str]) -> String {
+    let out = Command::new(apk()).args(args).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "apk {args:?} failed:\n{text}");
+    text
+}
+
+/// What `apk adbdump` shows of a package: the info fields, each file's
+/// mode and owner, and the scripts.
+struct ApkDump {
+    info: BTreeMap<String, String>,
+    depends: Vec<String>,
+    files: BTreeMap<String, (String, String)>,
+    scripts: BTreeMap<String, String>,
+}
+
+fn adbdump(path: &Path) -> ApkDump {
+    let text = run_apk(&["adbdump", path.to_str().unwrap()]);
+    let mut d = ApkDump {
+        info: BTreeMap::new(),
+        depends: Vec::new(),
+        files: BTreeMap::new(),
+        scripts: BTreeMap::new(),
+    };
+    let (mut section, mut dir, mut file) = (String::new(), String::new(), None::<String>);
+    let mut last_key = String::new();
+    let mut script: Option<String> = None;
+    for line in text.lines() {
+        if !line.starts_with(' ') {
+            section = line.split(':').next().unwrap_or("").to_string();
+            continue;
+        }
+        match section.as_str() {
+            "info" => {
+                if let Some(dep) = line.strip_prefix("    - ") {
+                    d.depends.push(dep.to_string());
+                } else if let Some((k, v)) = line.trim_start().split_once(": ") {
+                    last_key = k.to_string();
+                    d.info
+                        .insert(k.to_string(), v.trim_end_matches('|').to_string());
+                } else if let Some(v) = d.info.get_mut(&last_key) {
+                    // a `|` value continues on the indented lines after it
+                    v.push_str(line.trim());
+                }
+            }
+            "paths" => {
+                if line == "  - acl:" {
+                    dir.clear();
+                    file = None;
+                } else if let Some(n) = line.strip_prefix("  - name: ") {
+                    dir = n.to_string();
+                    file = None;
+                } else if let Some(n) = line.strip_prefix("      - name: ") {
+                    let f = if dir.is_empty() {
+                        n.to_string()
+                    } else {
+                        format!("{dir}/{n}")
+                    };
+                    d.files.insert(f.clone(), (String::new(), String::new()));
+                    file = Some(f);
+                } else if let (Some(f), Some(m)) = (&file, line.strip_prefix("          mode: ")) {
+                    d.files.get_mut(f).unwrap().0 = m.to_string();
+                } else if let (Some(f), Some(u)) = (&file, line.strip_prefix("          user: ")) {
+                    d.files.get_mut(f).unwrap().1 = u.to_string();
+                }
+            }
+            "scripts" => {
+                if let Some(name) = line.strip_prefix("  ").and_then(|l| l.strip_suffix(": |")) {
+                    script = Some(name.to_string());
+                    d.scripts.insert(name.to_string(), String::new());
+                } else if let (Some(n), Some(l)) = (&script, line.strip_prefix("    ")) {
+                    let body = d.scripts.get_mut(n).unwrap();
+                    body.push_str(l);
+                    body.push('\n');
+                }
+            }
+            _ => {}
+        }
+    }
+    d
+}
+
+const PEPWRT_FILES: &[(&str, &str)] = &[
+    ("usr/sbin/pepwrt", "0755"),
+    ("etc/config/pepwrt", "0600"),
+    ("etc/init.d/pepwrt", "0755"),
+    ("etc/uci-defaults/90-pepwrt", "0755"),
+    ("etc/capabilities/pepwrt.json", "0644"),
+    ("usr/share/pepwrt/firewall.include", "0755"),
+    ("usr/share/nftables.d/ruleset-post/pepwrt.nft", "0644"),
+    ("lib/apk/packages/pepwrt.list", "0644"),
+    ("lib/apk/packages/pepwrt.conffiles", "0644"),
+    ("lib/apk/packages/pepwrt.conffiles_static", "0644"),
+];
+
+fn apk_path(name: &str, arch: &str) -> PathBuf {
+    dist().join(format!("{name}_{}-r1_{arch}.apk", version()))
+}
+
+#[test]
+fn pepwrt_apk_per_arch() {
+    for arch in archs() {
+        let path = apk_path("pepwrt", &arch);
+        let d = adbdump(&path);
+        assert_eq!(d.info["name"], "pepwrt");
+        assert_eq!(d.info["version"], format!("{}-r1", version()));
+        assert_eq!(d.info["arch"], arch);
+        assert_eq!(d.info["license"], "GPL-2.0-only");
+        assert_eq!(d.info["origin"], "openwrt/pepwrt");
+        assert!(d.info["description"].contains("split-TCP"), "{:?}", d.info);
+        // OpenWrt 25.12 is fw4-only: the nft modules, no alternatives.
+        assert_eq!(
+            d.depends,
+            [
+                "kmod-nft-queue",
+                "kmod-nft-socket",
+                "kmod-nft-tproxy",
+                "kmod-tcp-bbr"
+            ]
+        );
+        let names: Vec<&String> = d.files.keys().collect();
+        assert_eq!(d.files.len(), PEPWRT_FILES.len(), "files: {names:?}");
+        for (f, mode) in PEPWRT_FILES {
+            let (m, user) = d
+                .files
+                .get(*f)
+                .unwrap_or_else(|| panic!("{arch}: {f} missing from {names:?}"));
+            assert_eq!((m.as_str(), user.as_str()), (*mode, "root"), "{arch}: {f}");
+        }
+        // The scripts OpenWrt's build generates, with the package's own
+        // removal step appended to pre-deinstall.
+        let post = &d.scripts["post-install"];
+        assert!(post.starts_with("#!/bin/sh\n"), "{post}");
+        assert!(post.contains("export pkgname=\"pepwrt\"\n"), "{post}");
+        assert!(
+            post.contains("\nadd_group_and_user\ndefault_postinst\n"),
+            "{post}"
+        );
+        let upgrade = &d.scripts["post-upgrade"];
+        assert!(
+            upgrade.starts_with("#!/bin/sh\nexport PKG_UPGRADE=1\n"),
+            "{upgrade}"
+        );
+        assert!(upgrade.contains("default_postinst"), "{upgrade}");
+        let pre = &d.scripts["pre-deinstall"];
+        assert!(
+            pre.contains("export pkgname=\"pepwrt\"\ndefault_prerm\n"),
+            "{pre}"
+        );
+        assert!(pre.contains("uci -q delete firewall.pepwrt"), "{pre}");
+        assert_eq!(pre.matches("#!").count(), 1, "{pre}");
+        eprintln!(
+            "{arch}: apk {} bytes",
+            std::fs::metadata(&path).unwrap().len()
+        );
+    }
+}
+
+#[test]
+fn luci_apk() {
+    let d = adbdump(&apk_path("luci-app-pepwrt", "all"));
+    assert_eq!(d.info["name"], "luci-app-pepwrt");
+    assert_eq!(d.info["arch"], "noarch");
+    assert_eq!(d.depends, ["luci-base", "pepwrt"]);
+    let post = &d.scripts["post-install"];
+    assert!(post.contains("default_postinst\n"), "{post}");
+    assert!(post.contains("/etc/init.d/rpcd reload"), "{post}");
+    assert!(
+        d.files
+            .contains_key("www/luci-static/resources/view/pepwrt/config.js")
+    );
+    assert!(
+        d.files
+            .contains_key("usr/share/rpcd/acl.d/luci-app-pepwrt.json")
+    );
+    assert_eq!(d.files["usr/libexec/rpcd/luci.pepwrt"].0, "0755");
+    assert!(
+        d.files
+            .contains_key("lib/apk/packages/luci-app-pepwrt.list")
+    );
+}
+
+#[test]
+fn apks_are_reproducible() {
+    let arch = archs()[0].clone();
+    let name = format!("pepwrt_{}-r1_{arch}.apk", version());
+    let again = scratch("dist-again-apk");
+    let _ = std::fs::remove_dir_all(&again);
+    let out = Command::new(repo().join("openwrt/build-apk"))
+        .args(["--no-build", &arch])
+        .env("PEPWRT_DIST", &again)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(dist().join(&name)).unwrap(),
+        std::fs::read(again.join(&name)).unwrap(),
+        "{name} differs between two builds"
+    );
+}
+
+/// Empty packages named like pepwrt's dependencies, so `apk add` can
+/// resolve them in an empty root (the real ones are kernel modules).
+fn dependency_stand_ins(dir: &Path) -> Vec<String> {
+    [
+        "kmod-nft-queue",
+        "kmod-nft-tproxy",
+        "kmod-nft-socket",
+        "kmod-tcp-bbr",
+        "luci-base",
+    ]
+    .iter()
+    .map(|name| {
+        let out = dir.join(format!("{name}.apk"));
+        run_apk(&[
+            "mkpkg",
+            "--info",
+            &format!("name:{name}"),
+            "--info",
+            "version:1-r1",
+            "--info",
+            "arch:noarch",
+            "--info",
+            "description:stand-in for a test",
+            "--output",
+            out.to_str().unwrap(),
+        ]);
+        out.to_str().unwrap().to_string()
+    })
+    .collect()
+}
+
+fn sha256(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn apk_installs_upgrades_and_removes_in_an_empty_root() {
+    let tmp = TempDir::new("apk-root");
+    let deps = dependency_stand_ins(&tmp.0);
+    for arch in archs() {
+        let root = tmp.0.join(format!("root-{arch}"));
+        let r = root.to_str().unwrap();
+        let pkg = apk_path("pepwrt", &arch);
+        let luci = apk_path("luci-app-pepwrt", "all");
+        let mut args = vec![
+            "add",
+            "--root",
+            r,
+            "--initdb",
+            "--allow-untrusted",
+            "--no-network",
+            "--no-scripts",
+            "--arch",
+            &arch,
+        ];
+        args.extend(deps.iter().map(String::as_str));
+        args.push(pkg.to_str().unwrap());
+        args.push(luci.to_str().unwrap());
+        let log = run_apk(&args);
+        assert!(
+            log.contains(&format!("Installing pepwrt ({}-r1)", version())),
+            "{log}"
+        );
+        assert_eq!(
+            std::fs::read(root.join("usr/sbin/pepwrt")).unwrap(),
+            std::fs::read(target_dir().join("cross").join(&arch).join("pepwrt")).unwrap()
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &str| {
+            std::fs::metadata(root.join(p))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777
+        };
+        assert_eq!(mode("etc/config/pepwrt"), 0o600);
+        assert_eq!(mode("etc/init.d/pepwrt"), 0o755);
+        assert!(
+            root.join("www/luci-static/resources/view/pepwrt/status.js")
+                .exists()
+        );
+        // What default_postinst and sysupgrade read.
+        let list = std::fs::read_to_string(root.join("lib/apk/packages/pepwrt.list")).unwrap();
+        let want: Vec<String> = {
+            let mut v: Vec<String> = PEPWRT_FILES
+                .iter()
+                .filter(|(f, _)| !f.starts_with("lib/apk/"))
+                .map(|(f, _)| format!("/{f}"))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(list.lines().collect::<Vec<_>>(), want);
+        assert_eq!(
+            std::fs::read_to_string(root.join("lib/apk/packages/pepwrt.conffiles")).unwrap(),
+            "/etc/config/pepwrt\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(root.join("lib/apk/packages/pepwrt.conffiles_static")).unwrap(),
+            format!(
+                "/etc/config/pepwrt {}\n",
+                sha256(&root.join("etc/config/pepwrt"))
+            )
+        );
+        let db = std::fs::read_to_string(root.join("lib/apk/db/installed")).unwrap();
+        assert!(
+            db.contains(&format!("P:pepwrt\nV:{}-r1\nA:{arch}\n", version())),
+            "{db}"
+        );
+    }
+
+    // Upgrade over an edited config, then removal (x86_64, or the first).
+    let arch = if archs().iter().any(|a| a == "x86_64") {
+        "x86_64".to_string()
+    } else {
+        archs()[0].clone()
+    };
+    let root = tmp.0.join(format!("root-{arch}"));
+    let r = root.to_str().unwrap();
+    let config = root.join("etc/config/pepwrt");
+    let mut edited = std::fs::read_to_string(&config).unwrap();
+    edited = edited.replacen("option enabled '0'", "option enabled '1'", 1);
+    std::fs::write(&config, &edited).unwrap();
+    let r2 = dist_r2("apk", &arch).join(format!("pepwrt_{}-r2_{arch}.apk", version()));
+    let log = run_apk(&[
+        "add",
+        "--root",
+        r,
+        "--allow-untrusted",
+        "--no-network",
+        "--no-scripts",
+        r2.to_str().unwrap(),
+    ]);
+    assert!(
+        log.contains(&format!(
+            "Upgrading pepwrt ({v}-r1 -> {v}-r2)",
+            v = version()
+        )),
+        "{log}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&config).unwrap(),
+        edited,
+        "upgrade replaced the edited config"
+    );
+    assert_eq!(
+        std::fs::read(root.join("etc/config/pepwrt.apk-new")).unwrap(),
+        std::fs::read(repo().join("openwrt/pepwrt/files/pepwrt.config")).unwrap(),
+        "the new default config goes beside the edited one"
+    );
+    run_apk(&[
+        "del",
+        "--root",
+        r,
+        "--no-network",
+        "--no-scripts",
+        "luci-app-pepwrt",
+        "pepwrt",
+    ]);
+    for gone in [
+        "usr/sbin/pepwrt",
+        "etc/init.d/pepwrt",
+        "lib/apk/packages/pepwrt.list",
+        "www/luci-static/resources/view/pepwrt/config.js",
+    ] {
+        assert!(!root.join(gone).exists(), "{gone} left after apk del");
+    }
+    // apk keeps a configuration file the user changed.
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), edited);
+}
+
+#[test]
+fn apk_scripts_need_a_shell_in_the_root() {
+    // Without --no-scripts apk runs post-install by chroot into the root;
+    // an empty root has no /bin/sh, so apk reports the script failed.
+    let tmp = TempDir::new("apk-scripts");
+    let deps = dependency_stand_ins(&tmp.0);
+    let arch = archs()[0].clone();
+    let root = tmp.0.join("root");
+    let pkg = apk_path("pepwrt", &arch);
+    let mut args = vec![
+        "add",
+        "--root",
+        root.to_str().unwrap(),
+        "--initdb",
+        "--allow-untrusted",
+        "--no-network",
+        "--arch",
+        &arch,
+    ];
+    args.extend(deps.iter().map(String::as_str));
+    args.push(pkg.to_str().unwrap());
+    let out = Command::new(apk()).args(&args).output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("Executing pepwrt-"), "{text}");
+    assert!(text.contains("post-install"), "{text}");
+    assert!(root.join("usr/sbin/pepwrt").exists(), "{text}");
+}
+
+// ---- .ipk in a real OpenWrt 18.06 userland ---------------------------------
+
+/// An OpenWrt 18.06.1 x86 root extracted for one test, entered with
+/// chroot in a network namespace of the test's own (and a mount namespace
+/// for its /proc); removed when dropped.
+struct OpenWrtRoot {
+    dir: TempDir,
+    ns: String,
+}
+
+impl OpenWrtRoot {
+    fn new(tag: &str) -> OpenWrtRoot {
+        common::require_root();
+        let tarball = shared_tools().join(common::OPENWRT_ROOT_TARBALL);
+        let dir = TempDir::new(tag);
+        common::run(&[
+            "tar",
+            "xzf",
+            tarball.to_str().unwrap(),
+            "-C",
+            dir.0.to_str().unwrap(),
+        ]);
+        // Local files, not a feed: no signatures; and the packages' own
+        // architectures next to the root's i386_pentium4.
+        let conf = dir.0.join("etc/opkg.conf");
+        let text = std::fs::read_to_string(&conf).unwrap();
+        let mut text: String = text
+            .lines()
+            .filter(|l| !l.contains("check_signature"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        text.push_str("arch all 1\narch noarch 1\narch i386_pentium4 10\narch x86_64 20\n");
+        std::fs::write(&conf, text).unwrap();
+        std::fs::create_dir_all(dir.0.join("tmp/lock")).unwrap();
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let ns = format!("pkgow{}x{n}", std::process::id() % 100_000);
+        common::run(&["ip", "netns", "add", &ns]);
+        let root = OpenWrtRoot { dir, ns };
+        common::run(&["ip", "-n", &root.ns, "link", "set", "lo", "up"]);
+        // The LAN bridge the default config intercepts on.
+        let peer = format!("{}p", root.ns);
+        common::run(&[
+            "ip", "-n", &root.ns, "link", "add", "br-lan", "type", "veth", "peer", "name", &peer,
+        ]);
+        common::run(&["ip", "-n", &root.ns, "link", "set", "br-lan", "up"]);
+        // `pepwrt check` looks for the TPROXY and socket modules; a rule
+        // using them (in this namespace only) loads them on this host.
+        let loaded = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &root.ns,
+                "iptables",
+                "-t",
+                "mangle",
+                "-A",
+                "PREROUTING",
+                "-p",
+                "tcp",
+                "-m",
+                "socket",
+                "-j",
+                "TPROXY",
+                "--on-port",
+                "1",
+                "--tproxy-mark",
+                "1",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            loaded.status.success(),
+            "loading TPROXY and socket: {}",
+            String::from_utf8_lossy(&loaded.stderr)
+        );
+        root
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.0.join(p)
+    }
+
+    /// Copies a host file into the root's /tmp; its path inside.
+    fn put(&self, file: &Path) -> String {
+        let name = file.file_name().unwrap().to_str().unwrap();
+        std::fs::copy(file, self.path("tmp").join(name)).unwrap();
+        format!("/tmp/{name}")
+    }
+
+    /// Runs a script with the root's /bin/sh; (success, stdout + stderr).
+    fn sh(&self, script: &str) -> (bool, String) {
+        let root = self.dir.0.to_str().unwrap();
+        let out: Output = Command::new("ip")
+            .args(["netns", "exec", &self.ns, "unshare", "-m", "sh", "-c"])
+            .arg("mount -t proc proc \"$1/proc\" && exec chroot \"$1\" /bin/sh -c \"$2\"")
+            .args(["-", root, script])
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("PROCD_DEBUG", "1")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    }
+
+    fn must(&self, script: &str) -> String {
+        let (ok, text) = self.sh(script);
+        assert!(ok, "{script}:\n{text}");
+        text
+    }
+
+    /// Stand-ins (openwrt/lib/stubs/record, logging to /tmp/shim.log) for
+    /// ip and iptables: busybox 1.28's ip rejects the policy rule, and this
+    /// iptables lacks the TPROXY, socket and NFQUEUE modules. Returns the
+    /// shell prefix that puts them first on PATH.
+    fn shim(&self) -> &'static str {
+        let dir = self.path("tmp/shim");
+        if !dir.exists() {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::copy(repo().join("openwrt/lib/stubs/record"), dir.join("record")).unwrap();
+            for n in ["ip", "iptables", "ip6tables"] {
+                std::os::unix::fs::symlink("record", dir.join(n)).unwrap();
+            }
+        }
+        "export PATH=/tmp/shim:$PATH STUB_LOG=/tmp/shim.log;"
+    }
+
+    fn uci(&self, what: &str) -> String {
+        self.must(&format!("uci -q get {what} || true"))
+            .trim()
+            .to_string()
+    }
+}
+
+impl Drop for OpenWrtRoot {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
+    }
+}
+
+fn ipk_path(name: &str, arch: &str) -> PathBuf {
+    dist().join(format!("{name}_{}-r1_{arch}.ipk", version()))
+}
+
+/// The procd service description PROCD_DEBUG printed, `\/` unescaped.
+fn procd_json(output: &str) -> String {
+    output
+        .lines()
+        .find(|l| l.starts_with("{ \"name\": \"pepwrt\""))
+        .unwrap_or_else(|| panic!("no procd JSON in:\n{output}"))
+        .replace("\\/", "/")
+}
+
+/// A root where the x86_64 ipk is installed with opkg. Its kernel-module
+/// dependencies are not packages here, hence --force-depends.
+fn openwrt_with_pepwrt(tag: &str) -> (OpenWrtRoot, String) {
+    assert!(
+        archs().iter().any(|a| a == "x86_64"),
+        "the OpenWrt root runs the x86_64 package: keep x86_64 in PEPWRT_ARCHS"
+    );
+    let ow = OpenWrtRoot::new(tag);
+    let ipk = ow.put(&ipk_path("pepwrt", "x86_64"));
+    let log = ow.must(&format!("opkg install --force-depends {ipk} 2>&1"));
+    (ow, log)
+}
+
+#[test]
+fn ipk_installs_starts_stops_and_removes_in_openwrt_18_06() {
+    let (ow, log) = openwrt_with_pepwrt("owrt-life");
+    assert!(
+        log.contains(&format!("Installing pepwrt ({}-r1) to root", version())),
+        "{log}"
+    );
+    assert!(log.contains("Configuring pepwrt."), "{log}");
+    // default_postinst: uci-defaults ran (fw3 here: the include is
+    // registered) and was deleted, the service enabled and started,
+    // which with the shipped config only says it is disabled.
+    assert_eq!(
+        ow.uci("firewall.pepwrt.path"),
+        "/usr/share/pepwrt/firewall.include"
+    );
+    assert_eq!(ow.uci("firewall.pepwrt.reload"), "1");
+    assert!(
+        !ow.path("etc/uci-defaults/90-pepwrt").exists(),
+        "uci-defaults left behind"
+    );
+    for link in ["etc/rc.d/S95pepwrt", "etc/rc.d/K10pepwrt"] {
+        assert_eq!(
+            std::fs::read_link(ow.path(link)).unwrap(),
+            Path::new("../init.d/pepwrt"),
+            "{link}"
+        );
+    }
+    assert!(
+        !procd_json(&log).contains("\"command\""),
+        "disabled must start nothing: {log}"
+    );
+
+    // Enabled, with busybox 1.28's ip: refused by name, nothing installed.
+    ow.must(
+        "uci set pepwrt.main.enabled=1; uci set pepwrt.main.server_cc=cubic; uci commit pepwrt",
+    );
+    let out = ow.must("/etc/init.d/pepwrt start");
+    assert!(
+        out.contains("this system's ip (BusyBox v1.28) rejects 'fwmark VALUE/MASK'; pepwrt needs OpenWrt 21.02 or newer, or the ip-full package"),
+        "{out}"
+    );
+    assert!(!procd_json(&out).contains("\"command\""), "{out}");
+    assert!(
+        !ow.path("tmp/etc/pepwrt").exists(),
+        "rules state left after a refused start"
+    );
+
+    // With an ip that takes masks and an iptables with the TPROXY, socket
+    // and NFQUEUE modules (neither is in this root: stand-ins that record
+    // their calls), start hands procd the daemon and its triggers.
+    let shim = ow.shim();
+    let out = ow.must(&format!("{shim} /etc/init.d/pepwrt start"));
+    let json = procd_json(&out);
+    for want in [
+        "\"command\": [ \"/usr/sbin/pepwrt\", \"run\", \"--log-level\", \"info\", \"--intercept\", \"br-lan\", \"--exclude-port\", \"22\"",
+        "\"--server-cc\", \"cubic\"",
+        "\"--table\", \"3135\", \"--user\", \"nobody\" ]",
+        "\"respawn\": [ \"3600\", \"5\", \"5\" ]",
+        "\"stderr\": true",
+        "\"limits\": { \"nofile\": \"320 320\" }",
+        "[ \"config.change\", [ \"if\", [ \"eq\", \"package\", \"pepwrt\" ], [ \"run_script\", \"/etc/init.d/pepwrt\", \"reload\" ] ], 1000 ]",
+        "[ \"interface.*.up\", [ \"if\", [ \"eq\", \"interface\", \"wan\" ], [ \"run_script\", \"/etc/init.d/pepwrt\", \"reload\" ] ], 1000 ]",
+        "[ \"interface.*.up\", [ \"if\", [ \"eq\", \"interface\", \"lan\" ], [ \"run_script\", \"/etc/init.d/pepwrt\", \"reload\" ] ], 1000 ]",
+    ] {
+        assert!(json.contains(want), "missing {want} in {json}");
+    }
+    let calls = std::fs::read_to_string(ow.path("tmp/shim.log")).unwrap();
+    assert!(
+        calls.contains("iptables '-w' '-t' 'mangle' '-I' 'PREROUTING' '-j' 'PEPWRT'"),
+        "{calls}"
+    );
+    assert!(
+        calls.contains("ip 'rule' 'add' 'fwmark' '0x10000/0x10000' 'lookup' '3135'"),
+        "{calls}"
+    );
+    assert!(ow.path("tmp/etc/pepwrt/firewall.sh").exists());
+
+    let out = ow.must(&format!("{shim} /etc/init.d/pepwrt stop"));
+    assert!(
+        !ow.path("tmp/etc/pepwrt").exists(),
+        "state left after stop: {out}"
+    );
+    let calls = std::fs::read_to_string(ow.path("tmp/shim.log")).unwrap();
+    assert!(
+        calls.contains("iptables '-w' '-t' 'mangle' '-X' 'PEPWRT'"),
+        "{calls}"
+    );
+
+    // Removal: prerm's default_prerm stops and disables the service, and
+    // the package's own step drops the fw3 include.
+    let log = ow.must("opkg remove pepwrt 2>&1");
+    assert!(log.contains("Removing package pepwrt"), "{log}");
+    assert_eq!(ow.uci("firewall.pepwrt"), "");
+    for gone in [
+        "usr/sbin/pepwrt",
+        "etc/init.d/pepwrt",
+        "etc/rc.d/S95pepwrt",
+        "etc/rc.d/K10pepwrt",
+        "tmp/etc/pepwrt",
+    ] {
+        assert!(!ow.path(gone).exists(), "{gone} left after opkg remove");
+    }
+}
+
+#[test]
+fn ipk_upgrade_keeps_an_edited_config_in_openwrt_18_06() {
+    let (ow, _) = openwrt_with_pepwrt("owrt-upgrade");
+    ow.must("uci set pepwrt.main.max_conns=500; uci add_list pepwrt.main.exclude_port=853; uci commit pepwrt");
+    let r2 = dist_r2("ipk", "x86_64").join(format!("pepwrt_{}-r2_x86_64.ipk", version()));
+    let ipk = ow.put(&r2);
+    let log = ow.must(&format!("opkg install --force-depends {ipk} 2>&1"));
+    assert!(
+        log.contains(&format!(
+            "Upgrading pepwrt on root from {v}-r1 to {v}-r2",
+            v = version()
+        )),
+        "{log}"
+    );
+    assert_eq!(ow.uci("pepwrt.main.max_conns"), "500", "{log}");
+    assert_eq!(ow.uci("pepwrt.main.exclude_port"), "22 853");
+    let status = std::fs::read_to_string(ow.path("usr/lib/opkg/status")).unwrap();
+    assert!(
+        status.contains(&format!("Package: pepwrt\nVersion: {}-r2", version())),
+        "{status}"
+    );
+    // Still enabled after the upgrade.
+    assert!(ow.path("etc/rc.d/S95pepwrt").exists());
+}
+
+#[test]
+fn luci_ipk_installs_in_openwrt_18_06() {
+    let (ow, _) = openwrt_with_pepwrt("owrt-luci");
+    let ipk = ow.put(&ipk_path("luci-app-pepwrt", "all"));
+    let log = ow.must(&format!("opkg install --force-depends {ipk} 2>&1"));
+    assert!(log.contains("Configuring luci-app-pepwrt."), "{log}");
+    for f in [
+        "www/luci-static/resources/view/pepwrt/config.js",
+        "www/luci-static/resources/view/pepwrt/status.js",
+        "usr/share/rpcd/acl.d/luci-app-pepwrt.json",
+        "usr/share/luci/menu.d/luci-app-pepwrt.json",
+        "usr/libexec/rpcd/luci.pepwrt",
+    ] {
+        assert!(ow.path(f).exists(), "{f} missing: {log}");
+    }
+    let log = ow.must("opkg remove luci-app-pepwrt 2>&1");
+    assert!(
+        !ow.path("www/luci-static/resources/view/pepwrt/config.js")
+            .exists(),
+        "{log}"
+    );
+}
+
+#[test]
+fn init_reads_uci_lists_and_refuses_bad_values_in_openwrt_18_06() {
+    // The real /lib/functions.sh and uci: lists become repeated flags.
+    let (ow, _) = openwrt_with_pepwrt("owrt-uci");
+    ow.must(
+        "uci set pepwrt.main.enabled=1; uci set pepwrt.main.server_cc=cubic; \
+         uci add_list pepwrt.main.intercept=198.18.2.0/24; uci add_list pepwrt.main.exclude_port=853; \
+         uci set pepwrt.snoop.enabled=1; uci commit pepwrt",
+    );
+    let out = ow.must(&format!("{} /etc/init.d/pepwrt start", ow.shim()));
+    let json = procd_json(&out);
+    for want in [
+        "\"--intercept\", \"br-lan\", \"--intercept\", \"198.18.2.0/24\", \"--exclude-port\", \"22\", \"--exclude-port\", \"853\"",
+        "\"--snoop\", \"wlan0\"",
+    ] {
+        assert!(json.contains(want), "missing {want} in {json}");
+    }
+    ow.must(&format!("{} /etc/init.d/pepwrt stop", ow.shim()));
+
+    // A bad value: refused by `pepwrt check` before anything is installed.
+    ow.must("uci set pepwrt.main.buffer_size=3x; uci commit pepwrt; rm -f /tmp/shim.log");
+    let out = ow.must(&format!("{} /etc/init.d/pepwrt start", ow.shim()));
+    assert!(
+        out.contains(
+            "bad configuration in /etc/config/pepwrt, not starting: --buffer: '3x' is not a size"
+        ),
+        "{out}"
+    );
+    assert!(!procd_json(&out).contains("\"command\""), "{out}");
+    let calls = std::fs::read_to_string(ow.path("tmp/shim.log")).unwrap_or_default();
+    assert!(
+        !calls.contains("'-I'") && !calls.contains("'add'"),
+        "rules installed anyway: {calls}"
     );
 }

@@ -86,15 +86,11 @@ fn status_and_ss_show_both_legs_of_a_live_connection() {
         assert_eq!(&buf, b"world");
         let _ = rx.recv_timeout(Duration::from_secs(10));
     });
-    // Wait (bounded) until the connection is relaying.
     let mut st = String::new();
-    for _ in 0..100 {
+    eventually(Duration::from_secs(5), || {
         st = tb.status();
-        if st.contains("\"state\":\"relay\"") {
-            break;
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
+        st.contains("\"state\":\"relay\"")
+    });
     assert!(st.contains("\"client\":\"198.18.0.2:"), "{st}");
     assert!(st.contains("\"server\":\"198.18.1.2:7001\""), "{st}");
     // The router holds both legs: one socket towards the client (local
@@ -128,12 +124,7 @@ fn full_pool_passes_new_connections_unsplit_and_they_still_work() {
                 .expect("t")
         })
         .collect();
-    for _ in 0..100 {
-        if tb.counter("active") == 2 {
-            break;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
+    eventually(Duration::from_secs(2), || tb.counter("active") == 2);
     assert_eq!(tb.counter("active"), 2);
     // ... so the third passes through unsplit, and works.
     echo_once(&tb, "198.18.1.2:7002", b"through");
@@ -213,8 +204,8 @@ fn failed_connect_and_server_reset_reach_the_client_as_resets() {
         let (s, _) = listener.accept().expect("accept");
         (&s).write_all(b"partial").expect("write");
         thread::sleep(Duration::from_millis(200));
-        let s2 = socket2_linger0(s);
-        drop(s2);
+        set_linger0(&s);
+        drop(s);
     });
     let r = tb
         .in_client(|| {
@@ -236,26 +227,6 @@ fn failed_connect_and_server_reset_reach_the_client_as_resets() {
     );
     assert!(tb.counter("connect_failed") >= 1);
     assert!(tb.log().contains("server reset"), "{}", tb.log());
-}
-
-/// Sets SO_LINGER 0 so dropping the stream sends RST.
-fn socket2_linger0(s: TcpStream) -> TcpStream {
-    use std::os::fd::AsRawFd;
-    let lg = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: valid fd, pointer and size.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&raw const lg).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    s
 }
 
 #[test]
@@ -293,12 +264,7 @@ fn sigterm_lets_live_connections_finish_then_exits_cleanly() {
         s.shutdown(Shutdown::Write).expect("shutdown");
         read_all(&mut s, Duration::from_secs(10)).expect("read")
     });
-    for _ in 0..100 {
-        if tb.counter("active") == 1 {
-            break;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
+    eventually(Duration::from_secs(2), || tb.counter("active") == 1);
     tb.signal(d, libc::SIGTERM);
     thread::sleep(Duration::from_millis(300));
     tx.send(()).ok();
@@ -450,12 +416,7 @@ fn malformed_syn_is_accepted_and_counted() {
         .join()
         .expect("client");
     assert_eq!(sent, 24);
-    for _ in 0..100 {
-        if tb.counter("malformed") == 1 {
-            break;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
+    eventually(Duration::from_secs(2), || tb.counter("malformed") == 1);
     assert_eq!(tb.counter("malformed"), 1, "{}", tb.status());
     assert_eq!(tb.counter("split"), 0);
     // And pepwrt carries on.
@@ -508,16 +469,14 @@ fn server_reset_after_a_large_write_loses_no_acknowledged_bytes() {
         let (mut s, _) = listener.accept().expect("accept");
         s.write_all(&data).expect("write");
         // Wait (bounded) until the router has acknowledged everything.
-        for _ in 0..500 {
+        eventually(Duration::from_secs(5), || {
             let mut unacked: libc::c_int = 0;
             // SAFETY: TIOCOUTQ writes one int.
             unsafe { libc::ioctl(s.as_raw_fd(), libc::TIOCOUTQ, &mut unacked) };
-            if unacked == 0 {
-                break;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-        drop(socket2_linger0(s));
+            unacked == 0
+        });
+        set_linger0(&s);
+        drop(s);
     });
     let got = tb
         .in_client(|| {
@@ -637,4 +596,163 @@ fn echo_once(tb: &Testbed, addr: &'static str, msg: &'static [u8]) {
     })
     .join()
     .expect("client");
+}
+
+/// Issue 11, defect 1: a connection passed while the pool was full keeps
+/// that decision when its SYN is retransmitted after a slot has freed and
+/// after many other passes (pepwrt used to remember only 64 passes, for
+/// 8 s, and then split the retransmission: the client and the server then
+/// disagreed about who the connection was with).
+#[test]
+fn a_passed_connection_stays_passed_when_its_syn_comes_again() {
+    let mut tb = Testbed::new();
+    tb.install_rules("iptables", &[]);
+    tb.start_pepwrt(&["--max-conns", "1"]);
+    let busy = tb.server_listener("198.18.1.2:7011");
+    let busy_srv = thread::spawn(move || echo_after_eof(busy, 71));
+    let victim = tb.server_listener("198.18.1.2:7010");
+    let victim_srv = thread::spawn(move || echo_after_eof(victim, 1));
+    // One connection holds the whole pool.
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let holder = tb.in_client(move || {
+        let mut s = TcpStream::connect("198.18.1.2:7011").expect("connect");
+        let _ = released.recv_timeout(Duration::from_secs(20));
+        s.shutdown(Shutdown::Write).expect("half-close");
+        read_all(&mut s, Duration::from_secs(10)).expect("echo");
+    });
+    assert!(eventually(Duration::from_secs(5), || tb.counter("active") == 1));
+    // The victim's SYN is passed (pool full) and its SYN-ACKs are lost for
+    // a while, so its SYN comes again after the pool has room.
+    let drop_synack = [
+        "OUTPUT",
+        "-p",
+        "tcp",
+        "--sport",
+        "7010",
+        "--tcp-flags",
+        "SYN,ACK",
+        "SYN,ACK",
+        "-j",
+        "DROP",
+    ];
+    let rule = |op: &str| {
+        let mut args = vec!["iptables", "-w", op];
+        args.extend_from_slice(&drop_synack);
+        tb.exec_server(&args);
+    };
+    rule("-A");
+    let started = std::time::Instant::now();
+    let victim = tb.in_client(|| {
+        let target = "198.18.1.2:7010".parse().expect("address");
+        let mut s = TcpStream::connect_timeout(&target, Duration::from_secs(20)).expect("connect");
+        s.write_all(b"victim").expect("write");
+        s.shutdown(Shutdown::Write).expect("half-close");
+        read_all(&mut s, Duration::from_secs(10)).expect("echo")
+    });
+    assert!(eventually(Duration::from_secs(5), || tb
+        .counter("passed_full")
+        == 1));
+    for _ in 0..70 {
+        echo_once(&tb, "198.18.1.2:7011", b"x");
+    }
+    release.send(()).expect("holder");
+    holder.join().expect("holder");
+    assert!(eventually(Duration::from_secs(5), || tb.counter("active") == 0));
+    // Past the victim's first SYN retransmission (1 s), then let SYN-ACKs by.
+    thread::sleep(Duration::from_millis(1500).saturating_sub(started.elapsed()));
+    rule("-D");
+    assert_eq!(victim.join().expect("victim"), b"victim");
+    victim_srv.join().expect("server");
+    busy_srv.join().expect("server");
+    assert_eq!(tb.counter("split"), 1, "only the holder: {}", tb.status());
+}
+
+/// Issue 11, defect 5: control clients that connect and never ask, or
+/// never read, cost the relay nothing (the loop used to block on each).
+#[test]
+fn silent_control_clients_do_not_stall_relaying() {
+    let mut tb = Testbed::new();
+    tb.install_rules("iptables", &[]);
+    tb.start_pepwrt(&[]);
+    let listener = tb.server_listener("198.18.1.2:7012");
+    let srv = thread::spawn(move || echo_after_eof(listener, 20));
+    let silent: Vec<std::os::unix::net::UnixStream> = (0..40)
+        .map(|_| std::os::unix::net::UnixStream::connect(&tb.control).expect("control"))
+        .collect();
+    let t = std::time::Instant::now();
+    for _ in 0..20 {
+        echo_once(&tb, "198.18.1.2:7012", b"through");
+    }
+    let took = t.elapsed();
+    srv.join().expect("server");
+    // Blocking 50 ms on each silent client stalled these exchanges for
+    // over 2 s in all; 1 s leaves room for a slow machine and none for
+    // the old behaviour.
+    eprintln!("20 exchanges beside 40 silent control clients: {took:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "relaying stalled for {took:?}"
+    );
+    drop(silent);
+    assert!(tb.try_status().is_some());
+}
+
+/// Issue 11, defect 3: the outgoing leg leaves from the client's address;
+/// its port must not be one of the client's own unsplit connections to
+/// the same server (the kernel picks ports knowing only the router's own
+/// sockets). A narrow port range makes a clash likely: the client holds 90
+/// unsplit connections in 41000-41099, the router picks from 41000-41119.
+#[test]
+fn outgoing_legs_never_take_a_port_of_the_clients_unsplit_connections() {
+    let mut tb = Testbed::new();
+    let range = |ns: &str, r: &str| {
+        let setting = format!("net.ipv4.ip_local_port_range={r}");
+        run(&["ip", "netns", "exec", ns, "sysctl", "-qw", &setting]);
+    };
+    range(&tb.client, "41000 41099");
+    range(&tb.router, "41000 41119");
+    tb.install_rules("iptables", &[]);
+    let listener = tb.server_listener("198.18.1.2:7040");
+    let srv = thread::spawn(move || echo_after_eof(listener, 100));
+    // Before pepwrt runs, the queue is bypassed: these pass unsplit.
+    let unsplit = tb
+        .in_client(|| {
+            (0..90)
+                .map(|_| TcpStream::connect("198.18.1.2:7040").expect("connect"))
+                .collect::<Vec<_>>()
+        })
+        .join()
+        .expect("unsplit");
+    tb.start_pepwrt(&[]);
+    for _ in 0..10 {
+        let t = std::time::Instant::now();
+        echo_once(&tb, "198.18.1.2:7040", b"split");
+        assert!(
+            t.elapsed() < Duration::from_millis(900),
+            "a split connection waited {:?} (a clash costs a 1 s SYN retransmission)",
+            t.elapsed()
+        );
+    }
+    assert_eq!(tb.counter("total"), 10, "{}", tb.status());
+    // Every unsplit connection is still whole.
+    let results = tb
+        .in_client(move || {
+            unsplit
+                .into_iter()
+                .enumerate()
+                .map(|(i, mut s)| {
+                    let msg = format!("unsplit {i}");
+                    s.write_all(msg.as_bytes())
+                        .and_then(|()| s.shutdown(Shutdown::Write))
+                        .and_then(|()| read_all(&mut s, Duration::from_secs(10)))
+                        .map(|back| back == msg.as_bytes())
+                        .unwrap_or(false)
+                })
+                .filter(|ok| !ok)
+                .count()
+        })
+        .join()
+        .expect("unsplit");
+    assert_eq!(results, 0, "unsplit connections broken by a clashing port");
+    srv.join().expect("server");
 }

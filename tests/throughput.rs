@@ -124,3 +124,54 @@ fn relay_throughput_direct_vs_pepwrt() {
         cpu / gb
     );
 }
+
+/// Raises this process's open-file limit to its hard limit: the idle
+/// connections' both ends live in this process.
+fn raise_nofile() {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct passed.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl);
+        rl.rlim_cur = rl.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
+    }
+}
+
+/// One bulk transfer alone, then beside 1500 idle split connections: a
+/// wake-up must cost what is ready, not what is open (issue 11, defect 8).
+///
+///     cargo test --release --test throughput -- --ignored --nocapture idle
+#[test]
+#[ignore = "benchmark: run with --ignored --nocapture"]
+fn bulk_flow_beside_idle_connections() {
+    raise_nofile();
+    let mut tb = Testbed::new();
+    tb.install_rules("iptables", &[]);
+    tb.start_pepwrt(&["--max-conns", "1600", "--log-level", "warn"]);
+    let alone = transfer(&tb, 9100, false);
+    let idle_listener = tb.server_listener("198.18.1.2:9101");
+    let held = thread::spawn(move || {
+        (0..1500)
+            .map(|_| idle_listener.accept().expect("accept").0)
+            .collect::<Vec<_>>()
+    });
+    let clients = tb
+        .in_client(|| {
+            (0..1500)
+                .map(|_| TcpStream::connect("198.18.1.2:9101").expect("connect"))
+                .collect::<Vec<_>>()
+        })
+        .join()
+        .expect("idle clients");
+    let servers = held.join().expect("idle servers");
+    eventually(Duration::from_secs(10), || tb.counter("active") == 1500);
+    let beside = transfer(&tb, 9102, false);
+    println!("\n| bulk upload | Gbit/s |\n|---|---|");
+    println!("| alone | {alone:.2} |");
+    println!("| beside 1500 idle connections | {beside:.2} |");
+    println!("ratio: {:.2}", beside / alone);
+    drop((clients, servers));
+}

@@ -7,16 +7,10 @@ use crate::wire::ip::IpRepr;
 use crate::wire::tcp::{Segment, flags, seq_le, seq_lt};
 
 use super::flow::{CloseReason, Recovery};
+use super::resend::Cause;
 use super::rtt::QUEUE_DELAY_LIMIT;
 use super::sack::sack_option;
-use super::{MAX_LOCAL_SENDS, Snoop, Transmit, Verdict, key_from, payload_len};
-
-/// Why a cached segment goes out again, for the counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Cause {
-    DupAck,
-    Timeout,
-}
+use super::{Snoop, SnoopVerdict, Transmit, key_from, payload_len};
 
 impl Snoop {
     pub(super) fn on_ack(
@@ -25,39 +19,39 @@ impl Snoop {
         seg: &Segment<'_>,
         now: Instant,
         tx: &mut dyn Transmit,
-    ) -> Verdict {
+    ) -> SnoopVerdict {
         let found = self.flows.find(&key_from(ip, seg));
         if self.close_on_reset_or_syn(found, seg) {
-            return Verdict::Accept;
+            return SnoopVerdict::Accept;
         }
         let Some(idx) = found else {
-            return Verdict::Accept;
+            return SnoopVerdict::Accept;
         };
         let Some(flow) = self.flows.get_mut(idx) else {
-            return Verdict::Accept;
+            return SnoopVerdict::Accept;
         };
         if flow.finished {
             // Nothing cached is left to repair, and its linger time runs
             // from the close.
-            return Verdict::Accept;
+            return SnoopVerdict::Accept;
         }
         flow.last_seen = now;
         if !seg.has(flags::ACK) {
-            return Verdict::Accept;
+            return SnoopVerdict::Accept;
         }
         let ack = seg.ack();
         self.note_sack(idx, seg, ack);
         let Some(flow) = self.flows.get(idx) else {
-            return Verdict::Accept;
+            return SnoopVerdict::Accept;
         };
         let verdict = match flow.last_ack {
             Some(last) if ack == last => self.on_same_ack(idx, ip, seg, now, tx),
             // Older than what the host acknowledged before: reordered on
             // the way back. Harmless to the sender.
-            Some(last) if seq_lt(ack, last) => Verdict::Accept,
+            Some(last) if seq_lt(ack, last) => SnoopVerdict::Accept,
             _ => {
                 self.on_new_ack(idx, ack, seg.window(), now);
-                Verdict::Accept
+                SnoopVerdict::Accept
             }
         };
         if seg.has(flags::FIN) {
@@ -129,9 +123,9 @@ impl Snoop {
         seg: &Segment<'_>,
         now: Instant,
         tx: &mut dyn Transmit,
-    ) -> Verdict {
+    ) -> SnoopVerdict {
         let Some(flow) = self.flows.get_mut(idx) else {
-            return Verdict::Accept;
+            return SnoopVerdict::Accept;
         };
         let ack = seg.ack();
         // RFC 5681's duplicate ACK: no data, no SYN/FIN, same window, and
@@ -142,7 +136,7 @@ impl Snoop {
             && seq_lt(ack, flow.high_seq);
         if !duplicate {
             flow.last_window = seg.window();
-            return Verdict::Accept;
+            return SnoopVerdict::Accept;
         }
         // Without SACK, local repair stalls the sender's ACK clock: every
         // dup ACK is held back until the copy has crossed the queue toward
@@ -166,7 +160,7 @@ impl Snoop {
         let recovery = flow.recovery;
         let guard = flow.rtt.retransmit_guard();
         let verdict = match (recovery, hole) {
-            (Recovery::Sender { hole: h }, _) if h == ack => Verdict::Accept,
+            (Recovery::Sender { hole: h }, _) if h == ack => SnoopVerdict::Accept,
             // Not cached (lost before the router, or the cache was full) or
             // congestion: only the sender can repair it.
             (_, None) => self.leave_to_sender(idx, ack),
@@ -185,7 +179,7 @@ impl Snoop {
                     self.resend(idx, s, Cause::DupAck, now, tx);
                     self.leave_to_sender(idx, ack)
                 } else {
-                    Verdict::Drop
+                    SnoopVerdict::Drop
                 }
             }
             (_, Some(s)) => {
@@ -193,13 +187,13 @@ impl Snoop {
                     if let Some(f) = self.flows.get_mut(idx) {
                         f.recovery = Recovery::Local { hole: ack };
                     }
-                    Verdict::Drop
+                    SnoopVerdict::Drop
                 } else {
                     self.leave_to_sender(idx, ack)
                 }
             }
         };
-        if verdict == Verdict::Drop {
+        if verdict == SnoopVerdict::Drop {
             // With SACK the host names the other holes too; fill them now
             // rather than one round trip per hole.
             self.resend_sack_holes(idx, ack, guard, now, tx);
@@ -220,51 +214,10 @@ impl Snoop {
         verdict
     }
 
-    fn leave_to_sender(&mut self, idx: u16, hole: u32) -> Verdict {
+    fn leave_to_sender(&mut self, idx: u16, hole: u32) -> SnoopVerdict {
         if let Some(f) = self.flows.get_mut(idx) {
             f.recovery = Recovery::Sender { hole };
         }
-        Verdict::Accept
-    }
-
-    /// Sends one cached segment again, within its retry budget. False if it
-    /// is spent (local recovery gives up) or the send failed.
-    pub(super) fn resend(
-        &mut self,
-        idx: u16,
-        seg_idx: u32,
-        cause: Cause,
-        now: Instant,
-        tx: &mut dyn Transmit,
-    ) -> bool {
-        let spent = self
-            .cache
-            .get(seg_idx)
-            .is_none_or(|s| s.local_sends >= MAX_LOCAL_SENDS);
-        if spent {
-            self.counters.local_recovery_given_up += 1;
-            return false;
-        }
-        let sent = match self.cache.copy_out(seg_idx, &mut self.scratch) {
-            Some(packet) => tx.send(packet),
-            None => false,
-        };
-        if !sent {
-            self.counters.transmit_failed += 1;
-            return false;
-        }
-        if let Some(s) = self.cache.get_mut(seg_idx) {
-            s.local_sends += 1;
-            s.last_sent = now;
-            s.retransmitted = true;
-        }
-        match cause {
-            Cause::DupAck => self.counters.local_retransmits_dupack += 1,
-            Cause::Timeout => self.counters.local_retransmits_timeout += 1,
-        }
-        if let Some(f) = self.flows.get_mut(idx) {
-            f.stats.local_retransmits += 1;
-        }
-        true
+        SnoopVerdict::Accept
     }
 }

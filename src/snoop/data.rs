@@ -7,7 +7,7 @@ use crate::wire::tcp::{Segment, flags, seq_le, seq_lt};
 
 use super::cache::NewSegment;
 use super::flow::{Flow, Recovery};
-use super::{IDLE_TIMEOUT, Snoop, Verdict, key_toward, payload_len};
+use super::{IDLE_TIMEOUT, Snoop, SnoopVerdict, key_toward, payload_len};
 
 /// A data segment from the sender, as far as caching goes.
 struct Arrival<'a> {
@@ -28,11 +28,11 @@ impl Snoop {
         ip: &IpRepr,
         seg: &Segment<'_>,
         now: Instant,
-    ) -> Verdict {
+    ) -> SnoopVerdict {
         let key = key_toward(ip, seg);
         let mut found = self.flows.find(&key);
         if self.close_on_reset_or_syn(found, seg) {
-            return Verdict::Accept;
+            return SnoopVerdict::Accept;
         }
         let fin = u32::from(seg.has(flags::FIN));
         let span = (payload_len(ip, seg) as u32).wrapping_add(fin);
@@ -49,7 +49,7 @@ impl Snoop {
                 if span != 0 {
                     self.counters.sender_retransmits_acked += 1;
                 }
-                return Verdict::Accept;
+                return SnoopVerdict::Accept;
             }
             // New data after the host closed its side (the sender's half
             // of the connection goes on): a new flow.
@@ -61,7 +61,7 @@ impl Snoop {
             if let Some(f) = found.and_then(|i| self.flows.get_mut(i)) {
                 f.last_seen = now;
             }
-            return Verdict::Accept;
+            return SnoopVerdict::Accept;
         }
         let idx = match found {
             Some(idx) => idx,
@@ -73,7 +73,7 @@ impl Snoop {
                 }
                 None => {
                     self.counters.passed_full += 1;
-                    return Verdict::Accept;
+                    return SnoopVerdict::Accept;
                 }
             },
         };
@@ -89,7 +89,7 @@ impl Snoop {
             },
             now,
         );
-        Verdict::Accept
+        SnoopVerdict::Accept
     }
 
     /// A slot for a new flow; when the table is full, a finished flow's

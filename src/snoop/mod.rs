@@ -27,10 +27,12 @@ mod ack;
 mod cache;
 mod data;
 mod flow;
+mod resend;
 mod rtt;
 mod sack;
 mod target;
 mod timer;
+mod transmit;
 
 #[cfg(test)]
 mod testpkt;
@@ -46,10 +48,11 @@ use crate::wire;
 use cache::{Cache, MAX_PACKET};
 use flow::{CloseReason, FlowKey, FlowTable};
 use target::Targets;
+pub use transmit::Transmit;
 
 /// What to tell NFQUEUE about a snooped packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub enum SnoopVerdict {
     Accept,
     Drop,
 }
@@ -60,13 +63,6 @@ pub enum Verdict {
 pub enum Direction {
     ToWireless,
     FromWireless,
-}
-
-/// Sends Snoop's local retransmissions.
-pub trait Transmit {
-    /// Sends one whole IP packet (v4 or v6) unchanged toward the wireless
-    /// host; false if it could not be sent now.
-    fn send(&mut self, ip_packet: &[u8]) -> bool;
 }
 
 /// A flow with no packet for this long is forgotten (its cache freed).
@@ -135,23 +131,25 @@ impl Snoop {
         })
     }
 
-    /// Which way a queued packet goes, from NFQUEUE's indev/outdev ifindex
-    /// (0 when unknown) and its addresses; `None` = not ours (accept).
-    pub fn classify(&self, ip: &wire::ip::IpRepr, indev: u32, outdev: u32) -> Option<Direction> {
-        self.targets.classify(ip, indev, outdev)
-    }
-
-    /// One queued packet (a whole IP packet). Never panics on any input.
+    /// One queued packet (a whole IP packet) with NFQUEUE's indev and
+    /// outdev ifindex (0 when unknown). Parsed once, here: its addresses
+    /// and interfaces say whether it is Snoop's and which way it goes (a
+    /// packet for no target is accepted untouched). Never panics on any
+    /// input.
     pub fn on_packet(
         &mut self,
         pkt: &[u8],
-        dir: Direction,
+        indev: u32,
+        outdev: u32,
         now: Instant,
         tx: &mut dyn Transmit,
-    ) -> Verdict {
+    ) -> SnoopVerdict {
         let Ok((ip, seg)) = wire::parse_tcp(pkt) else {
             self.counters.unparsed += 1;
-            return Verdict::Accept;
+            return SnoopVerdict::Accept;
+        };
+        let Some(dir) = self.targets.classify(&ip, indev, outdev) else {
+            return SnoopVerdict::Accept;
         };
         match dir {
             Direction::ToWireless => self.on_data(pkt, &ip, &seg, now),

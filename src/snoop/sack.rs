@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::wire::tcp::{Segment, TcpOption, sack_blocks, seq_le, seq_lt};
 
-use super::ack::Cause;
+use super::resend::Cause;
 use super::{Snoop, Transmit};
 
 /// Holes resent per duplicate ACK beyond the one at the cumulative ACK:

@@ -56,11 +56,9 @@ impl Bench {
         [Bench::new(false, 8, 1 << 20), Bench::new(true, 8, 1 << 20)]
     }
 
-    fn send(&mut self, p: TcpPkt) -> Verdict {
+    fn send(&mut self, p: TcpPkt) -> SnoopVerdict {
         let bytes = p.v6(self.v6).build();
-        let (ip, _) = wire::parse_tcp(&bytes).unwrap();
-        let dir = self.snoop.classify(&ip, 0, 0).unwrap();
-        self.snoop.on_packet(&bytes, dir, self.now, &mut self.wire)
+        self.snoop.on_packet(&bytes, 0, 0, self.now, &mut self.wire)
     }
 
     /// Segments 0 to `count - 1` of MSS bytes from sequence 0, sent.
@@ -72,11 +70,11 @@ impl Bench {
     }
 
     /// Segment number `n` (from 0) of MSS bytes after `base`.
-    fn seg(&mut self, base: u32, n: u32) -> Verdict {
+    fn seg(&mut self, base: u32, n: u32) -> SnoopVerdict {
         self.send(TcpPkt::data(base.wrapping_add(n * MSS as u32), MSS))
     }
 
-    fn ack(&mut self, ack: u32) -> Verdict {
+    fn ack(&mut self, ack: u32) -> SnoopVerdict {
         self.send(TcpPkt::ack(ack))
     }
 
@@ -126,13 +124,13 @@ fn loss_then_dup_acks_bring_one_local_copy_and_are_suppressed() {
     for mut b in Bench::both() {
         let base = 1000;
         for n in 0..5 {
-            assert_eq!(b.seg(base, n), Verdict::Accept);
+            assert_eq!(b.seg(base, n), SnoopVerdict::Accept);
         }
         b.later(20);
-        assert_eq!(b.ack(at(base, 1)), Verdict::Accept);
+        assert_eq!(b.ack(at(base, 1)), SnoopVerdict::Accept);
         // Segment 1 was lost on the wireless hop; 2, 3, 4 arrive.
         for _ in 0..3 {
-            assert_eq!(b.ack(at(base, 1)), Verdict::Drop);
+            assert_eq!(b.ack(at(base, 1)), SnoopVerdict::Drop);
         }
         assert_eq!(b.resent_seqs(), vec![at(base, 1)]);
         let original = TcpPkt::data(at(base, 1), MSS).v6(b.v6).build();
@@ -143,7 +141,7 @@ fn loss_then_dup_acks_bring_one_local_copy_and_are_suppressed() {
         assert_eq!(b.counter("local_retransmits_dupack"), 1);
         assert_eq!(b.counter("dupacks_suppressed"), 3);
         b.later(20);
-        assert_eq!(b.ack(at(base, 5)), Verdict::Accept);
+        assert_eq!(b.ack(at(base, 5)), SnoopVerdict::Accept);
         assert_eq!(b.counter("cached_segments"), 0);
         assert_eq!(b.counter("cache_bytes_used"), 0);
     }
@@ -156,7 +154,7 @@ fn lost_local_copy_is_sent_again_and_then_the_sender_hears() {
         b.ack(at(0, 1)); // RTT sample 30 ms
         b.ack(at(0, 1));
         b.later(5);
-        assert_eq!(b.ack(at(0, 1)), Verdict::Drop);
+        assert_eq!(b.ack(at(0, 1)), SnoopVerdict::Drop);
         assert_eq!(
             b.resent_seqs().len(),
             1,
@@ -166,20 +164,20 @@ fn lost_local_copy_is_sent_again_and_then_the_sender_hears() {
         // full queue. Another copy goes, and the sender hears from now on
         // rather than running into its retransmission timer.
         b.later(100);
-        assert_eq!(b.ack(at(0, 1)), Verdict::Accept);
+        assert_eq!(b.ack(at(0, 1)), SnoopVerdict::Accept);
         assert_eq!(b.resent_seqs(), vec![at(0, 1), at(0, 1)]);
-        assert_eq!(b.ack(at(0, 1)), Verdict::Accept);
+        assert_eq!(b.ack(at(0, 1)), SnoopVerdict::Accept);
         assert_eq!(b.resent_seqs().len(), 2);
         assert!(b.counter("dupacks_passed") >= 2);
         // The local timer still repairs it, without suppressing again.
         b.now = b.snoop.next_deadline().unwrap();
         b.timer();
         assert_eq!(b.resent_seqs().len(), 3);
-        assert_eq!(b.ack(at(0, 1)), Verdict::Accept);
+        assert_eq!(b.ack(at(0, 1)), SnoopVerdict::Accept);
         // Nor does the sender's fast retransmit bring suppression back:
         // its fast recovery needs these dup ACKs.
         b.seg(0, 1);
-        assert_eq!(b.ack(at(0, 1)), Verdict::Accept);
+        assert_eq!(b.ack(at(0, 1)), SnoopVerdict::Accept);
     }
 }
 
@@ -204,11 +202,11 @@ fn sender_retransmissions_are_forwarded_and_counted() {
     for mut b in Bench::both() {
         b.seg(0, 0);
         b.seg(0, 1);
-        assert_eq!(b.seg(0, 1), Verdict::Accept);
+        assert_eq!(b.seg(0, 1), SnoopVerdict::Accept);
         assert_eq!(b.counter("sender_retransmits"), 1);
         assert_eq!(b.counter("cached_segments"), 2, "not cached twice");
         b.ack(at(0, 2));
-        assert_eq!(b.seg(0, 0), Verdict::Accept);
+        assert_eq!(b.seg(0, 0), SnoopVerdict::Accept);
         assert_eq!(b.counter("sender_retransmits_acked"), 1);
         assert_eq!(b.counter("cached_segments"), 0);
     }
@@ -218,9 +216,9 @@ fn sender_retransmissions_are_forwarded_and_counted() {
 fn sender_retransmission_restarts_dup_ack_counting() {
     let mut b = Bench::new(false, 4, 1 << 20).sent(4);
     b.ack(at(0, 1));
-    assert_eq!(b.ack(at(0, 1)), Verdict::Drop);
+    assert_eq!(b.ack(at(0, 1)), SnoopVerdict::Drop);
     b.seg(0, 1); // the sender's own fast retransmit or timeout
-    assert_eq!(b.ack(at(0, 1)), Verdict::Drop);
+    assert_eq!(b.ack(at(0, 1)), SnoopVerdict::Drop);
     assert_eq!(b.resent_seqs(), vec![at(0, 1), at(0, 1)]);
 }
 
@@ -233,10 +231,10 @@ fn sequence_numbers_wrap() {
         }
         b.ack(at(base, 3)); // past the wrap
         assert_eq!(b.counter("cached_segments"), 3);
-        assert_eq!(b.ack(at(base, 3)), Verdict::Drop);
+        assert_eq!(b.ack(at(base, 3)), SnoopVerdict::Drop);
         assert_eq!(b.resent_seqs(), vec![at(base, 3)]);
         // An ACK from before the wrap is old news, not a new ACK.
-        assert_eq!(b.ack(at(base, 1)), Verdict::Accept);
+        assert_eq!(b.ack(at(base, 1)), SnoopVerdict::Accept);
         b.ack(at(base, 6));
         assert_eq!(b.counter("cached_segments"), 0);
     }
@@ -248,14 +246,14 @@ fn sack_blocks_name_every_hole_below_the_highest_edge() {
         b.ack(at(0, 1));
         // Lost: 1 and 3. Received: 2, 4, 5. 6 is still in flight.
         let dup = TcpPkt::ack(at(0, 1)).sack(&[(at(0, 4), at(0, 6)), (at(0, 2), at(0, 3))]);
-        assert_eq!(b.send(dup.clone()), Verdict::Drop);
+        assert_eq!(b.send(dup.clone()), SnoopVerdict::Drop);
         assert_eq!(b.resent_seqs(), vec![at(0, 1), at(0, 3)]);
         // The next SACK dup ACK within a round trip sends nothing new.
-        assert_eq!(b.send(dup), Verdict::Drop);
+        assert_eq!(b.send(dup), SnoopVerdict::Drop);
         assert_eq!(b.resent_seqs().len(), 2);
         // Hole 1 repaired; the new ACK still names hole 3 and passes.
         let partial = TcpPkt::ack(at(0, 3)).sack(&[(at(0, 4), at(0, 6))]);
-        assert_eq!(b.send(partial), Verdict::Accept);
+        assert_eq!(b.send(partial), SnoopVerdict::Accept);
         assert_eq!(b.counter("cached_segments"), 4);
     }
 }
@@ -269,7 +267,10 @@ fn sacked_data_stays_sacked_when_later_acks_no_longer_name_it() {
     let blocks = [(2, 3), (4, 5), (6, 7), (8, 9)].map(|(l, r)| (at(0, l), at(0, r)));
     for k in 1..=blocks.len() {
         let named: Vec<_> = blocks[..k].iter().rev().take(3).copied().collect();
-        assert_eq!(b.send(TcpPkt::ack(at(0, 1)).sack(&named)), Verdict::Drop);
+        assert_eq!(
+            b.send(TcpPkt::ack(at(0, 1)).sack(&named)),
+            SnoopVerdict::Drop
+        );
     }
     // Segment 2 was named only in earlier ACKs: it is not resent.
     assert_eq!(
@@ -283,7 +284,7 @@ fn dsack_below_the_ack_names_no_hole() {
     let mut b = Bench::new(true, 4, 1 << 20).sent(4);
     b.ack(at(0, 2));
     let dup = TcpPkt::ack(at(0, 2)).sack(&[(at(0, 0), at(0, 1))]);
-    assert_eq!(b.send(dup), Verdict::Drop);
+    assert_eq!(b.send(dup), SnoopVerdict::Drop);
     assert_eq!(b.resent_seqs(), vec![at(0, 2)]);
 }
 
@@ -291,17 +292,23 @@ fn dsack_below_the_ack_names_no_hole() {
 fn window_updates_data_and_fin_are_not_duplicate_acks() {
     for mut b in Bench::both().map(|b| b.sent(3)) {
         b.ack(at(0, 1));
-        assert_eq!(b.send(TcpPkt::ack(at(0, 1)).window(2000)), Verdict::Accept);
+        assert_eq!(
+            b.send(TcpPkt::ack(at(0, 1)).window(2000)),
+            SnoopVerdict::Accept
+        );
         let mut with_data = TcpPkt::ack(at(0, 1)).window(2000);
         with_data.payload = 10;
-        assert_eq!(b.send(with_data), Verdict::Accept);
+        assert_eq!(b.send(with_data), SnoopVerdict::Accept);
         assert_eq!(
             b.send(TcpPkt::ack(at(0, 1)).window(2000).with_flags(flags::FIN)),
-            Verdict::Accept
+            SnoopVerdict::Accept
         );
         assert!(b.wire.sent.is_empty());
         // Same window as the last update: a true duplicate.
-        assert_eq!(b.send(TcpPkt::ack(at(0, 1)).window(2000)), Verdict::Drop);
+        assert_eq!(
+            b.send(TcpPkt::ack(at(0, 1)).window(2000)),
+            SnoopVerdict::Drop
+        );
     }
 }
 
@@ -310,7 +317,7 @@ fn nothing_outstanding_means_no_duplicate() {
     let mut b = Bench::new(false, 4, 1 << 20);
     b.seg(0, 0);
     b.ack(at(0, 1));
-    assert_eq!(b.ack(at(0, 1)), Verdict::Accept);
+    assert_eq!(b.ack(at(0, 1)), SnoopVerdict::Accept);
     assert!(b.wire.sent.is_empty());
 }
 
@@ -350,7 +357,7 @@ fn a_finished_flow_lingers_so_late_retransmissions_start_nothing() {
         assert_eq!((b.counter("flows"), b.counter("flows_lingering")), (0, 1));
         // The sender's retransmission, in flight when the host acked all.
         b.later(200);
-        assert_eq!(b.seg(0, 0), Verdict::Accept);
+        assert_eq!(b.seg(0, 0), SnoopVerdict::Accept);
         b.ack(at(0, 1) + 1);
         assert_eq!(b.counter("flows_total"), 1);
         assert_eq!(b.counter("cached_segments"), 0);
@@ -418,15 +425,15 @@ fn full_arena_passes_packets_uncached_and_their_dup_acks_through() {
     for v6 in [false, true] {
         // Four 256-byte chunks: a single 1040-byte packet does not fit.
         let mut b = Bench::new(v6, 4, 1024);
-        assert_eq!(b.seg(0, 0), Verdict::Accept);
+        assert_eq!(b.seg(0, 0), SnoopVerdict::Accept);
         assert_eq!(b.counter("passed_full"), 1);
         assert_eq!(b.counter("cached_segments"), 0);
         b.send(TcpPkt::data(at(0, 1), 100));
         assert_eq!(b.counter("cached_segments"), 1);
         b.ack(0);
         // The hole is not cached: the sender must hear about it.
-        assert_eq!(b.ack(0), Verdict::Accept);
-        assert_eq!(b.ack(0), Verdict::Accept);
+        assert_eq!(b.ack(0), SnoopVerdict::Accept);
+        assert_eq!(b.ack(0), SnoopVerdict::Accept);
         assert!(b.wire.sent.is_empty());
         assert_eq!(b.counter("dupacks_passed"), 2);
     }
@@ -453,7 +460,7 @@ fn standing_queue() -> Bench {
 fn a_standing_queue_lets_dup_acks_without_sack_through() {
     let mut b = standing_queue();
     assert_eq!(b.counter("cached_segments"), 2);
-    assert_eq!(b.ack(at(0, 12)), Verdict::Accept);
+    assert_eq!(b.ack(at(0, 12)), SnoopVerdict::Accept);
     assert!(b.wire.sent.is_empty());
     assert_eq!(b.counter("dupacks_passed_queue"), 1);
 }
@@ -462,7 +469,7 @@ fn a_standing_queue_lets_dup_acks_without_sack_through() {
 fn with_sack_a_standing_queue_is_still_repaired_locally() {
     let mut b = standing_queue();
     let dup = TcpPkt::ack(at(0, 12)).sack(&[(at(0, 13), at(0, 14))]);
-    assert_eq!(b.send(dup), Verdict::Drop);
+    assert_eq!(b.send(dup), SnoopVerdict::Drop);
     assert_eq!(b.resent_seqs(), vec![at(0, 12)]);
 }
 
@@ -471,10 +478,13 @@ fn full_flow_table_passes_new_flows_untracked() {
     for v6 in [false, true] {
         let mut b = Bench::new(v6, 1, 1 << 20);
         b.seg(0, 0);
-        assert_eq!(b.send(TcpPkt::data(0, MSS).port(40001)), Verdict::Accept);
+        assert_eq!(
+            b.send(TcpPkt::data(0, MSS).port(40001)),
+            SnoopVerdict::Accept
+        );
         assert_eq!((b.counter("flows"), b.counter("passed_full")), (1, 1));
-        assert_eq!(b.send(TcpPkt::ack(0).port(40001)), Verdict::Accept);
-        assert_eq!(b.send(TcpPkt::ack(0).port(40001)), Verdict::Accept);
+        assert_eq!(b.send(TcpPkt::ack(0).port(40001)), SnoopVerdict::Accept);
+        assert_eq!(b.send(TcpPkt::ack(0).port(40001)), SnoopVerdict::Accept);
         // Once the first flow ends, the second gets a slot.
         b.send(TcpPkt::ack(0).with_flags(flags::RST));
         b.send(TcpPkt::data(at(0, 1), MSS).port(40001));
@@ -515,7 +525,7 @@ fn timer_resends_the_oldest_segment_with_backoff_then_gives_up() {
         assert_eq!(b.counter("local_retransmits_timeout"), 3);
         assert_eq!(b.counter("local_recovery_given_up"), 1);
         // Given up: dup ACKs go to the sender.
-        assert_eq!(b.ack(at(0, 1)), Verdict::Accept);
+        assert_eq!(b.ack(at(0, 1)), SnoopVerdict::Accept);
     }
 }
 
@@ -565,7 +575,7 @@ fn refused_send_lets_the_dup_ack_through() {
     let mut b = Bench::new(false, 4, 1 << 20).sent(2);
     b.ack(0);
     b.wire.refuse = true;
-    assert_eq!(b.ack(0), Verdict::Accept);
+    assert_eq!(b.ack(0), SnoopVerdict::Accept);
     assert_eq!(b.counter("transmit_failed"), 1);
 }
 
@@ -573,11 +583,9 @@ fn refused_send_lets_the_dup_ack_through() {
 fn truncated_capture_is_forwarded_but_not_cached() {
     let mut b = Bench::new(false, 4, 1 << 20);
     let pkt = TcpPkt::data(0, MSS).build();
-    let (ip, _) = wire::parse_tcp(&pkt).unwrap();
-    let dir = b.snoop.classify(&ip, 0, 0).unwrap();
     assert_eq!(
-        b.snoop.on_packet(&pkt[..200], dir, b.now, &mut b.wire),
-        Verdict::Accept
+        b.snoop.on_packet(&pkt[..200], 0, 0, b.now, &mut b.wire),
+        SnoopVerdict::Accept
     );
     assert_eq!(b.counter("cached_segments"), 0);
 }
@@ -619,14 +627,17 @@ fn garbage_never_panics() {
             p[at] = rnd() as u8;
         }
         let cut = (rnd() as usize) % (p.len() + 1);
-        let dir = if rnd() % 2 == 0 {
-            Direction::ToWireless
-        } else {
-            Direction::FromWireless
-        };
+        // Interfaces match no target: the (corrupted) addresses decide.
+        let (indev, outdev) = ((rnd() % 3) as u32, (rnd() % 3) as u32);
+        b.snoop.on_packet(
+            &p[..cut.max(p.len() / 2)],
+            indev,
+            outdev,
+            b.now,
+            &mut b.wire,
+        );
         b.snoop
-            .on_packet(&p[..cut.max(p.len() / 2)], dir, b.now, &mut b.wire);
-        b.snoop.on_packet(&p[..cut], dir, b.now, &mut b.wire);
+            .on_packet(&p[..cut], indev, outdev, b.now, &mut b.wire);
         if i % 100 == 0 {
             b.later(150);
             b.timer();

@@ -2,8 +2,8 @@
 
 use std::time::Instant;
 
-use super::ack::Cause;
 use super::flow::{CloseReason, Recovery};
+use super::resend::Cause;
 use super::{MAX_LOCAL_SENDS, Snoop, Transmit};
 
 impl Snoop {

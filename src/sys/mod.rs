@@ -4,12 +4,15 @@
 #![allow(unsafe_code)]
 
 pub mod alloc_count;
+pub mod conntrack;
 pub mod netlink;
 pub mod poll;
 pub mod privileges;
 pub mod raw;
 pub mod signals;
 pub mod socket;
+#[cfg(test)]
+pub mod testns;
 
 use std::io;
 
@@ -38,14 +41,16 @@ pub fn raise_nofile(want: u64) -> io::Result<u64> {
     };
     // SAFETY: lim is a valid rlimit to fill.
     cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
-    let cur = lim.rlim_cur as u64;
+    // rlim_t is not u64 on every target.
+    #[allow(clippy::unnecessary_cast)]
+    let (cur, max) = (lim.rlim_cur as u64, lim.rlim_max as u64);
     if cur >= want {
         return Ok(cur);
     }
-    lim.rlim_cur = want.min(lim.rlim_max as u64) as libc::rlim_t;
+    lim.rlim_cur = want.min(max) as libc::rlim_t;
     // SAFETY: lim holds values within the hard limit.
     cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) })?;
-    Ok(lim.rlim_cur as u64)
+    Ok(want.min(max))
 }
 
 /// An errno that prints its message without allocating (io::Error's

@@ -1,12 +1,12 @@
-//! Raw IP sockets that send whole packets as they are: Snoop's local
-//! retransmissions, copies of packets the router forwarded before.
+//! Raw IP sockets that send whole packets as they are (Snoop's local
+//! retransmissions use them: copies of packets the router forwarded
+//! before).
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use super::cvt;
 use super::socket::set_int;
-use crate::snoop::Transmit;
 
 /// Sends IPv4 and IPv6 packets with their own headers, under the snoop
 /// mark (the rules exempt marked packets from conntrack, so NAT and state
@@ -52,6 +52,26 @@ impl RawSender {
             None
         };
         Ok(RawSender { v4, v6 })
+    }
+
+    /// Sends one whole IPv4 or IPv6 packet, by the version in its first
+    /// byte, to its own destination address. EAGAIN/ENOBUFS (the
+    /// interface queue is full) comes back as the error; a packet sent
+    /// only in part is an error too.
+    pub fn send_packet(&self, ip_packet: &[u8]) -> io::Result<()> {
+        let sent = match ip_packet.first().map(|b| b >> 4) {
+            Some(4) => self.send_v4(ip_packet),
+            Some(6) => self.send_v6(ip_packet),
+            _ => Err(io::ErrorKind::InvalidInput.into()),
+        }?;
+        if sent == ip_packet.len() {
+            Ok(())
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "packet sent in part",
+            ))
+        }
     }
 
     fn send_v4(&self, pkt: &[u8]) -> io::Result<usize> {
@@ -102,26 +122,6 @@ fn send_to<A>(fd: &OwnedFd, pkt: &[u8], addr: &A) -> io::Result<usize> {
         Err(io::Error::last_os_error())
     } else {
         Ok(n as usize)
-    }
-}
-
-impl Transmit for RawSender {
-    /// EAGAIN/ENOBUFS (the interface queue is full) or any other error is
-    /// a `false`: Snoop then leaves recovery to the sender, which is what
-    /// a full queue should do anyway.
-    fn send(&mut self, ip_packet: &[u8]) -> bool {
-        let sent = match ip_packet.first().map(|b| b >> 4) {
-            Some(4) => self.send_v4(ip_packet),
-            Some(6) => self.send_v6(ip_packet),
-            _ => return false,
-        };
-        match sent {
-            Ok(n) => n == ip_packet.len(),
-            Err(e) => {
-                log::debug!("snoop: local retransmission not sent: {e}");
-                false
-            }
-        }
     }
 }
 

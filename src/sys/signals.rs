@@ -14,7 +14,14 @@ extern "C" fn on_signal(sig: libc::c_int) {
     let byte = sig as u8;
     // SAFETY: write(2) on a pipe fd from a signal handler is allowed; a full
     // pipe just loses this byte (non-blocking), and the loop is awake anyway.
-    unsafe { libc::write(fd, (&raw const byte).cast(), 1) };
+    // The handler may interrupt code between a failing call and its read
+    // of errno, so errno is put back as it was.
+    unsafe {
+        let errno = libc::__errno_location();
+        let saved = *errno;
+        libc::write(fd, (&raw const byte).cast(), 1);
+        *errno = saved;
+    }
 }
 
 pub struct SignalPipe {

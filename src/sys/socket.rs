@@ -140,25 +140,32 @@ pub fn transparent_listener(
     Ok(unsafe { TcpListener::from_raw_fd(s.take()) })
 }
 
-/// Starts a non-blocking connect to `dst`, from `src`'s address if given
-/// (transparently: `src` need not be local). `setup` applies socket options
-/// before the SYN leaves. Fast open defers the SYN to the first write.
+/// Starts a non-blocking connect to `dst`, from `src` if given
+/// (transparently: `src` need not be local); port 0 lets connect() choose
+/// the port. `setup` applies socket options before the SYN leaves. Fast
+/// open defers the SYN to the first write.
 pub fn connect(
     dst: SocketAddr,
-    src: Option<std::net::IpAddr>,
+    src: Option<SocketAddr>,
     fastopen: bool,
     setup: impl FnOnce(RawFd) -> io::Result<()>,
 ) -> io::Result<TcpStream> {
     let family = domain(&dst);
     let s = Pending::tcp(family)?;
     setup(s.0)?;
-    if let Some(ip) = src {
+    if let Some(src) = src {
         set_transparent(s.0, family)?;
-        // Let connect() choose the port for the whole 4-tuple, so many
-        // connections can share the client's address without running out
-        // of ports at bind time.
-        set_int(s.0, libc::SOL_IP, libc::IP_BIND_ADDRESS_NO_PORT, 1)?;
-        let (sa, len) = raw_addr(&SocketAddr::new(ip, 0));
+        if src.port() == 0 {
+            // Let connect() choose the port for the whole 4-tuple, so many
+            // connections can share the client's address without running
+            // out of ports at bind time.
+            set_int(s.0, libc::SOL_IP, libc::IP_BIND_ADDRESS_NO_PORT, 1)?;
+        } else {
+            // The same address and port may serve other servers: connect()
+            // still refuses a 4-tuple in use.
+            set_int(s.0, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+        }
+        let (sa, len) = raw_addr(&src);
         // SAFETY: sa/len come from raw_addr.
         cvt(unsafe { libc::bind(s.0, (&raw const sa).cast(), len) })?;
     }
@@ -176,6 +183,14 @@ pub fn connect(
     }
     // SAFETY: the fd is a TCP socket we own exclusively.
     Ok(unsafe { TcpStream::from_raw_fd(s.take()) })
+}
+
+/// A receive buffer beyond net.core.rmem_max when we may (CAP_NET_ADMIN),
+/// else what the sysctl allows.
+pub fn set_receive_buffer(fd: RawFd, bytes: u32) -> io::Result<()> {
+    let val = bytes.min(i32::MAX as u32) as i32;
+    set_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, val)
+        .or_else(|_| set_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, val))
 }
 
 /// The pending error of a socket (how a non-blocking connect ended).

@@ -132,7 +132,7 @@ impl<'a> Iterator for Options<'a> {
                 2 => fixed(2).map(|_| TcpOption::Mss(be16(data, 0))),
                 3 => fixed(1).map(|_| TcpOption::WindowScale(data[0])),
                 4 => fixed(0).map(|_| TcpOption::SackPermitted),
-                5 if data.len() % 8 == 0 && !data.is_empty() => Ok(TcpOption::Sack(data)),
+                5 if data.len().is_multiple_of(8) && !data.is_empty() => Ok(TcpOption::Sack(data)),
                 5 => Err(Error::Malformed),
                 8 => fixed(8).map(|_| TcpOption::Timestamps {
                     value: be32(data, 0),

@@ -30,11 +30,10 @@ pub fn require_root() {
 }
 
 fn sh(args: &[&str]) -> Output {
-    let out = Command::new(args[0])
+    Command::new(args[0])
         .args(&args[1..])
         .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    out
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
 }
 
 /// Runs a command and fails the test if it fails.
@@ -125,15 +124,7 @@ impl Testbed {
 
     /// Runs a command in the router namespace and asserts success.
     pub fn exec(&self, args: &[&str]) -> Output {
-        let mut full = vec!["ip", "netns", "exec", &self.router];
-        full.extend_from_slice(args);
-        let out = sh(&full);
-        assert!(
-            out.status.success(),
-            "{args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+        exec_in(&self.router, args)
     }
 
     /// Installs the interception rules pepwrt prints for `flags`.
@@ -391,6 +382,20 @@ impl Drop for TempDir {
     }
 }
 
+/// Polls `f` every 20 ms until it holds or `limit` passes; whether it held.
+pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 // ---- Additions for the reliability campaign (torture, flood, soak). ----
 
 /// Runs a command in any namespace and asserts success.
@@ -601,6 +606,11 @@ impl Testbed {
 }
 
 impl Testbed {
+    /// Runs a command in the server namespace and asserts success.
+    pub fn exec_server(&self, args: &[&str]) {
+        exec_in(&self.server, args);
+    }
+
     /// Packets the iptables NFQUEUE rules (IPv4 and IPv6) have sent to the
     /// queue so far: every SYN that reached admission's rule, including
     /// retransmissions and SYNs the queue then dropped or bypassed.
@@ -637,4 +647,78 @@ pub fn deep_listener(ns: &str, addr: &str) -> TcpListener {
     })
     .join()
     .expect("thread")
+}
+
+// ---- cross builds and packages (tests/cross.rs, tests/package.rs) --------
+
+/// Every OpenWrt architecture pepwrt is built for, as in cross/arch.sh.
+pub const ALL_ARCHS: &[&str] = &[
+    "mips_24kc",
+    "mipsel_24kc",
+    "arm_cortex-a7_neon-vfpv4",
+    "aarch64_cortex-a53",
+    "x86_64",
+];
+
+/// What the default test run builds and packages: big-endian MIPS and
+/// 32-bit ARM (where byte-order and word-size bugs show) and x86_64 (the
+/// package installed and run in the OpenWrt root). `PEPWRT_ARCHS=all` (or
+/// a space-separated list) changes it.
+pub const DEFAULT_ARCHS: &[&str] = &["mips_24kc", "arm_cortex-a7_neon-vfpv4", "x86_64"];
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target"))
+}
+
+/// The architectures to build and check: $PEPWRT_ARCHS, else the default.
+pub fn test_archs() -> Vec<String> {
+    let env = std::env::var("PEPWRT_ARCHS").unwrap_or_default();
+    let names: Vec<String> = match env.trim() {
+        "" => DEFAULT_ARCHS.iter().map(|s| s.to_string()).collect(),
+        "all" => ALL_ARCHS.iter().map(|s| s.to_string()).collect(),
+        list => list.split_whitespace().map(String::from).collect(),
+    };
+    for n in &names {
+        assert!(
+            ALL_ARCHS.contains(&n.as_str()),
+            "PEPWRT_ARCHS: unknown architecture {n} (known: {ALL_ARCHS:?}, or all)"
+        );
+    }
+    names
+}
+
+/// `<repo>/../shared/tools`: apk-tools 3 and the OpenWrt 18.06 root. CI
+/// has it at the same place; its absence fails the test, it never skips.
+pub fn shared_tools() -> PathBuf {
+    let dir = repo().join("../shared/tools");
+    assert!(
+        dir.join("apk").is_file() && dir.join(OPENWRT_ROOT_TARBALL).is_file(),
+        "{} must hold apk and {OPENWRT_ROOT_TARBALL} (see its README.md); the package tests use the real tools",
+        dir.display()
+    );
+    dir
+}
+
+pub const OPENWRT_ROOT_TARBALL: &str = "openwrt-18.06.1-x86-generic-rootfs.tar.gz";
+
+/// Runs a command with its stderr passed through (live progress, not
+/// captured by the test harness) and returns its stdout, or the failure.
+pub fn run_with_progress(cmd: &mut Command) -> Result<String, String> {
+    let start = Instant::now();
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("{cmd:?}: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    if !out.status.success() {
+        return Err(format!("{cmd:?} failed ({}):\n{stdout}", out.status));
+    }
+    eprintln!("{cmd:?} took {:?}", start.elapsed());
+    Ok(stdout)
 }

@@ -13,10 +13,10 @@ use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 use std::time::{Duration, Instant};
 
-use pepwrt::admission::{self, Admission, Decision};
+use pepwrt::admission::{self, Decision};
 use pepwrt::config::{self, Command, Config, SnoopConfig, Target};
 use pepwrt::pool::Pool;
-use pepwrt::snoop::{self, Direction, Snoop};
+use pepwrt::snoop::{self, Snoop};
 use pepwrt::wire::{self, tcp};
 
 /// Every target, by the name its corpus directory and cargo-fuzz binary use.
@@ -90,27 +90,28 @@ fn config_for(variant: u8) -> Config {
 }
 
 /// SYN admission over a small pool, with time passing and reservations
-/// expiring: the decision for a SYN repeated at once must not change.
+/// expiring: the decision for a SYN repeated at once must not change, and
+/// a split SYN repeated finds its reservation (passed SYNs never come
+/// back: conntrack's mark keeps their decision, see rules.rs).
 pub fn admission(data: &[u8]) {
     let Some((&variant, data)) = data.split_first() else {
         return;
     };
     let cfg = config_for(variant);
     let mut pool = Pool::new(4, 64);
-    let mut adm = Admission::new();
     let mut now = Instant::now();
     for (ctl, pkt) in records(data) {
         now += Duration::from_millis(u64::from(ctl) * 40);
         if ctl == 0xff {
             pool.expire_reservations(now);
         }
-        let first = adm.decide(&cfg, &mut pool, pkt, now);
-        let again = adm.decide(&cfg, &mut pool, pkt, now);
+        let first = admission::decide(&cfg, &mut pool, pkt, now);
+        let again = admission::decide(&cfg, &mut pool, pkt, now);
         assert_eq!(
             first.decision, again.decision,
             "a retransmitted SYN changed its fate"
         );
-        if first.decision != Decision::Malformed {
+        if first.decision == Decision::Split {
             assert!(again.repeat, "a retransmitted SYN was counted twice");
         }
         let parsed = wire::parse_tcp(pkt).is_ok();
@@ -119,8 +120,8 @@ pub fn admission(data: &[u8]) {
 }
 
 /// What the daemon does with one queued message: its payload through
-/// admission, the verdict's mark (pepwrt's bits only), and Snoop's
-/// classification by interface indexes.
+/// admission, the verdict's mark (pepwrt's bits only), and through Snoop
+/// with the message's interface indexes.
 pub fn nfqueue(data: &[u8]) {
     let [m0, m1, m2, m3, i0, o0, variant, payload @ ..] = data else {
         return;
@@ -128,7 +129,7 @@ pub fn nfqueue(data: &[u8]) {
     let old_mark = u32::from_be_bytes([*m0, *m1, *m2, *m3]);
     let cfg = config_for(*variant);
     let mut pool = Pool::new(2, 64);
-    let verdict = Admission::new().decide(&cfg, &mut pool, payload, Instant::now());
+    let verdict = admission::decide(&cfg, &mut pool, payload, Instant::now());
     let mark = admission::mark_for(&cfg, verdict.decision, old_mark);
     assert_eq!(
         (mark ^ old_mark) & !cfg.mark_mask(),
@@ -140,8 +141,9 @@ pub fn nfqueue(data: &[u8]) {
         0,
         "a decided SYN must carry the decided bit"
     );
-    if let (Ok(sn), Ok((ip, _))) = (Snoop::new(&snoop_config()), wire::parse_tcp(payload)) {
-        let _ = sn.classify(&ip, u32::from(*i0), u32::from(*o0));
+    if let Ok(mut sn) = Snoop::new(&snoop_config()) {
+        let (indev, outdev) = (u32::from(*i0), u32::from(*o0));
+        let _ = sn.on_packet(payload, indev, outdev, Instant::now(), &mut Sink(0));
     }
 }
 
@@ -172,10 +174,9 @@ impl snoop::Transmit for Sink {
     }
 }
 
-/// Snoop's segment and ACK handling with its timers: the control byte's
-/// low bit is the direction, the rest advances the clock in 8 ms steps.
-/// (The engine's entry points are `on_packet` and `on_timer`; adapt these
-/// lines if they are renamed.)
+/// Snoop's segment and ACK handling with its timers: the control byte
+/// advances the clock in 8 ms steps; the targets are subnets, so a
+/// packet's addresses give its direction.
 pub fn snoop(data: &[u8]) {
     let _ = snoop_run(data);
 }
@@ -188,16 +189,11 @@ pub fn snoop_run(data: &[u8]) -> String {
     let mut tx = Sink(0);
     let mut now = Instant::now();
     for (ctl, pkt) in records(data) {
-        now += Duration::from_millis(u64::from(ctl >> 1) * 8);
+        now += Duration::from_millis(u64::from(ctl) * 8);
         if sn.next_deadline().is_some_and(|d| d <= now) {
             sn.on_timer(now, &mut tx);
         }
-        let dir = if ctl & 1 == 0 {
-            Direction::ToWireless
-        } else {
-            Direction::FromWireless
-        };
-        let _ = sn.on_packet(pkt, dir, now, &mut tx);
+        let _ = sn.on_packet(pkt, 0, 0, now, &mut tx);
     }
     let mut out = String::new();
     sn.write_status_json(&mut out);

@@ -13,13 +13,27 @@
 //   HARNESS.polls       how many poll rounds to run after rendering
 //   HARNESS.pollSecs    seconds the fake clock advances per round
 //   HARNESS.checks      [ [ section, option, value, expectValid ], ... ]
+//   HARNESS.acl         the package's rpcd ACL file: every ubus call is
+//                       checked against it, as for a LuCI user who is not
+//                       root (root is granted everything)
+//   HARNESS.save        { "section.option": formvalue, ... } typed into the
+//                       form, then saved the way LuCI's form.Map.save does
+//   HARNESS.noRetain    save as LuCI of the 21.02 era, which has no retain
 // and it reads back #harness-result (JSON) when the body gets class "done".
+//
+// Where real LuCI behaves in a way a view can get wrong, the harness does
+// the same: a poll function runs once as soon as it is added; a ubus call
+// answered with an error status resolves to the declared default unless
+// the declaration says reject: true; saving removes the options of hidden
+// (dependency not met) fields unless they are retained; calls the ACL does
+// not grant fail, and the interface picker then shows no interfaces.
 
 (function() {
 'use strict';
 
 var H = window.HARNESS,
-    results = { errors: [], checks: [], invalid: [], rpcCalls: 0, polls: 0, translated: [] };
+    results = { errors: [], checks: [], invalid: [], rpcCalls: 0, polls: 0, translated: [],
+                callTimes: [], denied: [], uciOps: [], uciAfter: null };
 
 window.addEventListener('error', function(ev) {
 	results.errors.push(String(ev.message));
@@ -162,8 +176,44 @@ var uci = {
 			return s;
 		return s[opt] == null ? null : s[opt];
 	},
-	set: function(conf, sid, opt, val) { uciData[conf][sid][opt] = val; }
+	set: function(conf, sid, opt, val) {
+		results.uciOps.push([ 'set', conf, sid, opt, val ]);
+		uciData[conf][sid][opt] = val;
+	},
+	unset: function(conf, sid, opt) {
+		var s = (uciData[conf] || {})[sid];
+
+		if (!s || !s.hasOwnProperty(opt))
+			return;
+
+		results.uciOps.push([ 'unset', conf, sid, opt ]);
+		delete s[opt];
+	}
 };
+
+/* What a LuCI user who is not root may call: the ubus grants of the
+   package's ACL (read and write). */
+
+function ubusAllowed(object, method) {
+	var acl = H.acl || {};
+
+	return Object.keys(acl).some(function(group) {
+		return [ 'read', 'write' ].some(function(kind) {
+			var ubus = (acl[group][kind] || {}).ubus || {},
+			    methods = ubus[object] || [];
+
+			return methods.indexOf(method) >= 0 || methods.indexOf('*') >= 0;
+		});
+	});
+}
+
+function ubusCall(object, method) {
+	if (ubusAllowed(object, method))
+		return Promise.resolve();
+
+	results.denied.push(object + '.' + method);
+	return Promise.reject(new Error('Access denied: ' + object + '.' + method));
+}
 
 var fs = {
 	read: function(path) {
@@ -179,33 +229,53 @@ var rpc = {
 	declare: function(opts) {
 		return function() {
 			results.rpcCalls++;
+			results.callTimes.push(clock);
 
 			if (opts.object != 'luci.pepwrt' || opts.method != 'getStatus')
 				return Promise.reject(new Error('unexpected call ' + opts.object + '.' + opts.method));
 
-			var list = H.status || [];
+			return ubusCall(opts.object, opts.method).then(function() {
+				var list = H.status || [];
 
-			// No replies configured: the ubus object is missing, and LuCI's
-			// rpc rejects the call.
-			if (!list.length)
-				return Promise.reject(new Error('Object not found'));
+				// No replies configured: the ubus object is missing, and LuCI's
+				// rpc rejects the call.
+				if (!list.length)
+					return Promise.reject(new Error('Object not found'));
 
-			var reply = list[Math.min(statusIndex++, list.length - 1)];
+				var reply = list[Math.min(statusIndex++, list.length - 1)];
 
-			// What LuCI's rpc does with expect { '': default }.
-			if (reply == null && opts.expect && opts.expect.hasOwnProperty(''))
-				reply = opts.expect[''];
+				// { "ubus_status": N }: the plugin answered with an error
+				// status. LuCI rejects only when asked to; otherwise the
+				// call resolves to what expect declares as the default.
+				if (reply != null && reply.hasOwnProperty('ubus_status')) {
+					if (opts.reject)
+						return Promise.reject(new Error('RPCError: ubus status ' + reply.ubus_status));
+					reply = (opts.expect && opts.expect.hasOwnProperty('')) ? opts.expect[''] : null;
+				}
 
-			return Promise.resolve(JSON.parse(JSON.stringify(reply)));
+				// What LuCI's rpc does with expect { '': default }.
+				if (reply == null && opts.expect && opts.expect.hasOwnProperty(''))
+					reply = opts.expect[''];
+
+				return JSON.parse(JSON.stringify(reply));
+			});
 		};
 	}
 };
 
-var pollFns = [];
+var pollFns = [],
+    pollStarts = [];
 
+// LuCI's poller starts as soon as a function is added and runs it at once
+// (a few tens of milliseconds after the view's load()), then every
+// interval.
 var poll = {
 	add: function(fn, interval) {
 		pollFns.push({ fn: fn, interval: interval });
+		pollStarts.push(Promise.resolve().then(function() {
+			clock += 25;
+			return fn();
+		}));
 	}
 };
 
@@ -372,6 +442,44 @@ AbstractValue = extend(Base, {
 		return v != null ? v : (this.default != null ? String(this.default) : '');
 	},
 	validate: function() { return true; },
+	// Shown, i.e. one of its dependencies met (by the values in the form).
+	isActive: function(section_id) {
+		return !this.deps.length || this.deps.some(function(d) {
+			var dep = this.map.lookupOption(d[0], section_id);
+			return dep && dep[0].isActive(section_id) && dep[0].formvalue(section_id) == d[1];
+		}, this);
+	},
+	write: function(section_id, value) {
+		uci.set(this.map.config, section_id, this.option, value);
+	},
+	remove: function(section_id) {
+		uci.unset(this.map.config, section_id, this.option);
+	},
+	// As LuCI's AbstractValue.parse: a hidden field's option is removed
+	// unless retained; a shown one is written when it changed, removed
+	// when emptied.
+	parse: function(section_id) {
+		if (!this.isActive(section_id)) {
+			if (!this.retain || H.noRetain)
+				return this.remove(section_id);
+			return;
+		}
+
+		var fval = this.formvalue(section_id),
+		    cval = this.cfgvalue(section_id),
+		    verdict = this.check(section_id, fval);
+
+		if (verdict !== true)
+			throw new Error('invalid ' + section_id + '.' + this.option + ': ' + verdict);
+
+		if (fval != null && fval !== '' && !(Array.isArray(fval) && !fval.length)) {
+			if (JSON.stringify(fval) != JSON.stringify(cval))
+				this.write(section_id, fval);
+		}
+		else if (this.rmempty !== false) {
+			this.remove(section_id);
+		}
+	},
 	// LuCI's order: the datatype first, then the option's own validate().
 	check: function(section_id, value) {
 		var values = Array.isArray(value) ? value : [ value ];
@@ -398,10 +506,7 @@ AbstractValue = extend(Base, {
 		if (verdict !== true)
 			results.invalid.push(section_id + '.' + this.option + ': ' + verdict);
 
-		var hidden = this.deps.length && !this.deps.some(function(d) {
-			var dep = this.map.lookupOption(d[0], section_id);
-			return dep && dep[0].formvalue(section_id) == d[1];
-		}, this);
+		var hidden = !this.isActive(section_id);
 
 		return E('div', { 'class': 'cbi-value' + (verdict !== true ? ' cbi-value-error' : ''), 'data-name': this.option, 'style': hidden ? 'opacity:.45' : '' }, [
 			E('label', { 'class': 'cbi-value-title' }, [ this.title || '' ]),
@@ -455,10 +560,24 @@ DynamicList = AbstractValue.extend({
 	}
 });
 
+// The picker lists devices through LuCI's network module, whose start-up
+// makes these ubus calls; one denied and the list stays empty.
+var NETWORK_CALLS = [
+	[ 'luci-rpc', 'getBoardJSON' ],
+	[ 'luci-rpc', 'getNetworkDevices' ],
+	[ 'luci-rpc', 'getWirelessDevices' ],
+	[ 'network.interface', 'dump' ]
+];
+
 DeviceSelect = ListValue.extend({
 	load: function() {
-		this.devices = H.devices || [];
-		return Promise.resolve();
+		var self = this;
+
+		return Promise.all(NETWORK_CALLS.map(function(c) { return ubusCall(c[0], c[1]); })).then(function() {
+			self.devices = H.devices || [];
+		}, function() {
+			self.devices = [];
+		});
 	},
 	renderWidget: function(section_id, value) {
 		var chosen = L.toArray(value),
@@ -516,6 +635,23 @@ function finish() {
 	document.body.classList.add('done');
 }
 
+// Types the values into the form and saves it as LuCI does: every option
+// of every section parses itself; the result is what UCI holds after.
+function saveForm(map, changes) {
+	Object.keys(changes).forEach(function(k) { map.formvalues[k] = changes[k]; });
+
+	try {
+		map.children.forEach(function(s) {
+			s.children.forEach(function(o) { o.parse(s.section); });
+		});
+	}
+	catch (e) {
+		results.errors.push('save: ' + e.message);
+	}
+
+	results.uciAfter = JSON.parse(JSON.stringify(uciData));
+}
+
 function runChecks(map) {
 	(H.checks || []).forEach(function(c) {
 		var opt = map && map.lookupOption(c[1], c[0]);
@@ -548,8 +684,12 @@ window.addEventListener('load', function() {
 		root.appendChild(node);
 		runChecks(map);
 
-		// Run the registered poll functions, advancing the fake clock.
-		var chain = Promise.resolve();
+		if (H.save && map)
+			saveForm(map, H.save);
+
+		// The first run of each poll function, then the rounds, advancing
+		// the fake clock.
+		var chain = Promise.all(pollStarts);
 
 		for (var i = 0; i < (H.polls || 0); i++) {
 			chain = chain.then(function() {

@@ -181,6 +181,9 @@ function checkStatic() {
 	expect(JSON.stringify(grant.read.uci) == '["pepwrt"]', 'ACL reads UCI pepwrt');
 	expect(JSON.stringify(grant.write) == '{"uci":["pepwrt"]}', 'ACL writes only UCI pepwrt');
 	expect(JSON.stringify(grant.read.ubus['luci.pepwrt']) == '["getStatus"]', 'ACL grants luci.pepwrt getStatus');
+	// The interface picker (tools.widgets via LuCI's network module).
+	expect(JSON.stringify(grant.read.ubus['luci-rpc']) == '["getBoardJSON","getNetworkDevices","getWirelessDevices"]', 'ACL grants the luci-rpc calls of the interface picker');
+	expect(JSON.stringify(grant.read.ubus['network.interface']) == '["dump"]', 'ACL grants network.interface dump');
 
 	const declared = statusJs.match(/object:\s*'([^']+)',\s*method:\s*'([^']+)'/);
 	expect(declared && declared[1] == 'luci.pepwrt' && declared[2] == 'getStatus', 'status.js calls luci.pepwrt getStatus');
@@ -279,7 +282,15 @@ const SCENARIOS = {
 		view: 'status',
 		status: [ { running: false, error: 'pepwrt: pepwrt is not running (no control socket at /var/run/pepwrt.sock)' } ]
 	}),
-	'status-nobackend': () => ({ view: 'status', status: [], polls: 1 })
+	'status-nobackend': () => ({ view: 'status', status: [], polls: 1 }),
+	// The plugin answers with an error status (rpcd's UBUS_STATUS_*).
+	'status-error': () => ({ view: 'status', status: [ { ubus_status: 4 } ], polls: 1 }),
+	// Snoop switched off and a port added to a list, then Save.
+	'config-save': () => ({ view: 'config', save: { 'snoop.enabled': '0', 'main.exclude_port': [ '22', '853' ] } }),
+	// The same with LuCI of the 21.02 era, which has no retain.
+	'config-save-2102': () => ({ view: 'config', noRetain: true, save: { 'snoop.enabled': '0', 'main.exclude_port': [ '22', '853' ] } }),
+	// An invalid value: Save must refuse and change nothing.
+	'config-save-invalid': () => ({ view: 'config', save: { 'main.max_conns': 'lots' } })
 };
 
 function page(name, out) {
@@ -292,7 +303,10 @@ function page(name, out) {
 		status: sc.status || [],
 		polls: sc.polls || 0,
 		pollSecs: 3,
-		checks: sc.checks || []
+		checks: sc.checks || [],
+		acl: JSON.parse(read(path.join(PKG, 'root/usr/share/rpcd/acl.d/luci-app-pepwrt.json'))),
+		save: sc.save || null,
+		noRetain: !!sc.noRetain
 	};
 
 	// </script> inside JSON would end the script element early.
@@ -323,7 +337,11 @@ function verify(name, domFile) {
 	const shown = dom.substring(dom.indexOf('<div id="view">'), dom.indexOf('<pre id="harness-result">'));
 	const has = s => shown.includes(s);
 
-	expect(r.errors.length == 0, name + ': script errors: ' + r.errors.join(' | '));
+	if (name != 'config-save-invalid')
+		expect(r.errors.length == 0, name + ': script errors: ' + r.errors.join(' | '));
+
+	// A LuCI user who is not root gets what the ACL grants, no more.
+	expect(r.denied.length == 0, name + ': calls the ACL does not grant: ' + r.denied.join(', '));
 
 	// Everything the page showed through _() is in the template.
 	const have = potMsgids(read(path.join(PKG, 'po/templates/pepwrt.pot')));
@@ -336,10 +354,32 @@ function verify(name, domFile) {
 		uciOptionNames().names.forEach(n => expect(has('data-name="' + n.split('.')[1] + '"'), 'field rendered for ' + n));
 		[ 'General', 'Connections', 'Server side', 'Client side', 'Advanced' ].forEach(t => expect(has('>' + t + '<'), 'tab ' + t));
 		expect(/<option value="bbr"[^>]*>bbr</.test(shown), 'congestion control choices come from the kernel list');
+		expect(/class="ifacebadge[^"]*">eth0</.test(shown), 'the interface picker lists the router\'s interfaces');
+	}
+	else if (name == 'config-save' || name == 'config-save-2102') {
+		const snoop = r.uciAfter.pepwrt.snoop, main = r.uciAfter.pepwrt.main;
+		const had = JSON.parse(read(path.join(HERE, 'fixtures', 'pepwrt.uci.json'))).pepwrt;
+		expect(snoop.enabled === '0', 'Snoop switched off: ' + JSON.stringify(snoop));
+		// Hidden with Snoop off, but kept: switching it on again shows them.
+		[ 'target', 'flows', 'cache_size', 'queue' ].forEach(o =>
+			expect(JSON.stringify(snoop[o]) == JSON.stringify(had.snoop[o]), 'snoop.' + o + ' kept while Snoop is off: ' + JSON.stringify(snoop[o])));
+		expect(JSON.stringify(main.exclude_port) == '["22","853"]', 'lists are saved as arrays: ' + JSON.stringify(main.exclude_port));
+		const sets = r.uciOps.filter(op => op[0] == 'set').map(op => op[2] + '.' + op[3]).sort();
+		expect(JSON.stringify(sets) == '["main.exclude_port","snoop.enabled"]', 'only the changed options are written: ' + JSON.stringify(sets));
+		r.uciOps.filter(op => op[0] == 'unset').forEach(op =>
+			expect(had[op[2]][op[3]] === '', 'only empty options are removed, not ' + op[2] + '.' + op[3]));
+	}
+	else if (name == 'config-save-invalid') {
+		expect(r.errors.some(e => /invalid main\.max_conns/.test(e)), 'an invalid value stops the save: ' + r.errors.join(' | '));
+		expect(r.uciOps.filter(op => op[0] == 'set').length == 0, 'nothing written after an invalid value: ' + JSON.stringify(r.uciOps));
 	}
 	else if (name == 'status') {
 		expect(r.buttonsOff, 'status page switches off Save/Apply/Reset');
 		expect(r.polls == 99 && r.rpcCalls == 100, 'polled: ' + r.polls + ' polls, ' + r.rpcCalls + ' calls');
+		// LuCI runs a poll function as soon as it is added: a sample taken
+		// then, right after load()'s, would make the first rate noise.
+		const gaps = r.callTimes.slice(1).map((t, i) => t - r.callTimes[i]);
+		expect(gaps.every(g => g >= 1000), 'samples at least a second apart, got gaps (ms) ' + JSON.stringify(gaps.slice(0, 5)));
 		[ 'Running', '198.18.0.2:40000', '[fd00::2]:40002', '[fd00:1::2]:443', 'transferring', 'connecting to server',
 		  'Wireless loss recovery (Snoop)', 'Resent locally after duplicate ACKs', '<polyline', 'Download (server → clients)',
 		  'cbi-progressbar' ].forEach(s => expect(has(s), 'status page shows ' + s));
@@ -353,6 +393,9 @@ function verify(name, domFile) {
 	}
 	else if (name == 'status-nobackend') {
 		expect(has('did not answer'), 'missing backend is explained');
+	}
+	else if (name == 'status-error') {
+		expect(has('did not answer') && !has('Not running'), 'a backend error is shown as such, not as a stopped daemon');
 	}
 
 	if (!process.exitCode)

@@ -173,6 +173,22 @@ function field(s, tab, cls, name, title, description, props) {
 	return o;
 }
 
+// LuCI removes a hidden field's option from UCI on Save, so switching a
+// feature off would lose its settings. Newer LuCI keeps it when told
+// (retain); older LuCI (21.02 era) has no retain, and the remove() below
+// keeps it there: it removes only while the field is shown (emptied).
+function keepWhenHidden(o) {
+	var remove = o.remove;
+
+	o.retain = true;
+	o.remove = function(section_id) {
+		if (this.isActive(section_id))
+			return remove.apply(this, arguments);
+	};
+
+	return o;
+}
+
 // The kernel socket buffers of one leg: options <side>_sndbuf and <side>_rcvbuf
 // in tab <side>.
 function kernelBuffers(s, side, sndDescription, rcvDescription) {
@@ -355,21 +371,24 @@ return view.extend({
 
 		field(s, null, form.Flag, 'enabled', _('Enable Snoop'), null, { rmempty: false });
 
-		field(s, null, widgets.DeviceSelect, 'target', _('Wireless side'),
+		// The fields below hide while Snoop is off and keep their options in
+		// UCI then (see keepWhenHidden).
+
+		keepWhenHidden(field(s, null, widgets.DeviceSelect, 'target', _('Wireless side'),
 			_('Interfaces (or subnets) behind which the lossy wireless devices are, for example wlan0.'),
-			{ multiple: true, noaliases: true, validate: targetCheck, depends: [ 'enabled', '1' ] });
+			{ multiple: true, noaliases: true, validate: targetCheck, depends: [ 'enabled', '1' ] }));
 
-		field(s, null, form.Value, 'flows', _('Tracked connections'),
+		keepWhenHidden(field(s, null, form.Value, 'flows', _('Tracked connections'),
 			_('How many connections Snoop looks after at once, 1 to 4096.'),
-			{ datatype: 'range(1,4096)', placeholder: '64', depends: [ 'enabled', '1' ] });
+			{ datatype: 'range(1,4096)', placeholder: '64', depends: [ 'enabled', '1' ] }));
 
-		field(s, null, form.Value, 'cache_size', _('Cache size'),
+		keepWhenHidden(field(s, null, form.Value, 'cache_size', _('Cache size'),
 			_('Memory for the copies of sent data, from 16k to 64m.'),
-			{ placeholder: '1m', validate: sizeCheck(16384, 67108864, '16k', '64m'), depends: [ 'enabled', '1' ] });
+			{ placeholder: '1m', validate: sizeCheck(16384, 67108864, '16k', '64m'), depends: [ 'enabled', '1' ] }));
 
-		field(s, null, form.Value, 'queue', _('Packet queue number'),
+		keepWhenHidden(field(s, null, form.Value, 'queue', _('Packet queue number'),
 			_('NFQUEUE number for Snoop, 0 to 65535; must differ from the accelerator\'s.'),
-			{ datatype: 'range(0,65535)', placeholder: '3136', depends: [ 'enabled', '1' ], validate: snoopQueueCheck });
+			{ datatype: 'range(0,65535)', placeholder: '3136', depends: [ 'enabled', '1' ], validate: snoopQueueCheck }));
 
 		return m.render();
 	}

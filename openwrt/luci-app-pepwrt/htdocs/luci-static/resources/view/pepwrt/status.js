@@ -13,10 +13,13 @@ var POLL_SECS = 3,
     GRAPH_SECS = 300,
     MAX_ROWS = 250;
 
+// reject: an error status from the plugin must fail the call (shown as a
+// backend problem), not resolve to {} (which would read as "not running").
 var callGetStatus = rpc.declare({
 	object: 'luci.pepwrt',
 	method: 'getStatus',
-	expect: { '': {} }
+	expect: { '': {} },
+	reject: true
 });
 
 var STATES = {
@@ -336,7 +339,17 @@ return view.extend({
 	render: function(st) {
 		var body = E('div', { 'id': 'pepwrt-status' }, [ this.renderStatus(st) ]);
 
+		this.fetched = Date.now();
+
+		// LuCI runs a poll function as soon as it is added, milliseconds
+		// after load() fetched the first sample; a second sample that close
+		// would make the first rate on the graph noise, so that run waits.
 		poll.add(L.bind(function() {
+			if (Date.now() - this.fetched < POLL_SECS * 500)
+				return Promise.resolve();
+
+			this.fetched = Date.now();
+
 			return L.resolveDefault(callGetStatus(), null).then(L.bind(function(next) {
 				dom.content(body, this.renderStatus(next));
 			}, this));

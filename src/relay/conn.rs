@@ -1,16 +1,17 @@
-//! One split connection: the client leg pepwrt accepted, the server leg it
-//! opened, and the rules for moving bytes, EOFs and resets between them.
-//! Time comes in as an argument; nothing here reads the clock.
+//! One split connection's state machine: the client leg pepwrt accepted,
+//! the server leg it opened, and the rules for moving bytes, EOFs and
+//! resets between them. Time comes in as an argument; nothing here reads
+//! the clock.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
-use crate::pool::FourTuple;
 use crate::ring::{Fill, Ring};
-use crate::sys::poll;
+use crate::sys::poll::{self, Events};
 use crate::sys::socket;
+use crate::tuple::FourTuple;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -65,17 +66,48 @@ impl End {
     }
 }
 
+/// A connection's last words for the log, as an admin reads them:
+/// `198.18.0.2:45680 -> 198.18.1.2:5001: closed after 2.4 s, 10485760
+/// bytes up, 0 bytes down`.
+pub struct CloseLine<'a> {
+    conn: &'a Conn,
+    end: End,
+    now: Instant,
+}
+
+impl std::fmt::Display for CloseLine<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let c = self.conn;
+        write!(
+            f,
+            "{} -> {}: {}",
+            c.tuple.client,
+            c.tuple.server,
+            self.end.describe()
+        )?;
+        if let End::ConnectFailed(e) = self.end {
+            write!(f, ": {}", crate::sys::Errno(e))?;
+        }
+        write!(
+            f,
+            " after {:.1} s, {} bytes up, {} bytes down",
+            self.now.duration_since(c.started).as_secs_f64(),
+            c.up.bytes,
+            c.down.bytes
+        )
+    }
+}
+
 /// Readiness of a connection's two sockets from one poll.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Ready {
-    pub client: libc::c_short,
-    pub server: libc::c_short,
+    pub client: Events,
+    pub server: Events,
 }
 
-/// One direction of the relay: which socket bytes come from and go to,
-/// and how far the close has got.
+/// One direction of the relay: how far its close has got, and its bytes.
 #[derive(Debug, Clone, Copy, Default)]
-struct Flow {
+struct Direction {
     /// The source sent FIN.
     eof: bool,
     /// We passed the FIN on (shutdown(SHUT_WR) on the destination).
@@ -84,14 +116,14 @@ struct Flow {
 }
 
 pub struct Conn {
-    pub client: TcpStream,
-    pub server: TcpStream,
+    client: TcpStream,
+    server: TcpStream,
     pub tuple: FourTuple,
-    pub phase: Phase,
-    up: Flow,
-    down: Flow,
+    phase: Phase,
+    up: Direction,
+    down: Direction,
     pub started: Instant,
-    pub last_active: Instant,
+    last_active: Instant,
 }
 
 /// What the event loop should do after a connection ran.
@@ -116,10 +148,23 @@ impl Conn {
             phase: Phase::Connecting {
                 deadline: connect_deadline,
             },
-            up: Flow::default(),
-            down: Flow::default(),
+            up: Direction::default(),
+            down: Direction::default(),
             started: now,
             last_active: now,
+        }
+    }
+
+    /// The client's and the server's socket, for the event loop's set.
+    pub fn fds(&self) -> (RawFd, RawFd) {
+        (self.client.as_raw_fd(), self.server.as_raw_fd())
+    }
+
+    pub fn close_line(&self, end: End, now: Instant) -> CloseLine<'_> {
+        CloseLine {
+            conn: self,
+            end,
+            now,
         }
     }
 
@@ -143,9 +188,9 @@ impl Conn {
     /// the ring it fills is full and resumes once a quarter is free again
     /// (high and low watermarks), so a slow reader throttles a fast writer
     /// through TCP's own flow control.
-    pub fn interest(&self, up: &Ring, down: &Ring) -> (libc::c_short, libc::c_short) {
+    pub fn interest(&self, up: &Ring, down: &Ring) -> (Events, Events) {
         let wants_read =
-            |f: &Flow, r: &Ring| !f.eof && (r.is_empty() || r.free() >= r.capacity() / 4);
+            |f: &Direction, r: &Ring| !f.eof && (r.is_empty() || r.free() >= r.capacity() / 4);
         let writes = |r: &Ring| if r.is_empty() { 0 } else { poll::OUT };
         let reads = |want: bool| if want { poll::IN } else { 0 };
         match self.phase {
@@ -179,11 +224,11 @@ impl Conn {
 
     fn connecting(&mut self, ready: Ready, up: &mut Ring, down: &mut Ring, now: Instant) -> Step {
         // Buffer early client bytes: they leave once connected.
-        if ready.client & (poll::IN | poll::ERR) != 0 {
-            if pull(&mut self.client, up, &mut self.up).is_err() {
-                // Nothing can reach the server yet.
-                return self.abort(End::ClientReset);
-            }
+        if ready.client & (poll::IN | poll::ERR) != 0
+            && pull(&mut self.client, up, &mut self.up).is_err()
+        {
+            // Nothing can reach the server yet.
+            return self.abort(End::ClientReset);
         }
         if ready.server == 0 {
             return Step::Continue;
@@ -207,7 +252,9 @@ impl Conn {
             // TCP_FASTOPEN_CONNECT: connect() returned at once and the SYN
             // waits for the first write, which carries data if there is
             // any (a zero-length write sends a bare SYN for protocols where
-            // the server speaks first). Writable again means connected.
+            // the server speaks first). The kernel answers a write that
+            // only sent the SYN with EINPROGRESS; writable again means
+            // connected.
             Err(_) => {
                 let sent = if up.is_empty() {
                     (&self.server).write(&[]).map(drop)
@@ -216,6 +263,7 @@ impl Conn {
                 };
                 match sent {
                     Ok(()) => Step::Continue,
+                    Err(e) if in_progress(&e) => Step::Continue,
                     Err(e) => self.abort(End::ConnectFailed(e.raw_os_error().unwrap_or(0))),
                 }
             }
@@ -314,7 +362,9 @@ impl Conn {
         down: &mut Ring,
     ) -> Step {
         match self.phase {
+            // A connect has its own deadline; idleness starts once connected.
             Phase::Connecting { deadline } if deadline <= now => self.abort(End::ConnectTimeout),
+            Phase::Connecting { .. } => Step::Continue,
             Phase::Draining { end, deadline, .. } if deadline <= now => self.abort(end),
             Phase::Draining { toward, end, .. } => {
                 self.draining(toward, end, Ready::default(), up, down)
@@ -330,6 +380,11 @@ impl Conn {
         socket::set_abortive_close(&self.server);
         Step::Done(end)
     }
+}
+
+/// A fast-open write that sent only the SYN, or a connect still under way.
+fn in_progress(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock || e.raw_os_error() == Some(libc::EINPROGRESS)
 }
 
 /// Reads and drops whatever a reset's survivor still sends; false once it
@@ -349,7 +404,7 @@ fn discard_input(sock: &mut TcpStream) -> bool {
 }
 
 /// Reads from `src` into `ring`, noting EOF; a read error fails `src`.
-fn pull(src: &mut TcpStream, ring: &mut Ring, flow: &mut Flow) -> Result<usize, ()> {
+fn pull(src: &mut TcpStream, ring: &mut Ring, flow: &mut Direction) -> Result<usize, ()> {
     if flow.eof || ring.free() == 0 {
         return Ok(0);
     }
@@ -372,7 +427,7 @@ fn relay_one(
     src: &mut TcpStream,
     dst: &mut TcpStream,
     ring: &mut Ring,
-    flow: &mut Flow,
+    flow: &mut Direction,
     readable: bool,
     from: Side,
 ) -> Result<usize, Side> {

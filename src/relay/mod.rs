@@ -1,0 +1,11 @@
+//! Split connections: opening one (the listeners, the slot, the outgoing
+//! leg) and
+//! relaying it (the state machine in conn.rs).
+
+mod conn;
+mod open;
+#[cfg(test)]
+mod tests;
+
+pub use conn::{Conn, End, Ready, Step};
+pub use open::{Accepted, Intake, Refusal};

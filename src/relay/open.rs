@@ -1,0 +1,331 @@
+//! Opening a split connection: the transparent listeners that accept the
+//! client leg, and for each accepted client its slot and the outgoing leg
+//! to the real server.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::Instant;
+
+use super::Conn;
+use crate::config::{Config, OutgoingSource};
+use crate::error::StartError;
+use crate::pool::{ConnId, Pool};
+use crate::stats::Counters;
+use crate::sys::Errno;
+use crate::sys::conntrack::Conntrack;
+use crate::sys::socket;
+use crate::tuning;
+use crate::tuple::FourTuple;
+
+/// Pending handshakes per listener.
+const BACKLOG: i32 = 1024;
+
+/// Pepwrt's side of the client's handshake: the transparent listeners,
+/// and what accepting from them needs.
+pub struct Intake {
+    listeners: Vec<TcpListener>,
+    ports: SourcePorts,
+    /// Accepting failed for lack of fds or memory: the listeners stay
+    /// unwatched until the next tick instead of waking the loop in vain.
+    paused: bool,
+}
+
+/// What one round of accepting did.
+pub struct Accepted {
+    /// The connections now live, to be watched.
+    pub new: heapless::Vec<ConnId, ACCEPT_BUDGET>,
+    /// Accepting ran out of fds or memory: stop watching the listeners.
+    pub paused: bool,
+}
+
+/// Accepts per wake-up before the loop serves others.
+pub const ACCEPT_BUDGET: usize = 64;
+
+impl Intake {
+    /// The IPv4 and (if enabled and available) IPv6 transparent listeners.
+    pub fn open(cfg: &Config) -> Result<Intake, StartError> {
+        let mut addrs = vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), cfg.port)];
+        if cfg.ipv6 {
+            addrs.push(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), cfg.port));
+        }
+        let mut listeners = Vec::new();
+        for addr in addrs {
+            let leg = &cfg.client_leg;
+            match socket::transparent_listener(addr, BACKLOG, |fd| {
+                tuning::before_handshake(fd, leg, None)
+            }) {
+                Ok(l) => listeners.push(l),
+                Err(e) if addr.is_ipv6() && e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
+                    log::warn!("IPv6 is not available in this kernel; intercepting IPv4 only");
+                }
+                Err(e) => return Err(StartError::listener(addr, &e)),
+            }
+        }
+        Ok(Intake {
+            listeners,
+            ports: SourcePorts::new(cfg.outgoing_source == OutgoingSource::Client),
+            paused: false,
+        })
+    }
+
+    /// The listeners' fds, by index.
+    pub fn fds(&self) -> impl Iterator<Item = (usize, RawFd)> + '_ {
+        self.listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (i, l.as_raw_fd()))
+    }
+
+    /// Ends a pause; whether there was one (then watch the listeners again).
+    pub fn resume(&mut self) -> bool {
+        std::mem::replace(&mut self.paused, false)
+    }
+
+    /// Stops accepting for good: the listeners close.
+    pub fn close(&mut self) {
+        self.listeners.clear();
+    }
+
+    /// Accepts what listener `which` has waiting, up to ACCEPT_BUDGET.
+    pub fn accept(
+        &mut self,
+        which: usize,
+        cfg: &Config,
+        pool: &mut Pool,
+        counters: &mut Counters,
+        now: Instant,
+    ) -> Accepted {
+        let mut done = Accepted {
+            new: heapless::Vec::new(),
+            paused: false,
+        };
+        let Some(listener) = self.listeners.get(which) else {
+            return done;
+        };
+        for _ in 0..ACCEPT_BUDGET {
+            let (client, peer) = match listener.accept() {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // The client gave up before we got to it: next one.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ECONNABORTED | libc::EPROTO)) => {
+                    continue;
+                }
+                Err(e) => {
+                    // Out of fds or memory: the backlog waits.
+                    log::warn!(
+                        "accept: {}; pausing new connections for a second",
+                        Errno::of(&e)
+                    );
+                    self.paused = true;
+                    done.paused = true;
+                    break;
+                }
+            };
+            match take(cfg, pool, &mut self.ports, client, peer, now) {
+                Ok(id) => {
+                    counters.total += 1;
+                    let _ = done.new.push(id);
+                }
+                Err(refusal) => {
+                    counters.on_refusal(&refusal);
+                    match refusal {
+                        Refusal::NotAdmitted => log::debug!("{peer}: {refusal}"),
+                        _ => log::info!("{peer}: {refusal}"),
+                    }
+                }
+            }
+        }
+        done
+    }
+}
+
+/// Ports tried for one outgoing leg before leaving the choice to the
+/// kernel.
+const PORT_PROBES: u16 = 64;
+
+/// Source ports for outgoing legs that leave from the client's address.
+/// The kernel would pick one knowing only the router's own sockets, and
+/// might pick the port of one of the client's own unsplit connections to
+/// the same server: then the two would share one conntrack entry and the
+/// server would answer the wrong one. Conntrack knows every connection
+/// that crosses the router, so a port it has no entry for is free.
+struct SourcePorts {
+    ct: Option<Conntrack>,
+    low: u16,
+    span: u16,
+    /// xorshift state for the ports tried.
+    seed: u32,
+}
+
+impl SourcePorts {
+    /// `needed`: whether outgoing legs leave from the client's address.
+    fn new(needed: bool) -> SourcePorts {
+        let (low, high) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|r| {
+                let mut it = r.split_whitespace().map(|p| p.parse::<u16>().ok());
+                Some((it.next()??, it.next()??))
+            })
+            .filter(|(l, h)| l <= h)
+            .unwrap_or((32768, 60999));
+        // A look-up of a tuple nobody uses tells whether ctnetlink answers
+        // (and loads its module while pepwrt is still root).
+        let nobody = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+        let ct = match Conntrack::open().and_then(|mut ct| ct.exists(nobody, nobody).map(|_| ct)) {
+            _ if !needed => None,
+            Ok(ct) => Some(ct),
+            Err(e) => {
+                log::warn!(
+                    "conntrack netlink unavailable ({e}): outgoing ports are left to the kernel and may clash with a client's unsplit connections; install kmod-nf-conntrack-netlink"
+                );
+                None
+            }
+        };
+        let seed = std::process::id().wrapping_mul(2_654_435_761) | 1;
+        SourcePorts {
+            ct,
+            low,
+            span: high - low,
+            seed,
+        }
+    }
+
+    /// A port from `client`'s address toward `server` that no connection
+    /// uses, tried at random (a random try finds a free port even where
+    /// most are taken), each try spending one of `tries`; none when
+    /// conntrack cannot tell or the tries are spent.
+    fn next_free(&mut self, client: IpAddr, server: SocketAddr, tries: &mut u16) -> Option<u16> {
+        let ct = self.ct.as_mut()?;
+        while *tries > 0 {
+            *tries -= 1;
+            self.seed ^= self.seed << 13;
+            self.seed ^= self.seed >> 17;
+            self.seed ^= self.seed << 5;
+            let port = self.low + (self.seed % (u32::from(self.span) + 1)) as u16;
+            match ct.exists(SocketAddr::new(client, port), server) {
+                Ok(false) => return Some(port),
+                Ok(true) => {}
+                Err(e) => {
+                    log::debug!("conntrack look-up: {e}");
+                    return None;
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Why an accepted client got a reset instead of a relay.
+#[derive(Debug)]
+pub enum Refusal {
+    /// A connection to the listener's own port: not one the rules diverted
+    /// (pepwrt is never an open proxy).
+    NotAdmitted,
+    /// Its reservation ran out and the pool is full.
+    NoSlot,
+    /// The outgoing connect failed at once.
+    ConnectFailed(io::Error),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::NotAdmitted => f.write_str("refused: not admitted"),
+            Refusal::NoSlot => {
+                f.write_str("reset: its handshake outlived its reservation and the pool is full")
+            }
+            Refusal::ConnectFailed(e) => {
+                write!(f, "connect failed at once: {}", crate::sys::Errno::of(e))
+            }
+        }
+    }
+}
+
+/// Gives an accepted client its slot and starts the outgoing leg; on
+/// refusal the client is reset.
+fn take(
+    cfg: &Config,
+    pool: &mut Pool,
+    ports: &mut SourcePorts,
+    client: TcpStream,
+    peer: SocketAddr,
+    now: Instant,
+) -> Result<ConnId, Refusal> {
+    let refuse = |why| {
+        socket::set_abortive_close(&client);
+        why
+    };
+    let Ok(local) = client.local_addr() else {
+        return Err(refuse(Refusal::NotAdmitted));
+    };
+    let tuple = FourTuple {
+        client: peer,
+        server: local,
+    };
+    // Only TPROXY gives an accepted socket a local port other than the
+    // listener's, and admission never splits connections to that port; so
+    // a client on another port was admitted, even if its handshake took
+    // longer than its reservation.
+    let claim = match pool.claim(&tuple) {
+        Some(c) => c,
+        None if local.port() == cfg.port => return Err(refuse(Refusal::NotAdmitted)),
+        None => pool
+            .claim_late(now)
+            .ok_or_else(|| refuse(Refusal::NoSlot))?,
+    };
+    let _ = client.set_nonblocking(true);
+    if let Err(e) = tuning::after_handshake(client.as_raw_fd(), &cfg.client_leg) {
+        log::debug!("client leg options: {e}");
+    }
+    let leg = &cfg.server_leg;
+    let (tos, mss) = claim.syn.map_or((0, None), |s| (s.tos, s.options.mss));
+    let setup = |fd: RawFd| {
+        // The client's DSCP travels on; the server leg's MSS is what the
+        // client asked for unless configured.
+        if let Err(e) = socket::set_tos(fd, local.is_ipv4(), tos) {
+            log::debug!("copying TOS: {e}");
+        }
+        tuning::before_handshake(fd, leg, mss)
+    };
+    let connect = |src| socket::connect(local, src, cfg.server_fastopen, setup);
+    let server = match cfg.outgoing_source {
+        OutgoingSource::Router => connect(None),
+        OutgoingSource::Client => {
+            // A port conntrack has no entry for; if the router's own
+            // sockets hold it (EADDRINUSE, EADDRNOTAVAIL), the next one.
+            let mut chosen = None;
+            let mut tries = PORT_PROBES;
+            while let Some(port) = ports.next_free(peer.ip(), local, &mut tries) {
+                match connect(Some(SocketAddr::new(peer.ip(), port))) {
+                    Err(e)
+                        if matches!(
+                            e.raw_os_error(),
+                            Some(libc::EADDRINUSE | libc::EADDRNOTAVAIL)
+                        ) => {}
+                    done => {
+                        chosen = Some(done);
+                        break;
+                    }
+                }
+            }
+            chosen.unwrap_or_else(|| connect(Some(SocketAddr::new(peer.ip(), 0))))
+        }
+    };
+    let server = match server {
+        Ok(s) => s,
+        Err(e) => {
+            pool.release(claim.id);
+            return Err(refuse(Refusal::ConnectFailed(e)));
+        }
+    };
+    let conn = Conn::new(client, server, tuple, now + cfg.connect_timeout, now);
+    match pool.activate(claim.id, conn) {
+        Ok(()) => Ok(claim.id),
+        // Cannot happen: the claim is this call's own.
+        Err(mut conn) => {
+            conn.abort(super::End::Shutdown);
+            Err(Refusal::NoSlot)
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! Local retransmissions: a cached copy sent again toward the host, within
+//! its retry budget, whatever asked for it (dup ACKs, SACK holes, the
+//! local timer).
+
+use std::time::Instant;
+
+use super::{MAX_LOCAL_SENDS, Snoop, Transmit};
+
+/// Why a cached segment goes out again, for the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Cause {
+    DupAck,
+    Timeout,
+}
+
+impl Snoop {
+    /// Sends one cached segment again, within its retry budget. False if it
+    /// is spent (local recovery gives up) or the send failed.
+    pub(super) fn resend(
+        &mut self,
+        idx: u16,
+        seg_idx: u32,
+        cause: Cause,
+        now: Instant,
+        tx: &mut dyn Transmit,
+    ) -> bool {
+        let spent = self
+            .cache
+            .get(seg_idx)
+            .is_none_or(|s| s.local_sends >= MAX_LOCAL_SENDS);
+        if spent {
+            self.counters.local_recovery_given_up += 1;
+            return false;
+        }
+        let sent = match self.cache.copy_out(seg_idx, &mut self.scratch) {
+            Some(packet) => tx.send(packet),
+            None => false,
+        };
+        if !sent {
+            self.counters.transmit_failed += 1;
+            return false;
+        }
+        if let Some(s) = self.cache.get_mut(seg_idx) {
+            s.local_sends += 1;
+            s.last_sent = now;
+            s.retransmitted = true;
+        }
+        match cause {
+            Cause::DupAck => self.counters.local_retransmits_dupack += 1,
+            Cause::Timeout => self.counters.local_retransmits_timeout += 1,
+        }
+        if let Some(f) = self.flows.get_mut(idx) {
+            f.stats.local_retransmits += 1;
+        }
+        true
+    }
+}
