@@ -7,9 +7,9 @@
 //! Longer runs by hand with cargo-fuzz: see tests/fuzz/README.md.
 //! `PEPWRT_FUZZ_EXECS=N` sets the executions per target (default below).
 //!
-//! The control protocol has no parser of its own to call (the daemon reads
-//! the request inline), so it is fuzzed live: random requests, silent and
-//! vanishing clients against a running pepwrt, which must keep answering.
+//! The control protocol's request line is a target too; its sessions are
+//! fuzzed live: random requests, silent and vanishing clients against a
+//! running pepwrt, which must keep answering.
 
 mod common;
 #[path = "fuzz/targets.rs"]
@@ -565,6 +565,31 @@ fn fuzz_config() {
     fuzz("config", targets::config, seeds, config_dict(), 512);
 }
 
+fn control_seeds() -> Vec<Vec<u8>> {
+    [
+        &b"json\n"[..],
+        b"text\n",
+        b"json",
+        b"jso",
+        b"JSON\n",
+        b"\0json",
+    ]
+    .iter()
+    .map(|s| s.to_vec())
+    .collect()
+}
+
+#[test]
+fn fuzz_control_request() {
+    fuzz(
+        "control",
+        targets::control,
+        control_seeds(),
+        vec![b"json".to_vec(), b"text".to_vec()],
+        64,
+    );
+}
+
 /// Writes the built-in seeds into the kept corpus (run by hand after
 /// changing them): `cargo test --test fuzz write_seed_corpus -- --ignored`.
 #[test]
@@ -583,6 +608,7 @@ fn write_seed_corpus() {
                 .map(|s| s.as_bytes().to_vec())
                 .collect(),
         ),
+        ("control", control_seeds()),
     ];
     for (name, seeds) in all {
         let dir = corpus_dir(name);

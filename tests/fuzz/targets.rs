@@ -27,6 +27,7 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("nfqueue", nfqueue),
     ("snoop", snoop),
     ("config", config),
+    ("control", control),
 ];
 
 /// Splits an input into records: (control byte, packet bytes). A short
@@ -227,4 +228,15 @@ pub fn config(data: &[u8]) {
             let _ = pepwrt::rules::render(&cfg, req);
         }
     }
+}
+
+/// The control socket's request line (the live sessions are fuzzed
+/// against a running daemon in tests/fuzz.rs).
+pub fn control(data: &[u8]) {
+    let f = pepwrt::control::Format::parse(data);
+    assert_eq!(
+        f == pepwrt::control::Format::Json,
+        data.starts_with(b"json"),
+        "request {data:?} read as {f:?}"
+    );
 }
