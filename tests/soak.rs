@@ -72,6 +72,10 @@ fn echo_transfer(to: SocketAddr, seed: u64, len: usize) -> Result<(), String> {
     }
 }
 
+/// What an in-flight stream saw of the kill: bytes sent, then bytes
+/// received intact, the first wrong byte and how the stream ended.
+type Cut = (usize, (usize, Option<usize>, Option<Ending>));
+
 struct Sample {
     at: Duration,
     rss: u64,
@@ -110,7 +114,7 @@ fn soak_mixed_traffic_keeps_memory_and_fds_flat() {
                 while Instant::now() < deadline {
                     i += 1;
                     let seed = w * 1_000_000_000 + i;
-                    let v6 = i % 3 == 0;
+                    let v6 = i.is_multiple_of(3);
                     let to: SocketAddr = if v6 {
                         "[fd00:1::2]:7400"
                     } else {
@@ -303,7 +307,7 @@ fn sigkill_under_traffic_fails_open_and_a_restart_leaves_no_stale_state() {
         s.read_exact(&mut b).expect("echo after restart");
         &b == b"after!"
     });
-    let inflight: Vec<(usize, (usize, Option<usize>, Option<Ending>))> = streams
+    let inflight: Vec<Cut> = streams
         .into_iter()
         .map(|s| s.join().expect("stream"))
         .collect();

@@ -755,21 +755,19 @@ fn check_server_side(jobs: &[Job], log: &ServerLog, split_all: bool) -> Vec<Stri
                     ..
                 }),
             ) => fails.push(fail(format!("upstream byte {at} differs"))),
-            (shape, Some(s)) if shape.completes() => {
-                if s.up_good != job.up || s.ending.is_some() {
-                    fails.push(fail(format!(
-                        "{} of {} bytes, then {:?}",
-                        s.up_good, job.up, s.ending
-                    )));
-                }
+            (shape, Some(s))
+                if shape.completes() && (s.up_good != job.up || s.ending.is_some()) =>
+            {
+                fails.push(fail(format!(
+                    "{} of {} bytes, then {:?}",
+                    s.up_good, job.up, s.ending
+                )));
             }
-            (Shape::ClientReset, Some(s)) => {
-                if s.ending != Some(Ending::Reset) {
-                    fails.push(fail(format!(
-                        "after {} bytes: {:?}, RST expected",
-                        s.up_good, s.ending
-                    )));
-                }
+            (Shape::ClientReset, Some(s)) if s.ending != Some(Ending::Reset) => {
+                fails.push(fail(format!(
+                    "after {} bytes: {:?}, RST expected",
+                    s.up_good, s.ending
+                )));
             }
             (Shape::Vanish, Some(s)) => {
                 // pepwrt's idle timeout resets the server leg; a passed

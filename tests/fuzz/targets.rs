@@ -20,7 +20,10 @@ use pepwrt::snoop::{self, Snoop};
 use pepwrt::wire::{self, tcp};
 
 /// Every target, by the name its corpus directory and cargo-fuzz binary use.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+/// A target's name and body.
+pub type FuzzTarget = (&'static str, fn(&[u8]));
+
+pub const TARGETS: &[FuzzTarget] = &[
     ("wire_ip", wire_ip),
     ("wire_tcp", wire_tcp),
     ("admission", admission),
@@ -171,7 +174,7 @@ impl snoop::Transmit for Sink {
             "Snoop sent a packet it cannot parse"
         );
         self.0 += 1;
-        self.0 % 7 != 0
+        !self.0.is_multiple_of(7)
     }
 }
 
