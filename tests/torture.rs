@@ -794,6 +794,22 @@ fn check_server_side(jobs: &[Job], log: &ServerLog, split_all: bool) -> Vec<Stri
     fails
 }
 
+/// A namespace's TCP OutRsts (from /proc/net/snmp).
+fn out_rsts(ns: &str) -> u64 {
+    let out = exec_in(ns, &["cat", "/proc/net/snmp"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut tcp = text.lines().filter(|l| l.starts_with("Tcp:"));
+    let (Some(names), Some(values)) = (tcp.next(), tcp.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "OutRsts")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
 fn firewall(tb: &Testbed) {
     // The server issues fast-open cookies; the router asks for them.
     exec_in(&tb.server, &["sysctl", "-qw", "net.ipv4.tcp_fastopen=3"]);
@@ -874,6 +890,7 @@ fn phase(tb: &mut Testbed, seed: u64, p: &Phase<'_>) -> (usize, Vec<String>) {
     let pid = tb.pepwrt_pid();
     let rss0 = rss_kb(pid);
     let queued0 = tb.queue_rule_packets();
+    let rsts0 = out_rsts(&tb.client);
     let server = Server::start(tb, &[PORT, PORT_SYNACK_LOSS]);
     let jobs = jobs(seed, p.jobs, small);
     let (mut fails, stats) = run_jobs(tb, &jobs, p.workers);
@@ -887,6 +904,14 @@ fn phase(tb: &mut Testbed, seed: u64, p: &Phase<'_>) -> (usize, Vec<String>) {
     let (split, passed, malformed) = (n("split"), n("passed"), n("malformed"));
     let rss1 = rss_kb(pid);
     let queued = tb.queue_rule_packets() - queued0;
+    // The client's own resets: ClientReset jobs send one each; more are
+    // resets its kernel sent on its own (defect 2 of issue 11: answering
+    // a stale ACK from the router's TIME_WAIT socket on a reused port).
+    let rsts = out_rsts(&tb.client) - rsts0;
+    let client_resets = jobs
+        .iter()
+        .filter(|j| j.shape == Shape::ClientReset)
+        .count();
     let mut count = HashMap::new();
     for j in &jobs {
         *count.entry(format!("{:?}", j.shape)).or_insert(0) += 1;
@@ -898,7 +923,7 @@ fn phase(tb: &mut Testbed, seed: u64, p: &Phase<'_>) -> (usize, Vec<String>) {
         .count();
     let bytes: usize = jobs.iter().map(|j| j.up + j.down).sum();
     eprintln!(
-        "torture {}: {} transfers ({} MB) in {:.1} s, --max-conns {} with {} clients; {attempts} connects, {queued} SYNs queued (with retransmissions), split {split}, passed {passed}, malformed {malformed}, total {}, connect_failed {}, refused {}; {} failures; port reuse: {} connects, {slow} over 5 ms, {} busy ports; pepwrt RSS {rss0} -> {rss1} kB; shapes {count:?}",
+        "torture {}: {} transfers ({} MB) in {:.1} s, --max-conns {} with {} clients; {attempts} connects, {queued} SYNs queued (with retransmissions), split {split}, passed {passed}, malformed {malformed}, total {}, connect_failed {}, refused {}; {} failures; port reuse: {} connects, {slow} over 5 ms, {} busy ports; client RSTs {rsts} ({client_resets} jobs reset on purpose); pepwrt RSS {rss0} -> {rss1} kB; shapes {count:?}",
         p.name,
         jobs.len(),
         bytes >> 20,
