@@ -7,9 +7,9 @@
 //! Longer runs by hand with cargo-fuzz: see tests/fuzz/README.md.
 //! `PEPWRT_FUZZ_EXECS=N` sets the executions per target (default below).
 //!
-//! The control protocol has no parser of its own to call (the daemon reads
-//! the request inline), so it is fuzzed live: random requests, silent and
-//! vanishing clients against a running pepwrt, which must keep answering.
+//! The control protocol's request line is a target too; its sessions are
+//! fuzzed live: random requests, silent and vanishing clients against a
+//! running pepwrt, which must keep answering.
 
 mod common;
 #[path = "fuzz/targets.rs"]
@@ -151,7 +151,7 @@ fn fuzz(name: &str, target: fn(&[u8]), seeds: Vec<Vec<u8>>, dict: Vec<Vec<u8>>, 
     for input in &corpus {
         run(input);
     }
-    let mut rng = Rng(0x5eed ^ name.len() as u64 * 0x9e37_79b9);
+    let mut rng = Rng(0x5eed ^ (name.len() as u64 * 0x9e37_79b9));
     let n = execs();
     for _ in 0..n {
         let input = mutate(&mut rng, &corpus, &dict, max_len);
@@ -192,7 +192,7 @@ mod pkt {
 
     pub fn build(t: &Tcp<'_>) -> Vec<u8> {
         let mut opts = t.opts.to_vec();
-        while opts.len() % 4 != 0 {
+        while !opts.len().is_multiple_of(4) {
             opts.push(1);
         }
         let (sport, dport) = if t.from_client {
@@ -205,7 +205,7 @@ mod pkt {
         tcp.extend_from_slice(&dport.to_be_bytes());
         tcp.extend_from_slice(&t.seq.to_be_bytes());
         tcp.extend_from_slice(&t.ack.to_be_bytes());
-        tcp.push(((20 + opts.len()) / 4 << 4) as u8);
+        tcp.push((((20 + opts.len()) / 4) << 4) as u8);
         tcp.push(t.flags);
         tcp.extend_from_slice(&[0xff, 0xff, 0, 0, 0, 0]);
         tcp.extend_from_slice(&opts);
@@ -439,20 +439,28 @@ fn option_dict() -> Vec<Vec<u8>> {
     ]
 }
 
+/// Command lines to start from (spaces become the NULs between arguments).
 const COMMAND_LINES: &[&str] = &[
     "run",
-    "run\0--foreground\0--log-level\0debug\0--max-conns\0128\0--buffer\016k",
-    "run\0--intercept\0br-lan\0--intercept\0198.18.0.0/15\0--no-ipv6",
-    "run\0--snoop\0wlan0\0--snoop-flows\064\0--snoop-cache\01m",
-    "run\0--outgoing-source\0client\0--server-fastopen\0--exclude-port\022",
-    "rules\0--backend\0iptables\0--intercept\0br-lan",
-    "rules\0--backend\0nft\0--part\0firewall\0--intercept\0fd00::/8\0--mark\0256",
-    "rules\0--delete\0--backend\0iptables\0--intercept\0eth0\0--table\03135",
-    "status\0--json\0--control\0/tmp/x.sock",
+    "run --foreground --log-level debug --max-conns 128 --buffer 16k",
+    "run --intercept br-lan --intercept 198.18.0.0/15 --no-ipv6",
+    "run --snoop wlan0 --snoop-flows 64 --snoop-cache 1m",
+    "run --outgoing-source client --server-fastopen --exclude-port 22",
+    "rules --backend iptables --intercept br-lan",
+    "rules --backend nft --part firewall --intercept fd00::/8 --mark 256",
+    "rules --delete --backend iptables --intercept eth0 --table 3135",
+    "status --json --control /tmp/x.sock",
     "check",
     "help",
     "--version",
 ];
+
+fn command_lines() -> Vec<Vec<u8>> {
+    COMMAND_LINES
+        .iter()
+        .map(|s| s.replace(' ', "\x00").into_bytes())
+        .collect()
+}
 
 fn config_dict() -> Vec<Vec<u8>> {
     let mut dict: Vec<Vec<u8>> = pepwrt::config::HELP
@@ -558,11 +566,38 @@ fn fuzz_snoop() {
 
 #[test]
 fn fuzz_config() {
-    let seeds = COMMAND_LINES
-        .iter()
-        .map(|s| s.as_bytes().to_vec())
-        .collect();
-    fuzz("config", targets::config, seeds, config_dict(), 512);
+    fuzz(
+        "config",
+        targets::config,
+        command_lines(),
+        config_dict(),
+        512,
+    );
+}
+
+fn control_seeds() -> Vec<Vec<u8>> {
+    [
+        &b"json\n"[..],
+        b"text\n",
+        b"json",
+        b"jso",
+        b"JSON\n",
+        b"\0json",
+    ]
+    .iter()
+    .map(|s| s.to_vec())
+    .collect()
+}
+
+#[test]
+fn fuzz_control_request() {
+    fuzz(
+        "control",
+        targets::control,
+        control_seeds(),
+        vec![b"json".to_vec(), b"text".to_vec()],
+        64,
+    );
 }
 
 /// Writes the built-in seeds into the kept corpus (run by hand after
@@ -576,13 +611,8 @@ fn write_seed_corpus() {
         ("admission", admission_seeds()),
         ("nfqueue", nfqueue_seeds()),
         ("snoop", vec![flow_seed(false), flow_seed(true)]),
-        (
-            "config",
-            COMMAND_LINES
-                .iter()
-                .map(|s| s.as_bytes().to_vec())
-                .collect(),
-        ),
+        ("config", command_lines()),
+        ("control", control_seeds()),
     ];
     for (name, seeds) in all {
         let dir = corpus_dir(name);

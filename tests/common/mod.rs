@@ -631,6 +631,24 @@ impl Testbed {
     }
 }
 
+/// A listener in namespace `ns` with a deep accept queue: with the
+/// default 128, a burst of connects overflows it, the server answers
+/// with SYN cookies, and connections whose final ACK then finds the queue
+/// full are lost on the server's side alone (an artifact of the test
+/// server, not of what it tests).
+pub fn deep_listener(ns: &str, addr: &str) -> TcpListener {
+    let addr: SocketAddr = addr.parse().expect("addr");
+    in_netns(ns, move || {
+        let l = TcpListener::bind(addr).expect("bind");
+        // SAFETY: listen on a listening socket we own only changes its
+        // backlog.
+        unsafe { libc::listen(l.as_raw_fd(), 4096) };
+        l
+    })
+    .join()
+    .expect("thread")
+}
+
 // ---- cross builds and packages (tests/cross.rs, tests/package.rs) --------
 
 /// Every OpenWrt architecture pepwrt is built for, as in cross/arch.sh.

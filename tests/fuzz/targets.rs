@@ -20,13 +20,17 @@ use pepwrt::snoop::{self, Snoop};
 use pepwrt::wire::{self, tcp};
 
 /// Every target, by the name its corpus directory and cargo-fuzz binary use.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+/// A target's name and body.
+pub type FuzzTarget = (&'static str, fn(&[u8]));
+
+pub const TARGETS: &[FuzzTarget] = &[
     ("wire_ip", wire_ip),
     ("wire_tcp", wire_tcp),
     ("admission", admission),
     ("nfqueue", nfqueue),
     ("snoop", snoop),
     ("config", config),
+    ("control", control),
 ];
 
 /// Splits an input into records: (control byte, packet bytes). A short
@@ -170,7 +174,7 @@ impl snoop::Transmit for Sink {
             "Snoop sent a packet it cannot parse"
         );
         self.0 += 1;
-        self.0 % 7 != 0
+        !self.0.is_multiple_of(7)
     }
 }
 
@@ -227,4 +231,15 @@ pub fn config(data: &[u8]) {
             let _ = pepwrt::rules::render(&cfg, req);
         }
     }
+}
+
+/// The control socket's request line (the live sessions are fuzzed
+/// against a running daemon in tests/fuzz.rs).
+pub fn control(data: &[u8]) {
+    let f = pepwrt::control::Format::parse(data);
+    assert_eq!(
+        f == pepwrt::control::Format::Json,
+        data.starts_with(b"json"),
+        "request {data:?} read as {f:?}"
+    );
 }
