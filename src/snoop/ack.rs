@@ -101,10 +101,10 @@ impl Snoop {
                 flow.congestion.sample(rtt, now);
             }
         }
-        if let Recovery::Local { hole } = flow.recovery {
-            if seq_lt(hole, ack) {
-                flow.congestion.copy_delivered();
-            }
+        if let Recovery::Local { hole } = flow.recovery
+            && seq_lt(hole, ack)
+        {
+            flow.congestion.copy_delivered();
         }
         flow.last_ack = Some(ack);
         flow.last_window = window;
