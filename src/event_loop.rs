@@ -10,13 +10,11 @@ use crate::admission::SynQueue;
 use crate::config::Config;
 use crate::control::{Control, Format};
 use crate::error::StartError;
-use crate::nfqueue::{self, NfQueue};
 use crate::pool::{ConnId, Pool};
 use crate::relay::{End, Intake, LinkShare, Ready, Step};
-use crate::snoop::{Snoop, SnoopVerdict};
+use crate::snoop::SnoopRuntime;
 use crate::stats::{Counters, Report};
 use crate::sys::poll::{self, Events, Poller};
-use crate::sys::raw::RawSender;
 use crate::sys::signals::SignalPipe;
 use crate::token::Token;
 
@@ -29,48 +27,6 @@ const DRAIN: Duration = Duration::from_secs(3);
 /// Packets and accepts handled per wake-up before connections get a turn.
 const BUDGET: usize = 256;
 
-/// Snoop's queue, engine and the raw socket its retransmissions leave by.
-struct SnoopRuntime {
-    queue: NfQueue,
-    engine: Snoop,
-    tx: RawSender,
-}
-
-/// Snoop caches whole data segments, so its queue copies whole packets.
-const SNOOP_COPY_RANGE: u16 = 0xffff;
-
-impl SnoopRuntime {
-    fn start(cfg: &Config, s: &crate::config::SnoopConfig) -> Result<SnoopRuntime, StartError> {
-        let engine = Snoop::new(s).map_err(StartError::new)?;
-        let tx = RawSender::open(cfg.snoop_mark(), cfg.ipv6).map_err(|e| {
-            StartError::new(format!(
-                "snoop: raw socket for local retransmissions: {e} (needs CAP_NET_RAW)"
-            ))
-        })?;
-        let queue = NfQueue::open(s.queue, SNOOP_COPY_RANGE, 4096, 4 << 20)?;
-        log::info!(
-            "snoop: queue {}, {} flows, {} KiB segment cache",
-            s.queue,
-            s.flows,
-            s.cache_bytes / 1024
-        );
-        Ok(SnoopRuntime { queue, engine, tx })
-    }
-
-    /// Every queued packet gets its verdict here: packets Snoop does not
-    /// track, or cannot parse, are accepted unchanged.
-    fn on_packets(&mut self, budget: usize, now: Instant) {
-        let engine = &mut self.engine;
-        let tx = &mut self.tx;
-        self.queue.drain(budget, |pkt| {
-            match engine.on_packet(pkt.payload, pkt.indev, pkt.outdev, now, tx) {
-                SnoopVerdict::Accept => nfqueue::QueueVerdict::Accept,
-                SnoopVerdict::Drop => nfqueue::QueueVerdict::Drop,
-            }
-        });
-    }
-}
-
 /// The status report over the proxy's state. A macro, not a method, so
 /// that it borrows only these fields and the control socket stays free to
 /// write the report out.
@@ -79,7 +35,7 @@ macro_rules! report {
         Report {
             counters: &$p.counters,
             syn_dropped: $p.syns.as_ref().map_or(0, SynQueue::dropped),
-            snoop: $p.snoop.as_ref().map(|sn| &sn.engine),
+            snoop: $p.snoop.as_ref().map(SnoopRuntime::engine),
             pool: &$p.pool,
             started: $p.started,
             buffer_bytes: $p.cfg.buffer_bytes,
@@ -173,7 +129,7 @@ impl Proxy {
             fixed.push((q.fd(), Token::SynQueue));
         }
         if let Some(sn) = &self.snoop {
-            fixed.push((sn.queue.fd(), Token::Snoop));
+            fixed.push((sn.fd(), Token::Snoop));
         }
         for (fd, token) in fixed {
             self.poller.watch(fd, 0, poll::IN, token.encode())?;
@@ -209,15 +165,8 @@ impl Proxy {
                 log::info!("stopped");
                 return Ok(());
             }
-            let mut wake = next_tick;
-            if let Some(sn) = &mut self.snoop {
-                if sn.engine.next_deadline().is_some_and(|d| d <= now) {
-                    sn.engine.on_timer(now, &mut sn.tx);
-                }
-                if let Some(d) = sn.engine.next_deadline() {
-                    wake = wake.min(d);
-                }
-            }
+            let snoop_due = self.snoop.as_mut().and_then(|sn| sn.on_timer(now));
+            let wake = snoop_due.map_or(next_tick, |d| d.min(next_tick));
             let mut batch = [0u64; BUDGET];
             let mut ready = [0 as Events; BUDGET];
             let mut n = 0;
@@ -331,8 +280,7 @@ impl Proxy {
             q.serve(cfg, pool, counters, usize::MAX, false, now);
         }
         if let Some(sn) = &mut self.snoop {
-            sn.queue
-                .drain(usize::MAX, |_| nfqueue::QueueVerdict::Accept);
+            sn.release();
         }
         self.syns = None;
         self.snoop = None;

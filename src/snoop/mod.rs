@@ -33,6 +33,7 @@ mod data;
 mod flow;
 mod resend;
 mod rtt;
+mod runtime;
 mod sack;
 mod target;
 mod timer;
@@ -51,6 +52,7 @@ use crate::wire;
 
 use cache::{Cache, MAX_PACKET};
 use flow::{CloseReason, FlowKey, FlowTable};
+pub use runtime::SnoopRuntime;
 use target::Targets;
 pub use transmit::Transmit;
 
