@@ -12,7 +12,7 @@ use crate::config::{Config, OutgoingSource};
 use crate::error::StartError;
 use crate::pool::{ConnId, Pool};
 use crate::stats::Counters;
-use crate::sys::Errno;
+use crate::sys::Described;
 use crate::sys::conntrack::Conntrack;
 use crate::sys::socket;
 use crate::tuning;
@@ -115,7 +115,7 @@ impl Intake {
                     // Out of fds or memory: the backlog waits.
                     log::warn!(
                         "accept: {}; pausing new connections for a second",
-                        Errno::of(&e)
+                        Described(&e)
                     );
                     self.paused = true;
                     done.paused = true;
@@ -236,7 +236,7 @@ impl std::fmt::Display for Refusal {
                 f.write_str("reset: its handshake outlived its reservation and the pool is full")
             }
             Refusal::ConnectFailed(e) => {
-                write!(f, "connect failed at once: {}", crate::sys::Errno::of(e))
+                write!(f, "connect failed at once: {}", crate::sys::Described(e))
             }
         }
     }

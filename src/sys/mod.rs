@@ -59,9 +59,17 @@ pub fn raise_nofile(want: u64) -> io::Result<u64> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Errno(pub i32);
 
-impl Errno {
-    pub fn of(e: &io::Error) -> Errno {
-        Errno(e.raw_os_error().unwrap_or(0))
+/// How an io::Error reads in a log line: an OS error by its errno, without
+/// allocating; an error pepwrt worded itself (a socket option that failed,
+/// with what to do about it) by those words, never as "errno 0".
+pub struct Described<'a>(pub &'a io::Error);
+
+impl std::fmt::Display for Described<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.raw_os_error() {
+            Some(n) => Errno(n).fmt(f),
+            None => self.0.fmt(f),
+        }
     }
 }
 
@@ -76,5 +84,25 @@ impl std::fmt::Display for Errno {
             Ok(msg) if r == 0 && !msg.is_empty() => write!(f, "{msg} (errno {})", self.0),
             _ => write!(f, "errno {}", self.0),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn os_errors_read_by_errno_and_worded_ones_by_their_words() {
+        let os = io::Error::from_raw_os_error(libc::ECONNREFUSED);
+        assert!(
+            Described(&os)
+                .to_string()
+                .ends_with(&format!("(errno {})", libc::ECONNREFUSED))
+        );
+        let worded = io::Error::other("TCP_CONGESTION bbr: not available");
+        assert_eq!(
+            Described(&worded).to_string(),
+            "TCP_CONGESTION bbr: not available"
+        );
     }
 }
