@@ -57,7 +57,7 @@ pub struct SynVerdict {
 }
 
 /// Decides one queued SYN.
-pub fn decide(cfg: &Config, pool: &mut Pool, pkt: &[u8], now: Instant) -> SynVerdict {
+pub fn decide<C>(cfg: &Config, pool: &mut Pool<C>, pkt: &[u8], now: Instant) -> SynVerdict {
     let fresh = |decision| SynVerdict {
         decision,
         repeat: false,
@@ -99,10 +99,10 @@ impl SynQueue {
 
     /// Decides up to `budget` waiting SYNs; `split` false passes them all
     /// (pepwrt is stopping).
-    pub fn serve(
+    pub fn serve<C>(
         &mut self,
         cfg: &Config,
-        pool: &mut Pool,
+        pool: &mut Pool<C>,
         counters: &mut Counters,
         budget: usize,
         split: bool,
@@ -190,7 +190,7 @@ mod tests {
         p
     }
 
-    fn decision(cfg: &Config, pool: &mut Pool, pkt: &[u8]) -> Decision {
+    fn decision(cfg: &Config, pool: &mut Pool<()>, pkt: &[u8]) -> Decision {
         decide(cfg, pool, pkt, Instant::now()).decision
     }
 
@@ -200,7 +200,7 @@ mod tests {
             max_conns: 1,
             ..Config::default()
         };
-        let mut pool = Pool::new(1, 4096);
+        let mut pool = Pool::<()>::new(1, 4096);
         let now = Instant::now();
         let pkt = syn_packet();
         let first = decide(&cfg, &mut pool, &pkt, now);
@@ -240,7 +240,7 @@ mod tests {
             exclude_ports: vec![80],
             ..Config::default()
         };
-        let mut pool = Pool::new(1, 4096);
+        let mut pool = Pool::<()>::new(1, 4096);
         assert_eq!(
             decision(&cfg, &mut pool, &syn_packet()),
             Decision::PassPolicy
@@ -251,7 +251,7 @@ mod tests {
     #[test]
     fn garbage_and_non_syn_are_malformed_never_a_panic() {
         let cfg = Config::default();
-        let mut pool = Pool::new(1, 4096);
+        let mut pool = Pool::<()>::new(1, 4096);
         let pkt = syn_packet();
         for cut in 0..pkt.len() {
             assert_eq!(
@@ -274,7 +274,7 @@ mod tests {
     #[test]
     fn signed_syns_pass() {
         let cfg = Config::default();
-        let mut pool = Pool::new(1, 4096);
+        let mut pool = Pool::<()>::new(1, 4096);
         let mut pkt = syn_packet();
         // The timestamps option (kind 8, length 10) becomes a TCP-AO
         // option of the same length.
@@ -291,7 +291,7 @@ mod tests {
             port: 80,
             ..Config::default()
         };
-        let mut pool = Pool::new(1, 4096);
+        let mut pool = Pool::<()>::new(1, 4096);
         assert_eq!(
             decision(&cfg, &mut pool, &syn_packet()),
             Decision::PassPolicy

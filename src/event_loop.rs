@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::control::{Control, Format};
 use crate::error::StartError;
 use crate::pool::{ConnId, Pool};
-use crate::relay::{End, Intake, LinkShare, Ready, Step};
+use crate::relay::{Conn, End, Intake, LinkShare, Ready, Step};
 use crate::snoop::SnoopRuntime;
 use crate::stats::{Counters, Report};
 use crate::sys::poll::{self, Events, Poller};
@@ -47,7 +47,7 @@ macro_rules! report {
 
 pub struct Proxy {
     cfg: Config,
-    pool: Pool,
+    pool: Pool<Conn>,
     poller: Poller,
     /// Each slot's registered interest (client, server), index for index.
     watched: Vec<[Events; 2]>,
@@ -292,8 +292,8 @@ impl Proxy {
     }
 
     fn on_accept(&mut self, which: usize, now: Instant) {
-        let (cfg, pool, counters) = (&self.cfg, &mut self.pool, &mut self.counters);
-        let accepted = self.intake.accept(which, cfg, pool, counters, now);
+        let accepted = self.intake.accept(which, &self.cfg, &mut self.pool, now);
+        self.counters.on_accepted(&accepted);
         if let (Some(share), false) = (&self.share, accepted.new.is_empty()) {
             share.apply(&mut self.pool, now);
         }

@@ -1,11 +1,11 @@
 //! The fixed pool of connection slots: each slot owns its two ring
 //! buffers for the life of the process, and is free, reserved for a SYN
-//! that pepwrt admitted, or holding a live split connection. Only the pool
+//! that pepwrt admitted, or holding a live split connection (`C`: the
+//! relay's connection; the pool never looks inside it). Only the pool
 //! changes a slot's state, and only the pool makes handles to slots.
 
 use std::time::Instant;
 
-use crate::relay::Conn;
 use crate::ring::Ring;
 use crate::tuple::{FourTuple, SynInfo};
 
@@ -28,7 +28,7 @@ impl ConnId {
     }
 }
 
-enum State {
+enum State<C> {
     Free,
     /// An admitted SYN's slot, waiting for its handshake to reach the
     /// listener.
@@ -38,12 +38,12 @@ enum State {
     },
     /// Taken by an accepted connection whose outgoing leg is being opened.
     Claimed,
-    Active(Conn),
+    Active(C),
 }
 
-struct Slot {
+struct Slot<C> {
     generation: u16,
-    state: State,
+    state: State<C>,
     up: Ring,
     down: Ring,
 }
@@ -68,24 +68,24 @@ pub struct Claim {
 }
 
 /// A live connection and its two buffers, borrowed from its slot.
-pub struct Live<'a> {
-    pub conn: &'a mut Conn,
+pub struct Live<'a, C> {
+    pub conn: &'a mut C,
     pub up: &'a mut Ring,
     pub down: &'a mut Ring,
 }
 
-pub struct Pool {
-    slots: Vec<Slot>,
+pub struct Pool<C> {
+    slots: Vec<Slot<C>>,
     /// Indices of free slots; capacity fixed at start, so push never grows.
     free: Vec<u16>,
     active: usize,
 }
 
-impl Pool {
+impl<C> Pool<C> {
     /// Allocates every slot and buffer now: memory use is known before the
     /// first connection.
-    pub fn new(slots: u16, buffer_bytes: usize) -> Pool {
-        let slots: Vec<Slot> = (0..slots)
+    pub fn new(slots: u16, buffer_bytes: usize) -> Pool<C> {
+        let slots: Vec<Slot<C>> = (0..slots)
             .map(|_| Slot {
                 generation: 0,
                 state: State::Free,
@@ -122,7 +122,7 @@ impl Pool {
         }
     }
 
-    fn slot_mut(&mut self, id: ConnId) -> Option<&mut Slot> {
+    fn slot_mut(&mut self, id: ConnId) -> Option<&mut Slot<C>> {
         let s = self.slots.get_mut(id.index())?;
         (s.generation == id.generation).then_some(s)
     }
@@ -195,7 +195,7 @@ impl Pool {
     /// Puts a live connection into its claimed slot. A stale handle hands
     /// the connection back (boxed: a path that never runs need not make
     /// every call's result large).
-    pub fn activate(&mut self, id: ConnId, conn: Conn) -> Result<(), Box<Conn>> {
+    pub fn activate(&mut self, id: ConnId, conn: C) -> Result<(), Box<C>> {
         let Some(s) = self.slot_mut(id) else {
             return Err(Box::new(conn));
         };
@@ -209,7 +209,7 @@ impl Pool {
 
     /// Frees a slot: its handle goes stale and its buffers are emptied. The
     /// connection it held, if any, is handed back for its last words.
-    pub fn release(&mut self, id: ConnId) -> Option<Conn> {
+    pub fn release(&mut self, id: ConnId) -> Option<C> {
         let s = self.slot_mut(id)?;
         let state = std::mem::replace(&mut s.state, State::Free);
         s.up.clear();
@@ -237,7 +237,7 @@ impl Pool {
         expired
     }
 
-    pub fn live(&mut self, id: ConnId) -> Option<Live<'_>> {
+    pub fn live(&mut self, id: ConnId) -> Option<Live<'_, C>> {
         let s = self.slot_mut(id)?;
         match &mut s.state {
             State::Active(conn) => Some(Live {
@@ -249,7 +249,7 @@ impl Pool {
         }
     }
 
-    pub fn conn(&self, id: ConnId) -> Option<&Conn> {
+    pub fn conn(&self, id: ConnId) -> Option<&C> {
         let s = self.slots.get(id.index())?;
         match &s.state {
             State::Active(conn) if s.generation == id.generation => Some(conn),
@@ -281,7 +281,7 @@ impl Pool {
     }
 
     /// Live connections with their handles, in slot order.
-    pub fn active(&self) -> impl Iterator<Item = (ConnId, &Conn)> + '_ {
+    pub fn active(&self) -> impl Iterator<Item = (ConnId, &C)> + '_ {
         self.slots
             .iter()
             .enumerate()
@@ -314,7 +314,7 @@ mod tests {
     #[test]
     fn pool_full_refuses_reservation() {
         let now = Instant::now();
-        let mut p = Pool::new(2, 4096);
+        let mut p = Pool::<()>::new(2, 4096);
         p.reserve(syn(1), now + LATER, now).unwrap();
         p.reserve(syn(2), now + LATER, now).unwrap();
         assert_eq!(p.reserve(syn(3), now + LATER, now), Err(Full));
@@ -324,7 +324,7 @@ mod tests {
     #[test]
     fn retransmitted_syn_reuses_its_reservation() {
         let now = Instant::now();
-        let mut p = Pool::new(2, 4096);
+        let mut p = Pool::<()>::new(2, 4096);
         let a = p.reserve(syn(1), now + LATER, now).unwrap();
         let b = p.reserve(syn(1), now + LATER, now).unwrap();
         assert_eq!(a.id, b.id);
@@ -335,7 +335,7 @@ mod tests {
     #[test]
     fn a_full_pool_takes_back_reservations_that_ran_out() {
         let now = Instant::now();
-        let mut p = Pool::new(1, 4096);
+        let mut p = Pool::<()>::new(1, 4096);
         let old = p.reserve(syn(1), now + LATER, now).unwrap();
         assert_eq!(p.reserve(syn(2), now + LATER, now), Err(Full));
         let new = p.reserve(syn(2), now + LATER * 2, now + LATER).unwrap();
@@ -347,7 +347,7 @@ mod tests {
     #[test]
     fn released_slot_handles_go_stale() {
         let now = Instant::now();
-        let mut p = Pool::new(1, 4096);
+        let mut p = Pool::<()>::new(1, 4096);
         let a = p.reserve(syn(1), now + LATER, now).unwrap().id;
         assert!(p.release(a).is_none());
         assert!(p.release(a).is_none());
@@ -360,7 +360,7 @@ mod tests {
     #[test]
     fn claim_finds_only_admitted_tuples_and_reservations_expire() {
         let now = Instant::now();
-        let mut p = Pool::new(4, 4096);
+        let mut p = Pool::<()>::new(4, 4096);
         p.reserve(syn(1), now + Duration::from_secs(5), now)
             .unwrap();
         p.reserve(syn(2), now + Duration::from_secs(5), now)
@@ -378,7 +378,7 @@ mod tests {
     #[test]
     fn late_claims_take_any_free_slot_and_never_a_live_one() {
         let now = Instant::now();
-        let mut p = Pool::new(1, 4096);
+        let mut p = Pool::<()>::new(1, 4096);
         let c = p.claim_late(now).unwrap();
         assert_eq!(c.syn, None);
         assert!(p.claim_late(now).is_none());

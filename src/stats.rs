@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use crate::config::{LinkInForce, LinkLeg};
 use crate::pool::Pool;
-use crate::relay::{Conn, End, Refusal};
+use crate::relay::{Accepted, Conn, End, Refused};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Counters {
@@ -34,11 +34,14 @@ impl Counters {
         }
     }
 
-    /// An accepted client that got a reset instead of a relay.
-    pub fn on_refusal(&mut self, refusal: &Refusal) {
-        match refusal {
-            Refusal::ConnectFailed(_) => self.connect_failed += 1,
-            Refusal::NotAdmitted | Refusal::NoSlot => self.refused += 1,
+    /// An accepting round: connections taken in, clients refused.
+    pub fn on_accepted(&mut self, accepted: &Accepted) {
+        self.total += accepted.new.len() as u64;
+        for r in &accepted.refused {
+            match r {
+                Refused::ConnectFailed => self.connect_failed += 1,
+                Refused::Refused => self.refused += 1,
+            }
         }
     }
 }
@@ -49,7 +52,7 @@ pub struct Report<'a> {
     /// SYNs the kernel let through unseen because the queue socket was
     /// full.
     pub syn_dropped: u64,
-    pub pool: &'a Pool,
+    pub pool: &'a Pool<Conn>,
     pub started: Instant,
     pub now: Instant,
     pub buffer_bytes: u32,

@@ -33,7 +33,7 @@ impl Token {
 
     /// A connection's token is valid only while its connection lives: an
     /// event for a slot freed earlier in the same batch is dropped.
-    pub fn decode(raw: u64, pool: &Pool) -> Option<Token> {
+    pub fn decode<C>(raw: u64, pool: &Pool<C>) -> Option<Token> {
         let n = raw as u32;
         Some(match raw >> 32 {
             0 => Token::Signals,
@@ -55,7 +55,7 @@ mod tests {
 
     #[test]
     fn tokens_round_trip_and_a_gone_connection_decodes_to_nothing() {
-        let pool = Pool::new(2, 64);
+        let pool = Pool::<()>::new(2, 64);
         for t in [
             Token::Signals,
             Token::SynQueue,

@@ -9,5 +9,5 @@ mod share;
 mod tests;
 
 pub use conn::{Conn, End, Ready, Step};
-pub use open::{Accepted, Intake, Refusal};
+pub use open::{Accepted, Intake, Refusal, Refused};
 pub use share::LinkShare;

@@ -11,7 +11,6 @@ use super::Conn;
 use crate::config::{Config, OutgoingSource};
 use crate::error::StartError;
 use crate::pool::{ConnId, Pool};
-use crate::stats::Counters;
 use crate::sys::Described;
 use crate::sys::conntrack::Conntrack;
 use crate::sys::socket;
@@ -35,6 +34,8 @@ pub struct Intake {
 pub struct Accepted {
     /// The connections now live, to be watched.
     pub new: heapless::Vec<ConnId, ACCEPT_BUDGET>,
+    /// Clients reset instead of relayed, to be counted.
+    pub refused: heapless::Vec<Refused, ACCEPT_BUDGET>,
     /// Accepting ran out of fds or memory: stop watching the listeners.
     pub paused: bool,
 }
@@ -92,12 +93,12 @@ impl Intake {
         &mut self,
         which: usize,
         cfg: &Config,
-        pool: &mut Pool,
-        counters: &mut Counters,
+        pool: &mut Pool<Conn>,
         now: Instant,
     ) -> Accepted {
         let mut done = Accepted {
             new: heapless::Vec::new(),
+            refused: heapless::Vec::new(),
             paused: false,
         };
         let Some(listener) = self.listeners.get(which) else {
@@ -124,11 +125,13 @@ impl Intake {
             };
             match take(cfg, pool, &mut self.ports, client, peer, now) {
                 Ok(id) => {
-                    counters.total += 1;
                     let _ = done.new.push(id);
                 }
                 Err(refusal) => {
-                    counters.on_refusal(&refusal);
+                    let _ = done.refused.push(match refusal {
+                        Refusal::ConnectFailed(_) => Refused::ConnectFailed,
+                        Refusal::NotAdmitted | Refusal::NoSlot => Refused::Refused,
+                    });
                     match refusal {
                         Refusal::NotAdmitted => log::debug!("{peer}: {refusal}"),
                         _ => log::info!("{peer}: {refusal}"),
@@ -216,6 +219,15 @@ impl SourcePorts {
     }
 }
 
+/// The kind of a refusal, for the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Not admitted, or no slot left: `refused`.
+    Refused,
+    /// The outgoing connect failed: `connect_failed`.
+    ConnectFailed,
+}
+
 /// Why an accepted client got a reset instead of a relay.
 #[derive(Debug)]
 pub enum Refusal {
@@ -246,7 +258,7 @@ impl std::fmt::Display for Refusal {
 /// refusal the client is reset.
 fn take(
     cfg: &Config,
-    pool: &mut Pool,
+    pool: &mut Pool<Conn>,
     ports: &mut SourcePorts,
     client: TcpStream,
     peer: SocketAddr,

@@ -10,6 +10,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::Conn;
 use crate::config::{Config, LinkLeg};
 use crate::pool::Pool;
 use crate::sys::socket;
@@ -43,7 +44,7 @@ impl LinkShare {
     }
 
     /// Gives every live connection's long leg its share of the rate.
-    pub fn apply(&self, pool: &mut Pool, now: Instant) {
+    pub fn apply(&self, pool: &mut Pool<Conn>, now: Instant) {
         let sending = pool
             .active()
             .filter(|(_, c)| {

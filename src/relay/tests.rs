@@ -301,7 +301,7 @@ fn long_legs_sending_together_share_the_links_rate_and_closing_hands_it_back() {
     let share = LinkShare::new(&cfg).expect("link settings pace the server leg");
     let now = Instant::now();
     let mut pool = Pool::new(4, 4096);
-    let open = |pool: &mut Pool| {
+    let open = |pool: &mut Pool<Conn>| {
         let r = rig(now);
         let claim = pool.claim_late(now).unwrap();
         let fd = r.conn.fds().1;

@@ -102,7 +102,7 @@ pub fn admission(data: &[u8]) {
         return;
     };
     let cfg = config_for(variant);
-    let mut pool = Pool::new(4, 64);
+    let mut pool = Pool::<()>::new(4, 64);
     let mut now = Instant::now();
     for (ctl, pkt) in records(data) {
         now += Duration::from_millis(u64::from(ctl) * 40);
@@ -132,7 +132,7 @@ pub fn nfqueue(data: &[u8]) {
     };
     let old_mark = u32::from_be_bytes([*m0, *m1, *m2, *m3]);
     let cfg = config_for(*variant);
-    let mut pool = Pool::new(2, 64);
+    let mut pool = Pool::<()>::new(2, 64);
     let verdict = admission::decide(&cfg, &mut pool, payload, Instant::now());
     let mark = admission::mark_for(&cfg, verdict.decision, old_mark);
     assert_eq!(
