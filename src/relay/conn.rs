@@ -143,6 +143,12 @@ impl Conn {
         connect_deadline: Instant,
         now: Instant,
     ) -> Conn {
+        // Until the connection ends in order, closing a leg resets it: if
+        // pepwrt dies (SIGKILL, a crash), the kernel closes its sockets,
+        // and a FIN would tell each peer that a stream cut short was
+        // complete. A reset says it was not.
+        socket::set_abortive_close(&client);
+        socket::set_abortive_close(&server);
         Conn {
             client,
             server,
@@ -317,6 +323,10 @@ impl Conn {
             Err(failed) => return self.on_reset(failed, up, down, now),
         }
         if self.up.shut && self.down.shut {
+            // Both FINs are passed on: only now may the sockets close the
+            // orderly way (see Conn::new).
+            socket::set_graceful_close(&self.client);
+            socket::set_graceful_close(&self.server);
             return Step::Done(End::Closed);
         }
         Step::Continue

@@ -325,3 +325,19 @@ fn long_legs_sending_together_share_the_links_rate_and_closing_hands_it_back() {
     share.apply(&mut pool, now + Duration::from_secs(3));
     assert_eq!(pacing_cap(c_fd), 1_000_000);
 }
+
+/// A connection dropped before it ended in order (pepwrt killed: the
+/// kernel closes its sockets) resets both peers: a FIN would tell them a
+/// stream cut short was complete.
+#[test]
+fn a_connection_closed_before_its_end_resets_its_peers() {
+    let mut r = rig(Instant::now());
+    let (mut server, _) = r.server.accept().unwrap();
+    assert_eq!(r.drive(|r| r.conn.state_name() == "relay"), None);
+    drop(r.conn);
+    let (got, end) = read_to_end(&mut r.user);
+    assert!(got.is_empty());
+    assert_eq!(end.unwrap_err().kind(), io::ErrorKind::ConnectionReset);
+    let (_, end) = read_to_end(&mut server);
+    assert_eq!(end.unwrap_err().kind(), io::ErrorKind::ConnectionReset);
+}

@@ -211,8 +211,18 @@ pub fn unsent_bytes(fd: RawFd) -> io::Result<i32> {
 
 /// Makes the next close send RST instead of FIN (relaying a reset).
 pub fn set_abortive_close(s: &TcpStream) {
+    set_linger(s, true);
+}
+
+/// Makes the next close orderly again: queued bytes and the FIN still go
+/// out after it.
+pub fn set_graceful_close(s: &TcpStream) {
+    set_linger(s, false);
+}
+
+fn set_linger(s: &TcpStream, abortive: bool) {
     let lg = libc::linger {
-        l_onoff: 1,
+        l_onoff: i32::from(abortive),
         l_linger: 0,
     };
     // SAFETY: lg lives across the call and its size is passed.
