@@ -309,6 +309,12 @@ fn long_legs_sending_together_share_the_links_rate_and_closing_hands_it_back() {
         (claim.id, fd, r.server)
     };
     let (a, a_fd, _la) = open(&mut pool);
+    // qemu-user (the cross builds' unit tests) does not pass this option
+    // on to the kernel: nothing to check there.
+    if crate::tuning::set_pacing_cap(a_fd, 123_000).is_err() || pacing_cap(a_fd) != 123_000 {
+        eprintln!("SKIPPED: SO_MAX_PACING_RATE does not reach a kernel here");
+        return;
+    }
     share.apply(&mut pool, now);
     assert_eq!(pacing_cap(a_fd), 1_000_000);
     let (_b, b_fd, _lb) = open(&mut pool);
