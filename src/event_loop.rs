@@ -24,6 +24,9 @@ const TICK: Duration = Duration::from_secs(1);
 /// After SIGTERM, live connections get this long to finish (procd sends
 /// SIGKILL after 5 s).
 const DRAIN: Duration = Duration::from_secs(3);
+/// How often connections that wait for their last acknowledgements are
+/// looked at (they hold their slot until then).
+const CLOSING_CHECK: Duration = Duration::from_millis(10);
 /// Packets and accepts handled per wake-up before connections get a turn.
 const BUDGET: usize = 256;
 
@@ -61,6 +64,9 @@ pub struct Proxy {
     counters: Counters,
     started: Instant,
     stop_at: Option<Instant>,
+    /// Connections waiting for their last acknowledgements; looked at
+    /// every CLOSING_CHECK, since no readiness says when they come.
+    closing: Vec<ConnId>,
 }
 
 impl Proxy {
@@ -98,8 +104,9 @@ impl Proxy {
             cfg.buffer_bytes,
             u64::from(cfg.max_conns) * 2 * u64::from(cfg.buffer_bytes) / 1024
         );
+        let pool_capacity = pool.capacity();
         let mut proxy = Proxy {
-            watched: vec![[0; 2]; pool.capacity()],
+            watched: vec![[0; 2]; pool_capacity],
             pool,
             poller,
             intake,
@@ -111,6 +118,7 @@ impl Proxy {
             counters: Counters::default(),
             started: Instant::now(),
             stop_at: None,
+            closing: Vec::with_capacity(pool_capacity),
             cfg,
         };
         proxy
@@ -165,8 +173,12 @@ impl Proxy {
                 log::info!("stopped");
                 return Ok(());
             }
+            self.check_closing(now);
             let snoop_due = self.snoop.as_mut().and_then(|sn| sn.on_timer(now));
-            let wake = snoop_due.map_or(next_tick, |d| d.min(next_tick));
+            let mut wake = snoop_due.map_or(next_tick, |d| d.min(next_tick));
+            if !self.closing.is_empty() {
+                wake = wake.min(now + CLOSING_CHECK);
+            }
             let mut batch = [0u64; BUDGET];
             let mut ready = [0 as Events; BUDGET];
             let mut n = 0;
@@ -331,7 +343,37 @@ impl Proxy {
         };
         match live.conn.run(ready, live.up, live.down, now) {
             Step::Done(end) => self.finish(id, end, now),
-            Step::Continue => self.sync_conn(id),
+            Step::Continue => {
+                if live.conn.is_closing() && !self.closing.contains(&id) {
+                    self.closing.push(id);
+                }
+                self.sync_conn(id);
+            }
+        }
+    }
+
+    /// Ends the connections whose last acknowledgements came.
+    fn check_closing(&mut self, now: Instant) {
+        let mut i = 0;
+        while i < self.closing.len() {
+            let id = self.closing[i];
+            let step = self.pool.live(id).map(|live| {
+                let idle = self.cfg.idle_timeout;
+                (
+                    live.conn.check_timers(now, idle, live.up, live.down),
+                    live.conn.is_closing(),
+                )
+            });
+            match step {
+                Some((Step::Continue, true)) => i += 1,
+                Some((Step::Done(end), _)) => {
+                    self.closing.swap_remove(i);
+                    self.finish(id, end, now);
+                }
+                _ => {
+                    self.closing.swap_remove(i);
+                }
+            }
         }
     }
 
@@ -342,6 +384,8 @@ impl Proxy {
             return;
         };
         self.watched[id.index()] = [0; 2];
+        self.intake
+            .forget_decision(&conn.tuple, self.cfg.mark_mask());
         self.counters.on_end(&conn, end);
         log::info!("{}", conn.close_line(end, now));
     }

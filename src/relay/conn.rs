@@ -27,6 +27,11 @@ pub enum Phase {
         end: End,
         deadline: Instant,
     },
+    /// Both FINs are passed on; waiting for the peers to acknowledge the
+    /// last bytes and FINs (see `Conn::closing`).
+    Closing {
+        deadline: Instant,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +42,9 @@ pub enum Side {
 
 /// How long a reset's survivor may take to receive what it is owed.
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+/// How long an ended connection waits for its last acknowledgements
+/// before it closes the ordinary way (FIN, TIME_WAIT).
+const CLOSE_LIMIT: Duration = Duration::from_secs(5);
 
 /// Why a connection ended, for the close log line and counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,12 +208,17 @@ impl Conn {
         self.down.bytes
     }
 
+    /// Waiting for the peers to acknowledge the end.
+    pub fn is_closing(&self) -> bool {
+        matches!(self.phase, Phase::Closing { .. })
+    }
+
     pub fn state_name(&self) -> &'static str {
         match self.phase {
             Phase::Connecting { .. } => "connecting",
             Phase::Relaying if self.up.eof || self.down.eof => "half-closed",
             Phase::Relaying => "relay",
-            Phase::Draining { .. } => "closing",
+            Phase::Draining { .. } | Phase::Closing { .. } => "closing",
         }
     }
 
@@ -226,6 +239,8 @@ impl Conn {
             ),
             // The survivor is read (and the bytes dropped) only to notice
             // when it closes; the side that reset is done.
+            // Nothing more to move: the tick checks the acknowledgements.
+            Phase::Closing { .. } => (0, 0),
             Phase::Draining {
                 toward: Side::Server,
                 ..
@@ -244,6 +259,7 @@ impl Conn {
             Phase::Connecting { .. } => self.connecting(ready, up, down, now),
             Phase::Relaying => self.relaying(ready, up, down, now),
             Phase::Draining { toward, end, .. } => self.draining(toward, end, ready, up, down),
+            Phase::Closing { deadline } => self.closing(deadline, now),
         }
     }
 
@@ -323,12 +339,29 @@ impl Conn {
             Err(failed) => return self.on_reset(failed, up, down, now),
         }
         if self.up.shut && self.down.shut {
-            // Both FINs are passed on: only now may the sockets close the
-            // orderly way (see Conn::new).
+            return self.closing(now + CLOSE_LIMIT, now);
+        }
+        Step::Continue
+    }
+
+    /// Both FINs are passed on. Once both peers have acknowledged every
+    /// byte and FIN, the legs close with a reset, which the peers no longer
+    /// mind: a FIN close would leave the router a TIME_WAIT socket per leg,
+    /// and the rules' socket match would hand such a socket the packets of
+    /// a later, unsplit connection on the same 4-tuple (a client reusing
+    /// its port), which it would answer with stale ACKs. Past the deadline
+    /// (a peer that never acknowledges), the legs close the ordinary way.
+    fn closing(&mut self, deadline: Instant, now: Instant) -> Step {
+        let acked = |s: &TcpStream| socket::unsent_bytes(s.as_raw_fd()).is_ok_and(|n| n == 0);
+        if acked(&self.client) && acked(&self.server) {
+            return Step::Done(End::Closed);
+        }
+        if deadline <= now {
             socket::set_graceful_close(&self.client);
             socket::set_graceful_close(&self.server);
             return Step::Done(End::Closed);
         }
+        self.phase = Phase::Closing { deadline };
         Step::Continue
     }
 
@@ -398,6 +431,7 @@ impl Conn {
             Phase::Draining { toward, end, .. } => {
                 self.draining(toward, end, Ready::default(), up, down)
             }
+            Phase::Closing { deadline } => self.closing(deadline, now),
             _ if now.duration_since(self.last_active) >= idle => self.abort(End::IdleTimeout),
             _ => Step::Continue,
         }

@@ -24,6 +24,8 @@ const BACKLOG: i32 = 1024;
 /// and what accepting from them needs.
 pub struct Intake {
     listeners: Vec<TcpListener>,
+    /// Conntrack, for free source ports and for forgetting decisions.
+    ct: Option<Conntrack>,
     ports: SourcePorts,
     /// Accepting failed for lack of fds or memory: the listeners stay
     /// unwatched until the next tick instead of waking the loop in vain.
@@ -65,6 +67,7 @@ impl Intake {
         }
         Ok(Intake {
             listeners,
+            ct: open_conntrack(),
             ports: SourcePorts::new(cfg.outgoing_source == OutgoingSource::Client),
             paused: false,
         })
@@ -81,6 +84,18 @@ impl Intake {
     /// Ends a pause; whether there was one (then watch the listeners again).
     pub fn resume(&mut self) -> bool {
         std::mem::replace(&mut self.paused, false)
+    }
+
+    /// A split connection ended: its conntrack entry forgets the decision
+    /// (the rules' `mask` bits), so that a new connection on the same
+    /// 4-tuple, which conntrack may count as the old one reopened, is
+    /// decided afresh instead of inheriting it.
+    pub fn forget_decision(&mut self, tuple: &FourTuple, mask: u32) {
+        if let Some(ct) = &mut self.ct
+            && let Err(e) = ct.clear_mark(tuple.client, tuple.server, mask)
+        {
+            log::debug!("conntrack: clearing a mark: {e}");
+        }
     }
 
     /// Stops accepting for good: the listeners close.
@@ -123,7 +138,8 @@ impl Intake {
                     break;
                 }
             };
-            match take(cfg, pool, &mut self.ports, client, peer, now) {
+            let ct = self.ct.as_mut();
+            match take(cfg, pool, ct, &mut self.ports, client, peer, now) {
                 Ok(id) => {
                     let _ = done.new.push(id);
                 }
@@ -143,6 +159,21 @@ impl Intake {
     }
 }
 
+/// A ctnetlink socket, if the kernel answers on it: a look-up of a tuple
+/// nobody uses tells (and loads its module while pepwrt is still root).
+fn open_conntrack() -> Option<Conntrack> {
+    let nobody = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+    match Conntrack::open().and_then(|mut ct| ct.exists(nobody, nobody).map(|_| ct)) {
+        Ok(ct) => Some(ct),
+        Err(e) => {
+            log::warn!(
+                "conntrack netlink unavailable ({e}): install kmod-nf-conntrack-netlink; without it outgoing ports are left to the kernel (they may clash with a client's unsplit connections) and a reused 4-tuple may inherit an ended connection's decision"
+            );
+            None
+        }
+    }
+}
+
 /// Ports tried for one outgoing leg before leaving the choice to the
 /// kernel.
 const PORT_PROBES: u16 = 64;
@@ -154,7 +185,8 @@ const PORT_PROBES: u16 = 64;
 /// server would answer the wrong one. Conntrack knows every connection
 /// that crosses the router, so a port it has no entry for is free.
 struct SourcePorts {
-    ct: Option<Conntrack>,
+    /// Whether outgoing legs leave from the client's address.
+    needed: bool,
     low: u16,
     span: u16,
     /// xorshift state for the ports tried.
@@ -162,7 +194,6 @@ struct SourcePorts {
 }
 
 impl SourcePorts {
-    /// `needed`: whether outgoing legs leave from the client's address.
     fn new(needed: bool) -> SourcePorts {
         let (low, high) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
             .ok()
@@ -172,22 +203,9 @@ impl SourcePorts {
             })
             .filter(|(l, h)| l <= h)
             .unwrap_or((32768, 60999));
-        // A look-up of a tuple nobody uses tells whether ctnetlink answers
-        // (and loads its module while pepwrt is still root).
-        let nobody = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
-        let ct = match Conntrack::open().and_then(|mut ct| ct.exists(nobody, nobody).map(|_| ct)) {
-            _ if !needed => None,
-            Ok(ct) => Some(ct),
-            Err(e) => {
-                log::warn!(
-                    "conntrack netlink unavailable ({e}): outgoing ports are left to the kernel and may clash with a client's unsplit connections; install kmod-nf-conntrack-netlink"
-                );
-                None
-            }
-        };
         let seed = std::process::id().wrapping_mul(2_654_435_761) | 1;
         SourcePorts {
-            ct,
+            needed,
             low,
             span: high - low,
             seed,
@@ -198,8 +216,14 @@ impl SourcePorts {
     /// uses, tried at random (a random try finds a free port even where
     /// most are taken), each try spending one of `tries`; none when
     /// conntrack cannot tell or the tries are spent.
-    fn next_free(&mut self, client: IpAddr, server: SocketAddr, tries: &mut u16) -> Option<u16> {
-        let ct = self.ct.as_mut()?;
+    fn next_free(
+        &mut self,
+        ct: Option<&mut Conntrack>,
+        client: IpAddr,
+        server: SocketAddr,
+        tries: &mut u16,
+    ) -> Option<u16> {
+        let ct = ct.filter(|_| self.needed)?;
         while *tries > 0 {
             *tries -= 1;
             self.seed ^= self.seed << 13;
@@ -259,6 +283,7 @@ impl std::fmt::Display for Refusal {
 fn take(
     cfg: &Config,
     pool: &mut Pool<Conn>,
+    mut ct: Option<&mut Conntrack>,
     ports: &mut SourcePorts,
     client: TcpStream,
     peer: SocketAddr,
@@ -308,7 +333,8 @@ fn take(
             // sockets hold it (EADDRINUSE, EADDRNOTAVAIL), the next one.
             let mut chosen = None;
             let mut tries = PORT_PROBES;
-            while let Some(port) = ports.next_free(peer.ip(), local, &mut tries) {
+            while let Some(port) = ports.next_free(ct.as_deref_mut(), peer.ip(), local, &mut tries)
+            {
                 match connect(Some(SocketAddr::new(peer.ip(), port))) {
                     Err(e)
                         if matches!(

@@ -9,6 +9,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use super::cvt;
 
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
+const IPCTNL_MSG_CT_NEW: u16 = 0;
 const IPCTNL_MSG_CT_GET: u16 = 1;
 const NLA_F_NESTED: u16 = 0x8000;
 const CTA_TUPLE_ORIG: u16 = 1;
@@ -21,6 +22,8 @@ const CTA_IP_V6_DST: u16 = 4;
 const CTA_PROTO_NUM: u16 = 1;
 const CTA_PROTO_SRC_PORT: u16 = 2;
 const CTA_PROTO_DST_PORT: u16 = 3;
+const CTA_MARK: u16 = 8;
+const CTA_MARK_MASK: u16 = 21;
 
 /// A ctnetlink socket for tuple look-ups.
 pub struct Conntrack {
@@ -36,14 +39,15 @@ struct Request {
 }
 
 impl Request {
-    fn new(family: u8, seq: u32) -> Request {
+    fn new(family: u8, msg: u16, flags: u16, seq: u32) -> Request {
         let mut r = Request {
             buf: [0; 128],
             len: 16,
         };
-        let ty = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET;
+        let ty = (NFNL_SUBSYS_CTNETLINK << 8) | msg;
+        let flags = libc::NLM_F_REQUEST as u16 | flags;
         r.buf[4..6].copy_from_slice(&ty.to_ne_bytes());
-        r.buf[6..8].copy_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
+        r.buf[6..8].copy_from_slice(&flags.to_ne_bytes());
         r.buf[8..12].copy_from_slice(&seq.to_ne_bytes());
         r.put(&[family, 0, 0, 0]);
         r
@@ -98,13 +102,41 @@ impl Conntrack {
     /// Whether conntrack holds a TCP connection with this tuple, in either
     /// direction.
     pub fn exists(&mut self, src: SocketAddr, dst: SocketAddr) -> io::Result<bool> {
+        self.ask(IPCTNL_MSG_CT_GET, 0, src, dst, None)
+    }
+
+    /// Clears the `mask` bits of a TCP connection's conntrack mark, if the
+    /// connection is still known (a gone one is no error).
+    pub fn clear_mark(&mut self, src: SocketAddr, dst: SocketAddr, mask: u32) -> io::Result<()> {
+        // Without NLM_F_CREATE this changes an entry and never makes one;
+        // the kernel sets mark = (mark & !MARK_MASK) ^ MARK.
+        self.ask(
+            IPCTNL_MSG_CT_NEW,
+            libc::NLM_F_ACK as u16,
+            src,
+            dst,
+            Some(mask),
+        )
+        .map(drop)
+    }
+
+    /// One request about the TCP tuple src -> dst (with, for a change of
+    /// mark, the bits to clear); the answer as `answer` reads it.
+    fn ask(
+        &mut self,
+        msg: u16,
+        flags: u16,
+        src: SocketAddr,
+        dst: SocketAddr,
+        clear: Option<u32>,
+    ) -> io::Result<bool> {
         self.seq = self.seq.wrapping_add(1);
         let family = if src.is_ipv4() {
             libc::AF_INET
         } else {
             libc::AF_INET6
         };
-        let mut r = Request::new(family as u8, self.seq);
+        let mut r = Request::new(family as u8, msg, flags, self.seq);
         let tuple = r.open(CTA_TUPLE_ORIG);
         let ip = r.open(CTA_TUPLE_IP);
         match (src.ip(), dst.ip()) {
@@ -125,6 +157,10 @@ impl Conntrack {
         r.attr(CTA_PROTO_DST_PORT, &dst.port().to_be_bytes());
         r.close(proto);
         r.close(tuple);
+        if let Some(mask) = clear {
+            r.attr(CTA_MARK, &0u32.to_be_bytes());
+            r.attr(CTA_MARK_MASK, &mask.to_be_bytes());
+        }
         let msg = r.finish();
         // SAFETY: a zeroed sockaddr_nl with its family set addresses the
         // kernel (pid 0).
@@ -192,7 +228,7 @@ mod tests {
 
     #[test]
     fn requests_nest_the_tuple_with_lengths_and_padding() {
-        let mut r = Request::new(libc::AF_INET as u8, 7);
+        let mut r = Request::new(libc::AF_INET as u8, IPCTNL_MSG_CT_GET, 0, 7);
         let t = r.open(CTA_TUPLE_ORIG);
         let ip = r.open(CTA_TUPLE_IP);
         r.attr(CTA_IP_V4_SRC, &[198, 18, 0, 2]);
