@@ -148,7 +148,7 @@ fn assert_clean(tb: &Testbed, trouble: (u64, u64)) {
 
 #[test]
 fn iptables_a_reused_client_port_gets_a_fresh_split_connection() {
-    let mut tb = Testbed::new();
+    let mut tb = testbed!();
     tb.install_rules("iptables", &[]);
     tb.start_pepwrt(&[]);
     let trouble = sequential_connects_from_one_port(&tb);
@@ -160,7 +160,7 @@ fn iptables_a_reused_client_port_gets_a_fresh_split_connection() {
 /// tests/relay.rs); the socket rule under test is nft's own.
 #[test]
 fn nft_a_reused_client_port_gets_a_fresh_split_connection() {
-    let mut tb = Testbed::new();
+    let mut tb = testbed!();
     let nft = String::from_utf8_lossy(
         &tb.exec(&[
             PEPWRT,

@@ -158,7 +158,7 @@ fn link_settings_are_validated_and_shown() {
         assert_eq!(code, 2, "{args:?}");
         assert!(err.contains(needle), "{args:?}: {err}");
     }
-    let mut tb = Testbed::new();
+    let mut tb = testbed!();
     // Autotuning reaches 4 MB at most: the 7.5 MB of two BDPs is fixed.
     tb.exec(&["sysctl", "-qw", "net.ipv4.tcp_wmem=4096 16384 4194304"]);
     let link = [
@@ -223,7 +223,7 @@ fn status_without_a_daemon_says_it_is_not_running() {
 
 #[test]
 fn port_in_use_and_missing_congestion_control_are_clear_errors() {
-    let mut tb = Testbed::new();
+    let mut tb = testbed!();
     tb.start_pepwrt(&[]);
     let control2 = format!("{}.2", tb.control.display());
     // A second daemon on the same control socket is refused...
@@ -272,7 +272,7 @@ fn port_in_use_and_missing_congestion_control_are_clear_errors() {
 
 #[test]
 fn check_reports_each_kernel_piece() {
-    let tb = Testbed::new();
+    let tb = testbed!();
     let (code, out, err) = tb_run(&tb, &["check", "--server-cc", "cubic"]);
     assert_eq!(code, 0, "{out}{err}");
     for piece in [
@@ -311,7 +311,7 @@ fn check_reports_each_kernel_piece() {
 /// people read them, not as raw syslog lines.
 #[test]
 fn without_syslog_an_error_is_on_stderr_once_and_readable() {
-    let mut tb = Testbed::new();
+    let mut tb = testbed!();
     tb.start_pepwrt(&[]);
     let control2 = format!("{}.3", tb.control.display());
     let out = tb_run(&tb, &["run", "--control", &control2, "--queue", "4002"]);
@@ -338,7 +338,7 @@ fn without_syslog_an_error_is_on_stderr_once_and_readable() {
 /// later) but named: a warning in check, at start and from rules.
 #[test]
 fn an_interface_that_does_not_exist_is_named_in_check_run_and_rules() {
-    let mut tb = Testbed::new();
+    let mut tb = testbed!();
     let (code, out, _) = tb_run(&tb, &["check", "--intercept", "nosuchif0"]);
     assert_eq!(code, 0, "{out}");
     assert!(

@@ -244,7 +244,7 @@ fn accounting(tb: &Testbed, what: &str, syns: u64) -> (u64, u64) {
 #[test]
 fn spoofed_syn_flood_leaves_room_for_legitimate_connections() {
     let _serial = serial();
-    let mut tb = Testbed::new();
+    let mut tb = testbed!();
     tb.install_rules("iptables", &[]);
     tb.start_pepwrt(&["--log-level", "info"]);
     let pid = tb.pepwrt_pid();
@@ -410,7 +410,7 @@ fn sockaddr4(a: SocketAddr) -> (libc::sockaddr_in, libc::socklen_t) {
 fn burst_of_1000_connects_is_accounted_and_relayed() {
     let _serial = serial();
     raise_fd_limit();
-    let mut tb = Testbed::new();
+    let mut tb = testbed!();
     tb.install_rules("iptables", &[]);
     tb.start_pepwrt(&[
         "--log-level",
@@ -505,7 +505,7 @@ fn thousands_of_idle_connections_leave_pepwrt_responsive() {
     let _serial = serial();
     raise_fd_limit();
     const IDLE: usize = 2000;
-    let mut tb = Testbed::new();
+    let mut tb = testbed!();
     tb.install_rules("iptables", &[]);
     tb.start_pepwrt(&[
         "--log-level",

@@ -639,7 +639,7 @@ fn every_target_has_a_corpus_and_a_cargo_fuzz_binary() {
 /// must keep answering well-formed requests with a whole report.
 #[test]
 fn fuzz_control_socket_live() {
-    let mut tb = common::Testbed::new();
+    let mut tb = common::testbed!();
     tb.install_rules("iptables", &[]);
     tb.start_pepwrt(&["--max-conns", "32"]);
     let path = tb.control.clone();

@@ -23,7 +23,7 @@ const LINK: [&str; 6] = [
 
 #[test]
 fn link_settings_pace_the_long_leg_and_window_its_route() {
-    let mut tb = Testbed::new();
+    let mut tb = testbed!();
     // The testbed's router has connected routes only; a default route is
     // what `pepwrt rules` puts the initial window on.
     tb.exec(&["ip", "route", "add", "default", "via", SERVER4]);

@@ -307,7 +307,7 @@ fn ucode_call(cmd: &mut Command) -> &mut Command {
 
 #[test]
 fn plugins_report_a_live_pepwrt_with_split_connections() {
-    let mut tb = Testbed::new();
+    let mut tb = testbed!();
     tb.install_rules("iptables", &[]);
     tb.start_pepwrt(&["--max-conns", "8", "--buffer", "16k"]);
     let (clients, server) = live_connections(&tb, 2, 3000, 50_000);

@@ -39,7 +39,7 @@ fn concurrent_echo(tb: &Testbed, server: &str, conns: usize, max_len: usize) -> 
 
 #[test]
 fn concurrent_transfers_with_half_close_are_relayed_intact_ipv4_and_ipv6() {
-    let mut tb = Testbed::new();
+    let mut tb = testbed!();
     tb.install_rules("iptables", &[]);
     tb.start_pepwrt(&["--buffer", "16k"]);
     let peers = concurrent_echo(&tb, SERVER4, 40, 400_000);
@@ -65,7 +65,7 @@ fn concurrent_transfers_with_half_close_are_relayed_intact_ipv4_and_ipv6() {
 
 #[test]
 fn status_and_ss_show_both_legs_of_a_live_connection() {
-    let mut tb = Testbed::new();
+    let mut tb = testbed!();
     tb.install_rules("iptables", &[]);
     tb.start_pepwrt(&[]);
     let listener = tb.server_listener("198.18.1.2:7001");
@@ -111,7 +111,7 @@ fn status_and_ss_show_both_legs_of_a_live_connection() {
 
 #[test]
 fn full_pool_passes_new_connections_unsplit_and_they_still_work() {
-    let mut tb = Testbed::new();
+    let mut tb = testbed!();
     tb.install_rules("iptables", &[]);
     tb.start_pepwrt(&["--max-conns", "2"]);
     let listener = tb.server_listener("198.18.1.2:7002");
@@ -138,7 +138,7 @@ fn full_pool_passes_new_connections_unsplit_and_they_still_work() {
 
 #[test]
 fn traffic_flows_unsplit_after_pepwrt_is_killed_and_a_restart_leaves_no_stale_state() {
-    let mut tb = Testbed::new();
+    let mut tb = testbed!();
     tb.install_rules("iptables", &[]);
     let first = tb.start_pepwrt(&[]);
     tb.signal(first, libc::SIGKILL);
@@ -157,7 +157,7 @@ fn traffic_flows_unsplit_after_pepwrt_is_killed_and_a_restart_leaves_no_stale_st
 
 #[test]
 fn direct_connections_to_the_listener_are_refused() {
-    let mut tb = Testbed::new();
+    let mut tb = testbed!();
     tb.install_rules("iptables", &[]);
     tb.start_pepwrt(&[]);
     let outcome = tb
@@ -189,7 +189,7 @@ fn direct_connections_to_the_listener_are_refused() {
 
 #[test]
 fn failed_connect_and_server_reset_reach_the_client_as_resets() {
-    let mut tb = Testbed::new();
+    let mut tb = testbed!();
     tb.install_rules("iptables", &[]);
     tb.start_pepwrt(&[]);
     // Nothing listens on 7999: the server's RST becomes the client's.
@@ -231,7 +231,7 @@ fn failed_connect_and_server_reset_reach_the_client_as_resets() {
 
 #[test]
 fn steady_state_allocates_nothing() {
-    let mut tb = Testbed::new();
+    let mut tb = testbed!();
     tb.install_rules("iptables", &[]);
     tb.start_pepwrt(&["--max-conns", "16"]);
     // Warm up: the first connections may grow the nfq crate's internal
@@ -250,7 +250,7 @@ fn steady_state_allocates_nothing() {
 
 #[test]
 fn sigterm_lets_live_connections_finish_then_exits_cleanly() {
-    let mut tb = Testbed::new();
+    let mut tb = testbed!();
     tb.install_rules("iptables", &[]);
     let d = tb.start_pepwrt(&[]);
     let listener = tb.server_listener("198.18.1.2:7005");
@@ -280,7 +280,7 @@ fn sigterm_lets_live_connections_finish_then_exits_cleanly() {
 /// (socket match, TPROXY, marks, routing) is the nft text users get.
 #[test]
 fn nft_ruleset_intercepts_with_queue_supplied_by_iptables() {
-    let mut tb = Testbed::new();
+    let mut tb = testbed!();
     let nft = String::from_utf8_lossy(
         &tb.exec(&[
             PEPWRT,
@@ -345,7 +345,7 @@ fn nft_ruleset_intercepts_with_queue_supplied_by_iptables() {
 
 #[test]
 fn stuck_connect_and_idle_connections_time_out() {
-    let mut tb = Testbed::new();
+    let mut tb = testbed!();
     tb.install_rules("iptables", &[]);
     tb.start_pepwrt(&["--connect-timeout", "1", "--idle-timeout", "2"]);
     // The server drops SYNs to 7010: pepwrt's connect hangs, then the
@@ -376,7 +376,7 @@ fn stuck_connect_and_idle_connections_time_out() {
 /// counts it and lets it pass unchanged.
 #[test]
 fn malformed_syn_is_accepted_and_counted() {
-    let mut tb = Testbed::new();
+    let mut tb = testbed!();
     tb.install_rules("iptables", &[]);
     tb.start_pepwrt(&[]);
     let sent = tb
@@ -458,7 +458,7 @@ fn first_read(tb: &Testbed, addr: &'static str, secs: u64) -> std::io::Result<us
 /// slow client before the reset does.
 #[test]
 fn server_reset_after_a_large_write_loses_no_acknowledged_bytes() {
-    let mut tb = Testbed::new();
+    let mut tb = testbed!();
     tb.install_rules("iptables", &[]);
     tb.start_pepwrt(&["--buffer", "64k", "--client-sndbuf", "16k"]);
     let data = payload(77, 1 << 20);
@@ -512,7 +512,7 @@ fn server_reset_after_a_large_write_loses_no_acknowledged_bytes() {
 /// the router holds a fast-open cookie.
 #[test]
 fn fast_open_works_when_the_server_speaks_first() {
-    let mut tb = Testbed::new();
+    let mut tb = testbed!();
     tb.install_rules("iptables", &[]);
     tb.exec(&["sysctl", "-qw", "net.ipv4.tcp_fastopen=3"]);
     run(&[
@@ -556,7 +556,7 @@ fn fast_open_works_when_the_server_speaks_first() {
 /// with only CAP_NET_ADMIN and CAP_NET_RAW.
 #[test]
 fn runs_as_an_ordinary_user_with_two_capabilities() {
-    let mut tb = Testbed::new();
+    let mut tb = testbed!();
     tb.install_rules("iptables", &[]);
     tb.start_pepwrt(&["--user", "nobody"]);
     let pid = json_number(&tb.status(), "pid").expect("pid");
@@ -605,7 +605,7 @@ fn echo_once(tb: &Testbed, addr: &'static str, msg: &'static [u8]) {
 /// disagreed about who the connection was with).
 #[test]
 fn a_passed_connection_stays_passed_when_its_syn_comes_again() {
-    let mut tb = Testbed::new();
+    let mut tb = testbed!();
     tb.install_rules("iptables", &[]);
     tb.start_pepwrt(&["--max-conns", "1"]);
     let busy = tb.server_listener("198.18.1.2:7011");
@@ -671,7 +671,7 @@ fn a_passed_connection_stays_passed_when_its_syn_comes_again() {
 /// never read, cost the relay nothing (the loop used to block on each).
 #[test]
 fn silent_control_clients_do_not_stall_relaying() {
-    let mut tb = Testbed::new();
+    let mut tb = testbed!();
     tb.install_rules("iptables", &[]);
     tb.start_pepwrt(&[]);
     let listener = tb.server_listener("198.18.1.2:7012");
@@ -704,7 +704,7 @@ fn silent_control_clients_do_not_stall_relaying() {
 /// unsplit connections in 41000-41099, the router picks from 41000-41119.
 #[test]
 fn outgoing_legs_never_take_a_port_of_the_clients_unsplit_connections() {
-    let mut tb = Testbed::new();
+    let mut tb = testbed!();
     let range = |ns: &str, r: &str| {
         let setting = format!("net.ipv4.ip_local_port_range={r}");
         run(&["ip", "netns", "exec", ns, "sysctl", "-qw", &setting]);

@@ -89,7 +89,7 @@ fn soak_mixed_traffic_keeps_memory_and_fds_flat() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(40);
-    let mut tb = Testbed::new();
+    let mut tb = testbed!();
     tb.install_rules("iptables", &[]);
     tb.start_pepwrt(&[
         "--log-level",
@@ -232,7 +232,7 @@ fn soak_mixed_traffic_keeps_memory_and_fds_flat() {
 /// working, and new ones are split again.
 #[test]
 fn sigkill_under_traffic_fails_open_and_a_restart_leaves_no_stale_state() {
-    let mut tb = Testbed::new();
+    let mut tb = testbed!();
     tb.install_rules("iptables", &[]);
     let rules = |tb: &Testbed| {
         ["iptables-save", "ip6tables-save"]

@@ -79,7 +79,7 @@ fn cpu_seconds(pid: &str) -> f64 {
 #[test]
 #[ignore = "benchmark: run with --ignored --nocapture"]
 fn relay_throughput_direct_vs_pepwrt() {
-    let mut tb = Testbed::new();
+    let mut tb = testbed!();
     let mut port = 9000;
     let mut results = Vec::new();
     for round in 0..3 {
@@ -148,7 +148,7 @@ fn raise_nofile() {
 #[ignore = "benchmark: run with --ignored --nocapture"]
 fn bulk_flow_beside_idle_connections() {
     raise_nofile();
-    let mut tb = Testbed::new();
+    let mut tb = testbed!();
     tb.install_rules("iptables", &[]);
     tb.start_pepwrt(&["--max-conns", "1600", "--log-level", "warn"]);
     let alone = transfer(&tb, 9100, false);

@@ -972,14 +972,20 @@ fn phase(tb: &mut Testbed, seed: u64, p: &Phase<'_>) -> (usize, Vec<String>) {
     let dropped = n("syn_dropped");
     check(
         split + passed + dropped == queued,
-        format!("{queued} SYNs queued, split + passed + unseen = {}", split + passed + dropped),
+        format!(
+            "{queued} SYNs queued, split + passed + unseen = {}",
+            split + passed + dropped
+        ),
     );
     // Every connect was decided at least once (fewer: a SYN missed the
     // queue, defect 2: the router's TIME_WAIT socket matched the socket
     // rule; or it inherited an ended connection's decision).
     check(
         split + passed + dropped >= attempts,
-        format!("{attempts} connects, split + passed + unseen = {}", split + passed + dropped),
+        format!(
+            "{attempts} connects, split + passed + unseen = {}",
+            split + passed + dropped
+        ),
     );
     // Every split SYN became a relayed connection (defect 1: a split
     // retransmission whose connection the server's SYN-ACK already won).
@@ -1026,7 +1032,7 @@ fn torture(jobs_ample: usize, jobs_small: usize, jobs_fastopen: usize) {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(11);
-    let mut tb = Testbed::new();
+    let mut tb = testbed!();
     tb.install_rules("iptables", &[]);
     firewall(&tb);
     let phases = [
@@ -1093,7 +1099,7 @@ fn torture_full() {
 /// issue 11 (most over 5 ms while the router's TIME_WAIT socket answers).
 #[test]
 fn a_port_reused_at_once_is_admitted_afresh_each_time() {
-    let mut tb = Testbed::new();
+    let mut tb = testbed!();
     tb.install_rules("iptables", &[]);
     tb.start_pepwrt(&["--log-level", "info"]);
     let server = Server::start(&tb, &[PORT]);

@@ -29,6 +29,39 @@ pub fn require_root() {
     );
 }
 
+/// Whether this process may build network namespaces. Without root a
+/// namespace test is skipped, and says so on the terminal itself (past
+/// the test harness's capture, so the skip is seen); with
+/// PEPWRT_REQUIRE_ROOT=1, as CI sets it, it fails instead.
+pub fn have_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var_os("PEPWRT_REQUIRE_ROOT").is_none(),
+        "these tests build network namespaces and need root"
+    );
+    let name = thread::current().name().unwrap_or("a test").to_string();
+    let line = format!("pepwrt tests: SKIPPED {name}: needs root (network namespaces)\n");
+    // SAFETY: writes our own buffer to stderr's fd.
+    unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
+    false
+}
+
+/// A testbed, or (without root) a loud skip of the calling test.
+#[allow(unused_macros)]
+macro_rules! testbed {
+    () => {
+        match crate::common::have_root() {
+            true => crate::common::Testbed::new(),
+            false => return,
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use testbed;
+
 fn sh(args: &[&str]) -> Output {
     Command::new(args[0])
         .args(&args[1..])
