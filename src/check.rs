@@ -23,6 +23,16 @@ const RULE_PIECES: &[(&str, &[&str], &str)] = &[
         &["xt_socket", "nft_socket", "nf_socket_ipv4"],
         "kmod-nft-socket (fw4) or kmod-ipt-socket (fw3)",
     ),
+    (
+        "conntrack mark (a decision sticks to its connection)",
+        &["nft_ct", "xt_connmark", "nf_tables"],
+        "kmod-nft-core (fw4) or iptables-mod-conntrack-extra (fw3)",
+    ),
+    (
+        "conntrack netlink (free source ports, forgotten decisions)",
+        &["nf_conntrack_netlink"],
+        "kmod-nf-conntrack-netlink",
+    ),
 ];
 
 /// Whether a module is loaded, built in, or installed to be loaded on

@@ -326,6 +326,7 @@ fn pepwrt_ipk_per_arch() {
             "kmod-nft-queue | iptables-mod-nfqueue",
             "kmod-nft-tproxy | iptables-mod-tproxy",
             "kmod-nft-socket | iptables-mod-socket",
+            "kmod-nf-conntrack-netlink",
             "kmod-tcp-bbr",
         ] {
             assert!(
@@ -1239,6 +1240,7 @@ fn pepwrt_apk_per_arch() {
         assert_eq!(
             d.depends,
             [
+                "kmod-nf-conntrack-netlink",
                 "kmod-nft-queue",
                 "kmod-nft-socket",
                 "kmod-nft-tproxy",
@@ -1338,6 +1340,7 @@ fn dependency_stand_ins(dir: &Path) -> Vec<String> {
         "kmod-nft-queue",
         "kmod-nft-tproxy",
         "kmod-nft-socket",
+        "kmod-nf-conntrack-netlink",
         "kmod-tcp-bbr",
         "luci-base",
     ]
