@@ -10,8 +10,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::FromRawFd;
+use std::net::{SocketAddr, TcpListener};
 use std::thread;
 use std::time::Duration;
 
@@ -20,49 +19,6 @@ use common::*;
 /// Connections per run, all from the same client port.
 const CONNS: usize = 4;
 const CLIENT_PORT: u16 = 41000;
-
-/// A connect from a fixed local address, with SO_REUSEADDR so the port
-/// can be taken again right after the previous connection closed.
-fn connect_from(local: SocketAddr, remote: SocketAddr) -> std::io::Result<TcpStream> {
-    let (SocketAddr::V4(l), SocketAddr::V4(r)) = (local, remote) else {
-        panic!("IPv4 only");
-    };
-    let sin = |a: std::net::SocketAddrV4| libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: a.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(*a.ip()).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
-    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    // SAFETY: plain socket calls on a descriptor this function owns, with
-    // valid pointers and sizes; the descriptor goes into the TcpStream.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let stream = TcpStream::from_raw_fd(fd);
-        let one: libc::c_int = 1;
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_REUSEADDR,
-            (&raw const one).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-        let ls = sin(l);
-        if libc::bind(fd, (&raw const ls).cast(), len) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let rs = sin(r);
-        if libc::connect(fd, (&raw const rs).cast(), len) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(stream)
-    }
-}
 
 /// One `Section: Name` counter of /proc/net/{snmp,netstat} in the calling
 /// thread's network namespace.
@@ -111,7 +67,7 @@ fn sequential_connects_from_one_port(tb: &Testbed) -> (u64, u64) {
         .in_client(move || {
             let before = client_trouble();
             for i in 0..CONNS {
-                let mut s = connect_from(local, target).expect("connect");
+                let mut s = connect_from(Some(local), target).expect("connect");
                 s.set_read_timeout(Some(Duration::from_secs(10)))
                     .expect("timeout");
                 let mut got = Vec::new();
@@ -161,58 +117,7 @@ fn iptables_a_reused_client_port_gets_a_fresh_split_connection() {
 #[test]
 fn nft_a_reused_client_port_gets_a_fresh_split_connection() {
     let mut tb = testbed!();
-    let nft = String::from_utf8_lossy(
-        &tb.exec(&[
-            PEPWRT,
-            "rules",
-            "--backend",
-            "nft",
-            "--part",
-            "firewall",
-            "--intercept",
-            &tb.lan_if,
-        ])
-        .stdout,
-    )
-    .to_string();
-    let adapted: String = nft
-        .lines()
-        .filter(|l| !l.contains("queue num"))
-        .map(|l| l.replace("priority mangle;", "priority mangle + 1;") + "\n")
-        .collect();
-    let path = std::env::temp_dir().join(format!("{}.nft", tb.prefix));
-    std::fs::write(&path, adapted).expect("write");
-    tb.exec(&["nft", "-f", &path.to_string_lossy()]);
-    let _ = std::fs::remove_file(&path);
-    let routing = String::from_utf8_lossy(&tb.exec(&[PEPWRT, "rules", "--part", "routing"]).stdout)
-        .to_string();
-    tb.exec(&["sh", "-c", &routing]);
-    tb.exec(&[
-        "iptables",
-        "-t",
-        "mangle",
-        "-A",
-        "PREROUTING",
-        "-i",
-        &tb.lan_if,
-        "-p",
-        "tcp",
-        "--syn",
-        "-m",
-        "mark",
-        "--mark",
-        "0/0x20000",
-        "-m",
-        "addrtype",
-        "!",
-        "--dst-type",
-        "LOCAL",
-        "-j",
-        "NFQUEUE",
-        "--queue-num",
-        "3135",
-        "--queue-bypass",
-    ]);
+    tb.install_nft_rules_with_xt_queue(&["ipv4"]);
     tb.start_pepwrt(&[]);
     let trouble = sequential_connects_from_one_port(&tb);
     assert_clean(&tb, trouble);

@@ -281,61 +281,7 @@ fn sigterm_lets_live_connections_finish_then_exits_cleanly() {
 #[test]
 fn nft_ruleset_intercepts_with_queue_supplied_by_iptables() {
     let mut tb = testbed!();
-    let nft = String::from_utf8_lossy(
-        &tb.exec(&[
-            PEPWRT,
-            "rules",
-            "--backend",
-            "nft",
-            "--part",
-            "firewall",
-            "--intercept",
-            &tb.lan_if,
-        ])
-        .stdout,
-    )
-    .to_string();
-    assert!(nft.contains("queue num 3135 bypass"));
-    let adapted: String = nft
-        .lines()
-        .filter(|l| !l.contains("queue num"))
-        .map(|l| l.replace("priority mangle;", "priority mangle + 1;") + "\n")
-        .collect();
-    let path = std::env::temp_dir().join(format!("{}.nft", tb.prefix));
-    std::fs::write(&path, adapted).expect("write");
-    tb.exec(&["nft", "-f", &path.to_string_lossy()]);
-    let _ = std::fs::remove_file(&path);
-    let routing = String::from_utf8_lossy(&tb.exec(&[PEPWRT, "rules", "--part", "routing"]).stdout)
-        .to_string();
-    tb.exec(&["sh", "-c", &routing]);
-    for ipt in ["iptables", "ip6tables"] {
-        tb.exec(&[
-            ipt,
-            "-t",
-            "mangle",
-            "-A",
-            "PREROUTING",
-            "-i",
-            &tb.lan_if,
-            "-p",
-            "tcp",
-            "--syn",
-            "-m",
-            "mark",
-            "--mark",
-            "0/0x20000",
-            "-m",
-            "addrtype",
-            "!",
-            "--dst-type",
-            "LOCAL",
-            "-j",
-            "NFQUEUE",
-            "--queue-num",
-            "3135",
-            "--queue-bypass",
-        ]);
-    }
+    tb.install_nft_rules_with_xt_queue(&["ipv4", "ipv6"]);
     tb.start_pepwrt(&[]);
     let peers = concurrent_echo(&tb, SERVER4, 8, 100_000);
     assert!(peers.iter().all(|p| p.ip().to_string() == CLIENT4));

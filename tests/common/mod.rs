@@ -7,7 +7,7 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -754,4 +754,149 @@ pub fn run_with_progress(cmd: &mut Command) -> Result<String, String> {
     }
     eprintln!("{cmd:?} took {:?}", start.elapsed());
     Ok(stdout)
+}
+
+impl Testbed {
+    /// pepwrt's nft ruleset as users get it, but for its queue rule: nft's
+    /// `queue` is absent from this kernel, so iptables' NFQUEUE target
+    /// stands in for it, in a hook that runs just before nft's (`families`:
+    /// "ipv4" and/or "ipv6"); then the routing part.
+    pub fn install_nft_rules_with_xt_queue(&self, families: &[&str]) {
+        let out = self.exec(&[
+            PEPWRT,
+            "rules",
+            "--backend",
+            "nft",
+            "--part",
+            "firewall",
+            "--intercept",
+            &self.lan_if,
+        ]);
+        let nft = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(nft.contains("queue num 3135 bypass"), "{nft}");
+        let adapted: String = nft
+            .lines()
+            .filter(|l| !l.contains("queue num"))
+            .map(|l| l.replace("priority mangle;", "priority mangle + 1;") + "\n")
+            .collect();
+        let path = std::env::temp_dir().join(format!("{}.nft", self.prefix));
+        std::fs::write(&path, adapted).expect("write");
+        self.exec(&["nft", "-f", &path.to_string_lossy()]);
+        let _ = std::fs::remove_file(&path);
+        let routing = self.exec(&[PEPWRT, "rules", "--part", "routing"]);
+        self.exec(&["sh", "-c", &String::from_utf8_lossy(&routing.stdout)]);
+        for family in families {
+            let ipt = if *family == "ipv6" {
+                "ip6tables"
+            } else {
+                "iptables"
+            };
+            self.exec(&[
+                ipt,
+                "-t",
+                "mangle",
+                "-A",
+                "PREROUTING",
+                "-i",
+                &self.lan_if,
+                "-p",
+                "tcp",
+                "--syn",
+                "-m",
+                "mark",
+                "--mark",
+                "0/0x20000",
+                "-m",
+                "addrtype",
+                "!",
+                "--dst-type",
+                "LOCAL",
+                "-j",
+                "NFQUEUE",
+                "--queue-num",
+                "3135",
+                "--queue-bypass",
+            ]);
+        }
+    }
+}
+
+/// A TCP connect from a chosen local address (SO_REUSEADDR), for port
+/// reuse; an ephemeral port when `local` is None.
+pub fn connect_from(local: Option<SocketAddr>, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let Some(local) = local else {
+        return TcpStream::connect_timeout(&to, Duration::from_secs(10));
+    };
+    let family = if to.is_ipv6() {
+        libc::AF_INET6
+    } else {
+        libc::AF_INET
+    };
+    // SAFETY: plain socket calls on a fd we own; the sockaddr buffers are
+    // built for their family and sized accordingly.
+    unsafe {
+        let fd = libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let s = TcpStream::from_raw_fd(fd);
+        let one: libc::c_int = 1;
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            (&raw const one).cast(),
+            4,
+        );
+        let (la, ll) = sockaddr(local);
+        if libc::bind(fd, (&raw const la).cast(), ll) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let (ra, rl) = sockaddr(to);
+        if libc::connect(fd, (&raw const ra).cast(), rl) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(s)
+    }
+}
+
+fn sockaddr(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: an all-zero sockaddr_storage is valid; it is large enough
+    // for either family.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    match a {
+        SocketAddr::V4(v4) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: v4.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(v4.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_in fits in sockaddr_storage.
+            unsafe { std::ptr::write((&raw mut ss).cast(), sin) };
+            (
+                ss,
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        }
+        SocketAddr::V6(v6) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: v6.port().to_be(),
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr {
+                    s6_addr: v6.ip().octets(),
+                },
+                sin6_scope_id: 0,
+            };
+            // SAFETY: sockaddr_in6 fits in sockaddr_storage.
+            unsafe { std::ptr::write((&raw mut ss).cast(), sin6) };
+            (
+                ss,
+                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+            )
+        }
+    }
 }
