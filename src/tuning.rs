@@ -17,10 +17,10 @@ pub fn before_handshake(fd: RawFd, leg: &LegOptions, mss: Option<u16>) -> io::Re
         socket::set_congestion(fd, cc).map_err(|e| with_context(e, "TCP_CONGESTION", cc))?;
     }
     if let Some(b) = leg.sndbuf_bytes {
-        set_buffer(fd, SO_SNDBUFFORCE, SO_SNDBUF, b)?;
+        socket::set_buffer(fd, SO_SNDBUFFORCE, SO_SNDBUF, b)?;
     }
     if let Some(b) = leg.rcvbuf_bytes {
-        set_buffer(fd, SO_RCVBUFFORCE, SO_RCVBUF, b)?;
+        socket::set_buffer(fd, SO_RCVBUFFORCE, SO_RCVBUF, b)?;
     }
     if let Some(m) = leg.mss.or(mss) {
         socket::set_int(fd, IPPROTO_TCP, TCP_MAXSEG, i32::from(m))?;
@@ -50,15 +50,6 @@ pub fn after_handshake(fd: RawFd, leg: &LegOptions) -> io::Result<()> {
 pub fn set_pacing_cap(fd: RawFd, rate: u32) -> io::Result<()> {
     let rate = rate.min(i32::MAX as u32) as i32;
     socket::set_int(fd, SOL_SOCKET, libc::SO_MAX_PACING_RATE, rate)
-}
-
-/// A long link needs buffers beyond net.core.[rw]mem_max: the FORCE
-/// variant (CAP_NET_ADMIN, which pepwrt has) ignores that cap; without the
-/// capability the plain option still gets what the sysctl allows.
-fn set_buffer(fd: RawFd, force: libc::c_int, plain: libc::c_int, bytes: u32) -> io::Result<()> {
-    let val = bytes.min(i32::MAX as u32) as i32;
-    socket::set_int(fd, SOL_SOCKET, force, val)
-        .or_else(|_| socket::set_int(fd, SOL_SOCKET, plain, val))
 }
 
 fn with_context(e: io::Error, what: &str, value: &str) -> io::Error {

@@ -185,12 +185,17 @@ pub fn connect(
     Ok(unsafe { TcpStream::from_raw_fd(s.take()) })
 }
 
-/// A receive buffer beyond net.core.rmem_max when we may (CAP_NET_ADMIN),
-/// else what the sysctl allows.
-pub fn set_receive_buffer(fd: RawFd, bytes: u32) -> io::Result<()> {
+/// A buffer beyond net.core.[rw]mem_max when we may: the FORCE variant
+/// (CAP_NET_ADMIN, which pepwrt has) ignores that cap; without the
+/// capability the plain option still gets what the sysctl allows.
+pub fn set_buffer(fd: RawFd, force: libc::c_int, plain: libc::c_int, bytes: u32) -> io::Result<()> {
     let val = bytes.min(i32::MAX as u32) as i32;
-    set_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, val)
-        .or_else(|_| set_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, val))
+    set_int(fd, libc::SOL_SOCKET, force, val).or_else(|_| set_int(fd, libc::SOL_SOCKET, plain, val))
+}
+
+/// A receive buffer of `bytes`, see `set_buffer`.
+pub fn set_receive_buffer(fd: RawFd, bytes: u32) -> io::Result<()> {
+    set_buffer(fd, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, bytes)
 }
 
 /// The pending error of a socket (how a non-blocking connect ended).
