@@ -29,10 +29,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn pkg(rel: &str) -> PathBuf {
     repo().join("openwrt/luci-app-pepwrt").join(rel)
 }
@@ -272,18 +268,6 @@ fn live_connections(
     (clients, server)
 }
 
-/// Polls `f` until it returns true or 10 s pass.
-fn eventually(mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
-    false
-}
-
 /// `ip netns exec ROUTER env PEPWRT_BIN=... PEPWRT_CONTROL=...`, to which
 /// the caller appends the plugin command.
 fn plugin_env(tb: &Testbed, control: &str) -> Command {
@@ -321,7 +305,7 @@ fn plugins_report_a_live_pepwrt_with_split_connections() {
     };
     // The daemon counts bytes as it relays them; wait until both legs are done.
     let mut last = String::new();
-    let settled = eventually(|| {
+    let settled = eventually(Duration::from_secs(10), || {
         last = shell_status();
         json_number(&last, "bytes_down") == Some(100_000)
             && json_number(&last, "bytes_up") == Some(6000)
@@ -352,7 +336,9 @@ fn plugins_report_a_live_pepwrt_with_split_connections() {
     drop(clients);
     drop(server.join().expect("server"));
     // Both closed: no live connections remain in the answer.
-    let closed = eventually(|| json_number(&shell_status(), "active") == Some(0));
+    let closed = eventually(Duration::from_secs(10), || {
+        json_number(&shell_status(), "active") == Some(0)
+    });
     assert!(closed, "connections still listed: {}", shell_status());
     check_answer(
         &shell_status(),
