@@ -58,10 +58,27 @@ def cell_time(rs):
     return med, f"{med:.2f} s ({min(done):.2f}–{max(done):.2f})"
 
 
+def paired(direct_rs, rs):
+    """Run k against direct's run k (the same losses, see tests/bench/run):
+    (median, worst, best) of those speedups, or None. On lossy links this
+    tells setups apart where the medians' spread does not."""
+    ratios = sorted(elapsed(d) / elapsed(r) for d, r in zip(direct_rs, rs)
+                    if elapsed(d) is not None and elapsed(r) is not None)
+    if len(ratios) < 2:
+        return None
+    return statistics.median(ratios), ratios[0], ratios[-1]
+
+
+def paired_text(direct_rs, rs):
+    p = paired(direct_rs, rs)
+    return f"{p[0]:.2f}× ({p[1]:.2f}–{p[2]:.2f})" if p else "–"
+
+
 def profile_table(run, setups):
     lines = [
-        "| Test | Limit | Setup | Time, median (min–max) | Goodput | Of limit | Speedup vs direct |",
-        "|---|---|---|---|---|---|---|",
+        "| Test | Limit | Setup | Time, median (min–max) | Goodput | Of limit | Speedup vs direct "
+        "| Run by run, median (min–max) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for (op, size), by_setup in run["results"].items():
         lim = limit_s(run, op, size)
@@ -81,7 +98,9 @@ def profile_table(run, setups):
             else:
                 best = max(r["delivered"] * 8 / max(1e-9, r["end"] - r["start"]) for r in rs)
                 goodput, of_limit, speedup = f"{best / 1e6:.2f} Mbit/s (partial)", "–", "–"
-            lines.append(f"| {NAMES[op]} {human(size)} | {lim:.2f} s | {setup} | {text} | {goodput} | {of_limit} | {speedup} |")
+            pair = paired_text(by_setup.get("direct", []), rs) if setup != "direct" else "–"
+            lines.append(f"| {NAMES[op]} {human(size)} | {lim:.2f} s | {setup} | {text} | {goodput} | {of_limit} "
+                         f"| {speedup} | {pair} |")
     return "\n".join(lines)
 
 
@@ -116,8 +135,10 @@ def summary(runs):
                 t = f"{med:.2f}" if med is not None else "incomplete"
                 sp = f"{base / med:.2f}" if med and base else "-"
                 ol = f"{med / limit_s(run, op, size):.2f}" if med else "-"
+                pair = paired(by_setup.get("direct", []), rs) if setup != "direct" else None
                 yield (f"SUMMARY {run['profile']} {NAMES[op].replace(' ', '-')} {human(size).replace(' ', '')} "
-                       f"{setup.replace(' ', '-')} {t} s speedup {sp} of-limit {ol} limit {limit_s(run, op, size):.2f}")
+                       f"{setup.replace(' ', '-')} {t} s speedup {sp} of-limit {ol} limit {limit_s(run, op, size):.2f}"
+                       + (f" paired {pair[0]:.2f} worst {pair[1]:.2f}" if pair else ""))
 
 
 def describe(run):
@@ -146,13 +167,18 @@ def markdown(command, runs, setups, args, seconds):
         "settings and `--link-leg client`. **link fast**: link settings that claim twice the link's rates. "
         "**bbr**, **link bbr**, **link cubic**: a congestion control chosen by hand.",
         f"- On links with scheduled events (leo) every run starts {args.event_lead:g} s before the same one "
-        "(a short outage, then the longer RTT), so every setup meets the same link.",
+        "(a short outage, then the longer RTT), so every setup meets the same link. Random losses are paired the "
+        "same way: before run k of a test linkem restarts its loss stream from the same seed in every setup, so "
+        "each setup's run k meets the same losses (the same frames lost in the same order).",
         "- End hosts use cubic with default buffers. Time = connect() to the last byte's arrival (uploads: "
         "at the server). **Limit** = 1.5 RTT (uploads) or 2 RTT (downloads: the request goes first) + bytes / "
         "(bottleneck rate × 1448/1514). *Of limit* = time / limit (1.00× is the physical floor). Web = "
         f"{args.web_flows} parallel downloads of {human(args.web_size)}; 2 uploads = two uploads at once.",
         "- *Incomplete*: the transfer hit the timeout; for uploads *delivered* is what the next hop acknowledged "
         "to the client. A speedup `> N×` compares with the unfinished direct run's timeout.",
+        "- *Run by run*: each run's speedup over direct's run with the same losses (run k against run k), their "
+        "median and range; on lossy links a cell's times spread more than setups differ, and this column tells "
+        "them apart.",
         "- Links are emulated by linkem (tests/linkem); profiles in tests/net/profiles.sh.",
         "",
     ]

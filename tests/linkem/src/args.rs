@@ -14,7 +14,8 @@ MTU-sized and carry real checksums.
 
 USAGE:
     linkem --a IFACE --b IFACE [--ab SPEC] [--ba SPEC] [--both SPEC]
-           [--seed N] [--max-frames N] [--duration SECONDS] [--no-realtime]
+           [--seed N] [--seed-file PATH] [--max-frames N]
+           [--duration SECONDS] [--no-realtime]
 
 OPTIONS:
     --a IFACE, --b IFACE  the two interfaces bridged
@@ -22,6 +23,10 @@ OPTIONS:
     --ba SPEC             frames read on B and sent out of A
     --both SPEC           the same SPEC for both directions
     --seed N              random seed (default 1); same seed, same losses
+    --seed-file PATH      on SIGUSR1, read a seed from PATH and restart
+                          both directions' random streams from it: a
+                          benchmark gives run k of every setup the same
+                          losses, so setups are compared on equal terms
     --max-frames N        frames in flight per direction (default 8192,
                           2 KiB each: the memory bound)
     --duration SECONDS    exit after this long (default: until SIGTERM)
@@ -55,6 +60,7 @@ pub struct Args {
     pub ab: Spec,
     pub ba: Spec,
     pub seed: u64,
+    pub seed_file: Option<std::path::PathBuf>,
     pub max_frames: usize,
     pub duration_s: Option<f64>,
     pub realtime: bool,
@@ -73,6 +79,7 @@ pub fn parse(mut argv: impl Iterator<Item = String>) -> Result<Parsed, String> {
         ab: Spec::default(),
         ba: Spec::default(),
         seed: 1,
+        seed_file: None,
         max_frames: 8192,
         duration_s: None,
         realtime: true,
@@ -105,6 +112,7 @@ pub fn parse(mut argv: impl Iterator<Item = String>) -> Result<Parsed, String> {
                     .parse()
                     .map_err(|_| format!("--seed: `{value}` is not an integer"))?
             }
+            "--seed-file" => args.seed_file = Some(value.into()),
             "--max-frames" => args.max_frames = number("a count")?.max(1.0) as usize,
             "--duration" => args.duration_s = Some(number("a number of seconds")?),
             _ => return Err(format!("unknown option {flag} (see --help)")),

@@ -11,28 +11,51 @@ mod spec;
 mod stats;
 
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use args::{Args, Parsed};
 use line::Line;
 use model::Link;
 use packet::{Receiver, Sender};
-use pump::Pump;
+use pump::{Pump, Reseed};
 use stats::Stats;
 
 static STOP: AtomicBool = AtomicBool::new(false);
+/// SIGUSR1s received; the main thread reads the seed file for each.
+static RESEED_ASKED: AtomicU64 = AtomicU64::new(0);
 
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
+extern "C" fn on_signal(sig: libc::c_int) {
+    if sig == libc::SIGUSR1 {
+        RESEED_ASKED.fetch_add(1, Ordering::Relaxed);
+    } else {
+        STOP.store(true, Ordering::Relaxed);
+    }
 }
 
 fn install_signal_handlers() {
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        // SAFETY: the handler only stores to an atomic, which is
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGUSR1] {
+        // SAFETY: the handler only touches atomics, which is
         // async-signal-safe.
         unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
     }
+}
+
+/// The seed in `path`, for a SIGUSR1; a bad file is reported and ignored.
+fn read_seed(path: &std::path::Path) -> Option<u64> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| eprintln!("linkem: --seed-file {}: {e}", path.display()))
+        .ok()?;
+    text.trim()
+        .parse()
+        .map_err(|_| {
+            eprintln!(
+                "linkem: --seed-file {}: `{}` is not an integer",
+                path.display(),
+                text.trim()
+            )
+        })
+        .ok()
 }
 
 const RCVBUF: usize = 8 << 20;
@@ -41,17 +64,20 @@ fn pump<'a>(
     from: i32,
     to: i32,
     spec: spec::Spec,
-    seed: u64,
+    salt: u64,
     args: &Args,
     stats: &'a Stats,
+    reseed: &'a Reseed,
 ) -> std::io::Result<Pump<'a>> {
     Ok(Pump {
         rx: Receiver::open(from, RCVBUF)?,
         tx: Sender::open(to)?,
-        link: Link::new(spec, seed, pump::now_ns()),
+        link: Link::new(spec, args.seed ^ salt, pump::now_ns()),
         line: Line::new(args.max_frames),
         stats,
         realtime: args.realtime,
+        reseed,
+        salt,
     })
 }
 
@@ -59,18 +85,12 @@ fn run(args: Args) -> Result<(), String> {
     let ia = packet::ifindex(&args.a).map_err(|e| e.to_string())?;
     let ib = packet::ifindex(&args.b).map_err(|e| e.to_string())?;
     let (sab, sba) = (Stats::default(), Stats::default());
+    let reseed = Reseed::default();
     // Different streams per direction, both fixed by the seed.
-    let ab = pump(ia, ib, args.ab, args.seed, &args, &sab)
+    let ab = pump(ia, ib, args.ab, 0, &args, &sab, &reseed)
         .map_err(|e| format!("{} -> {}: {e}", args.a, args.b))?;
-    let ba = pump(
-        ib,
-        ia,
-        args.ba,
-        args.seed ^ 0x5EED_0000_0000_0001,
-        &args,
-        &sba,
-    )
-    .map_err(|e| format!("{} -> {}: {e}", args.b, args.a))?;
+    let ba = pump(ib, ia, args.ba, 0x5EED_0000_0000_0001, &args, &sba, &reseed)
+        .map_err(|e| format!("{} -> {}: {e}", args.b, args.a))?;
     install_signal_handlers();
     let deadline = args
         .duration_s
@@ -80,7 +100,15 @@ fn run(args: Args) -> Result<(), String> {
         scope.spawn(|| ba.run(&STOP));
         println!("ready");
         let _ = std::io::stdout().flush();
+        let mut reseeds = 0;
         while !STOP.load(Ordering::Relaxed) {
+            let asked = RESEED_ASKED.load(Ordering::Relaxed);
+            if asked != reseeds {
+                reseeds = asked;
+                if let Some(seed) = args.seed_file.as_deref().and_then(read_seed) {
+                    reseed.publish(seed);
+                }
+            }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 STOP.store(true, Ordering::Relaxed);
             }

@@ -109,6 +109,13 @@ impl Link {
         (self.rng.next_u64() % (2 * j + 1)) as i64 - j as i64
     }
 
+    /// Restarts the random stream (loss, jitter, the bursty-loss state)
+    /// from `seed`; queue and delay line are left as they are.
+    pub fn reseed(&mut self, seed: u64) {
+        self.rng = Rng::new(seed);
+        self.in_bad_state = false;
+    }
+
     /// Accepts a frame of `len` bytes arriving at `now`.
     pub fn admit(&mut self, now: u64, len: usize) -> Verdict {
         if self.events(now).0 {
@@ -183,6 +190,21 @@ mod tests {
             "bursts average {} frames",
             lost / runs.max(1)
         );
+    }
+
+    #[test]
+    fn reseeding_replays_the_same_losses() {
+        let losses = |l: &mut Link| -> Vec<bool> {
+            (0..2_000)
+                .map(|_| l.admit(0, 100) == Verdict::Lost)
+                .collect()
+        };
+        let mut l = link("loss=5%,ge=1%/25%/50%");
+        let first = losses(&mut l);
+        let other = losses(&mut l);
+        l.reseed(1);
+        assert_eq!(losses(&mut l), first);
+        assert_ne!(first, other);
     }
 
     #[test]

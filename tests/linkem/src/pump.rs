@@ -3,7 +3,7 @@
 //! the other interface when due. One thread each, so the two directions
 //! never wait on each other.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::line::{Line, SLOT};
@@ -39,6 +39,22 @@ fn arrival_ns(real: Option<u64>) -> u64 {
     }
 }
 
+/// A new seed for the random streams, published by the main thread.
+#[derive(Default)]
+pub struct Reseed {
+    /// Bumped after `seed` is stored; a pump that sees a new value
+    /// restarts its stream.
+    pub generation: AtomicU64,
+    pub seed: AtomicU64,
+}
+
+impl Reseed {
+    pub fn publish(&self, seed: u64) {
+        self.seed.store(seed, Ordering::Relaxed);
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+}
+
 pub struct Pump<'a> {
     pub rx: Receiver,
     pub tx: Sender,
@@ -46,6 +62,9 @@ pub struct Pump<'a> {
     pub line: Line,
     pub stats: &'a Stats,
     pub realtime: bool,
+    pub reseed: &'a Reseed,
+    /// Mixed into a published seed so the two directions differ.
+    pub salt: u64,
 }
 
 impl Pump<'_> {
@@ -63,7 +82,14 @@ impl Pump<'_> {
             // SAFETY: 0 means this thread; param is valid.
             unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
         }
+        let mut generation = self.reseed.generation.load(Ordering::Acquire);
         while !stop.load(Ordering::Relaxed) {
+            let now_generation = self.reseed.generation.load(Ordering::Acquire);
+            if now_generation != generation {
+                generation = now_generation;
+                let seed = self.reseed.seed.load(Ordering::Relaxed);
+                self.link.reseed(seed ^ self.salt);
+            }
             self.deliver_due();
             let now = now_ns();
             let wait = self
