@@ -173,7 +173,9 @@ def markdown(command, runs, setups, args, seconds):
         "- End hosts use cubic with default buffers. Time = connect() to the last byte's arrival (uploads: "
         "at the server). **Limit** = 1.5 RTT (uploads) or 2 RTT (downloads: the request goes first) + bytes / "
         "(bottleneck rate × 1448/1514). *Of limit* = time / limit (1.00× is the physical floor). Web = "
-        f"{args.web_flows} parallel downloads of {human(args.web_size)}; 2 uploads = two uploads at once.",
+        f"{args.web_flows} parallel downloads of {human(args.web_size)}; 2 uploads = two uploads at once, "
+        "each starting at a random point of the first 200 ms, timed from the start of that window (seeded like "
+        "the losses: run k of every setup gets the same offsets).",
         "- *Incomplete*: the transfer hit the timeout; for uploads *delivered* is what the next hop acknowledged "
         "to the client. A speedup `> N×` compares with the unfinished direct run's timeout.",
         "- *Run by run*: each run's speedup over direct's run with the same losses (run k against run k), their "

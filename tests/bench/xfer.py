@@ -4,6 +4,7 @@
   xfer.py serve --bind ADDR --port P
   xfer.py get|put --to ADDR --port P --size BYTES [--timeout S]
   xfer.py web --to ADDR --port P --flows N --size BYTES [--op get|put] [--timeout S]
+              [--stagger MS --seed N]
 
 Protocol: the client sends one byte of operation ('D' download, 'U'
 upload) and the size as 8 bytes big-endian. For a download the server
@@ -19,6 +20,7 @@ plain hosts, whatever the namespace default is.
 import argparse
 import fcntl
 import json
+import random
 import socket
 import struct
 import sys
@@ -199,7 +201,16 @@ def web(args):
     results = [None] * args.flows
     start = time.monotonic()
 
+    # Flows that start within a few ms of each other meet the link in a
+    # fixed order, and a deterministic link then gives the same winner
+    # every run (two cubic flows: which one's slow start ends early
+    # decides the total). A seeded random start offset per flow samples
+    # that instead; the same seed gives every setup the same offsets.
+    rng = random.Random(args.seed)
+    offsets = [rng.uniform(0, args.stagger / 1000) for _ in range(args.flows)]
+
     def one(i):
+        time.sleep(offsets[i])
         results[i] = transfer(args, args.op, args.size, deadline)
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(args.flows)]
@@ -228,6 +239,8 @@ def main():
     p.add_argument("--flows", type=int, default=32)
     p.add_argument("--op", choices=["get", "put"], default="get", help="web: what each flow does")
     p.add_argument("--timeout", type=float, default=120)
+    p.add_argument("--stagger", type=float, default=0, help="web: start each flow after a random 0..MS ms")
+    p.add_argument("--seed", type=int, default=1, help="web: seed of those start offsets")
     args = p.parse_args()
     if args.mode == "serve":
         serve(args)
