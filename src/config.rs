@@ -169,6 +169,7 @@ impl Link {
         // unless the user chose.
         if leg.congestion.is_none() && self.rtt >= BBR_MIN_RTT {
             leg.congestion = Some("bbr".to_string());
+            cfg.bbr_by_link = true;
         }
         if let Some(bps) = self.send_bps() {
             // The cap is the link's rate on long links; short ones get a
@@ -229,6 +230,9 @@ pub struct Config {
     /// the steady state needs.
     pub user: Option<String>,
     pub snoop: Option<SnoopConfig>,
+    /// The link settings chose BBR for the leg over the link (the user
+    /// did not name one): a leg the peer's window holds back may leave it.
+    pub bbr_by_link: bool,
 }
 
 impl Default for Config {
@@ -261,6 +265,7 @@ impl Default for Config {
             control_path: PathBuf::from("/var/run/pepwrt.sock"),
             user: None,
             snoop: None,
+            bbr_by_link: false,
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::control::{Control, Format};
 use crate::error::StartError;
 use crate::pool::{ConnId, Pool};
-use crate::relay::{Conn, End, Intake, LinkShare, Ready, Step};
+use crate::relay::{Conn, End, Handover, Intake, LinkShare, Ready, Step};
 use crate::snoop::SnoopRuntime;
 use crate::stats::{Counters, Report};
 use crate::sys::poll::{self, Events, Poller};
@@ -57,6 +57,8 @@ pub struct Proxy {
     intake: Intake,
     /// The link's rate shared between long legs, with link settings.
     share: Option<LinkShare>,
+    /// Hands long legs held back by the peer's window from BBR to cubic.
+    handover: Option<Handover>,
     syns: Option<SynQueue>,
     snoop: Option<SnoopRuntime>,
     control: Control,
@@ -111,6 +113,7 @@ impl Proxy {
             poller,
             intake,
             share: LinkShare::new(&cfg),
+            handover: Handover::new(&cfg),
             syns: Some(syns),
             snoop,
             control,
@@ -397,6 +400,9 @@ impl Proxy {
         self.pool.expire_reservations(now);
         if let Some(share) = &self.share {
             share.apply(&mut self.pool, now);
+        }
+        if let Some(handover) = &self.handover {
+            self.counters.handed_to_cubic += handover.apply(&mut self.pool);
         }
         let report = report!(self, now);
         self.control

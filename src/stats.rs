@@ -22,6 +22,9 @@ pub struct Counters {
     /// Bytes of finished connections; live ones are added when reporting.
     pub bytes_up: u64,
     pub bytes_down: u64,
+    /// Long legs handed from BBR to cubic because the peer's receive
+    /// window held them back (relay/window.rs).
+    pub handed_to_cubic: u64,
 }
 
 impl Counters {
@@ -188,7 +191,7 @@ impl Report<'_> {
         );
         let _ = write!(
             out,
-            "\"counters\":{{\"active\":{},\"total\":{},\"split\":{},\"passed\":{},\"passed_full\":{},\"passed_policy\":{},\"syn_dropped\":{},\"refused\":{},\"malformed\":{},\"connect_failed\":{},\"bytes_up\":{},\"bytes_down\":{}}},",
+            "\"counters\":{{\"active\":{},\"total\":{},\"split\":{},\"passed\":{},\"passed_full\":{},\"passed_policy\":{},\"syn_dropped\":{},\"refused\":{},\"malformed\":{},\"connect_failed\":{},\"bytes_up\":{},\"bytes_down\":{},\"handed_to_cubic\":{}}},",
             self.active(),
             c.total,
             c.split,
@@ -201,6 +204,7 @@ impl Report<'_> {
             c.connect_failed,
             c.bytes_up + lu,
             c.bytes_down + ld,
+            c.handed_to_cubic,
         );
         out.push_str("\"link\":");
         write_link_json(out, self.link);
@@ -270,6 +274,13 @@ impl Report<'_> {
         );
         if let Some(f) = self.link {
             write_link_text(out, f);
+        }
+        if c.handed_to_cubic > 0 {
+            let _ = writeln!(
+                out,
+                "             {} long legs left BBR for cubic: the far end's receive window held them below the link's rate",
+                c.handed_to_cubic
+            );
         }
         if let Some(sn) = self.snoop {
             out.push_str("snoop:       ");

@@ -83,3 +83,54 @@ fn link_settings_pace_the_long_leg_and_window_its_route() {
         String::from_utf8_lossy(&tb.exec(&["ip", "route", "show", "default"]).stdout).to_string();
     assert!(!route.contains("initcwnd"), "{route}");
 }
+
+#[test]
+fn a_leg_held_back_by_a_small_receive_window_leaves_bbr_for_cubic() {
+    let mut tb = testbed!();
+    tb.exec(&["ip", "route", "add", "default", "via", SERVER4]);
+    // A server whose receive window stays a few KB, far below half the
+    // link's BDP (50 Mbit/s x 600 ms / 2 = 1.9 MB), and that reads slowly:
+    // the router's leg has data to send and the window holds it back.
+    exec_in(&tb.server, &["sysctl", "-qw", "net.ipv4.tcp_rmem=4096 8192 8192"]);
+    tb.install_rules("iptables", &LINK);
+    tb.start_pepwrt(&LINK);
+    let listener = tb.server_listener(&format!("{SERVER4}:7301"));
+    let target = listener.local_addr().expect("addr");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_srv = stop.clone();
+    let srv = thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        let mut buf = [0u8; 4096];
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !stop_srv.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+            if matches!(s.read(&mut buf), Ok(0) | Err(_)) {
+                break;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    });
+    let stop_cli = stop.clone();
+    let cli = tb.in_client(move || {
+        let mut s = TcpStream::connect_timeout(&target, Duration::from_secs(5)).expect("connect");
+        s.set_write_timeout(Some(Duration::from_millis(200))).expect("timeout");
+        let block = [7u8; 16384];
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !stop_cli.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+            let _ = s.write(&block);
+        }
+    });
+    // Judged after four RTTs (2.4 s) of sending and two ticks more.
+    let handed = eventually(Duration::from_secs(12), || tb.counter("handed_to_cubic") >= 1);
+    let ss = String::from_utf8_lossy(
+        &tb.exec(&["ss", "-tinH", "state", "established", "dport", "= :7301"])
+            .stdout,
+    )
+    .to_string();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    cli.join().expect("client");
+    srv.join().expect("server");
+    assert!(handed, "not handed over; log: {}", tb.log());
+    assert!(ss.contains(" cubic "), "{ss}");
+    assert_eq!(tb.counter("handed_to_cubic"), 1);
+    assert!(tb.log().contains("BBR handed over to cubic"), "{}", tb.log());
+}

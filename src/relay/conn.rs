@@ -134,6 +134,8 @@ pub struct Conn {
     last_active: Instant,
     /// The pacing cap last set on the leg over the link (0: none yet).
     link_cap: u32,
+    /// Whether the peer's receive window holds the leg over the link back.
+    pub window: super::WindowWatch,
 }
 
 /// What the event loop should do after a connection ran.
@@ -169,6 +171,7 @@ impl Conn {
             started: now,
             last_active: now,
             link_cap: 0,
+            window: super::WindowWatch::default(),
         }
     }
 

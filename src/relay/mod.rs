@@ -7,7 +7,9 @@ mod open;
 mod share;
 #[cfg(test)]
 mod tests;
+mod window;
 
 pub use conn::{Conn, End, Ready, Step};
 pub use open::{Accepted, Intake, Refusal, Refused};
 pub use share::LinkShare;
+pub use window::{Handover, WindowWatch};

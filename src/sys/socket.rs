@@ -206,6 +206,46 @@ pub fn take_error(fd: RawFd) -> io::Result<()> {
     }
 }
 
+/// What TCP_INFO says about what holds a sending leg back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendLimits {
+    /// Microseconds the socket has had data to send (tcpi_busy_time).
+    pub busy_us: u64,
+    /// The peer's receive window in bytes (tcpi_snd_wnd).
+    pub peer_window: u32,
+}
+
+/// `SendLimits` of a TCP socket; None on kernels before 5.4, whose
+/// TCP_INFO ends before tcpi_snd_wnd.
+pub fn send_limits(fd: RawFd) -> io::Result<Option<SendLimits>> {
+    // Offsets in struct tcp_info (include/uapi/linux/tcp.h), stable
+    // since the fields were added: busy time (4.10) and snd_wnd (5.4).
+    const BUSY_TIME: usize = 168;
+    const SND_WND: usize = 228;
+    let mut buf = [0u8; 256];
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: buf is writable for len bytes; the kernel writes at most len
+    // and stores how many it wrote.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    })?;
+    if (len as usize) < SND_WND + 4 {
+        return Ok(None);
+    }
+    let u64_at = |at: usize| u64::from_ne_bytes(buf[at..at + 8].try_into().unwrap_or_default());
+    let u32_at = |at: usize| u32::from_ne_bytes(buf[at..at + 4].try_into().unwrap_or_default());
+    Ok(Some(SendLimits {
+        busy_us: u64_at(BUSY_TIME),
+        peer_window: u32_at(SND_WND),
+    }))
+}
+
 /// Bytes in the send queue not yet acknowledged by the peer (SIOCOUTQ).
 pub fn unsent_bytes(fd: RawFd) -> io::Result<i32> {
     let mut n: libc::c_int = 0;
