@@ -184,11 +184,29 @@ impl Link {
             // follows the RTT when it grows (queues, LEO handovers); a
             // fixed buffer would not. So it is fixed only where
             // autotuning's ceiling (tcp_wmem) cannot reach two BDPs.
-            let two_bdp = (2 * self.bdp_bytes(bps)).clamp(64 * 1024, 1 << 30);
-            if autotuning_ceiling().is_some_and(|max| max < two_bdp) {
-                leg.sndbuf_bytes.get_or_insert(two_bdp as u32);
+            let two_bdp = self.two_bdp(bps);
+            if autotuning_ceiling().is_some_and(|max| max < u64::from(two_bdp)) {
+                leg.sndbuf_bytes.get_or_insert(two_bdp);
             }
         }
+        if let Some(bps) = self.receive_bps() {
+            // The window this leg offers the far end comes from its
+            // receive buffer; the route's initrwnd cannot open it further.
+            // At the kernel's starting size (128 KB) it opens over several
+            // round trips, and a far end that sends a whole BDP at once (a
+            // gateway pepwrt) waits for it: geo-clean downloads through two
+            // pepwrts took 3.52 s (1 MB) and 11.06 s (10 MB), and 2.04 s
+            // and 9.57 s, the link's limit, with this buffer. Two BDPs
+            // offer about one BDP from the first round trip. A fixed
+            // buffer also caps the window: a server's slow start cannot
+            // push much more than a BDP into the link's queue.
+            leg.rcvbuf_bytes.get_or_insert(self.two_bdp(bps));
+        }
+    }
+
+    /// Two BDPs in bytes, within what a socket buffer can take.
+    fn two_bdp(&self, bps: u64) -> u32 {
+        (2 * self.bdp_bytes(bps)).clamp(64 * 1024, 1 << 30) as u32
     }
 }
 
@@ -274,9 +292,10 @@ impl Default for Config {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LinkInForce {
     pub link: Link,
-    /// The long leg's send pacing and buffer.
+    /// The long leg's send pacing and buffers.
     pub pacing_bytes_per_s: Option<u64>,
     pub sndbuf_bytes: Option<u32>,
+    pub rcvbuf_bytes: Option<u32>,
     /// The initial window `pepwrt rules` gives the long legs' routes.
     pub route_initcwnd: Option<u32>,
 }
@@ -292,6 +311,7 @@ impl Config {
             link,
             pacing_bytes_per_s: leg.pacing_bytes_per_s,
             sndbuf_bytes: leg.sndbuf_bytes,
+            rcvbuf_bytes: leg.rcvbuf_bytes,
             route_initcwnd: self.initcwnd.map(u32::from).or(link.initcwnd()),
         })
     }
@@ -419,11 +439,17 @@ LINK (the slow link's figures, like SQM's; optional):
                              --uplink and --downlink.
     With link settings the leg that sends over the link is paced at the
     link's rate (SO_MAX_PACING_RATE; under 200 ms RTT a quarter above
-    it; legs sending at the same time share it), uses bbr when the RTT is 200 ms or more (unless --*-cc is
-    given; below that the kernel's default, cubic, which follows RTT
-    steps such as LEO handovers better), gets a send buffer of 2 x BDP
-    (bandwidth-delay product = rate x rtt; unless --*-sndbuf is given),
-    and `pepwrt rules` sets the routes it uses to an initial window of
+    it; legs sending at the same time share it). With an RTT of 200 ms
+    or more it uses bbr (unless --*-cc is given; below that the kernel's
+    default, cubic, which follows RTT steps such as LEO handovers
+    better), and a leg whose far end's receive window stays under half
+    the BDP (bandwidth-delay product = rate x rtt) after a few seconds
+    of sending goes over to cubic: bbr's probing costs there and gains
+    nothing. The send buffer is left to autotuning unless its ceiling
+    (tcp_wmem) is under 2 x BDP; then it is 2 x BDP (unless --*-sndbuf
+    is given). The receive buffer is 2 x BDP of the other direction
+    (unless --*-rcvbuf is given): the window offered over the link
+    starts at about one BDP. `pepwrt rules` sets the routes it uses to an initial window of
     one BDP (initcwnd, in 1448-byte segments; initrwnd from the other
     direction), so a transfer starts at the link's rate instead of
     probing up from 10 segments. server: the default routes (an explicit
@@ -1155,6 +1181,9 @@ mod tests {
         // 2 x BDP = 1.5 MB: fixed only if autotuning cannot reach it.
         let fixed = autotuning_ceiling().is_some_and(|max| max < 1_500_000);
         assert_eq!(c.server_leg.sndbuf_bytes, fixed.then_some(1_500_000));
+        // Received over the link: two BDPs of the downlink (3.75 MB).
+        assert_eq!(c.server_leg.rcvbuf_bytes, Some(7_500_000));
+        assert!(c.bbr_by_link);
         assert_eq!(c.client_leg.pacing_bytes_per_s, None);
         // An explicit buffer wins; at a gateway the client leg sends
         // downloads at the downlink rate.
@@ -1171,6 +1200,8 @@ mod tests {
         .unwrap();
         assert_eq!(c.client_leg.pacing_bytes_per_s, Some(6_250_000));
         assert_eq!(c.client_leg.sndbuf_bytes, Some(1 << 20));
+        // No uplink rate: nothing to size its receive buffer from.
+        assert_eq!(c.client_leg.rcvbuf_bytes, None);
         assert_eq!(c.server_leg, LegOptions::default());
         // A short link keeps the kernel's congestion control; a chosen
         // one is kept.
@@ -1187,6 +1218,8 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(chosen.server_leg.congestion.as_deref(), Some("cubic"));
+        // BBR the user chose is the user's: no handover to cubic.
+        assert!(!chosen.bbr_by_link);
         for (args, needle) in [
             (&["--uplink", "10mbit"][..], "need --rtt"),
             (

@@ -74,7 +74,8 @@ fn json_opt(out: &mut String, key: &str, v: Option<u64>) {
 }
 
 /// `{"uplink_bps":..,"downlink_bps":..,"rtt_ms":..,"leg":..,
-/// "pacing_bps":..,"sndbuf_bytes":..,"route_initcwnd":..}` or null.
+/// "pacing_bps":..,"sndbuf_bytes":..,"rcvbuf_bytes":..,"route_initcwnd":..}`
+/// or null.
 fn write_link_json(out: &mut String, link: Option<LinkInForce>) {
     let Some(f) = link else {
         out.push_str("null");
@@ -93,6 +94,7 @@ fn write_link_json(out: &mut String, link: Option<LinkInForce>) {
     );
     json_opt(out, "pacing_bps", f.pacing_bytes_per_s.map(|b| b * 8));
     json_opt(out, "sndbuf_bytes", f.sndbuf_bytes.map(u64::from));
+    json_opt(out, "rcvbuf_bytes", f.rcvbuf_bytes.map(u64::from));
     json_opt(out, "route_initcwnd", f.route_initcwnd.map(u64::from));
     out.pop();
     out.push('}');
@@ -124,6 +126,9 @@ fn write_link_text(out: &mut String, f: LinkInForce) {
     }
     if let Some(b) = f.sndbuf_bytes {
         let _ = write!(out, ", send buffer {b} bytes");
+    }
+    if let Some(b) = f.rcvbuf_bytes {
+        let _ = write!(out, ", receive buffer {b} bytes");
     }
     if let Some(w) = f.route_initcwnd {
         let _ = write!(out, ", initial window {w} segments (routes, pepwrt rules)");

@@ -77,6 +77,9 @@ fn link_settings_pace_the_long_leg_and_window_its_route() {
     // router's own subnet, so that socket takes the connected route.
     assert!(leg.contains("/50000000bps"), "{leg}");
     assert!(leg.contains("tb15000000"), "{leg}");
+    // The receive buffer: two BDPs of the downlink (10 Mbit/s x 600 ms),
+    // doubled by the kernel too.
+    assert!(leg.contains("rb3000000"), "{leg}");
     assert!(leg.contains(" bbr "), "long link, BBR: {leg}");
     tb.install_rules("iptables", &[&LINK[..], &["--delete"]].concat());
     let route =
@@ -91,7 +94,10 @@ fn a_leg_held_back_by_a_small_receive_window_leaves_bbr_for_cubic() {
     // A server whose receive window stays a few KB, far below half the
     // link's BDP (50 Mbit/s x 600 ms / 2 = 1.9 MB), and that reads slowly:
     // the router's leg has data to send and the window holds it back.
-    exec_in(&tb.server, &["sysctl", "-qw", "net.ipv4.tcp_rmem=4096 8192 8192"]);
+    exec_in(
+        &tb.server,
+        &["sysctl", "-qw", "net.ipv4.tcp_rmem=4096 8192 8192"],
+    );
     tb.install_rules("iptables", &LINK);
     tb.start_pepwrt(&LINK);
     let listener = tb.server_listener(&format!("{SERVER4}:7301"));
@@ -112,7 +118,8 @@ fn a_leg_held_back_by_a_small_receive_window_leaves_bbr_for_cubic() {
     let stop_cli = stop.clone();
     let cli = tb.in_client(move || {
         let mut s = TcpStream::connect_timeout(&target, Duration::from_secs(5)).expect("connect");
-        s.set_write_timeout(Some(Duration::from_millis(200))).expect("timeout");
+        s.set_write_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
         let block = [7u8; 16384];
         let deadline = Instant::now() + Duration::from_secs(20);
         while !stop_cli.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
@@ -120,7 +127,9 @@ fn a_leg_held_back_by_a_small_receive_window_leaves_bbr_for_cubic() {
         }
     });
     // Judged after four RTTs (2.4 s) of sending and two ticks more.
-    let handed = eventually(Duration::from_secs(12), || tb.counter("handed_to_cubic") >= 1);
+    let handed = eventually(Duration::from_secs(12), || {
+        tb.counter("handed_to_cubic") >= 1
+    });
     let ss = String::from_utf8_lossy(
         &tb.exec(&["ss", "-tinH", "state", "established", "dport", "= :7301"])
             .stdout,
@@ -132,5 +141,9 @@ fn a_leg_held_back_by_a_small_receive_window_leaves_bbr_for_cubic() {
     assert!(handed, "not handed over; log: {}", tb.log());
     assert!(ss.contains(" cubic "), "{ss}");
     assert_eq!(tb.counter("handed_to_cubic"), 1);
-    assert!(tb.log().contains("BBR handed over to cubic"), "{}", tb.log());
+    assert!(
+        tb.log().contains("BBR handed over to cubic"),
+        "{}",
+        tb.log()
+    );
 }
