@@ -189,19 +189,15 @@ impl Link {
                 leg.sndbuf_bytes.get_or_insert(two_bdp);
             }
         }
-        if let Some(bps) = self.receive_bps() {
-            // The window this leg offers the far end comes from its
-            // receive buffer; the route's initrwnd cannot open it further.
-            // At the kernel's starting size (128 KB) it opens over several
-            // round trips, and a far end that sends a whole BDP at once (a
-            // gateway pepwrt) waits for it: geo-clean downloads through two
-            // pepwrts took 3.52 s (1 MB) and 11.06 s (10 MB), and 2.04 s
-            // and 9.57 s, the link's limit, with this buffer. Two BDPs
-            // offer about one BDP from the first round trip. A fixed
-            // buffer also caps the window: a server's slow start cannot
-            // push much more than a BDP into the link's queue.
-            leg.rcvbuf_bytes.get_or_insert(self.two_bdp(bps));
-        }
+        // The receive buffer stays with autotuning. A fixed one of two
+        // BDPs of the other direction lets the route's initrwnd act (the
+        // kernel's 128 KB start holds the window back for several round
+        // trips): with pepwrt at the far end too, which sends a BDP at
+        // once, downloads then reach the link's limit (geo-clean: 1 MB
+        // 3.52 -> 2.04 s, 10 MB 11.06 -> 9.57 s). But from a plain server
+        // that window let its slow start overshoot the link's queue
+        // (geo-clean 10 MB downloads 13.25 s against 12.42 s direct), so
+        // it is for two-ended setups to ask for (--server-rcvbuf).
     }
 
     /// Two BDPs in bytes, within what a socket buffer can take.
@@ -447,9 +443,9 @@ LINK (the slow link's figures, like SQM's; optional):
     of sending goes over to cubic: bbr's probing costs there and gains
     nothing. The send buffer is left to autotuning unless its ceiling
     (tcp_wmem) is under 2 x BDP; then it is 2 x BDP (unless --*-sndbuf
-    is given). The receive buffer is 2 x BDP of the other direction
-    (unless --*-rcvbuf is given): the window offered over the link
-    starts at about one BDP. `pepwrt rules` sets the routes it uses to an initial window of
+    is given). Two-ended (pepwrt at both ends): give the router
+    --server-rcvbuf of 2 x downlink BDP, so the window it offers the
+    gateway starts at about one BDP. `pepwrt rules` sets the routes it uses to an initial window of
     one BDP (initcwnd, in 1448-byte segments; initrwnd from the other
     direction), so a transfer starts at the link's rate instead of
     probing up from 10 segments. server: the default routes (an explicit
@@ -1181,8 +1177,8 @@ mod tests {
         // 2 x BDP = 1.5 MB: fixed only if autotuning cannot reach it.
         let fixed = autotuning_ceiling().is_some_and(|max| max < 1_500_000);
         assert_eq!(c.server_leg.sndbuf_bytes, fixed.then_some(1_500_000));
-        // Received over the link: two BDPs of the downlink (3.75 MB).
-        assert_eq!(c.server_leg.rcvbuf_bytes, Some(7_500_000));
+        // The receive buffer is left to autotuning.
+        assert_eq!(c.server_leg.rcvbuf_bytes, None);
         assert!(c.bbr_by_link);
         assert_eq!(c.client_leg.pacing_bytes_per_s, None);
         // An explicit buffer wins; at a gateway the client leg sends
@@ -1200,8 +1196,6 @@ mod tests {
         .unwrap();
         assert_eq!(c.client_leg.pacing_bytes_per_s, Some(6_250_000));
         assert_eq!(c.client_leg.sndbuf_bytes, Some(1 << 20));
-        // No uplink rate: nothing to size its receive buffer from.
-        assert_eq!(c.client_leg.rcvbuf_bytes, None);
         assert_eq!(c.server_leg, LegOptions::default());
         // A short link keeps the kernel's congestion control; a chosen
         // one is kept.

@@ -178,7 +178,7 @@ fn link_settings_are_validated_and_shown() {
     tb.start_pepwrt(&link);
     let json = tb.status();
     assert!(
-        json.contains("\"link\":{\"uplink_bps\":50000000,\"downlink_bps\":10000000,\"rtt_ms\":600.000,\"leg\":\"server\",\"pacing_bps\":50000000,\"sndbuf_bytes\":7500000,\"rcvbuf_bytes\":1500000,\"route_initcwnd\":2590}"),
+        json.contains("\"link\":{\"uplink_bps\":50000000,\"downlink_bps\":10000000,\"rtt_ms\":600.000,\"leg\":\"server\",\"pacing_bps\":50000000,\"sndbuf_bytes\":7500000,\"rcvbuf_bytes\":null,\"route_initcwnd\":2590}"),
         "{json}"
     );
     let control = tb.control.to_string_lossy().to_string();

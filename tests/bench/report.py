@@ -164,7 +164,7 @@ def markdown(command, runs, setups, args, seconds):
         "namespaces inherit this host's). **link**: the same plus the link settings "
         f"(geo: `{' '.join(args.link_flags('geo'))}`; per profile in tests/bench/run, LINKS; BBR where the RTT is "
         "200 ms or more). **link x2**: plus a second pepwrt at the gateway side of the link with the same link "
-        "settings and `--link-leg client`. **link fast**: link settings that claim twice the link's rates. "
+        "settings and `--link-leg client`, and the router's pepwrt given `--server-rcvbuf` of two downlink BDPs. **link fast**: link settings that claim twice the link's rates. "
         "**bbr**, **link bbr**, **link cubic**: a congestion control chosen by hand.",
         f"- On links with scheduled events (leo) every run starts {args.event_lead:g} s before the same one "
         "(a short outage, then the longer RTT), so every setup meets the same link. Random losses are paired the "
