@@ -7,15 +7,17 @@ use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 use crate::admission::SynQueue;
-use crate::config::Config;
+use crate::config::{Config, LinkLeg};
 use crate::control::{Control, Format};
 use crate::error::StartError;
+use crate::learn::LinkEstimate;
 use crate::pool::{ConnId, Pool};
 use crate::relay::{Conn, End, Handover, Intake, LinkShare, Ready, Step};
 use crate::snoop::SnoopRuntime;
 use crate::stats::{Counters, Report};
 use crate::sys::poll::{self, Events, Poller};
 use crate::sys::signals::SignalPipe;
+use crate::sys::socket;
 use crate::token::Token;
 
 /// Housekeeping interval: timeouts are in seconds, so a one-second tick
@@ -43,6 +45,7 @@ macro_rules! report {
             started: $p.started,
             buffer_bytes: $p.cfg.buffer_bytes,
             link: $p.cfg.link_in_force(),
+            learned: $p.learned.estimate(),
             now: $now,
         }
     };
@@ -59,6 +62,9 @@ pub struct Proxy {
     share: Option<LinkShare>,
     /// Hands long legs held back by the peer's window from BBR to cubic.
     handover: Option<Handover>,
+    /// Which leg crosses the long link, and what those legs measured.
+    long_leg: LinkLeg,
+    learned: LinkEstimate,
     syns: Option<SynQueue>,
     snoop: Option<SnoopRuntime>,
     control: Control,
@@ -114,6 +120,8 @@ impl Proxy {
             intake,
             share: LinkShare::new(&cfg),
             handover: Handover::new(&cfg),
+            long_leg: cfg.link.map_or(LinkLeg::Server, |l| l.leg),
+            learned: LinkEstimate::default(),
             syns: Some(syns),
             snoop,
             control,
@@ -401,9 +409,7 @@ impl Proxy {
         if let Some(share) = &self.share {
             share.apply(&mut self.pool, now);
         }
-        if let Some(handover) = &self.handover {
-            self.counters.handed_to_cubic += handover.apply(&mut self.pool);
-        }
+        self.watch_long_legs(now);
         let report = report!(self, now);
         self.control
             .expire(now, &mut |f, out| report.render(f, out));
@@ -417,6 +423,28 @@ impl Proxy {
             match live.conn.check_timers(now, idle, live.up, live.down) {
                 Step::Done(end) => self.finish(id, end, now),
                 Step::Continue => self.sync_conn(id),
+            }
+        }
+    }
+
+    /// Each live connection's leg over the long link, once a tick: what
+    /// it measured feeds the link estimate, and a leg the peer's window
+    /// holds back may leave BBR (relay/window.rs).
+    fn watch_long_legs(&mut self, now: Instant) {
+        let mut cursor = 0;
+        while let Some(id) = self.pool.next_active(&mut cursor) {
+            let Some(live) = self.pool.live(id) else {
+                continue;
+            };
+            let fd = live.conn.link_fd(self.long_leg);
+            let Ok(Some(info)) = socket::leg_info(fd) else {
+                continue;
+            };
+            self.learned.observe(&info, now);
+            if let Some(handover) = &self.handover
+                && handover.look(live.conn, fd, info)
+            {
+                self.counters.handed_to_cubic += 1;
             }
         }
     }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod control;
 pub mod error;
 pub mod event_loop;
+pub mod learn;
 pub mod logger;
 pub mod nfqueue;
 pub mod pool;

@@ -63,6 +63,8 @@ pub struct Report<'a> {
     pub snoop: Option<&'a crate::snoop::Snoop>,
     /// The link settings and what they set, if given.
     pub link: Option<LinkInForce>,
+    /// The link as the long legs measured it, once they have.
+    pub learned: Option<crate::learn::Estimate>,
 }
 
 fn json_opt(out: &mut String, key: &str, v: Option<u64>) {
@@ -213,6 +215,19 @@ impl Report<'_> {
         );
         out.push_str("\"link\":");
         write_link_json(out, self.link);
+        match self.learned {
+            Some(e) => {
+                let us = e.min_rtt.as_micros();
+                let _ = write!(
+                    out,
+                    ",\"learned\":{{\"send_bps\":{},\"min_rtt_ms\":{}.{:03}}}",
+                    e.send_bps,
+                    us / 1000,
+                    us % 1000
+                );
+            }
+            None => out.push_str(",\"learned\":null"),
+        }
         out.push_str(",\"snoop\":");
         match self.snoop {
             Some(sn) => sn.write_status_json(out),
@@ -279,6 +294,21 @@ impl Report<'_> {
         );
         if let Some(f) = self.link {
             write_link_text(out, f);
+        }
+        if let Some(e) = self.learned {
+            let mbit = e.send_bps.div_ceil(1_000_000);
+            let ms = e.min_rtt.as_millis();
+            // The long legs send what crosses the link from this side.
+            let flag = match self.link.map(|f| f.link.leg) {
+                Some(LinkLeg::Client) => "--downlink",
+                _ => "--uplink",
+            };
+            let _ = writeln!(
+                out,
+                "learned:     the long legs sent up to {}.{:03} Mbit/s, smallest RTT {ms} ms ({flag} {mbit}mbit --rtt {ms}ms if the link is what held them)",
+                e.send_bps / 1_000_000,
+                e.send_bps % 1_000_000 / 1000
+            );
         }
         if c.handed_to_cubic > 0 {
             let _ = writeln!(

@@ -13,9 +13,8 @@
 //! opens it past that within a few round trips and keeps BBR.
 
 use super::Conn;
-use crate::config::{Config, LinkLeg};
-use crate::pool::Pool;
-use crate::sys::socket::{self, SendLimits};
+use crate::config::Config;
+use crate::sys::socket::{self, LegInfo};
 
 /// Ticks (seconds) in a row the window must hold the leg back.
 const STRIKES: u8 = 2;
@@ -31,7 +30,7 @@ pub struct WindowWatch {
 impl WindowWatch {
     /// One tick's look at the leg; true when it should be handed over now
     /// (once per connection).
-    fn judge(&mut self, limits: SendLimits, rule: &Handover) -> bool {
+    fn judge(&mut self, limits: LegInfo, rule: &Handover) -> bool {
         if self.handed_over {
             return false;
         }
@@ -47,7 +46,6 @@ impl WindowWatch {
 
 /// The rule, where link settings chose BBR.
 pub struct Handover {
-    leg: LinkLeg,
     /// A peer window below this cannot carry the link's rate: half the
     /// link's BDP.
     small_window: u32,
@@ -64,49 +62,39 @@ impl Handover {
         }
         let bdp = link.bdp_bytes(link.send_bps()?);
         Some(Handover {
-            leg: link.leg,
             small_window: (bdp / 2).min(u64::from(u32::MAX)) as u32,
             min_busy_us: (4 * link.rtt.as_micros() as u64).max(2_000_000),
         })
     }
 
-    /// Looks at every live connection's long leg; returns how many were
-    /// handed over.
-    pub fn apply(&self, pool: &mut Pool<Conn>) -> u64 {
-        let mut handed = 0;
-        let mut cursor = 0;
-        while let Some(id) = pool.next_active(&mut cursor) {
-            let Some(live) = pool.live(id) else { continue };
-            let conn = &mut *live.conn;
-            let fd = conn.link_fd(self.leg);
-            let Ok(Some(limits)) = socket::send_limits(fd) else {
-                continue;
-            };
-            if !conn.window.judge(limits, self) {
-                continue;
+    /// Looks at one connection's long leg (`fd`, as TCP_INFO described
+    /// it this tick) and hands it to cubic if its window holds it back;
+    /// true if it did.
+    pub fn look(&self, conn: &mut Conn, fd: std::os::fd::RawFd, info: LegInfo) -> bool {
+        if !conn.window.judge(info, self) {
+            return false;
+        }
+        // cubic is built into every kernel pepwrt runs on; reno is the
+        // kernel's own fallback.
+        match socket::set_congestion(fd, "cubic").or_else(|_| socket::set_congestion(fd, "reno")) {
+            Ok(()) => {
+                log::info!(
+                    "{} -> {}: the receive window of {} bytes holds the leg over the link below the link's rate; BBR handed over to cubic",
+                    conn.tuple.client,
+                    conn.tuple.server,
+                    info.peer_window
+                );
+                true
             }
-            // cubic is built into every kernel pepwrt runs on; reno is the
-            // kernel's own fallback.
-            match socket::set_congestion(fd, "cubic")
-                .or_else(|_| socket::set_congestion(fd, "reno"))
-            {
-                Ok(()) => {
-                    handed += 1;
-                    log::info!(
-                        "{} -> {}: the receive window of {} bytes holds the leg over the link below the link's rate; BBR handed over to cubic",
-                        conn.tuple.client,
-                        conn.tuple.server,
-                        limits.peer_window
-                    );
-                }
-                Err(e) => log::warn!(
+            Err(e) => {
+                log::warn!(
                     "{} -> {}: could not hand the leg over the link to cubic: {e}",
                     conn.tuple.client,
                     conn.tuple.server
-                ),
+                );
+                false
             }
         }
-        handed
     }
 }
 
@@ -115,15 +103,15 @@ mod tests {
     use super::*;
 
     const RULE: Handover = Handover {
-        leg: LinkLeg::Server,
         small_window: 187_500,
         min_busy_us: 2_400_000,
     };
 
     fn look(w: &mut WindowWatch, busy_s: f64, window: u32) -> bool {
-        let limits = SendLimits {
+        let limits = LegInfo {
             busy_us: (busy_s * 1e6) as u64,
             peer_window: window,
+            ..LegInfo::default()
         };
         w.judge(limits, &RULE)
     }

@@ -206,20 +206,27 @@ pub fn take_error(fd: RawFd) -> io::Result<()> {
     }
 }
 
-/// What TCP_INFO says about what holds a sending leg back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SendLimits {
+/// What TCP_INFO tells about a leg: what holds it back, what it carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LegInfo {
     /// Microseconds the socket has had data to send (tcpi_busy_time).
     pub busy_us: u64,
     /// The peer's receive window in bytes (tcpi_snd_wnd).
     pub peer_window: u32,
+    /// The latest delivery rate sample, bytes per second.
+    pub delivery_rate: u64,
+    /// The smallest RTT seen, microseconds (0: none yet).
+    pub min_rtt_us: u32,
 }
 
-/// `SendLimits` of a TCP socket; None on kernels before 5.4, whose
-/// TCP_INFO ends before tcpi_snd_wnd.
-pub fn send_limits(fd: RawFd) -> io::Result<Option<SendLimits>> {
-    // Offsets in struct tcp_info (include/uapi/linux/tcp.h), stable
-    // since the fields were added: busy time (4.10) and snd_wnd (5.4).
+/// `LegInfo` of a TCP socket; None on kernels before 5.4, whose TCP_INFO
+/// ends before tcpi_snd_wnd.
+pub fn leg_info(fd: RawFd) -> io::Result<Option<LegInfo>> {
+    // Offsets in struct tcp_info (include/uapi/linux/tcp.h), stable since
+    // the fields were added: min RTT (4.6), delivery rate (4.9), busy time
+    // (4.10), snd_wnd (5.4).
+    const MIN_RTT: usize = 148;
+    const DELIVERY_RATE: usize = 160;
     const BUSY_TIME: usize = 168;
     const SND_WND: usize = 228;
     let mut buf = [0u8; 256];
@@ -240,9 +247,11 @@ pub fn send_limits(fd: RawFd) -> io::Result<Option<SendLimits>> {
     }
     let u64_at = |at: usize| u64::from_ne_bytes(buf[at..at + 8].try_into().unwrap_or_default());
     let u32_at = |at: usize| u32::from_ne_bytes(buf[at..at + 4].try_into().unwrap_or_default());
-    Ok(Some(SendLimits {
+    Ok(Some(LegInfo {
         busy_us: u64_at(BUSY_TIME),
         peer_window: u32_at(SND_WND),
+        delivery_rate: u64_at(DELIVERY_RATE),
+        min_rtt_us: u32_at(MIN_RTT),
     }))
 }
 
