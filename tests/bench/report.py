@@ -177,7 +177,9 @@ def markdown(command, runs, setups, args, seconds):
         "each starting at a random point of the first 200 ms, timed from the start of that window (seeded like "
         "the losses: run k of every setup gets the same offsets).",
         "- *Incomplete*: the transfer hit the timeout; for uploads *delivered* is what the next hop acknowledged "
-        "to the client. A speedup `> N×` compares with the unfinished direct run's timeout.",
+        "to the client. A speedup `> N×` compares with the unfinished direct run's timeout. After an incomplete "
+        "run every connection to the traffic server is reset (`ss -K`), so its bytes still in flight do not "
+        "share the link with the next runs.",
         "- *Run by run*: each run's speedup over direct's run with the same losses (run k against run k), their "
         "median and range; on lossy links a cell's times spread more than setups differ, and this column tells "
         "them apart.",
