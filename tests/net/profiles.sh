@@ -18,11 +18,14 @@ profile_load() {
         # 64 KB receive window on both end hosts.
         if [ "$1" = geo-small-window ]; then END_RMEM="4096 65536 65536"; fi
         ;;
-    geo-clean)
+    geo-clean | geo-clean-lossy)
         # A clean GEO link, symmetric: 10 Mbit/s each way, 600 ms RTT, a
-        # drop-tail queue of one BDP (750 kB), no random loss.
-        WAN_DOWN="rate=10mbit,delay=300ms,limit=750k"
-        WAN_UP="rate=10mbit,delay=300ms,limit=750k"
+        # drop-tail queue of one BDP (750 kB), no random loss; or the same
+        # link with 1 % random loss each way (issue 13's lossy link).
+        local loss=""
+        if [ "$1" = geo-clean-lossy ]; then loss=",loss=1%"; fi
+        WAN_DOWN="rate=10mbit,delay=300ms,limit=750k$loss"
+        WAN_UP="rate=10mbit,delay=300ms,limit=750k$loss"
         DOWN_BPS=10000000 UP_BPS=10000000 RTT_MS=600
         ;;
     leo)
@@ -44,10 +47,10 @@ profile_load() {
         DOWN_BPS=20000000 UP_BPS=20000000 RTT_MS=105
         ;;
     *)
-        echo "unknown profile '$1' (geo, geo-clean, geo-lossy, leo, wifi-lossy, geo-small-window)" >&2
+        echo "unknown profile '$1' (geo, geo-clean, geo-clean-lossy, geo-lossy, leo, wifi-lossy, geo-small-window)" >&2
         return 1
         ;;
     esac
 }
 
-PROFILES="geo geo-clean geo-lossy leo wifi-lossy geo-small-window"
+PROFILES="geo geo-clean geo-clean-lossy geo-lossy leo wifi-lossy geo-small-window"
