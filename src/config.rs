@@ -445,11 +445,12 @@ LINK (the slow link's figures, like SQM's; optional):
     (tcp_wmem) is under 2 x BDP; then it is 2 x BDP (unless --*-sndbuf
     is given). Two-ended (pepwrt at both ends): give the router
     --server-rcvbuf of 2 x downlink BDP, so the window it offers the
-    gateway starts at about one BDP. `pepwrt rules` sets the routes it uses to an initial window of
-    one BDP (initcwnd, in 1448-byte segments; initrwnd from the other
-    direction), so a transfer starts at the link's rate instead of
-    probing up from 10 segments. server: the default routes (an explicit
-    --initcwnd wins); client: the routes via the --intercept interfaces.
+    gateway starts at about one BDP. `pepwrt rules` sets the routes it
+    uses to an initial window of one BDP (initcwnd, in 1448-byte
+    segments; initrwnd from the other direction), so a transfer starts
+    at the link's rate instead of probing up from 10 segments. server:
+    the default routes (an explicit --initcwnd wins); client: the
+    routes via the --intercept interfaces.
 
 CLIENT LEG (client to router):
     --client-cc NAME, --client-nodelay (on by default; --client-delay turns it
