@@ -129,6 +129,11 @@ impl Link {
         }
     }
 
+    /// A link long enough for BBR, and paced at exactly its rate.
+    pub fn is_long(&self) -> bool {
+        self.rtt >= BBR_MIN_RTT
+    }
+
     /// Bandwidth-delay product in bytes.
     pub fn bdp_bytes(&self, bps: u64) -> u64 {
         let bits = u128::from(bps) * self.rtt.as_micros() / 1_000_000;
@@ -167,7 +172,7 @@ impl Link {
         // cap cuts its rate for seconds (LEO uploads 0.8x direct). So BBR
         // on long links, the kernel's default (cubic) on short ones,
         // unless the user chose.
-        if leg.congestion.is_none() && self.rtt >= BBR_MIN_RTT {
+        if leg.congestion.is_none() && self.is_long() {
             leg.congestion = Some("bbr".to_string());
             cfg.bbr_by_link = true;
         }
@@ -178,7 +183,7 @@ impl Link {
             // (measured: LEO 1 MB uploads 0.74x direct at 1.0x, 1.0x at
             // 1.25x; on a clean GEO link 1.25x cost 3 %).
             let rate = bps / 8;
-            let headroom = if self.rtt < BBR_MIN_RTT { rate / 4 } else { 0 };
+            let headroom = if self.is_long() { 0 } else { rate / 4 };
             leg.pacing_bytes_per_s = Some(rate + headroom);
             // Send buffer autotuning starts at two initial windows and
             // follows the RTT when it grows (queues, LEO handovers); a
@@ -299,16 +304,22 @@ pub struct LinkInForce {
 impl Config {
     pub fn link_in_force(&self) -> Option<LinkInForce> {
         let link = self.link?;
-        let leg = match link.leg {
-            LinkLeg::Server => &self.server_leg,
-            LinkLeg::Client => &self.client_leg,
-        };
+        let leg = self.long_leg_options()?;
         Some(LinkInForce {
             link,
             pacing_bytes_per_s: leg.pacing_bytes_per_s,
             sndbuf_bytes: leg.sndbuf_bytes,
             rcvbuf_bytes: leg.rcvbuf_bytes,
             route_initcwnd: self.initcwnd.map(u32::from).or(link.initcwnd()),
+        })
+    }
+
+    /// The options of the leg that sends over the slow link, where link
+    /// settings name one.
+    pub fn long_leg_options(&self) -> Option<&LegOptions> {
+        Some(match self.link?.leg {
+            LinkLeg::Server => &self.server_leg,
+            LinkLeg::Client => &self.client_leg,
         })
     }
 
@@ -441,7 +452,10 @@ LINK (the slow link's figures, like SQM's; optional):
     better), and a leg whose far end's receive window stays under half
     the BDP (bandwidth-delay product = rate x rtt) after a few seconds
     of sending goes over to cubic: bbr's probing costs there and gains
-    nothing. The send buffer is left to autotuning unless its ceiling
+    nothing. A leg that keeps bbr gets a fresh bbr every 7 s: bbr's RTT
+    probe, due every 10 s, would idle the link for about a second at
+    GEO RTTs, and a leg paced at the link's rate builds no queue for it
+    to drain. The send buffer is left to autotuning unless its ceiling
     (tcp_wmem) is under 2 x BDP; then it is 2 x BDP (unless --*-sndbuf
     is given). Two-ended (pepwrt at both ends): give the router
     --server-rcvbuf of 2 x downlink BDP, so the window it offers the

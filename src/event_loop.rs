@@ -12,7 +12,7 @@ use crate::control::{Control, Format};
 use crate::error::StartError;
 use crate::learn::LinkEstimate;
 use crate::pool::{ConnId, Pool};
-use crate::relay::{Conn, End, Handover, Intake, LinkShare, Ready, Step};
+use crate::relay::{Conn, End, Handover, Intake, LinkShare, ProbeSkip, Ready, Step};
 use crate::snoop::SnoopRuntime;
 use crate::stats::{Counters, Report};
 use crate::sys::poll::{self, Events, Poller};
@@ -62,6 +62,8 @@ pub struct Proxy {
     share: Option<LinkShare>,
     /// Hands long legs held back by the peer's window from BBR to cubic.
     handover: Option<Handover>,
+    /// Keeps paced BBR long legs from idling for BBR's RTT probe.
+    probe_skip: Option<ProbeSkip>,
     /// Which leg crosses the long link, and what those legs measured.
     long_leg: LinkLeg,
     learned: LinkEstimate,
@@ -120,6 +122,7 @@ impl Proxy {
             intake,
             share: LinkShare::new(&cfg),
             handover: Handover::new(&cfg),
+            probe_skip: ProbeSkip::new(&cfg),
             long_leg: cfg.link.map_or(LinkLeg::Server, |l| l.leg),
             learned: LinkEstimate::default(),
             syns: Some(syns),
@@ -428,8 +431,9 @@ impl Proxy {
     }
 
     /// Each live connection's leg over the long link, once a tick: what
-    /// it measured feeds the link estimate, and a leg the peer's window
-    /// holds back may leave BBR (relay/window.rs).
+    /// it measured feeds the link estimate, a leg the peer's window holds
+    /// back may leave BBR (relay/window.rs), and a paced BBR leg starts
+    /// its BBR afresh before the RTT probe is due (relay/rtt_probe.rs).
     fn watch_long_legs(&mut self, now: Instant) {
         let mut cursor = 0;
         while let Some(id) = self.pool.next_active(&mut cursor) {
@@ -445,6 +449,13 @@ impl Proxy {
                 && handover.look(live.conn, fd, info)
             {
                 self.counters.handed_to_cubic += 1;
+            }
+            if let Some(skip) = &self.probe_skip
+                && live.conn.is_connected()
+                && !live.conn.window.handed_over()
+                && skip.look(&mut live.conn.probe, fd, now)
+            {
+                self.counters.rtt_probes_skipped += 1;
             }
         }
     }

@@ -25,6 +25,9 @@ pub struct Counters {
     /// Long legs handed from BBR to cubic because the peer's receive
     /// window held them back (relay/window.rs).
     pub handed_to_cubic: u64,
+    /// Times a paced long leg's BBR was started afresh before its RTT
+    /// probe was due (relay/rtt_probe.rs).
+    pub rtt_probes_skipped: u64,
 }
 
 impl Counters {
@@ -198,7 +201,7 @@ impl Report<'_> {
         );
         let _ = write!(
             out,
-            "\"counters\":{{\"active\":{},\"total\":{},\"split\":{},\"passed\":{},\"passed_full\":{},\"passed_policy\":{},\"syn_dropped\":{},\"refused\":{},\"malformed\":{},\"connect_failed\":{},\"bytes_up\":{},\"bytes_down\":{},\"handed_to_cubic\":{}}},",
+            "\"counters\":{{\"active\":{},\"total\":{},\"split\":{},\"passed\":{},\"passed_full\":{},\"passed_policy\":{},\"syn_dropped\":{},\"refused\":{},\"malformed\":{},\"connect_failed\":{},\"bytes_up\":{},\"bytes_down\":{},\"handed_to_cubic\":{},\"rtt_probes_skipped\":{}}},",
             self.active(),
             c.total,
             c.split,
@@ -212,6 +215,7 @@ impl Report<'_> {
             c.bytes_up + lu,
             c.bytes_down + ld,
             c.handed_to_cubic,
+            c.rtt_probes_skipped,
         );
         out.push_str("\"link\":");
         write_link_json(out, self.link);
@@ -315,6 +319,13 @@ impl Report<'_> {
                 out,
                 "             {} long legs left BBR for cubic: the far end's receive window held them below the link's rate",
                 c.handed_to_cubic
+            );
+        }
+        if c.rtt_probes_skipped > 0 {
+            let _ = writeln!(
+                out,
+                "             {} times a long leg's BBR started afresh instead of idling the link for its RTT probe",
+                c.rtt_probes_skipped
             );
         }
         if let Some(sn) = self.snoop {

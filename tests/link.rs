@@ -68,6 +68,16 @@ fn link_settings_pace_the_long_leg_and_window_its_route() {
         }
         thread::sleep(Duration::from_millis(50));
     };
+    // Every 7 s the paced BBR leg starts its BBR afresh, so BBR's RTT
+    // probe (due after 10 s) never comes; it stays BBR, paced as before.
+    let fresh = eventually(Duration::from_secs(12), || {
+        tb.counter("rtt_probes_skipped") >= 1
+    });
+    let later = String::from_utf8_lossy(
+        &tb.exec(&["ss", "-tinmH", "state", "established", "dport", "= :7300"])
+            .stdout,
+    )
+    .to_string();
     let _ = done_tx.send(());
     cli.join().expect("client");
     srv.join().expect("server");
@@ -78,6 +88,11 @@ fn link_settings_pace_the_long_leg_and_window_its_route() {
     assert!(leg.contains("/50000000bps"), "{leg}");
     assert!(leg.contains("tb15000000"), "{leg}");
     assert!(leg.contains(" bbr "), "long link, BBR: {leg}");
+    assert!(fresh, "no fresh BBR; log: {}", tb.log());
+    assert!(
+        later.contains(" bbr ") && later.contains("/50000000bps"),
+        "{later}"
+    );
     tb.install_rules("iptables", &[&LINK[..], &["--delete"]].concat());
     let route =
         String::from_utf8_lossy(&tb.exec(&["ip", "route", "show", "default"]).stdout).to_string();
@@ -127,6 +142,12 @@ fn a_leg_held_back_by_a_small_receive_window_leaves_bbr_for_cubic() {
     let handed = eventually(Duration::from_secs(12), || {
         tb.counter("handed_to_cubic") >= 1
     });
+    // Past the 7 s at which a BBR leg would start its BBR afresh: a leg
+    // handed to cubic stays cubic.
+    let started = Instant::now();
+    while handed && started.elapsed() < Duration::from_secs(5) {
+        thread::sleep(Duration::from_millis(100));
+    }
     let ss = String::from_utf8_lossy(
         &tb.exec(&["ss", "-tinH", "state", "established", "dport", "= :7301"])
             .stdout,
@@ -138,6 +159,7 @@ fn a_leg_held_back_by_a_small_receive_window_leaves_bbr_for_cubic() {
     assert!(handed, "not handed over; log: {}", tb.log());
     assert!(ss.contains(" cubic "), "{ss}");
     assert_eq!(tb.counter("handed_to_cubic"), 1);
+    assert_eq!(tb.counter("rtt_probes_skipped"), 0);
     assert!(
         tb.log().contains("BBR handed over to cubic"),
         "{}",

@@ -136,6 +136,8 @@ pub struct Conn {
     link_cap: u32,
     /// Whether the peer's receive window holds the leg over the link back.
     pub window: super::WindowWatch,
+    /// When the leg over the link last got a fresh BBR.
+    pub probe: super::ProbeClock,
 }
 
 /// What the event loop should do after a connection ran.
@@ -172,6 +174,7 @@ impl Conn {
             last_active: now,
             link_cap: 0,
             window: super::WindowWatch::default(),
+            probe: super::ProbeClock::default(),
         }
     }
 
@@ -209,6 +212,11 @@ impl Conn {
     }
     pub fn bytes_down(&self) -> u64 {
         self.down.bytes
+    }
+
+    /// The outgoing leg has connected.
+    pub fn is_connected(&self) -> bool {
+        !matches!(self.phase, Phase::Connecting { .. })
     }
 
     /// Waiting for the peers to acknowledge the end.

@@ -4,6 +4,7 @@
 
 mod conn;
 mod open;
+mod rtt_probe;
 mod share;
 #[cfg(test)]
 mod tests;
@@ -11,5 +12,6 @@ mod window;
 
 pub use conn::{Conn, End, Ready, Step};
 pub use open::{Accepted, Intake, Refusal, Refused};
+pub use rtt_probe::{ProbeClock, ProbeSkip};
 pub use share::LinkShare;
 pub use window::{Handover, WindowWatch};

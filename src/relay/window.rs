@@ -28,6 +28,11 @@ pub struct WindowWatch {
 }
 
 impl WindowWatch {
+    /// The leg runs cubic now.
+    pub fn handed_over(&self) -> bool {
+        self.handed_over
+    }
+
     /// One tick's look at the leg; true when it should be handed over now
     /// (once per connection).
     fn judge(&mut self, limits: LegInfo, rule: &Handover) -> bool {

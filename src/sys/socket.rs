@@ -107,6 +107,48 @@ pub fn set_congestion(fd: RawFd, name: &str) -> io::Result<()> {
     .map(drop)
 }
 
+/// The socket's congestion control algorithm.
+#[cfg(test)]
+pub fn congestion(fd: RawFd) -> io::Result<String> {
+    let mut name = [0u8; 16];
+    let mut len = name.len() as libc::socklen_t;
+    // SAFETY: name is writable for len bytes; the kernel stores how many
+    // it wrote.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_CONGESTION,
+            name.as_mut_ptr().cast(),
+            &mut len,
+        )
+    })?;
+    let name = &name[..len as usize];
+    let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+    Ok(String::from_utf8_lossy(&name[..end]).into_owned())
+}
+
+/// BBR's pacing and window gains (in 1/256) from TCP_CC_INFO, or None if
+/// the socket does not run BBR.
+#[cfg(test)]
+pub fn bbr_gains(fd: RawFd) -> io::Result<Option<(u32, u32)>> {
+    // struct tcp_bbr_info: bw_lo, bw_hi, min_rtt, pacing_gain, cwnd_gain.
+    let mut info = [0u32; 5];
+    let mut len = size_of_val(&info) as libc::socklen_t;
+    // SAFETY: info is writable for len bytes; the kernel stores how many
+    // it wrote.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_CC_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    })?;
+    Ok((len as usize == size_of_val(&info)).then_some((info[3], info[4])))
+}
+
 /// Sets IP_TRANSPARENT or IPV6_TRANSPARENT, which lets a socket accept
 /// connections for, and bind to, addresses that are not the router's.
 fn set_transparent(fd: RawFd, family: libc::c_int) -> io::Result<()> {
