@@ -202,7 +202,8 @@ impl Link {
         // 3.52 -> 2.04 s, 10 MB 11.06 -> 9.57 s). But from a plain server
         // that window let its slow start overshoot the link's queue
         // (geo-clean 10 MB downloads 13.25 s against 12.42 s direct), so
-        // it is for two-ended setups to ask for (--server-rcvbuf).
+        // it is for two-ended setups to ask for (--server-rcvbuf on the
+        // router, --client-rcvbuf on the gateway).
     }
 
     /// Two BDPs in bytes, within what a socket buffer can take.
@@ -458,8 +459,9 @@ LINK (the slow link's figures, like SQM's; optional):
     to drain. The send buffer is left to autotuning unless its ceiling
     (tcp_wmem) is under 2 x BDP; then it is 2 x BDP (unless --*-sndbuf
     is given). Two-ended (pepwrt at both ends): give the router
-    --server-rcvbuf of 2 x downlink BDP, so the window it offers the
-    gateway starts at about one BDP. `pepwrt rules` sets the routes it
+    --server-rcvbuf of 2 x downlink BDP and the gateway --client-rcvbuf
+    of 2 x uplink BDP, so the window each offers the other starts at
+    about one BDP. `pepwrt rules` sets the routes it
     uses to an initial window of one BDP (initcwnd, in 1448-byte
     segments; initrwnd from the other direction), so a transfer starts
     at the link's rate instead of probing up from 10 segments. server:
