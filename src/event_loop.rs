@@ -451,9 +451,7 @@ impl Proxy {
                 self.counters.handed_to_cubic += 1;
             }
             if let Some(skip) = &self.probe_skip
-                && live.conn.is_connected()
-                && !live.conn.window.handed_over()
-                && skip.look(&mut live.conn.probe, fd, now)
+                && skip.look(live.conn, fd, now)
             {
                 self.counters.rtt_probes_skipped += 1;
             }

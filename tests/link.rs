@@ -30,6 +30,13 @@ fn link_settings_pace_the_long_leg_and_window_its_route() {
     // Autotuning may give a socket 4 MB: two BDPs (7.5 MB) need a fixed
     // send buffer.
     tb.exec(&["sysctl", "-qw", "net.ipv4.tcp_wmem=4096 16384 4194304"]);
+    // A server whose window opens past half the BDP (1.9 MB), as one
+    // behind a 600 ms link would: otherwise the leg goes over to cubic
+    // (the next test) before its BBR is due to start afresh.
+    exec_in(
+        &tb.server,
+        &["sysctl", "-qw", "net.ipv4.tcp_rmem=4096 8388608 16777216"],
+    );
     tb.install_rules("iptables", &LINK);
     let route =
         String::from_utf8_lossy(&tb.exec(&["ip", "route", "show", "default"]).stdout).to_string();
@@ -42,18 +49,26 @@ fn link_settings_pace_the_long_leg_and_window_its_route() {
 
     let listener = tb.server_listener(&format!("{SERVER4}:7300"));
     let target = listener.local_addr().expect("addr");
-    // The server holds the connection open until the client is done
-    // looking at the sockets.
+    // The client uploads until the test is done looking at the sockets
+    // (at most 20 s): the leg sends at its pacing cap, 50 Mbit/s, which
+    // these veths carry. The server reads everything.
     let srv = thread::spawn(move || {
         let (mut s, _) = listener.accept().expect("accept");
-        let mut buf = [0u8; 1];
-        let _ = s.read(&mut buf);
+        s.set_read_timeout(Some(Duration::from_secs(25)))
+            .expect("timeout");
+        let mut buf = [0u8; 65536];
+        while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
     });
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let cli = tb.in_client(move || {
         let mut s = TcpStream::connect_timeout(&target, Duration::from_secs(5)).expect("connect");
-        let _ = done_rx.recv_timeout(Duration::from_secs(20));
-        s.write_all(b"x").expect("write");
+        s.set_write_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        let block = [7u8; 65536];
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while done_rx.try_recv().is_err() && Instant::now() < deadline {
+            let _ = s.write(&block);
+        }
     });
     // The outgoing leg is the router's socket toward the server port.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -68,8 +83,9 @@ fn link_settings_pace_the_long_leg_and_window_its_route() {
         }
         thread::sleep(Duration::from_millis(50));
     };
-    // Every 7 s the paced BBR leg starts its BBR afresh, so BBR's RTT
-    // probe (due after 10 s) never comes; it stays BBR, paced as before.
+    // Every 7 s the paced BBR leg, delivering at its cap, starts its BBR
+    // afresh, so BBR's RTT probe (due after 10 s) never comes; it stays
+    // BBR, paced as before.
     let fresh = eventually(Duration::from_secs(12), || {
         tb.counter("rtt_probes_skipped") >= 1
     });

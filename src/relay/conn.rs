@@ -199,6 +199,12 @@ impl Conn {
         }
     }
 
+    /// The pacing cap on the leg over the link (bytes per second; 0 until
+    /// one is set).
+    pub fn link_cap(&self) -> u32 {
+        self.link_cap
+    }
+
     pub fn close_line(&self, end: End, now: Instant) -> CloseLine<'_> {
         CloseLine {
             conn: self,

@@ -128,11 +128,10 @@ pub fn congestion(fd: RawFd) -> io::Result<String> {
     Ok(String::from_utf8_lossy(&name[..end]).into_owned())
 }
 
-/// BBR's pacing and window gains (in 1/256) from TCP_CC_INFO, or None if
-/// the socket does not run BBR.
-#[cfg(test)]
-pub fn bbr_gains(fd: RawFd) -> io::Result<Option<(u32, u32)>> {
-    // struct tcp_bbr_info: bw_lo, bw_hi, min_rtt, pacing_gain, cwnd_gain.
+/// struct tcp_bbr_info from TCP_CC_INFO: bw_lo, bw_hi (bytes per
+/// second), min_rtt, pacing_gain, cwnd_gain; None if the socket does not
+/// run BBR.
+fn bbr_info(fd: RawFd) -> io::Result<Option<[u32; 5]>> {
     let mut info = [0u32; 5];
     let mut len = size_of_val(&info) as libc::socklen_t;
     // SAFETY: info is writable for len bytes; the kernel stores how many
@@ -146,7 +145,18 @@ pub fn bbr_gains(fd: RawFd) -> io::Result<Option<(u32, u32)>> {
             &mut len,
         )
     })?;
-    Ok((len as usize == size_of_val(&info)).then_some((info[3], info[4])))
+    Ok((len as usize == size_of_val(&info)).then_some(info))
+}
+
+/// The bandwidth BBR estimates for the socket (bytes per second).
+pub fn bbr_bandwidth(fd: RawFd) -> io::Result<Option<u64>> {
+    Ok(bbr_info(fd)?.map(|i| u64::from(i[1]) << 32 | u64::from(i[0])))
+}
+
+/// BBR's pacing and window gains (in 1/256).
+#[cfg(test)]
+pub fn bbr_gains(fd: RawFd) -> io::Result<Option<(u32, u32)>> {
+    Ok(bbr_info(fd)?.map(|i| (i[3], i[4])))
 }
 
 /// Sets IP_TRANSPARENT or IPV6_TRANSPARENT, which lets a socket accept
