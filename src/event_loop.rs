@@ -190,6 +190,10 @@ impl Proxy {
             self.check_closing(now);
             let snoop_due = self.snoop.as_mut().and_then(|sn| sn.on_timer(now));
             let mut wake = snoop_due.map_or(next_tick, |d| d.min(next_tick));
+            if let Some(share) = &mut self.share {
+                share.on_timer(&mut self.pool, now);
+                wake = share.due().map_or(wake, |d| d.min(wake));
+            }
             if !self.closing.is_empty() {
                 wake = wake.min(now + CLOSING_CHECK);
             }
@@ -320,7 +324,7 @@ impl Proxy {
     fn on_accept(&mut self, which: usize, now: Instant) {
         let accepted = self.intake.accept(which, &self.cfg, &mut self.pool, now);
         self.counters.on_accepted(&accepted);
-        if let (Some(share), false) = (&self.share, accepted.new.is_empty()) {
+        if let (Some(share), false) = (&mut self.share, accepted.new.is_empty()) {
             share.apply(&mut self.pool, now);
         }
         for &id in &accepted.new {
@@ -409,7 +413,7 @@ impl Proxy {
             self.watch_listeners(poll::IN);
         }
         self.pool.expire_reservations(now);
-        if let Some(share) = &self.share {
+        if let Some(share) = &mut self.share {
             share.apply(&mut self.pool, now);
         }
         self.watch_long_legs(now);

@@ -4,9 +4,14 @@
 //! a queue that holds about one, and lose most of it. So every long leg's
 //! pacing cap is the link's rate divided by the legs sending or just
 //! opened; a leg whose queue went empty, or that closed, hands its share
-//! back when the shares are next worked out (each tick, and whenever legs
-//! open). The legs are the pool's live connections: nothing is tracked
-//! beside them.
+//! back when the shares are next worked out: whenever legs open, and once
+//! a link RTT while two or more legs are live (at least every 20 ms, at
+//! most every second). A page's legs finish at different times, and the
+//! last ones would otherwise keep a 32nd of the link after the others are
+//! done (LEO, two pepwrts: 32 downloads of 50 KB 0.32 s against 0.25 s
+//! direct when shares were worked out once a second and a leg counted as
+//! sending for 2 s after it opened). The legs are the pool's live
+//! connections: nothing is tracked beside them.
 
 use std::time::{Duration, Instant};
 
@@ -15,18 +20,36 @@ use crate::config::{Config, LinkLeg};
 use crate::pool::Pool;
 use crate::sys::socket;
 
-/// A leg counts as sending for this long after it opened, whatever its
-/// queue says: legs that open together have not queued anything yet when
-/// the next one opens.
-const YOUNG: Duration = Duration::from_secs(2);
+/// A leg counts as sending for two link RTTs after it opened (within
+/// these bounds), whatever its queue says: legs that open together have
+/// not queued anything yet when the next one opens, and a leg's first
+/// bytes come within about a round trip (the request, then the reply).
+const YOUNG_MIN: Duration = Duration::from_millis(100);
+const YOUNG_MAX: Duration = Duration::from_secs(2);
+
+/// Shares are worked out again once a link RTT, within these bounds.
+const PERIOD_MIN: Duration = Duration::from_millis(20);
+const PERIOD_MAX: Duration = Duration::from_secs(1);
 
 /// Never below this, so no leg stalls (bytes per second).
 const FLOOR: u64 = 8_000;
 
 pub struct LinkShare {
-    /// Bytes per second over the link, in the long legs' direction.
+    /// A lone leg's pacing cap (bytes per second): the link's rate, plus
+    /// headroom on short links (config.rs).
     rate: u64,
+    /// The link's rate in the long legs' direction (bytes per second):
+    /// what legs sending together divide. The headroom is for one leg
+    /// catching up after an outage; split among a page's legs, each of
+    /// which sends its first ten segments unpaced (the kernel paces from
+    /// the eleventh), it overflowed a LEO link's queue (two pepwrts, 32
+    /// downloads: 57-137 segments retransmitted per page, none direct).
+    link_rate: u64,
     leg: LinkLeg,
+    young: Duration,
+    period: Duration,
+    /// When the shares are next due, while two or more legs are live.
+    due: Option<Instant>,
 }
 
 impl LinkShare {
@@ -37,22 +60,47 @@ impl LinkShare {
             LinkLeg::Server => &cfg.server_leg,
             LinkLeg::Client => &cfg.client_leg,
         };
+        let link = cfg.link?;
+        let rate = options.pacing_bytes_per_s?;
         Some(LinkShare {
-            rate: options.pacing_bytes_per_s?,
+            rate,
+            link_rate: link.send_bps().map_or(rate, |bps| bps / 8).min(rate),
             leg,
+            young: (2 * link.rtt).clamp(YOUNG_MIN, YOUNG_MAX),
+            period: link.rtt.clamp(PERIOD_MIN, PERIOD_MAX),
+            due: None,
         })
     }
 
+    /// When the event loop should next call `on_timer`: None while fewer
+    /// than two legs are live (one leg has the whole rate).
+    pub fn due(&self) -> Option<Instant> {
+        self.due
+    }
+
+    /// Works the shares out again if they are due, and sets when they are
+    /// due next.
+    pub fn on_timer(&mut self, pool: &mut Pool<Conn>, now: Instant) {
+        if self.due.is_some_and(|due| now >= due) {
+            self.apply(pool, now);
+        }
+    }
+
     /// Gives every live connection's long leg its share of the rate.
-    pub fn apply(&self, pool: &mut Pool<Conn>, now: Instant) {
+    pub fn apply(&mut self, pool: &mut Pool<Conn>, now: Instant) {
         let sending = pool
             .active()
             .filter(|(_, c)| {
-                now.saturating_duration_since(c.started) < YOUNG
+                now.saturating_duration_since(c.started) < self.young
                     || socket::unsent_bytes(c.link_fd(self.leg)).is_ok_and(|n| n > 0)
             })
             .count();
-        let each = share_of(self.rate, sending);
+        self.due = (pool.active_count() >= 2).then(|| now + self.period);
+        let each = if sending <= 1 {
+            share_of(self.rate, 1)
+        } else {
+            share_of(self.link_rate, sending)
+        };
         let mut cursor = 0;
         while let Some(id) = pool.next_active(&mut cursor) {
             if let Some(live) = pool.live(id) {

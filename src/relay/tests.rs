@@ -298,7 +298,7 @@ fn long_legs_sending_together_share_the_links_rate_and_closing_hands_it_back() {
         ..Config::default()
     };
     cfg.server_leg.pacing_bytes_per_s = Some(1_000_000);
-    let share = LinkShare::new(&cfg).expect("link settings pace the server leg");
+    let mut share = LinkShare::new(&cfg).expect("link settings pace the server leg");
     let now = Instant::now();
     let mut pool = Pool::new(4, 4096);
     let open = |pool: &mut Pool<Conn>| {
@@ -317,13 +317,20 @@ fn long_legs_sending_together_share_the_links_rate_and_closing_hands_it_back() {
     }
     share.apply(&mut pool, now);
     assert_eq!(pacing_cap(a_fd), 1_000_000);
+    // One leg has the whole rate: nothing to work out again.
+    assert_eq!(share.due(), None);
     let (_b, b_fd, _lb) = open(&mut pool);
     share.apply(&mut pool, now);
     assert_eq!((pacing_cap(a_fd), pacing_cap(b_fd)), (500_000, 500_000));
-    // a closes: b has the link to itself at the next sharing.
+    // Two legs: worked out again once a link RTT.
+    assert_eq!(share.due(), Some(now + Duration::from_millis(600)));
+    // a closes: b has the link to itself when the shares are due.
     drop(pool.release(a));
-    share.apply(&mut pool, now);
+    share.on_timer(&mut pool, now + Duration::from_millis(599));
+    assert_eq!(pacing_cap(b_fd), 500_000);
+    share.on_timer(&mut pool, now + Duration::from_millis(600));
     assert_eq!(pacing_cap(b_fd), 1_000_000);
+    assert_eq!(share.due(), None);
     // Past its youth, an idle leg no longer counts as sending.
     let (_c, c_fd, _lc) = open(&mut pool);
     share.apply(&mut pool, now);
