@@ -446,8 +446,9 @@ LINK (the slow link's figures, like SQM's; optional):
                              downlink rate. Give both ends the same
                              --uplink and --downlink.
     With link settings the leg that sends over the link is paced at the
-    link's rate (SO_MAX_PACING_RATE; under 200 ms RTT a quarter above
-    it; legs sending at the same time share it). With an RTT of 200 ms
+    link's rate (SO_MAX_PACING_RATE; under 200 ms RTT a lone leg gets a
+    quarter above it; legs sending at the same time share the link's
+    rate, worked out again once an RTT). With an RTT of 200 ms
     or more it uses bbr (unless --*-cc is given; below that the kernel's
     default, cubic, which follows RTT steps such as LEO handovers
     better), and a leg whose far end's receive window stays under half
