@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """One Markdown table for README from the benchmark's reports.
 
-  tests/bench/table.py tests/bench/results/bench-geo-clean.md ...
+  tests/bench/table.py tests/bench/results/bench-geo-clean.md ... [--rerun REPORT...]
 
 Each cell: median time, the speedup over direct run by run (median of
 run k against direct's run k, which met the same losses; the worst run
@@ -41,11 +41,23 @@ def cell_text(time, of_limit, speedup, run_by_run):
     return ", ".join(x for x in (median, fast) if x) + f" [{of_limit}]"
 
 
-def main(paths):
-    rows, setups = {}, []
-    for path in paths:
+def main(args):
+    """Reports after `--rerun` replace the cells they hold; those cells are
+    marked † and their test's direct cell shows the rerun's direct time
+    too (each speedup is against direct in its own report)."""
+    rows, setups, rerun = {}, [], False
+    for path in args:
+        if path == "--rerun":
+            rerun = True
+            continue
         for profile, test, limit, setup, time, of_limit, speedup, rbr in cells(path):
-            rows.setdefault((profile, test, limit), {})[setup] = cell_text(time, of_limit, speedup, rbr)
+            by = rows.setdefault((profile, test, limit), {})
+            text = cell_text(time, of_limit, speedup, rbr)
+            if rerun and setup == "direct" and "direct" in by:
+                if text != by["direct"]:
+                    by["direct"] += f"; rerun † {text}"
+            else:
+                by[setup] = text + (" †" if rerun else "")
             if setup not in setups:
                 setups.append(setup)
     print("| profile | test | limit | " + " | ".join(setups) + " |")
