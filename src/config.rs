@@ -459,10 +459,11 @@ LINK (the slow link's figures, like SQM's; optional):
     GEO RTTs, and a leg paced at the link's rate builds no queue for it
     to drain. The send buffer is left to autotuning unless its ceiling
     (tcp_wmem) is under 2 x BDP; then it is 2 x BDP (unless --*-sndbuf
-    is given). Two-ended (pepwrt at both ends): give the router
-    --server-rcvbuf of 2 x downlink BDP and the gateway --client-rcvbuf
-    of 2 x uplink BDP, so the window each offers the other starts at
-    about one BDP. `pepwrt rules` sets the routes it
+    is given). Two-ended (pepwrt at both ends) on a link of 200 ms or
+    more: give the router --server-rcvbuf of 2 x downlink BDP and the
+    gateway --client-rcvbuf of 2 x uplink BDP, so the window each offers
+    the other starts at about one BDP (on shorter links leave them to
+    autotuning: a fixed buffer cannot follow RTT steps). `pepwrt rules` sets the routes it
     uses to an initial window of one BDP (initcwnd, in 1448-byte
     segments; initrwnd from the other direction), so a transfer starts
     at the link's rate instead of probing up from 10 segments. server:

@@ -107,23 +107,29 @@ pub fn set_congestion(fd: RawFd, name: &str) -> io::Result<()> {
     .map(drop)
 }
 
-/// The socket's congestion control algorithm.
-#[cfg(test)]
-pub fn congestion(fd: RawFd) -> io::Result<String> {
-    let mut name = [0u8; 16];
-    let mut len = name.len() as libc::socklen_t;
-    // SAFETY: name is writable for len bytes; the kernel stores how many
-    // it wrote.
+/// A TCP option the kernel fills into `buf`; how many bytes it wrote.
+fn tcp_option_bytes(fd: RawFd, opt: libc::c_int, buf: &mut [u8]) -> io::Result<usize> {
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: buf is writable for len bytes; the kernel writes at most len
+    // and stores how many it wrote.
     cvt(unsafe {
         libc::getsockopt(
             fd,
             libc::IPPROTO_TCP,
-            libc::TCP_CONGESTION,
-            name.as_mut_ptr().cast(),
+            opt,
+            buf.as_mut_ptr().cast(),
             &mut len,
         )
     })?;
-    let name = &name[..len as usize];
+    Ok((len as usize).min(buf.len()))
+}
+
+/// The socket's congestion control algorithm.
+#[cfg(test)]
+pub fn congestion(fd: RawFd) -> io::Result<String> {
+    let mut name = [0u8; 16];
+    let len = tcp_option_bytes(fd, libc::TCP_CONGESTION, &mut name)?;
+    let name = &name[..len];
     let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
     Ok(String::from_utf8_lossy(&name[..end]).into_owned())
 }
@@ -132,20 +138,15 @@ pub fn congestion(fd: RawFd) -> io::Result<String> {
 /// second), min_rtt, pacing_gain, cwnd_gain; None if the socket does not
 /// run BBR.
 fn bbr_info(fd: RawFd) -> io::Result<Option<[u32; 5]>> {
+    let mut buf = [0u8; 20];
+    if tcp_option_bytes(fd, libc::TCP_CC_INFO, &mut buf)? < buf.len() {
+        return Ok(None);
+    }
     let mut info = [0u32; 5];
-    let mut len = size_of_val(&info) as libc::socklen_t;
-    // SAFETY: info is writable for len bytes; the kernel stores how many
-    // it wrote.
-    cvt(unsafe {
-        libc::getsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_CC_INFO,
-            info.as_mut_ptr().cast(),
-            &mut len,
-        )
-    })?;
-    Ok((len as usize == size_of_val(&info)).then_some(info))
+    for (field, bytes) in info.iter_mut().zip(buf.chunks_exact(4)) {
+        *field = u32::from_ne_bytes(bytes.try_into().unwrap_or_default());
+    }
+    Ok(Some(info))
 }
 
 /// The bandwidth BBR estimates for the socket (bytes per second).
@@ -282,19 +283,7 @@ pub fn leg_info(fd: RawFd) -> io::Result<Option<LegInfo>> {
     const BUSY_TIME: usize = 168;
     const SND_WND: usize = 228;
     let mut buf = [0u8; 256];
-    let mut len = buf.len() as libc::socklen_t;
-    // SAFETY: buf is writable for len bytes; the kernel writes at most len
-    // and stores how many it wrote.
-    cvt(unsafe {
-        libc::getsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            buf.as_mut_ptr().cast(),
-            &mut len,
-        )
-    })?;
-    if (len as usize) < SND_WND + 4 {
+    if tcp_option_bytes(fd, libc::TCP_INFO, &mut buf)? < SND_WND + 4 {
         return Ok(None);
     }
     let u64_at = |at: usize| u64::from_ne_bytes(buf[at..at + 8].try_into().unwrap_or_default());
