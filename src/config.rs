@@ -463,12 +463,12 @@ LINK (the slow link's figures, like SQM's; optional):
     more: give the router --server-rcvbuf of 2 x downlink BDP and the
     gateway --client-rcvbuf of 2 x uplink BDP, so the window each offers
     the other starts at about one BDP (on shorter links leave them to
-    autotuning: a fixed buffer cannot follow RTT steps). `pepwrt rules` sets the routes it
-    uses to an initial window of one BDP (initcwnd, in 1448-byte
-    segments; initrwnd from the other direction), so a transfer starts
-    at the link's rate instead of probing up from 10 segments. server:
-    the default routes (an explicit --initcwnd wins); client: the
-    routes via the --intercept interfaces.
+    autotuning: a fixed buffer cannot follow RTT steps). `pepwrt rules`
+    sets the routes it uses to an initial window of one BDP (initcwnd,
+    in 1448-byte segments; initrwnd from the other direction), so a
+    transfer starts at the link's rate instead of probing up from 10
+    segments. server: the default routes (an explicit --initcwnd wins);
+    client: the routes via the --intercept interfaces.
 
 CLIENT LEG (client to router):
     --client-cc NAME, --client-nodelay (on by default; --client-delay turns it
