@@ -55,17 +55,12 @@ pub struct LinkShare {
 impl LinkShare {
     /// Sharing applies where link settings pace a leg.
     pub fn new(cfg: &Config) -> Option<LinkShare> {
-        let leg = cfg.link?.leg;
-        let options = match leg {
-            LinkLeg::Server => &cfg.server_leg,
-            LinkLeg::Client => &cfg.client_leg,
-        };
         let link = cfg.link?;
-        let rate = options.pacing_bytes_per_s?;
+        let rate = cfg.long_leg_options()?.pacing_bytes_per_s?;
         Some(LinkShare {
             rate,
             link_rate: link.send_bps().map_or(rate, |bps| bps / 8).min(rate),
-            leg,
+            leg: link.leg,
             young: (2 * link.rtt).clamp(YOUNG_MIN, YOUNG_MAX),
             period: link.rtt.clamp(PERIOD_MIN, PERIOD_MAX),
             due: None,
