@@ -5,8 +5,9 @@
 //! pacing cap is the link's rate divided by the legs sending or just
 //! opened; a leg whose queue went empty, or that closed, hands its share
 //! back when the shares are next worked out: whenever legs open, and once
-//! a link RTT while two or more legs are live (at least every 20 ms, at
-//! most every second). A page's legs finish at different times, and the
+//! a link RTT while two or more legs are sending (at least every 20 ms, at
+//! most every second; idle connections, however many, wake nothing: the
+//! tick's sharing catches a leg that starts sending again). A page's legs finish at different times, and the
 //! last ones would otherwise keep a 32nd of the link after the others are
 //! done (LEO, two pepwrts: 32 downloads of 50 KB 0.32 s against 0.25 s
 //! direct when shares were worked out once a second and a leg counted as
@@ -48,7 +49,7 @@ pub struct LinkShare {
     leg: LinkLeg,
     young: Duration,
     period: Duration,
-    /// When the shares are next due, while two or more legs are live.
+    /// When the shares are next due, while two or more legs are sending.
     due: Option<Instant>,
 }
 
@@ -68,7 +69,7 @@ impl LinkShare {
     }
 
     /// When the event loop should next call `on_timer`: None while fewer
-    /// than two legs are live (one leg has the whole rate).
+    /// than two legs are sending (one leg has the whole rate).
     pub fn due(&self) -> Option<Instant> {
         self.due
     }
@@ -90,7 +91,7 @@ impl LinkShare {
                     || socket::unsent_bytes(c.link_fd(self.leg)).is_ok_and(|n| n > 0)
             })
             .count();
-        self.due = (pool.active_count() >= 2).then(|| now + self.period);
+        self.due = (sending >= 2).then(|| now + self.period);
         let each = if sending <= 1 {
             share_of(self.rate, 1)
         } else {

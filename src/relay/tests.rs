@@ -322,7 +322,7 @@ fn long_legs_sending_together_share_the_links_rate_and_closing_hands_it_back() {
     let (_b, b_fd, _lb) = open(&mut pool);
     share.apply(&mut pool, now);
     assert_eq!((pacing_cap(a_fd), pacing_cap(b_fd)), (500_000, 500_000));
-    // Two legs: worked out again once a link RTT.
+    // Two legs sending: worked out again once a link RTT.
     assert_eq!(share.due(), Some(now + Duration::from_millis(600)));
     // a closes: b has the link to itself when the shares are due.
     drop(pool.release(a));
