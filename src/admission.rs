@@ -97,6 +97,11 @@ impl SynQueue {
         self.queue.dropped()
     }
 
+    /// Once a tick: counts SYNs lost at the end of a burst.
+    pub fn settle(&mut self) {
+        self.queue.settle();
+    }
+
     /// Decides up to `budget` waiting SYNs; `split` false passes them all
     /// (pepwrt is stopping).
     pub fn serve<C>(

@@ -413,6 +413,9 @@ impl Proxy {
             self.watch_listeners(poll::IN);
         }
         self.pool.expire_reservations(now);
+        if let Some(q) = &mut self.syns {
+            q.settle();
+        }
         if let Some(share) = &mut self.share {
             share.apply(&mut self.pool, now);
         }

@@ -40,6 +40,8 @@ pub struct NfQueue {
 struct IdGaps {
     next: Option<u32>,
     dropped: u64,
+    /// The kernel's last id as `settle` read it before.
+    kernel_last: Option<u32>,
 }
 
 impl IdGaps {
@@ -53,6 +55,43 @@ impl IdGaps {
         }
         self.next = Some(id.wrapping_add(1));
     }
+
+    /// `kernel_last`: the last id the kernel gave out, read once a tick.
+    /// A gap shows only when a later packet arrives, so the packets lost
+    /// at the end of a burst would wait for the next burst to be counted.
+    /// Ids the kernel gave out before the previous tick that never came
+    /// are lost: nothing stays in flight to an emptied socket that long.
+    fn settle(&mut self, kernel_last: u32) {
+        if self.kernel_last == Some(kernel_last) {
+            // A fresh queue numbers from 1.
+            let expected = self.next.unwrap_or(1);
+            let lost = kernel_last.wrapping_sub(expected).wrapping_add(1);
+            if lost < u32::MAX / 2 {
+                self.dropped += u64::from(lost);
+                self.next = Some(kernel_last.wrapping_add(1));
+            }
+        }
+        self.kernel_last = Some(kernel_last);
+    }
+}
+
+/// Queue `num`'s last packet id from the kernel's table
+/// (/proc/net/netfilter/nfnetlink_queue, one line per bound queue:
+/// number, peer, waiting, copy mode, copy range, dropped, user dropped,
+/// last id, 1). `None` where the table is absent or unreadable.
+fn kernel_last_id(num: u16) -> Option<u32> {
+    let table = std::fs::read_to_string("/proc/net/netfilter/nfnetlink_queue").ok()?;
+    parse_last_id(&table, num)
+}
+
+fn parse_last_id(table: &str, num: u16) -> Option<u32> {
+    table.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        if fields.next()?.parse::<u16>().ok()? != num {
+            return None;
+        }
+        fields.nth(6)?.parse().ok()
+    })
 }
 
 /// What went wrong opening a queue, worded for the admin.
@@ -179,6 +218,18 @@ impl NfQueue {
         self.ids.dropped
     }
 
+    /// Once a tick, with the socket just drained: counts the packets lost
+    /// at the end of a burst (see `IdGaps::settle`). Packets still waiting
+    /// in the socket (a drain that ran out of budget) are left for the
+    /// next tick.
+    pub fn settle(&mut self) {
+        if crate::sys::poll::readable_now(self.fd).is_ok_and(|ready| !ready)
+            && let Some(last) = kernel_last_id(self.num)
+        {
+            self.ids.settle(last);
+        }
+    }
+
     /// Gives every waiting packet its verdict, until the socket is empty
     /// (one datagram may carry several packets, invisible to poll) or
     /// `budget` packets are done. Returns how many were handled.
@@ -248,5 +299,45 @@ mod tests {
         ids.note(u32::MAX);
         ids.note(0);
         assert_eq!(ids.dropped, 0);
+    }
+
+    #[test]
+    fn ids_lost_at_the_end_of_a_burst_count_a_tick_later() {
+        let mut ids = IdGaps::default();
+        ids.note(1);
+        ids.note(2);
+        // The kernel gave out 3 and 4; not yet counted: they may be on
+        // their way.
+        ids.settle(4);
+        assert_eq!(ids.dropped, 0);
+        // A tick later they are lost, once.
+        ids.settle(4);
+        assert_eq!(ids.dropped, 2);
+        ids.settle(4);
+        assert_eq!(ids.dropped, 2);
+        // A packet that came in between is no loss.
+        ids.settle(5);
+        ids.note(5);
+        ids.settle(5);
+        assert_eq!(ids.dropped, 2);
+        // A fresh queue whose first packets were all lost.
+        let mut ids = IdGaps::default();
+        ids.settle(3);
+        ids.settle(3);
+        assert_eq!(ids.dropped, 3);
+        // Nothing given out yet.
+        let mut ids = IdGaps::default();
+        ids.settle(0);
+        ids.settle(0);
+        assert_eq!(ids.dropped, 0);
+    }
+
+    #[test]
+    fn the_kernels_table_gives_the_last_id() {
+        let table = "    0  12345     0 2  256     0     0      17  1\n 3135  23456     2 2  256     4     5  123456  1\n";
+        assert_eq!(parse_last_id(table, 3135), Some(123456));
+        assert_eq!(parse_last_id(table, 0), Some(17));
+        assert_eq!(parse_last_id(table, 7), None);
+        assert_eq!(parse_last_id("", 0), None);
     }
 }

@@ -111,3 +111,15 @@ mod tests {
         assert_eq!(p.wait(Duration::ZERO).unwrap().count(), 0);
     }
 }
+
+/// Whether `fd` has something to read now (poll(2) without waiting).
+pub fn readable_now(fd: RawFd) -> io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; a zero timeout never blocks.
+    let n = cvt(unsafe { libc::poll(&raw mut pfd, 1, 0) })?;
+    Ok(n > 0 && pfd.revents & libc::POLLIN != 0)
+}

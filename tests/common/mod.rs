@@ -662,6 +662,21 @@ impl Testbed {
             })
             .sum()
     }
+
+    /// The kernel's view of the SYN queue (/proc/net/netfilter/
+    /// nfnetlink_queue in the router): (waiting, queue_dropped,
+    /// user_dropped, last id) of queue 3135.
+    pub fn kernel_queue_stats(&self) -> Option<(u64, u64, u64, u64)> {
+        let out = self.exec(&["cat", "/proc/net/netfilter/nfnetlink_queue"]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.lines().find_map(|l| {
+            let f: Vec<u64> = l
+                .split_whitespace()
+                .filter_map(|w| w.parse().ok())
+                .collect();
+            (f.len() >= 8 && f[0] == 3135).then(|| (f[2], f[5], f[6], f[7]))
+        })
+    }
 }
 
 /// A listener in namespace `ns` with a deep accept queue: with the
