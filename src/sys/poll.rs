@@ -90,6 +90,18 @@ impl Poller {
     }
 }
 
+/// Whether `fd` has something to read now (poll(2) without waiting).
+pub fn readable_now(fd: RawFd) -> io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; a zero timeout never blocks.
+    let n = cvt(unsafe { libc::poll(&raw mut pfd, 1, 0) })?;
+    Ok(n > 0 && pfd.revents & libc::POLLIN != 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,16 +122,4 @@ mod tests {
         p.watch(b.as_raw_fd(), IN, 0, 7).unwrap();
         assert_eq!(p.wait(Duration::ZERO).unwrap().count(), 0);
     }
-}
-
-/// Whether `fd` has something to read now (poll(2) without waiting).
-pub fn readable_now(fd: RawFd) -> io::Result<bool> {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd; a zero timeout never blocks.
-    let n = cvt(unsafe { libc::poll(&raw mut pfd, 1, 0) })?;
-    Ok(n > 0 && pfd.revents & libc::POLLIN != 0)
 }
