@@ -170,6 +170,14 @@ impl Snoop {
                     None => self.leave_to_sender(idx, ack, "cached copy gone"),
                 }
             }
+            // With SACK a hole shows as data held above it. A dup ACK that
+            // SACKs nothing above `ack` reports a duplicate (a D-SACK, RFC
+            // 2883: a local copy and the sender's own retransmission both
+            // arrived): nothing is missing, and taking it for a hole sends
+            // a copy of a segment still on its way, whose duplicate brings
+            // the next such ACK. The sender gets it: its SACK scoreboard
+            // learns of the duplicate and enters no recovery.
+            _ if sack && flow.sack_high.is_none() => SnoopVerdict::Accept,
             _ => self.on_new_hole(idx, ack, sack, now, tx),
         };
         if verdict == SnoopVerdict::Drop {

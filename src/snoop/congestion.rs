@@ -12,9 +12,19 @@
 //! last 10 to 20 s. Samples come from ACKs that fill no hole (those
 //! covering a repaired hole waited for the repair, not in the queue) and
 //! from SACK blocks, which tell when each segment arrived while a hole
-//! holds the cumulative ACK (`sack.rs`). Two rules, either makes a loss
+//! holds the cumulative ACK (`sack.rs`). Three rules, any makes a loss
 //! congestion:
 //!
+//! - The hole's neighbour crossed the queue at its top (SACK hosts): the
+//!   segment a dup ACK SACKs first arrived right behind the lost one, and
+//!   a tail-drop queue drops only when it is full. If that segment's queue
+//!   delay is within an eighth of the deepest queue seen lately, the hole
+//!   fell into a full queue. This catches a short queue (64 KB at
+//!   10 Mbit/s holds 52 ms, never past the standing limit below), whose
+//!   drops Snoop otherwise repaired one overflow after another while the
+//!   sender never backed off. A queue that has never been deeper than now
+//!   counts as full: taking a radio loss there for congestion costs one
+//!   backoff of a sender that fills the queue anyway.
 //! - The queue stands: past `STANDING_SACK` (or `STANDING_NO_SACK` for a
 //!   host without SACK). A queue that deep holds about half the sender's
 //!   window on a 100 ms path, so a cubic sender's backoff still keeps the
@@ -137,6 +147,9 @@ pub struct CongestionWatch {
     /// Share of local copies lost as well, in `ONE`ths: a moving average
     /// over about the last sixteen copies.
     copies_lost: u16,
+    /// The RTT of the segment a SACK named first, and when: on a dup ACK,
+    /// the segment that arrived right behind the hole.
+    neighbour: Option<(Duration, Instant)>,
 }
 
 impl Default for CongestionWatch {
@@ -148,6 +161,7 @@ impl Default for CongestionWatch {
             peak_before: Duration::ZERO,
             full: None,
             copies_lost: 0,
+            neighbour: None,
         }
     }
 }
@@ -166,6 +180,13 @@ impl CongestionWatch {
             Some((p, start)) => Some((p.max(delay), start)),
             None => Some((delay, now)),
         };
+    }
+
+    /// One RTT sample from a SACK block: the youngest segment it named
+    /// for the first time.
+    pub fn sample_sacked(&mut self, rtt: Duration, now: Instant) {
+        self.sample(rtt, now);
+        self.neighbour = Some((rtt, now));
     }
 
     /// The deepest queue delay of the last one to two windows.
@@ -189,12 +210,26 @@ impl CongestionWatch {
     /// local repair costs the sender's ACK clock that matters, and this
     /// view has no SACK samples to keep up with the queue anyway.
     pub fn classify(&self, sack: bool, acked: &RttEstimator, now: Instant) -> LossCause {
+        if sack && self.neighbour_at_top(now) {
+            return LossCause::Congestion;
+        }
         let queue_delay = if sack {
             self.queue_delay(now)
         } else {
             acked.queue_delay()
         };
         self.classify_at(queue_delay, sack, now)
+    }
+
+    /// Whether the ACK being handled (the same `now`) SACKed a segment
+    /// that crossed the queue at its deepest: 7/8 of the peak, on a queue
+    /// deep enough to tell from the radio's jitter.
+    fn neighbour_at_top(&self, now: Instant) -> bool {
+        let (Some((rtt, at)), Some(base)) = (self.neighbour, self.base.get(now)) else {
+            return false;
+        };
+        let peak = self.peak();
+        at == now && peak >= FLOOR * 2 && rtt.saturating_sub(base) >= peak * 7 / 8
     }
 
     fn classify_at(&self, queue_delay: Duration, sack: bool, now: Instant) -> LossCause {
@@ -279,6 +314,41 @@ mod tests {
         assert_eq!(w.classify(false, &acked, t), LossCause::Wireless);
         // Without samples for two intervals the evidence is gone.
         assert_eq!(w.queue_delay(t + INTERVAL * 2), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_hole_whose_neighbour_crossed_a_full_queue_is_congestion() {
+        let mut w = CongestionWatch::default();
+        let acked = RttEstimator::default();
+        let mut t = Instant::now();
+        // A 10 ms hop whose short queue fills to 40 ms, then drains to 25.
+        feed(&mut w, ms(10), ms(50), &mut t);
+        feed(&mut w, ms(50), ms(300), &mut t);
+        feed(&mut w, ms(35), ms(300), &mut t);
+        assert_eq!(w.classify(true, &acked, t), LossCause::Wireless);
+        // A dup ACK SACKs a segment that waited 36 ms: the queue at its top.
+        w.sample_sacked(ms(46), t);
+        assert_eq!(w.classify(true, &acked, t), LossCause::Congestion);
+        // Not an ACK later: that sample is not the next hole's neighbour.
+        assert_eq!(w.classify(true, &acked, t + ms(1)), LossCause::Wireless);
+        // A neighbour that found the queue half full: a radio loss.
+        w.sample_sacked(ms(30), t);
+        assert_eq!(w.classify(true, &acked, t), LossCause::Wireless);
+        // Without SACK there is no neighbour to ask.
+        w.sample_sacked(ms(50), t);
+        assert_eq!(w.classify(false, &acked, t), LossCause::Wireless);
+    }
+
+    #[test]
+    fn a_neighbour_within_the_radio_jitter_says_nothing() {
+        let mut w = CongestionWatch::default();
+        let acked = RttEstimator::default();
+        let mut t = Instant::now();
+        // The deepest queue was 8 ms: jitter, not a queue to overflow.
+        feed(&mut w, ms(10), ms(50), &mut t);
+        feed(&mut w, ms(18), ms(300), &mut t);
+        w.sample_sacked(ms(18), t);
+        assert_eq!(w.classify(true, &acked, t), LossCause::Wireless);
     }
 
     #[test]

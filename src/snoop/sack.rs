@@ -71,7 +71,7 @@ impl Snoop {
         }
         if let Some(at) = youngest {
             flow.congestion
-                .sample(now.saturating_duration_since(at), now);
+                .sample_sacked(now.saturating_duration_since(at), now);
             if flow.sacked_sent_at.is_none_or(|t| t < at) {
                 flow.sacked_sent_at = Some(at);
             }

@@ -312,13 +312,24 @@ fn sacked_data_stays_sacked_when_later_acks_no_longer_name_it() {
     );
 }
 
+/// A dup ACK whose only block is a D-SACK below the ACK reports a
+/// duplicate arrival: nothing is missing, so no copy of segment 2 (still on
+/// its way) goes out, and the sender hears of the duplicate.
 #[test]
 fn dsack_below_the_ack_names_no_hole() {
-    let mut b = Bench::new(true, 4, 1 << 20).sent(4);
-    b.ack(at(0, 2));
-    let dup = TcpPkt::ack(at(0, 2)).sack(&[(at(0, 0), at(0, 1))]);
-    assert_eq!(b.send(dup), SnoopVerdict::Drop);
-    assert_eq!(b.resent_seqs(), vec![at(0, 2)]);
+    for mut b in Bench::both().map(|b| b.sent(4)) {
+        b.ack(at(0, 2));
+        let dup = || TcpPkt::ack(at(0, 2)).sack(&[(at(0, 0), at(0, 1))]);
+        for _ in 0..3 {
+            assert_eq!(b.send(dup()), SnoopVerdict::Accept);
+        }
+        assert!(b.wire.sent.is_empty());
+        assert_eq!(b.counter("dupacks_suppressed"), 0);
+        // A real hole after it is repaired as ever.
+        let hole = TcpPkt::ack(at(0, 2)).sack(&[(at(0, 3), at(0, 4)), (at(0, 0), at(0, 1))]);
+        assert_eq!(b.send(hole), SnoopVerdict::Drop);
+        assert_eq!(b.resent_seqs(), vec![at(0, 2)]);
+    }
 }
 
 #[test]
@@ -472,18 +483,32 @@ fn full_arena_passes_packets_uncached_and_their_dup_acks_through() {
     }
 }
 
-/// A flow whose acks come back `late_ms` late after a 5 ms start: the
-/// queue toward the host stands. Segments 12 and 13 are cached, unacked,
-/// and have had `late_ms` to cross.
+/// A flow whose acks come back `late_ms` late after a 5 ms start, and
+/// 20 ms later still before that: the queue toward the host stands, below
+/// the deepest it reached. Segments 12 and 13 are cached, unacked, and
+/// have had `late_ms` to cross.
 fn standing_queue(late_ms: u64) -> Bench {
+    queue_history(late_ms + 20, late_ms)
+}
+
+/// `standing_queue` whose acks came back `first_ms` late, one at least
+/// every 100 ms for 0.7 s (the queue's view takes the smallest of each
+/// 100 ms), then `late_ms` late.
+fn queue_history(first_ms: u64, late_ms: u64) -> Bench {
     let mut b = Bench::new(false, 4, 1 << 20);
     b.seg(0, 0);
     b.later(5);
     b.ack(at(0, 1));
     for n in 1..12 {
         b.seg(0, n);
-        b.later(late_ms);
-        b.ack(at(0, n + 1));
+        if n < 8 {
+            b.later(first_ms);
+            b.ack(at(0, n + 1));
+            b.later(100u64.saturating_sub(first_ms));
+        } else {
+            b.later(late_ms);
+            b.ack(at(0, n + 1));
+        }
     }
     b.seg(0, 12);
     b.seg(0, 13);
@@ -507,6 +532,18 @@ fn with_sack_a_shallow_standing_queue_is_still_repaired_locally() {
     let dup = TcpPkt::ack(at(0, 12)).sack(&[(at(0, 13), at(0, 14))]);
     assert_eq!(b.send(dup), SnoopVerdict::Drop);
     assert_eq!(b.resent_seqs(), vec![at(0, 12)]);
+}
+
+/// A short queue that stands at the deepest it has been: the segment
+/// behind the hole found it full, so the hole is a tail drop and goes to
+/// the sender, without a copy into that queue.
+#[test]
+fn with_sack_a_loss_at_the_top_of_a_shallow_queue_is_the_senders() {
+    let mut b = queue_history(40, 40);
+    let dup = TcpPkt::ack(at(0, 12)).sack(&[(at(0, 13), at(0, 14))]);
+    assert_eq!(b.send(dup), SnoopVerdict::Accept);
+    assert!(b.wire.sent.is_empty());
+    assert_eq!(b.counter("losses_congestion"), 1);
 }
 
 /// Congestion reaches the sender: with SACK too, a loss behind a deep
