@@ -78,10 +78,25 @@ impl IdGaps {
 /// Queue `num`'s last packet id from the kernel's table
 /// (/proc/net/netfilter/nfnetlink_queue, one line per bound queue:
 /// number, peer, waiting, copy mode, copy range, dropped, user dropped,
-/// last id, 1). `None` where the table is absent or unreadable.
+/// last id, 1). `None` where the table is absent, unreadable, or longer
+/// than the buffer (about 60 queues): read into the stack, as the loop
+/// allocates nothing once running.
 fn kernel_last_id(num: u16) -> Option<u32> {
-    let table = std::fs::read_to_string("/proc/net/netfilter/nfnetlink_queue").ok()?;
-    parse_last_id(&table, num)
+    use std::io::Read;
+    let mut buf = [0u8; 4096];
+    let mut file = std::fs::File::open("/proc/net/netfilter/nfnetlink_queue").ok()?;
+    let mut len = 0;
+    while len < buf.len() {
+        match file.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(_) => return None,
+        }
+    }
+    if len == buf.len() {
+        return None;
+    }
+    parse_last_id(std::str::from_utf8(&buf[..len]).ok()?, num)
 }
 
 fn parse_last_id(table: &str, num: u16) -> Option<u32> {
