@@ -38,11 +38,15 @@ impl Snoop {
         let span = (payload_len(ip, seg) as u32).wrapping_add(fin);
         let seq = seg.seq();
         let end = seq.wrapping_add(span);
-        let finished_high = found
+        let finished = found
             .and_then(|i| self.flows.get(i))
             .filter(|f| f.finished)
-            .map(|f| f.high_seq);
-        if let (Some(idx), Some(high)) = (found, finished_high) {
+            .map(|f| (f.high_seq, f.reset));
+        if let (Some(idx), Some((high, reset))) = (found, finished) {
+            if reset {
+                // Data in flight when the connection was reset.
+                return SnoopVerdict::Accept;
+            }
             if span == 0 || seq_le(end, high) {
                 // The finished connection's last ACKs and stragglers: its
                 // linger time runs from the close, nothing here renews it.

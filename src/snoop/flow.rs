@@ -80,10 +80,13 @@ impl CloseReason {
     }
 
     /// Whether the flow's four-tuple is remembered for a while after it
-    /// closed: only after an orderly end, when stragglers are still in
-    /// flight. A reset, a new SYN or idleness end it at once.
+    /// closed: after an orderly end or a reset, when stragglers are still
+    /// in flight. A new SYN or idleness end it at once.
     pub fn lingers(self) -> bool {
-        matches!(self, CloseReason::FinAcked | CloseReason::HostFin)
+        matches!(
+            self,
+            CloseReason::FinAcked | CloseReason::HostFin | CloseReason::Reset
+        )
     }
 }
 
@@ -128,6 +131,12 @@ pub struct Flow {
     /// four-tuple for `LINGER`, so the sender's late retransmissions pass
     /// without starting a new flow.
     pub finished: bool,
+    /// Finished by a reset: the sender's data still in flight (a window of
+    /// it, answered by the host's resets one by one) are stragglers too,
+    /// whatever their sequence numbers, until a SYN reuses the ports.
+    /// Without this each segment started a flow that the next reset
+    /// closed: a log line per segment.
+    pub reset: bool,
     pub stats: FlowStats,
 }
 
@@ -150,6 +159,7 @@ impl Flow {
             last_seen: now,
             fin_end: None,
             finished: false,
+            reset: false,
             stats: FlowStats::default(),
         }
     }

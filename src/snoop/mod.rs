@@ -227,13 +227,18 @@ impl Snoop {
     }
 
     /// Ends a flow: frees its cached segments and logs what it did. After
-    /// an orderly end the slot lingers (see `LINGER`); otherwise, or if it
-    /// already lingered, the slot is freed.
+    /// an orderly end or a reset the slot lingers (see `LINGER`);
+    /// otherwise, or if it already lingered, the slot is freed (but a
+    /// reset flow stays for the resets its stragglers bring).
     fn close(&mut self, idx: u16, reason: CloseReason) {
         let Some(flow) = self.flows.get_mut(idx) else {
             return;
         };
         if flow.finished {
+            if flow.reset && reason == CloseReason::Reset {
+                // The host's reset answering a straggler: lingers on.
+                return;
+            }
             // Logged when it finished; only the slot is left.
             self.flows.remove(idx);
             return;
@@ -260,6 +265,7 @@ impl Snoop {
             // Nothing reads a finished flow's recovery state; its timer
             // must not fire.
             flow.finished = true;
+            flow.reset = reason == CloseReason::Reset;
             flow.rto_at = None;
         } else {
             self.flows.remove(idx);

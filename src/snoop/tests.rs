@@ -447,10 +447,36 @@ fn reset_from_either_side_frees_the_flow() {
         b.seg(0, 0);
         b.send(TcpPkt::ack(0).with_flags(flags::RST));
         assert_eq!((b.counter("flows"), b.counter("cached_segments")), (0, 0));
+        assert_eq!(b.counter("flows_lingering"), 1);
+        // A new connection on the same ports starts afresh.
+        b.send(TcpPkt::data(at(0, 1), 0).with_flags(flags::SYN));
         b.seg(0, 1);
         b.send(TcpPkt::data(at(0, 2), 0).with_flags(flags::RST));
         assert_eq!((b.counter("flows"), b.counter("cached_segments")), (0, 0));
         assert_eq!(b.counter("flows_total"), 2);
+    }
+}
+
+/// After a reset the sender's data still in flight arrives, and the host
+/// answers each segment with another reset: one flow, one log line, not
+/// one per segment.
+#[test]
+fn segments_in_flight_after_a_reset_start_nothing() {
+    for mut b in Bench::both() {
+        b.seg(0, 0);
+        b.ack(at(0, 1));
+        b.send(TcpPkt::ack(at(0, 1)).with_flags(flags::RST));
+        for n in 1..20 {
+            assert_eq!(b.seg(0, n), SnoopVerdict::Accept);
+            b.send(TcpPkt::ack(at(0, 1)).with_flags(flags::RST));
+        }
+        assert_eq!(b.counter("flows_total"), 1);
+        assert_eq!(b.counter("cached_segments"), 0);
+        assert_eq!(b.counter("flows_lingering"), 1);
+        // Forgotten after LINGER.
+        b.later(10_100);
+        b.timer();
+        assert_eq!(b.counter("flows_lingering"), 0);
     }
 }
 
