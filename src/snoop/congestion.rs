@@ -316,15 +316,22 @@ mod tests {
         assert_eq!(w.queue_delay(t + INTERVAL * 2), Duration::ZERO);
     }
 
+    /// A watch fed with each (RTT, for how long) in turn, and the time
+    /// after the last.
+    fn fed(steps: &[(u64, u64)]) -> (CongestionWatch, Instant) {
+        let mut w = CongestionWatch::default();
+        let mut t = Instant::now();
+        for &(rtt, span) in steps {
+            feed(&mut w, ms(rtt), ms(span), &mut t);
+        }
+        (w, t)
+    }
+
     #[test]
     fn a_hole_whose_neighbour_crossed_a_full_queue_is_congestion() {
-        let mut w = CongestionWatch::default();
         let acked = RttEstimator::default();
-        let mut t = Instant::now();
         // A 10 ms hop whose short queue fills to 40 ms, then drains to 25.
-        feed(&mut w, ms(10), ms(50), &mut t);
-        feed(&mut w, ms(50), ms(300), &mut t);
-        feed(&mut w, ms(35), ms(300), &mut t);
+        let (mut w, t) = fed(&[(10, 50), (50, 300), (35, 300)]);
         assert_eq!(w.classify(true, &acked, t), LossCause::Wireless);
         // A dup ACK SACKs a segment that waited 36 ms: the queue at its top.
         w.sample_sacked(ms(46), t);
@@ -341,12 +348,9 @@ mod tests {
 
     #[test]
     fn a_neighbour_within_the_radio_jitter_says_nothing() {
-        let mut w = CongestionWatch::default();
         let acked = RttEstimator::default();
-        let mut t = Instant::now();
         // The deepest queue was 8 ms: jitter, not a queue to overflow.
-        feed(&mut w, ms(10), ms(50), &mut t);
-        feed(&mut w, ms(18), ms(300), &mut t);
+        let (mut w, t) = fed(&[(10, 50), (18, 300)]);
         w.sample_sacked(ms(18), t);
         assert_eq!(w.classify(true, &acked, t), LossCause::Wireless);
     }
