@@ -14,9 +14,10 @@
 //! probe has nothing to drain. Before it is due the leg's BBR is started
 //! afresh (by way of reno, since setting the same algorithm again changes
 //! nothing): that takes its smallest RTT from the kernel's own record of
-//! the connection's smallest RTT and starts its ten seconds again. A fresh BBR also starts measuring
-//! bandwidth again from its startup phase, which the pacing cap holds at
-//! the link's rate (or the leg's share of it). A leg that delivers well
+//! the connection's smallest RTT and starts its ten seconds again. A
+//! fresh BBR also starts measuring bandwidth again from its startup
+//! phase, which the pacing cap holds at the link's rate (or the leg's
+//! share of it). A leg that delivers well
 //! below its cap is held by something else (a link slower than the
 //! settings say, other traffic): its BBR keeps its probe, and a fresh
 //! startup would only push into that queue (measured with settings that

@@ -7,9 +7,9 @@
 //! back when the shares are next worked out: whenever legs open, and once
 //! a link RTT while two or more legs are sending (at least every 20 ms, at
 //! most every second; idle connections, however many, wake nothing: the
-//! tick's sharing catches a leg that starts sending again). A page's legs finish at different times, and the
-//! last ones would otherwise keep a 32nd of the link after the others are
-//! done (LEO, two pepwrts: 32 downloads of 50 KB 0.32 s against 0.25 s
+//! tick's sharing catches a leg that starts sending again). A page's legs
+//! finish at different times, and the last ones would otherwise keep a
+//! 32nd of the link after the others are done (LEO, two pepwrts: 32 downloads of 50 KB 0.32 s against 0.25 s
 //! direct when shares were worked out once a second and a leg counted as
 //! sending for 2 s after it opened). The legs are the pool's live
 //! connections: nothing is tracked beside them.
