@@ -9,9 +9,10 @@
 //! most every second; idle connections, however many, wake nothing: the
 //! tick's sharing catches a leg that starts sending again). A page's legs
 //! finish at different times, and the last ones would otherwise keep a
-//! 32nd of the link after the others are done (LEO, two pepwrts: 32 downloads of 50 KB 0.32 s against 0.25 s
-//! direct when shares were worked out once a second and a leg counted as
-//! sending for 2 s after it opened). The legs are the pool's live
+//! 32nd of the link after the others are done (LEO, two pepwrts: 32
+//! downloads of 50 KB 0.32 s against 0.25 s direct when shares were
+//! worked out once a second and a leg counted as sending for 2 s after
+//! it opened). The legs are the pool's live
 //! connections: nothing is tracked beside them.
 
 use std::time::{Duration, Instant};
