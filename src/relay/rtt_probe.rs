@@ -163,12 +163,24 @@ mod tests {
             }
         }
         assert_ne!(socket::bbr_gains(fd).unwrap(), Some((739, 739)));
+        // Restart on an empty send queue: with megabytes still queued, the
+        // fresh BBR sees a bandwidth that stops growing within a few
+        // loopback round trips and leaves its startup again before the
+        // check (a fast machine did so in CI).
+        let acked = || {
+            (0..400).any(|_| {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                socket::unsent_bytes(fd).unwrap() == 0
+            })
+        };
+        assert!(acked(), "the sink took 2 s to read what was sent");
         restart_bbr(fd).unwrap();
         assert_eq!(socket::congestion(fd).unwrap(), "bbr");
         // BBR sets its gains on the next acknowledgement: its startup
-        // gain, 2.89 (in 1/256).
+        // gain, 2.89 (in 1/256). 1000 bytes are application-limited, and
+        // BBR never leaves startup on an application-limited sample.
         a.write_all(&chunk[..1000]).unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(acked());
         assert_eq!(socket::bbr_gains(fd).unwrap(), Some((739, 739)));
         drop(a);
         sink.join().unwrap();
