@@ -173,8 +173,14 @@ fn a_servers_reset_reaches_the_client_only_after_every_byte_before_it() {
         let sent = sent.clone();
         std::thread::spawn(move || {
             server.write_all(&sent).unwrap();
-            // Wait until the relay has taken it all, then reset.
-            std::thread::sleep(Duration::from_millis(200));
+            // Wait until the relay's socket has acknowledged it all (a
+            // reset drops what the server still holds), then reset.
+            let fd = server.as_raw_fd();
+            let taken = (0..400).any(|_| {
+                std::thread::sleep(Duration::from_millis(5));
+                socket::unsent_bytes(fd).unwrap() == 0
+            });
+            assert!(taken, "the relay took 2 s to acknowledge 300 KB");
             socket::set_abortive_close(&server);
         })
     };
