@@ -285,7 +285,8 @@ mod tests {
         for i in 0..SESSIONS {
             c.on_ready(i, &mut render);
         }
-        assert!(t.elapsed() < Duration::from_millis(50));
+        // A blocking read would hang here; seconds allow for qemu and a busy CI.
+        assert!(t.elapsed() < Duration::from_secs(5));
         c.expire(now + DEADLINE, &mut render);
         assert!(c.wants_clients());
         assert_eq!(rendered.get(), 0);

@@ -22,26 +22,16 @@ const CLIENT_PORT: u16 = 41000;
 
 /// One `Section: Name` counter of /proc/net/{snmp,netstat} in the calling
 /// thread's network namespace.
-fn net_counter(file: &str, section: &str, name: &str) -> u64 {
+fn own_counter(file: &str, section: &str, name: &str) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/thread-self/net/{file}")).expect("read");
-    let mut lines = text.lines();
-    while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
-        if names.split(':').next() != Some(section) {
-            continue;
-        }
-        let pos = names.split_whitespace().position(|n| n == name);
-        if let Some(v) = pos.and_then(|p| values.split_whitespace().nth(p)) {
-            return v.parse().expect("number");
-        }
-    }
-    panic!("no {section} {name} in {file}");
+    net_counter(&text, section, name)
 }
 
 /// The client's retransmitted SYNs and sent resets.
 fn client_trouble() -> (u64, u64) {
     (
-        net_counter("netstat", "TcpExt", "TCPSynRetrans"),
-        net_counter("snmp", "Tcp", "OutRsts"),
+        own_counter("netstat", "TcpExt", "TCPSynRetrans"),
+        own_counter("snmp", "Tcp", "OutRsts"),
     )
 }
 

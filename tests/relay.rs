@@ -124,7 +124,7 @@ fn full_pool_passes_new_connections_unsplit_and_they_still_work() {
                 .expect("t")
         })
         .collect();
-    eventually(Duration::from_secs(2), || tb.counter("active") == 2);
+    eventually(Duration::from_secs(10), || tb.counter("active") == 2);
     assert_eq!(tb.counter("active"), 2);
     // ... so the third passes through unsplit, and works.
     echo_once(&tb, "198.18.1.2:7002", b"through");
@@ -362,7 +362,7 @@ fn malformed_syn_is_accepted_and_counted() {
         .join()
         .expect("client");
     assert_eq!(sent, 24);
-    eventually(Duration::from_secs(2), || tb.counter("malformed") == 1);
+    eventually(Duration::from_secs(10), || tb.counter("malformed") == 1);
     assert_eq!(tb.counter("malformed"), 1, "{}", tb.status());
     assert_eq!(tb.counter("split"), 0);
     // And pepwrt carries on.
@@ -411,16 +411,12 @@ fn server_reset_after_a_large_write_loses_no_acknowledged_bytes() {
     let expect = data.clone();
     let listener = tb.server_listener("198.18.1.2:7030");
     let srv = thread::spawn(move || {
-        use std::os::fd::AsRawFd;
         let (mut s, _) = listener.accept().expect("accept");
         s.write_all(&data).expect("write");
-        // Wait (bounded) until the router has acknowledged everything.
-        eventually(Duration::from_secs(5), || {
-            let mut unacked: libc::c_int = 0;
-            // SAFETY: TIOCOUTQ writes one int.
-            unsafe { libc::ioctl(s.as_raw_fd(), libc::TIOCOUTQ, &mut unacked) };
-            unacked == 0
-        });
+        assert!(
+            all_acked(&s, Duration::from_secs(10)),
+            "the router did not acknowledge 1 MB within 10 s"
+        );
         set_linger0(&s);
         drop(s);
     });
@@ -621,23 +617,27 @@ fn silent_control_clients_do_not_stall_relaying() {
     tb.install_rules("iptables", &[]);
     tb.start_pepwrt(&[]);
     let listener = tb.server_listener("198.18.1.2:7012");
-    let srv = thread::spawn(move || echo_after_eof(listener, 20));
+    let srv = thread::spawn(move || echo_after_eof(listener, 40));
+    let exchanges = || {
+        let t = std::time::Instant::now();
+        for _ in 0..20 {
+            echo_once(&tb, "198.18.1.2:7012", b"through");
+        }
+        t.elapsed()
+    };
+    let alone = exchanges();
     let silent: Vec<std::os::unix::net::UnixStream> = (0..40)
         .map(|_| std::os::unix::net::UnixStream::connect(&tb.control).expect("control"))
         .collect();
-    let t = std::time::Instant::now();
-    for _ in 0..20 {
-        echo_once(&tb, "198.18.1.2:7012", b"through");
-    }
-    let took = t.elapsed();
+    let took = exchanges();
     srv.join().expect("server");
     // Blocking 50 ms on each silent client stalled these exchanges for
-    // over 2 s in all; 1 s leaves room for a slow machine and none for
-    // the old behaviour.
-    eprintln!("20 exchanges beside 40 silent control clients: {took:?}");
+    // over 2 s in all. Measured against the same exchanges without them,
+    // so a slow machine costs both alike.
+    eprintln!("20 exchanges: {alone:?} alone, {took:?} beside 40 silent control clients");
     assert!(
-        took < Duration::from_secs(1),
-        "relaying stalled for {took:?}"
+        took < alone + Duration::from_secs(1),
+        "relaying stalled for {took:?} ({alone:?} without silent clients)"
     );
     drop(silent);
     assert!(tb.try_status().is_some());
@@ -670,15 +670,14 @@ fn outgoing_legs_never_take_a_port_of_the_clients_unsplit_connections() {
         .join()
         .expect("unsplit");
     tb.start_pepwrt(&[]);
+    // A clash shows as the outgoing leg's SYN sent again (the server
+    // answers it for the connection it already has).
+    let syn_retrans = || net_counter_in(&tb.router, "netstat", "TcpExt", "TCPSynRetrans");
+    let before = syn_retrans();
     for _ in 0..10 {
-        let t = std::time::Instant::now();
         echo_once(&tb, "198.18.1.2:7040", b"split");
-        assert!(
-            t.elapsed() < Duration::from_millis(900),
-            "a split connection waited {:?} (a clash costs a 1 s SYN retransmission)",
-            t.elapsed()
-        );
     }
+    assert_eq!(syn_retrans() - before, 0, "an outgoing leg resent its SYN");
     assert_eq!(tb.counter("total"), 10, "{}", tb.status());
     // Every unsplit connection is still whole.
     let results = tb

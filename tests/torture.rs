@@ -332,7 +332,9 @@ fn serve(mut s: TcpStream, log: Arc<Mutex<ServerLog>>) {
         Shape::ServerReset => {
             record(&recv_pattern(&mut s, 0, 0), None);
             let _ = send_pattern(&mut s, job.down_seed(), job.down / 2, None);
-            thread::sleep(Duration::from_millis(150));
+            // The reset follows every byte (the client checks that it got
+            // them all); a fixed pause was too short for a busy machine.
+            all_acked(&s, Duration::from_secs(10));
             set_linger0(&s);
         }
         Shape::ClientReset | Shape::Vanish => {
@@ -714,22 +716,6 @@ fn check_server_side(jobs: &[Job], log: &ServerLog, split_all: bool) -> Vec<Stri
     fails
 }
 
-/// A namespace's TCP OutRsts (from /proc/net/snmp).
-fn out_rsts(ns: &str) -> u64 {
-    let out = exec_in(ns, &["cat", "/proc/net/snmp"]);
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let mut tcp = text.lines().filter(|l| l.starts_with("Tcp:"));
-    let (Some(names), Some(values)) = (tcp.next(), tcp.next()) else {
-        return 0;
-    };
-    names
-        .split_whitespace()
-        .zip(values.split_whitespace())
-        .find(|(n, _)| *n == "OutRsts")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0)
-}
-
 fn firewall(tb: &Testbed) {
     // The server issues fast-open cookies; the router asks for them.
     exec_in(&tb.server, &["sysctl", "-qw", "net.ipv4.tcp_fastopen=3"]);
@@ -810,7 +796,7 @@ fn phase(tb: &mut Testbed, seed: u64, p: &Phase<'_>) -> (usize, Vec<String>) {
     let pid = tb.pepwrt_pid();
     let rss0 = rss_kb(pid);
     let queued0 = tb.queue_rule_packets();
-    let rsts0 = out_rsts(&tb.client);
+    let rsts0 = net_counter_in(&tb.client, "snmp", "Tcp", "OutRsts");
     let server = Server::start(tb, &[PORT, PORT_SYNACK_LOSS]);
     let jobs = jobs(seed, p.jobs, small);
     let (mut fails, stats) = run_jobs(tb, &jobs, p.workers);
@@ -837,7 +823,7 @@ fn phase(tb: &mut Testbed, seed: u64, p: &Phase<'_>) -> (usize, Vec<String>) {
     // The client's own resets: ClientReset jobs send one each; more are
     // resets its kernel sent on its own (defect 2 of issue 11: answering
     // a stale ACK from the router's TIME_WAIT socket on a reused port).
-    let rsts = out_rsts(&tb.client) - rsts0;
+    let rsts = net_counter_in(&tb.client, "snmp", "Tcp", "OutRsts") - rsts0;
     let client_resets = jobs
         .iter()
         .filter(|j| j.shape == Shape::ClientReset)

@@ -444,6 +444,28 @@ pub fn exec_in(ns: &str, args: &[&str]) -> Output {
     out
 }
 
+/// One counter from the text of /proc/net/snmp or /proc/net/netstat
+/// (`section` "Tcp" or "TcpExt", a line of names above a line of values).
+pub fn net_counter(text: &str, section: &str, name: &str) -> u64 {
+    let mut lines = text.lines();
+    while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
+        if names.split(':').next() != Some(section) {
+            continue;
+        }
+        let pos = names.split_whitespace().position(|n| n == name);
+        if let Some(v) = pos.and_then(|p| values.split_whitespace().nth(p)) {
+            return v.parse().expect("number");
+        }
+    }
+    panic!("no {section} {name} in the counters");
+}
+
+/// `net_counter` of namespace `ns`; `file` "snmp" or "netstat".
+pub fn net_counter_in(ns: &str, file: &str, section: &str, name: &str) -> u64 {
+    let out = exec_in(ns, &["cat", &format!("/proc/net/{file}")]);
+    net_counter(&String::from_utf8_lossy(&out.stdout), section, name)
+}
+
 /// The byte stream `payload(seed, n)` produces, generated in pieces so
 /// that multi-megabyte transfers need no buffer of their size.
 pub struct Pattern(u64);
@@ -572,6 +594,18 @@ pub fn read_rest(s: &mut TcpStream) -> (Vec<u8>, Ending) {
             Err(e) => return (out, Ending::of(&e)),
         }
     }
+}
+
+/// Waits (bounded by `limit`) until the peer has acknowledged every byte
+/// written to `s` (TIOCOUTQ 0): a reset drops what is still unacknowledged,
+/// so a test that resets after writing waits for this, not a fixed time.
+pub fn all_acked(s: &TcpStream, limit: Duration) -> bool {
+    eventually(limit, || {
+        let mut unacked: libc::c_int = 0;
+        // SAFETY: TIOCOUTQ writes one int to the pointer given.
+        let rc = unsafe { libc::ioctl(s.as_raw_fd(), libc::TIOCOUTQ, &mut unacked) };
+        rc == 0 && unacked == 0
+    })
 }
 
 /// SO_LINGER 0: closing the socket sends RST.
