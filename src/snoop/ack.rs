@@ -44,6 +44,7 @@ impl Snoop {
         // Whether the host was waiting for a hole before this ACK (a
         // recovery under way, or data SACKed above its cumulative ACK).
         let held = flow.recovery != Recovery::Open || flow.sack_high.is_some();
+        let prior = flow.recovery;
         self.note_sack(idx, seg, ack, now);
         let Some(flow) = self.flows.get(idx) else {
             return SnoopVerdict::Accept;
@@ -55,7 +56,7 @@ impl Snoop {
             Some(last) if seq_lt(ack, last) => SnoopVerdict::Accept,
             _ => {
                 self.on_new_ack(idx, ack, seg.window(), held, now);
-                SnoopVerdict::Accept
+                self.on_partial_ack(idx, ip, seg, prior, now, tx)
             }
         };
         if seg.has(flags::FIN) {
@@ -181,22 +182,106 @@ impl Snoop {
             _ => self.on_new_hole(idx, ack, sack, now, tx),
         };
         if verdict == SnoopVerdict::Drop {
-            // With SACK the host names the other holes too; fill them now
-            // rather than one round trip per hole.
-            self.resend_sack_holes(idx, ack, guard, now, tx);
-            // A dup ACK carrying SACK blocks is dropped like a plain one.
-            // The sender would use its blocks to enter its own recovery
-            // (RFC 6675 counts SACKed bytes just like dup ACKs) and halve
-            // its window for a loss Snoop is already repairing. It loses
-            // no information: the cumulative ACK that follows local repair
-            // covers everything the blocks named, and if local repair
-            // gives up, the next dup ACKs (blocks included) go through.
+            self.hold_back(idx, ack, guard, now, tx);
             self.counters.dupacks_suppressed += 1;
             if let Some(f) = self.flows.get_mut(idx) {
                 f.stats.dupacks_suppressed += 1;
             }
         } else {
             self.counters.dupacks_passed += 1;
+        }
+        verdict
+    }
+
+    /// An ACK for the hole at `ack` is dropped. With SACK the host names
+    /// the other holes too; fill them now rather than one round trip per
+    /// hole.
+    ///
+    /// An ACK carrying SACK blocks is dropped like a plain one. The sender
+    /// would use its blocks to enter its own recovery (RFC 6675 counts
+    /// SACKed bytes just like dup ACKs, RACK marks a segment lost once one
+    /// sent after it is SACKed) and halve its window for a loss Snoop is
+    /// already repairing. It loses no information: the cumulative ACK that
+    /// follows local repair covers everything the blocks named, and if
+    /// local repair gives up, the next dup ACKs (blocks included) go
+    /// through.
+    fn hold_back(
+        &mut self,
+        idx: u16,
+        ack: u32,
+        guard: Duration,
+        now: Instant,
+        tx: &mut dyn Transmit,
+    ) {
+        self.resend_sack_holes(idx, ack, guard, now, tx);
+    }
+
+    /// The host's cumulative ACK moved up to `ack` but still SACKs data
+    /// above it: a copy filled one hole and the ACK stops at the next. It
+    /// is that hole's first dup ACK in all but name, and passed on it
+    /// starts the sender's recovery just the same: its RACK marks the
+    /// segment lost at once when data sent a quarter of a round trip
+    /// after it has been SACKed (at once whatever the gap, until the
+    /// sender has seen reordering). Measured at 2 % loss with SACK: runs
+    /// whose sender had seen few D-SACKs kept its window near 25 segments
+    /// through one recovery a second, about a third of the throughput of
+    /// runs with the same losses whose sender tolerated the gap. So it is
+    /// judged like a dup ACK: held back while the hole is repaired from
+    /// here, passed for congestion or a hole only the sender can fill.
+    ///
+    /// Not while the sender recovers on its own (`prior`, the recovery
+    /// before this ACK, is the sender's or congestion's): there partial
+    /// ACKs are what clocks its recovery out, and the next hole of the
+    /// same overflow is congestion too. Measured on a 64 KB queue at 0 %
+    /// loss, holding them there too cost 8-23 % of the throughput. Only a
+    /// pure ACK is held: the host's own data and FIN always pass.
+    fn on_partial_ack(
+        &mut self,
+        idx: u16,
+        ip: &IpRepr,
+        seg: &Segment<'_>,
+        prior: Recovery,
+        now: Instant,
+        tx: &mut dyn Transmit,
+    ) -> SnoopVerdict {
+        let Some(flow) = self.flows.get_mut(idx) else {
+            return SnoopVerdict::Accept;
+        };
+        let ours = matches!(prior, Recovery::Open | Recovery::Local { .. });
+        let pure = payload_len(ip, seg) == 0 && !seg.has(flags::FIN);
+        if !ours || !pure || flow.sack_high.is_none() || sack_option(seg).is_none() {
+            return SnoopVerdict::Accept;
+        }
+        let ack = seg.ack();
+        // The segment right behind the hole: if it crossed a full queue,
+        // the hole is that queue's drop (the neighbour rule of
+        // congestion.rs, from the sample it gave when first SACKed).
+        let behind = self.cache.iter(&flow.segments).find(|(_, c)| c.sacked);
+        let overflow = behind.is_some_and(|(_, c)| {
+            let crossed = Duration::from_micros(c.sacked_after_us.into());
+            c.sacked_after_us > 0 && flow.congestion.crossed_at_top(crossed, now)
+        });
+        if overflow {
+            flow.recovery = Recovery::Congestion { hole: ack };
+            self.counters.losses_congestion += 1;
+            return SnoopVerdict::Accept;
+        }
+        let guard = flow.rtt.retransmit_guard();
+        let copied = self
+            .cache
+            .find_containing(&flow.segments, ack)
+            .filter(|&s| self.cache.get(s).is_some_and(|c| c.local_sends > 0));
+        let verdict = match copied {
+            // Its copy went out with an earlier dup ACK's SACK holes.
+            Some(s) => {
+                flow.recovery = Recovery::Local { hole: ack };
+                self.on_local_hole(idx, s, ack, true, now, tx)
+            }
+            None => self.on_new_hole(idx, ack, true, now, tx),
+        };
+        if verdict == SnoopVerdict::Drop {
+            self.hold_back(idx, ack, guard, now, tx);
+            self.counters.partial_acks_held += 1;
         }
         verdict
     }

@@ -37,6 +37,10 @@ pub struct Segment {
     pub retransmitted: bool,
     /// The host reported it in a SACK block: it arrived.
     pub sacked: bool,
+    /// Microseconds from caching to the first SACK that named it (its
+    /// crossing of the hop, queue included); 0 when unknown (sent twice,
+    /// or not SACKed).
+    pub sacked_after_us: u32,
     packet_len: u16,
     first_chunk: u32,
 }
@@ -147,6 +151,7 @@ impl Cache {
             local_sends: 0,
             retransmitted: meta.retransmitted,
             sacked: false,
+            sacked_after_us: 0,
             packet_len: packet.len() as u16,
             first_chunk,
         });

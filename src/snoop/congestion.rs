@@ -225,11 +225,21 @@ impl CongestionWatch {
     /// that crossed the queue at its deepest: 7/8 of the peak, on a queue
     /// deep enough to tell from the radio's jitter.
     fn neighbour_at_top(&self, now: Instant) -> bool {
-        let (Some((rtt, at)), Some(base)) = (self.neighbour, self.base.get(now)) else {
+        self.neighbour
+            .is_some_and(|(rtt, at)| at == now && self.crossed_at_top(rtt, now))
+    }
+
+    /// Whether a segment that took `rtt` to be SACKed crossed the queue
+    /// at its deepest: within an eighth of the peak, on a queue deep
+    /// enough to tell from the radio's jitter. The segment right behind a
+    /// hole that did is taken for a tail drop's neighbour (a tail-drop
+    /// queue drops only when full).
+    pub fn crossed_at_top(&self, rtt: Duration, now: Instant) -> bool {
+        let Some(base) = self.base.get(now) else {
             return false;
         };
         let peak = self.peak();
-        at == now && peak >= FLOOR * 2 && rtt.saturating_sub(base) >= peak * 7 / 8
+        peak >= FLOOR * 2 && rtt.saturating_sub(base) >= peak * 7 / 8
     }
 
     fn classify_at(&self, queue_delay: Duration, sack: bool, now: Instant) -> LossCause {

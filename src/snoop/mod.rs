@@ -91,6 +91,9 @@ struct Counters {
     local_retransmits_dupack: u64,
     local_retransmits_timeout: u64,
     dupacks_suppressed: u64,
+    /// New cumulative ACKs that stopped at a hole repaired from here,
+    /// dropped like its dup ACKs (ack.rs, on_partial_ack).
+    partial_acks_held: u64,
     /// Dup ACKs let through because the hole was not cached or local
     /// recovery gave up.
     dupacks_passed: u64,
@@ -177,7 +180,7 @@ impl Snoop {
             out,
             "{{\"flows\":{},\"flows_lingering\":{},\"max_flows\":{},\"cached_segments\":{},\"cache_bytes_used\":{},\"cache_bytes\":{},\
              \"flows_total\":{},\"local_retransmits_dupack\":{},\"local_retransmits_timeout\":{},\
-             \"dupacks_suppressed\":{},\"passed_full\":{},\"segments_cached\":{},\"losses_congestion\":{},\"dupacks_passed_congestion\":{},\"dupacks_passed\":{},\
+             \"dupacks_suppressed\":{},\"partial_acks_held\":{},\"passed_full\":{},\"segments_cached\":{},\"losses_congestion\":{},\"dupacks_passed_congestion\":{},\"dupacks_passed\":{},\
              \"sender_retransmits\":{},\"sender_retransmits_acked\":{},\"local_recovery_given_up\":{},\
              \"transmit_failed\":{},\"unparsed\":{}}}",
             self.flows.len() - lingering,
@@ -190,6 +193,7 @@ impl Snoop {
             c.local_retransmits_dupack,
             c.local_retransmits_timeout,
             c.dupacks_suppressed,
+            c.partial_acks_held,
             c.passed_full,
             c.segments_cached,
             c.losses_congestion,

@@ -62,8 +62,12 @@ impl Snoop {
                 }
                 if seq_le(left, s.seq) && seq_le(s.end, right) && !s.sacked {
                     s.sacked = true;
-                    if !s.retransmitted && youngest.is_none_or(|y| y < s.cached_at) {
-                        youngest = Some(s.cached_at);
+                    if !s.retransmitted {
+                        let crossed = now.saturating_duration_since(s.cached_at);
+                        s.sacked_after_us = crossed.as_micros().clamp(1, u32::MAX.into()) as u32;
+                        if youngest.is_none_or(|y| y < s.cached_at) {
+                            youngest = Some(s.cached_at);
+                        }
                     }
                 }
                 cur = s.next;

@@ -284,10 +284,71 @@ fn sack_blocks_name_every_hole_below_the_highest_edge() {
         // The next SACK dup ACK within a round trip sends nothing new.
         assert_eq!(b.send(dup), SnoopVerdict::Drop);
         assert_eq!(b.resent_seqs().len(), 2);
-        // Hole 1 repaired; the new ACK still names hole 3 and passes.
+        // Hole 1 repaired; the new ACK stops at hole 3, whose copy is on
+        // its way: held back like its dup ACKs, nothing sent again.
         let partial = TcpPkt::ack(at(0, 3)).sack(&[(at(0, 4), at(0, 6))]);
-        assert_eq!(b.send(partial), SnoopVerdict::Accept);
+        assert_eq!(b.send(partial), SnoopVerdict::Drop);
+        assert_eq!(b.resent_seqs().len(), 2);
+        assert_eq!(b.counter("partial_acks_held"), 1);
         assert_eq!(b.counter("cached_segments"), 4);
+        // The copy of 3 arrives: the ACK covers everything and passes.
+        assert_eq!(b.ack(at(0, 6)), SnoopVerdict::Accept);
+    }
+}
+
+/// A copy fills the first hole and the host's new ACK stops at a second
+/// one that no earlier ACK had named: the sender would take the ACK's
+/// blocks for a loss to recover, so it is held and the hole repaired from
+/// here. The host's own data, and a hole that is not cached, pass.
+#[test]
+fn a_new_ack_that_stops_at_a_second_hole_is_held_while_it_is_repaired() {
+    for mut b in Bench::both().map(|b| b.sent(12)) {
+        b.ack(at(0, 1));
+        // Lost: 1 and 8 (8 not yet known: only 2-3 have arrived).
+        let dup = TcpPkt::ack(at(0, 1)).sack(&[(at(0, 2), at(0, 4))]);
+        assert_eq!(b.send(dup), SnoopVerdict::Drop);
+        assert_eq!(b.resent_seqs(), vec![at(0, 1)]);
+        b.later(5);
+        // The copy of 1 arrived, and 2-7 and 9-10: the ACK stops at 8.
+        let partial = TcpPkt::ack(at(0, 8)).sack(&[(at(0, 9), at(0, 11))]);
+        assert_eq!(b.send(partial.clone()), SnoopVerdict::Drop);
+        assert_eq!(b.resent_seqs(), vec![at(0, 1), at(0, 8)]);
+        // Its dup ACKs are held as ever, and send nothing more.
+        assert_eq!(b.send(partial), SnoopVerdict::Drop);
+        assert_eq!(b.resent_seqs().len(), 2);
+        assert_eq!(b.counter("partial_acks_held"), 1);
+        b.later(5);
+        assert_eq!(b.ack(at(0, 11)), SnoopVerdict::Accept);
+    }
+    // The host's own data is never held, whatever its ACK says.
+    for mut b in Bench::both().map(|b| b.sent(12)) {
+        b.ack(at(0, 1));
+        b.send(TcpPkt::ack(at(0, 1)).sack(&[(at(0, 2), at(0, 4))]));
+        let data = TcpPkt {
+            payload: 100,
+            ..TcpPkt::ack(at(0, 8)).sack(&[(at(0, 9), at(0, 11))])
+        };
+        assert_eq!(b.send(data), SnoopVerdict::Accept);
+        assert_eq!(b.counter("partial_acks_held"), 0);
+    }
+    // A hole the cache does not hold is the sender's to fill: the ACK
+    // passes. 4 KiB holds four segment records (cache.rs).
+    for v6 in [false, true] {
+        let mut b = Bench::new(v6, 4, 4096);
+        for n in 0..6 {
+            b.send(TcpPkt::data(n * 100, 100));
+        }
+        assert_eq!(b.counter("passed_full"), 2);
+        b.ack(100);
+        assert_eq!(
+            b.send(TcpPkt::ack(100).sack(&[(200, 300)])),
+            SnoopVerdict::Drop
+        );
+        b.later(5);
+        let partial = TcpPkt::ack(400).sack(&[(500, 600)]);
+        assert_eq!(b.send(partial), SnoopVerdict::Accept);
+        assert_eq!(b.resent_seqs(), vec![100]);
+        assert_eq!(b.counter("partial_acks_held"), 0);
     }
 }
 
@@ -572,6 +633,66 @@ fn with_sack_a_loss_at_the_top_of_a_shallow_queue_is_the_senders() {
     assert_eq!(b.counter("losses_congestion"), 1);
 }
 
+/// While the sender recovers from an overflow, the ACKs its
+/// retransmissions bring pass even when they stop at the next hole: they
+/// clock its recovery, and that hole is the same overflow's.
+#[test]
+fn partial_acks_of_a_congestion_loss_pass_to_the_sender() {
+    let mut b = queue_history(40, 40);
+    b.seg(0, 14);
+    b.seg(0, 15);
+    let dup = TcpPkt::ack(at(0, 12)).sack(&[(at(0, 13), at(0, 14))]);
+    assert_eq!(b.send(dup), SnoopVerdict::Accept);
+    // 14 was lost in the same overflow; the sender's copy of 12 arrives.
+    let partial = TcpPkt::ack(at(0, 14)).sack(&[(at(0, 15), at(0, 16))]);
+    assert_eq!(b.send(partial), SnoopVerdict::Accept);
+    assert!(b.wire.sent.is_empty());
+    assert_eq!(b.counter("partial_acks_held"), 0);
+}
+
+/// A copy repairs a radio loss, and the host's next ACK stops at another
+/// hole. If the segment right behind that hole crossed the queue at its
+/// deepest, the hole is the queue's tail drop: the ACK passes. If it
+/// crossed a short queue, the hole is the radio's: the ACK is held.
+#[test]
+fn a_partial_ack_passes_when_the_segment_behind_its_hole_crossed_a_full_queue() {
+    for (behind_ms, verdict) in [(45, SnoopVerdict::Accept), (6, SnoopVerdict::Drop)] {
+        let mut b = Bench::new(false, 4, 1 << 20);
+        // The hop's base RTT is 5 ms; then a queue of 40 ms stands.
+        for n in 0..8 {
+            b.seg(0, n);
+            b.later(5);
+            b.ack(at(0, n + 1));
+            b.later(95);
+        }
+        for n in 8..16 {
+            b.seg(0, n);
+            b.later(45);
+            b.ack(at(0, n + 1));
+        }
+        // 16 is lost on the radio (17 and 18 crossed at once): repaired.
+        for n in 16..22 {
+            b.seg(0, n);
+        }
+        b.later(5);
+        let dup = TcpPkt::ack(at(0, 16)).sack(&[(at(0, 17), at(0, 19))]);
+        assert_eq!(b.send(dup), SnoopVerdict::Drop);
+        // 19 is lost; 20 and 21 arrive `behind_ms` after they were sent,
+        // and the next dup ACK names the hole (its copy goes out).
+        b.later(behind_ms - 5);
+        let dup = TcpPkt::ack(at(0, 16)).sack(&[(at(0, 20), at(0, 22)), (at(0, 17), at(0, 19))]);
+        assert_eq!(b.send(dup), SnoopVerdict::Drop);
+        assert_eq!(b.resent_seqs(), vec![at(0, 16), at(0, 19)]);
+        // The copy of 16 arrives: the ACK stops at 19.
+        b.later(5);
+        let partial = TcpPkt::ack(at(0, 19)).sack(&[(at(0, 20), at(0, 22))]);
+        assert_eq!(b.send(partial), verdict, "behind {behind_ms} ms");
+        let held = u64::from(verdict == SnoopVerdict::Drop);
+        assert_eq!(b.counter("partial_acks_held"), held);
+        assert_eq!(b.counter("losses_congestion"), 1 - held);
+    }
+}
+
 /// Congestion reaches the sender: with SACK too, a loss behind a deep
 /// queue (a tail drop) passes with every dup ACK, and neither the dup ACKs
 /// nor the local timer send a copy into that queue.
@@ -807,7 +928,7 @@ fn status_lists_every_counter() {
     assert!(s.starts_with(
         "{\"flows\":1,\"flows_lingering\":0,\"max_flows\":64,\"cached_segments\":1,\"cache_bytes_used\":1040,\"cache_bytes\":1048576,\
          \"flows_total\":1,\"local_retransmits_dupack\":0,\"local_retransmits_timeout\":0,\
-         \"dupacks_suppressed\":0,\"passed_full\":0,"
+         \"dupacks_suppressed\":0,\"partial_acks_held\":0,\"passed_full\":0,"
     ));
     assert!(s.ends_with('}') && !s.ends_with('\n'));
 }

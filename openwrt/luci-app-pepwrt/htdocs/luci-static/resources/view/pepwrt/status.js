@@ -324,6 +324,7 @@ return view.extend({
 					[ _('Resent locally after duplicate ACKs'), String(num(sn.local_retransmits_dupack)) ],
 					[ _('Resent locally after timeout'), String(num(sn.local_retransmits_timeout)) ],
 					[ _('Duplicate ACKs held back'), String(num(sn.dupacks_suppressed)) ],
+					[ _('ACKs held back at a hole repaired locally'), String(num(sn.partial_acks_held)) ],
 					[ _('Not tracked: table full'), String(num(sn.passed_full)) ]
 				])
 			]));
