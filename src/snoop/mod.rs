@@ -8,7 +8,9 @@
 //! congestion control would otherwise take the loss for congestion.
 //!
 //! Snoop never acknowledges data, never forges or rewrites a packet: it
-//! caches, retransmits unchanged copies, and drops duplicate ACKs.
+//! caches, retransmits unchanged copies, and drops duplicate ACKs, and a
+//! new ACK that stops at the next hole it repairs (with SACK that ACK
+//! starts the sender's recovery just as a dup ACK would; ack.rs).
 //!
 //! Real congestion must still reach the sender: a drop in a full queue
 //! toward the host, repaired here and hidden, leaves the sender's window
