@@ -49,8 +49,20 @@ impl Snoop {
             Cause::DupAck => self.counters.local_retransmits_dupack += 1,
             Cause::Timeout => self.counters.local_retransmits_timeout += 1,
         }
-        if let Some(f) = self.flows.get_mut(idx) {
-            f.stats.local_retransmits += 1;
+        let Some(f) = self.flows.get_mut(idx) else {
+            return true;
+        };
+        f.stats.local_retransmits += 1;
+        if cause == Cause::DupAck && f.segments.head == seg_idx {
+            // The copy of the hole at the cumulative ACK: sent again if it
+            // goes unanswered for about a round trip of the hop, rather than
+            // the local RTO (rtt.rs, copy_timeout). The timer's own copies
+            // back off from the RTO as before.
+            let at = now + f.rtt.copy_timeout();
+            if f.rto_at.is_none_or(|r| at < r) {
+                f.rto_at = Some(at);
+                self.wake_by(at);
+            }
         }
         true
     }

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 /// Below this a local retransmission would race the host's delayed ACK
 /// (Linux acks within 40 ms once quick-ack mode ends).
 pub const MIN_RTO: Duration = Duration::from_millis(100);
+/// Floor of `copy_timeout`: a few of a radio hop's round trips.
+const MIN_COPY_RTO: Duration = Duration::from_millis(20);
 /// RFC 6298 (2.1): 1 s until the first sample.
 const INITIAL_RTO: Duration = Duration::from_secs(1);
 /// Backed-off timeouts stop here: a local timer longer than the sender's own
@@ -78,6 +80,23 @@ impl RttEstimator {
             None => INITIAL_RTO,
             Some((srtt, rttvar)) => {
                 Duration::from_micros(srtt + 4 * rttvar).clamp(MIN_RTO, MAX_RTO)
+            }
+        }
+    }
+
+    /// How long a local copy of the segment at the host's cumulative ACK
+    /// may go unanswered before the timer sends it again: srtt + 4 *
+    /// rttvar as for the RTO, but with a floor of `MIN_COPY_RTO`. The host
+    /// acknowledges a segment that fills a hole at once (RFC 5681, 4.2),
+    /// so the delayed-ACK wait that `MIN_RTO` allows for does not apply;
+    /// and when the copy is lost with no data behind it to show that (a
+    /// sender with a small window has sent all it may), the sender waits
+    /// for this timer with its window stalled.
+    pub fn copy_timeout(&self) -> Duration {
+        match self.smoothed {
+            None => INITIAL_RTO,
+            Some((srtt, rttvar)) => {
+                Duration::from_micros(srtt + 4 * rttvar).clamp(MIN_COPY_RTO, MAX_RTO)
             }
         }
     }

@@ -858,6 +858,44 @@ fn timer_resends_the_oldest_segment_with_backoff_then_gives_up() {
     }
 }
 
+/// A copy of the hole at the cumulative ACK that goes unanswered is sent
+/// again after about a round trip of the hop, not the local RTO's 100 ms
+/// floor: with no data behind it to show the copy lost, the sender's
+/// window waits for it.
+#[test]
+fn an_unanswered_copy_goes_again_after_the_hops_round_trip() {
+    for mut b in Bench::both() {
+        for n in 0..20 {
+            b.seg(0, n);
+            b.later(5);
+            b.ack(at(0, n + 1));
+        }
+        // 20 is lost; 21 and 22 arrive, and nothing follows them.
+        for n in 20..23 {
+            b.seg(0, n);
+        }
+        b.later(5);
+        let dup = TcpPkt::ack(at(0, 20)).sack(&[(at(0, 21), at(0, 23))]);
+        assert_eq!(b.send(dup), SnoopVerdict::Drop);
+        assert_eq!(b.resent_seqs(), vec![at(0, 20)]);
+        b.later(15);
+        b.timer();
+        assert_eq!(
+            b.resent_seqs().len(),
+            1,
+            "a hop's round trip is 5 ms, the floor 20 ms"
+        );
+        b.later(10);
+        b.timer();
+        assert_eq!(b.resent_seqs(), vec![at(0, 20), at(0, 20)]);
+        assert_eq!(b.counter("local_retransmits_timeout"), 1);
+        // The timer's own copy backs off from the local RTO.
+        b.later(150);
+        b.timer();
+        assert_eq!(b.resent_seqs().len(), 2);
+    }
+}
+
 #[test]
 fn timer_does_not_push_into_a_closed_window() {
     let mut b = Bench::new(false, 4, 1 << 20).sent(2);
