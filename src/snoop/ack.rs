@@ -182,7 +182,17 @@ impl Snoop {
             _ => self.on_new_hole(idx, ack, sack, now, tx),
         };
         if verdict == SnoopVerdict::Drop {
-            self.hold_back(idx, ack, guard, now, tx);
+            // With SACK the host names the other holes too; fill them now
+            // rather than one round trip per hole.
+            self.resend_sack_holes(idx, ack, guard, now, tx);
+            // A dup ACK carrying SACK blocks is dropped like a plain one.
+            // The sender would use its blocks to enter its own recovery
+            // (RFC 6675 counts SACKed bytes just like dup ACKs, RACK marks
+            // a segment lost once one sent after it is SACKed) and halve
+            // its window for a loss Snoop is already repairing. It loses
+            // no information: the cumulative ACK that follows local repair
+            // covers everything the blocks named, and if local repair
+            // gives up, the next dup ACKs (blocks included) go through.
             self.counters.dupacks_suppressed += 1;
             if let Some(f) = self.flows.get_mut(idx) {
                 f.stats.dupacks_suppressed += 1;
@@ -191,29 +201,6 @@ impl Snoop {
             self.counters.dupacks_passed += 1;
         }
         verdict
-    }
-
-    /// An ACK for the hole at `ack` is dropped. With SACK the host names
-    /// the other holes too; fill them now rather than one round trip per
-    /// hole.
-    ///
-    /// An ACK carrying SACK blocks is dropped like a plain one. The sender
-    /// would use its blocks to enter its own recovery (RFC 6675 counts
-    /// SACKed bytes just like dup ACKs, RACK marks a segment lost once one
-    /// sent after it is SACKed) and halve its window for a loss Snoop is
-    /// already repairing. It loses no information: the cumulative ACK that
-    /// follows local repair covers everything the blocks named, and if
-    /// local repair gives up, the next dup ACKs (blocks included) go
-    /// through.
-    fn hold_back(
-        &mut self,
-        idx: u16,
-        ack: u32,
-        guard: Duration,
-        now: Instant,
-        tx: &mut dyn Transmit,
-    ) {
-        self.resend_sack_holes(idx, ack, guard, now, tx);
     }
 
     /// The host's cumulative ACK moved up to `ack` but still SACKs data
@@ -280,7 +267,8 @@ impl Snoop {
             None => self.on_new_hole(idx, ack, true, now, tx),
         };
         if verdict == SnoopVerdict::Drop {
-            self.hold_back(idx, ack, guard, now, tx);
+            // As for a dup ACK (on_same_ack).
+            self.resend_sack_holes(idx, ack, guard, now, tx);
             self.counters.partial_acks_held += 1;
         }
         verdict

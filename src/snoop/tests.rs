@@ -78,6 +78,17 @@ impl Bench {
         self.send(TcpPkt::ack(ack))
     }
 
+    /// Segments `first..end` sent one at a time, each acknowledged
+    /// `rtt_ms` after it was sent, the next sent `gap_ms` after that ACK.
+    fn acked_one_by_one(&mut self, first: u32, end: u32, rtt_ms: u64, gap_ms: u64) {
+        for n in first..end {
+            self.seg(0, n);
+            self.later(rtt_ms);
+            self.ack(at(0, n + 1));
+            self.later(gap_ms);
+        }
+    }
+
     fn later(&mut self, ms: u64) {
         self.now += Duration::from_millis(ms);
     }
@@ -627,23 +638,15 @@ fn with_sack_a_shallow_standing_queue_is_still_repaired_locally() {
 #[test]
 fn with_sack_a_loss_at_the_top_of_a_shallow_queue_is_the_senders() {
     let mut b = queue_history(40, 40);
-    let dup = TcpPkt::ack(at(0, 12)).sack(&[(at(0, 13), at(0, 14))]);
-    assert_eq!(b.send(dup), SnoopVerdict::Accept);
-    assert!(b.wire.sent.is_empty());
-    assert_eq!(b.counter("losses_congestion"), 1);
-}
-
-/// While the sender recovers from an overflow, the ACKs its
-/// retransmissions bring pass even when they stop at the next hole: they
-/// clock its recovery, and that hole is the same overflow's.
-#[test]
-fn partial_acks_of_a_congestion_loss_pass_to_the_sender() {
-    let mut b = queue_history(40, 40);
     b.seg(0, 14);
     b.seg(0, 15);
     let dup = TcpPkt::ack(at(0, 12)).sack(&[(at(0, 13), at(0, 14))]);
     assert_eq!(b.send(dup), SnoopVerdict::Accept);
-    // 14 was lost in the same overflow; the sender's copy of 12 arrives.
+    assert!(b.wire.sent.is_empty());
+    assert_eq!(b.counter("losses_congestion"), 1);
+    // While the sender recovers, the ACKs its retransmissions bring pass
+    // even when they stop at the next hole: they clock its recovery, and
+    // that hole (14) is the same overflow's.
     let partial = TcpPkt::ack(at(0, 14)).sack(&[(at(0, 15), at(0, 16))]);
     assert_eq!(b.send(partial), SnoopVerdict::Accept);
     assert!(b.wire.sent.is_empty());
@@ -659,17 +662,8 @@ fn a_partial_ack_passes_when_the_segment_behind_its_hole_crossed_a_full_queue() 
     for (behind_ms, verdict) in [(45, SnoopVerdict::Accept), (6, SnoopVerdict::Drop)] {
         let mut b = Bench::new(false, 4, 1 << 20);
         // The hop's base RTT is 5 ms; then a queue of 40 ms stands.
-        for n in 0..8 {
-            b.seg(0, n);
-            b.later(5);
-            b.ack(at(0, n + 1));
-            b.later(95);
-        }
-        for n in 8..16 {
-            b.seg(0, n);
-            b.later(45);
-            b.ack(at(0, n + 1));
-        }
+        b.acked_one_by_one(0, 8, 5, 95);
+        b.acked_one_by_one(8, 16, 45, 0);
         // 16 is lost on the radio (17 and 18 crossed at once): repaired.
         for n in 16..22 {
             b.seg(0, n);
@@ -865,11 +859,7 @@ fn timer_resends_the_oldest_segment_with_backoff_then_gives_up() {
 #[test]
 fn an_unanswered_copy_goes_again_after_the_hops_round_trip() {
     for mut b in Bench::both() {
-        for n in 0..20 {
-            b.seg(0, n);
-            b.later(5);
-            b.ack(at(0, n + 1));
-        }
+        b.acked_one_by_one(0, 20, 5, 0);
         // 20 is lost; 21 and 22 arrive, and nothing follows them.
         for n in 20..23 {
             b.seg(0, n);
