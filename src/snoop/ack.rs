@@ -219,9 +219,13 @@ impl Snoop {
     /// Not while the sender recovers on its own (`prior`, the recovery
     /// before this ACK, is the sender's or congestion's): there partial
     /// ACKs are what clocks its recovery out, and the next hole of the
-    /// same overflow is congestion too. Measured on a 64 KB queue at 0 %
-    /// loss, holding them there too cost 8-23 % of the throughput. Only a
-    /// pure ACK is held: the host's own data and FIN always pass.
+    /// same overflow is congestion too. Not either when the segment right
+    /// behind the hole crossed a full queue: where the first hole of an
+    /// overflow was taken for a radio loss, this ACK is what tells the
+    /// sender (measured on a 64 KB queue at 0 % loss: without this check
+    /// 127-161 such ACKs a run were held, 0.77-0.95x direct; with it
+    /// 0.98-1.00x). Only a pure ACK is held: the host's own data and FIN
+    /// always pass.
     fn on_partial_ack(
         &mut self,
         idx: u16,
