@@ -76,11 +76,15 @@ impl RttEstimator {
 
     /// srtt + 4 * rttvar, at least `MIN_RTO`.
     pub fn rto(&self) -> Duration {
+        self.timeout_with_floor(MIN_RTO)
+    }
+
+    /// srtt + 4 * rttvar between `floor` and `MAX_RTO`; `INITIAL_RTO`
+    /// before any sample.
+    fn timeout_with_floor(&self, floor: Duration) -> Duration {
         match self.smoothed {
             None => INITIAL_RTO,
-            Some((srtt, rttvar)) => {
-                Duration::from_micros(srtt + 4 * rttvar).clamp(MIN_RTO, MAX_RTO)
-            }
+            Some((srtt, rttvar)) => Duration::from_micros(srtt + 4 * rttvar).clamp(floor, MAX_RTO),
         }
     }
 
@@ -93,12 +97,7 @@ impl RttEstimator {
     /// sender with a small window has sent all it may), the sender waits
     /// for this timer with its window stalled.
     pub fn copy_timeout(&self) -> Duration {
-        match self.smoothed {
-            None => INITIAL_RTO,
-            Some((srtt, rttvar)) => {
-                Duration::from_micros(srtt + 4 * rttvar).clamp(MIN_COPY_RTO, MAX_RTO)
-            }
-        }
+        self.timeout_with_floor(MIN_COPY_RTO)
     }
 
     /// The timeout after `backoff` unanswered local retransmissions
