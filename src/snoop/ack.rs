@@ -253,9 +253,7 @@ impl Snoop {
             c.sacked_after_us > 0 && flow.congestion.crossed_at_top(crossed, now)
         });
         if overflow {
-            flow.recovery = Recovery::Congestion { hole: ack };
-            self.counters.losses_congestion += 1;
-            return SnoopVerdict::Accept;
+            return self.leave_to_congestion(idx, ack);
         }
         let guard = flow.rtt.retransmit_guard();
         let copied = self
@@ -301,10 +299,8 @@ impl Snoop {
             );
             // No local copy either: it would join the queue that dropped
             // the original, and the sender's backoff is what empties it.
-            flow.recovery = Recovery::Congestion { hole: ack };
-            self.counters.losses_congestion += 1;
             self.counters.dupacks_passed_congestion += 1;
-            return SnoopVerdict::Accept;
+            return self.leave_to_congestion(idx, ack);
         }
         let Some(s) = self.cache.find_containing(&flow.segments, ack) else {
             // Not cached (lost before the router, or the cache was full):
@@ -368,10 +364,8 @@ impl Snoop {
             return self.leave_to_sender(idx, ack, "copy lost too, no SACK");
         }
         if flow.congestion.classify(sack, &flow.rtt, now) == LossCause::Congestion {
-            flow.recovery = Recovery::Congestion { hole: ack };
-            self.counters.losses_congestion += 1;
             self.counters.dupacks_passed_congestion += 1;
-            return SnoopVerdict::Accept;
+            return self.leave_to_congestion(idx, ack);
         }
         if self.resend(idx, s, Cause::DupAck, now, tx) {
             SnoopVerdict::Drop
@@ -433,6 +427,16 @@ impl Snoop {
         if n > 0 {
             log::debug!("snoop: {n} retransmissions of the sender's lost too, sent again");
         }
+    }
+
+    /// The hole at `hole` is a full queue's drop: its ACKs pass from now
+    /// on, and no copy goes into that queue (see `on_new_hole`).
+    fn leave_to_congestion(&mut self, idx: u16, hole: u32) -> SnoopVerdict {
+        self.counters.losses_congestion += 1;
+        if let Some(f) = self.flows.get_mut(idx) {
+            f.recovery = Recovery::Congestion { hole };
+        }
+        SnoopVerdict::Accept
     }
 
     /// The hole at `hole` is the sender's to repair (`why`, for the
