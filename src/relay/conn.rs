@@ -292,6 +292,16 @@ impl Conn {
             return Step::Continue;
         }
         if let Err(e) = socket::take_error(self.server.as_raw_fd()) {
+            if e.raw_os_error() == Some(libc::ECONNRESET) {
+                // Reset once established (a refused SYN reports
+                // ECONNREFUSED) before this first look at the connected
+                // leg: the server may have sent bytes first, which the
+                // router's kernel acknowledged for the client (with fast
+                // open they come with the handshake). They reach the client
+                // before the reset, as on a relaying connection.
+                let _ = pull(&mut self.server, down, &mut self.down);
+                return self.on_reset(Side::Server, up, down, now);
+            }
             return self.abort(End::ConnectFailed(e.raw_os_error().unwrap_or(0)));
         }
         match self.server.peer_addr() {
