@@ -129,6 +129,7 @@ impl SynQueue {
                 Decision::Malformed => &mut counters.malformed,
             };
             *counter += u64::from(!verdict.repeat);
+            counters.syn_repeats += u64::from(verdict.repeat);
             match verdict.decision {
                 Decision::Malformed => QueueVerdict::Accept,
                 d => QueueVerdict::RepeatWithMark(mark_for(cfg, d, pkt.mark)),

@@ -18,6 +18,10 @@ pub struct Counters {
     /// Connections to the listener that pepwrt did not admit.
     pub refused: u64,
     pub malformed: u64,
+    /// SYNs that repeated an earlier one of the same connection (a
+    /// retransmission queued again before conntrack held the decision):
+    /// decided as before, counted only here.
+    pub syn_repeats: u64,
     pub connect_failed: u64,
     /// Bytes of finished connections; live ones are added when reporting.
     pub bytes_up: u64,
@@ -201,7 +205,7 @@ impl Report<'_> {
         );
         let _ = write!(
             out,
-            "\"counters\":{{\"active\":{},\"total\":{},\"split\":{},\"passed\":{},\"passed_full\":{},\"passed_policy\":{},\"syn_dropped\":{},\"refused\":{},\"malformed\":{},\"connect_failed\":{},\"bytes_up\":{},\"bytes_down\":{},\"handed_to_cubic\":{},\"rtt_probes_skipped\":{}}},",
+            "\"counters\":{{\"active\":{},\"total\":{},\"split\":{},\"passed\":{},\"passed_full\":{},\"passed_policy\":{},\"syn_dropped\":{},\"refused\":{},\"malformed\":{},\"syn_repeats\":{},\"connect_failed\":{},\"bytes_up\":{},\"bytes_down\":{},\"handed_to_cubic\":{},\"rtt_probes_skipped\":{}}},",
             self.active(),
             c.total,
             c.split,
@@ -211,6 +215,7 @@ impl Report<'_> {
             self.syn_dropped,
             c.refused,
             c.malformed,
+            c.syn_repeats,
             c.connect_failed,
             c.bytes_up + lu,
             c.bytes_down + ld,

@@ -177,14 +177,6 @@ fn spoof(tb: &Testbed, count: u32, rate: u32, port: u16, salt: u32) -> thread::J
     })
 }
 
-/// SYNs a status report has counted: split, passed, malformed or unseen.
-fn counted(st: &str) -> u64 {
-    ["split", "passed", "malformed", "syn_dropped"]
-        .iter()
-        .map(|k| json_number(st, k).unwrap_or(0))
-        .sum()
-}
-
 /// Samples status latency every 20 ms until stopped: (samples, worst,
 /// how many over 50 ms, how many got no answer).
 fn watch_status(
@@ -218,15 +210,8 @@ fn watch_status(
 /// Counters that must add up: split + passed (+ malformed) against the
 /// SYNs sent. Prints them with the kernel's queue statistics.
 fn accounting(tb: &Testbed, what: &str, syns: u64) -> (u64, u64) {
-    // SYNs the queue socket missed at the end of a burst are counted
-    // within two 1 s ticks after pepwrt has worked through its backlog
-    // (nfqueue.rs, IdGaps::settle); a loaded debug build needs longer.
-    let mut st = tb.status();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while counted(&st) < syns && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(250));
-        st = tb.status();
-    }
+    // A loaded debug build needs longer than the two ticks.
+    let st = tb.status_counting(syns, Duration::from_secs(10));
     let n = |k: &str| json_number(&st, k).unwrap_or(0);
     let (split, passed, malformed) = (n("split"), n("passed"), n("malformed"));
     let unseen = n("syn_dropped");
@@ -236,7 +221,7 @@ fn accounting(tb: &Testbed, what: &str, syns: u64) -> (u64, u64) {
         tb.queue_rule_packets(),
         tb.kernel_queue_stats()
     );
-    (counted(&st), n("total"))
+    (syns_counted(&st), n("total"))
 }
 
 /// Defect 6 of issue 11: 30 spoofed SYNs a second must not keep the pool
