@@ -594,20 +594,9 @@ fn standing_queue(late_ms: u64) -> Bench {
 /// 100 ms), then `late_ms` late.
 fn queue_history(first_ms: u64, late_ms: u64) -> Bench {
     let mut b = Bench::new(false, 4, 1 << 20);
-    b.seg(0, 0);
-    b.later(5);
-    b.ack(at(0, 1));
-    for n in 1..12 {
-        b.seg(0, n);
-        if n < 8 {
-            b.later(first_ms);
-            b.ack(at(0, n + 1));
-            b.later(100u64.saturating_sub(first_ms));
-        } else {
-            b.later(late_ms);
-            b.ack(at(0, n + 1));
-        }
-    }
+    b.acked_one_by_one(0, 1, 5, 0);
+    b.acked_one_by_one(1, 8, first_ms, 100u64.saturating_sub(first_ms));
+    b.acked_one_by_one(8, 12, late_ms, 0);
     b.seg(0, 12);
     b.seg(0, 13);
     // As long again for whatever the host says about them.
