@@ -4,7 +4,7 @@
 //!
 //! One cross/build run does it all (the builds and the two unit-test runs
 //! are parallel jobs) and leaves the binaries in target/cross/ for
-//! tests/package.rs. Its progress lines go straight to stderr, so a long
+//! tests/package/. Its progress lines go straight to stderr, so a long
 //! build shows what it is doing even while the test harness captures
 //! output. By default it builds mips_24kc, arm_cortex-a7_neon-vfpv4 and
 //! x86_64; `PEPWRT_ARCHS=all` builds and checks all five (or name some,
