@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
-"""One Markdown table for README from the benchmark's reports.
+"""One Markdown table for docs/benchmarks.md from the benchmark's reports.
 
   tests/bench/table.py tests/bench/results/bench-geo-clean.md ... [--rerun REPORT...]
+
+A report file may hold several runs, oldest first: a later run's cells
+replace the earlier ones.
 
 Each cell: median time, the speedup over direct run by run (median of
 run k against direct's run k, which met the same losses; the worst run
