@@ -829,11 +829,17 @@ pub fn optional_tool(found: Option<PathBuf>, what: &str, how: &str) -> Option<Pa
         std::env::var_os("PEPWRT_REQUIRE_TOOLS").is_none(),
         "{what} not found (PEPWRT_REQUIRE_TOOLS is set, as in CI): {how}"
     );
+    skipped(&format!("{what} not found: {how}"));
+    None
+}
+
+/// Says on the terminal itself, past the test harness's capture, that the
+/// calling test skips part or all of its work, and why.
+pub fn skipped(why: &str) {
     let name = thread::current().name().unwrap_or("a test").to_string();
-    let line = format!("pepwrt tests: SKIPPED {name}: {what} not found: {how}\n");
+    let line = format!("pepwrt tests: SKIPPED {name}: {why}\n");
     // SAFETY: writes our own buffer to stderr's fd.
     unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
-    None
 }
 
 /// The OpenWrt 18.06 root file system (a tarball): $PEPWRT_OPENWRT_ROOTFS,

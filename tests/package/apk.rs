@@ -21,13 +21,9 @@ fn real_apk() -> Option<PathBuf> {
             return Some(c);
         }
     }
-    let name = std::thread::current()
-        .name()
-        .unwrap_or("a test")
-        .to_string();
-    eprintln!(
-        "pepwrt tests: SKIPPED {name}: no apk-tools 3 (set APK=/path/to/apk to run it; \
-         the packages are still checked by the tests' own reader)"
+    common::skipped(
+        "no apk-tools 3 (set APK=/path/to/apk to run it; \
+         the packages are still checked by the tests' own reader)",
     );
     None
 }
@@ -435,4 +431,46 @@ fn apk_scripts_need_a_shell_in_the_root() {
     assert!(text.contains("Executing pepwrt-"), "{text}");
     assert!(text.contains("post-install"), "{text}");
     assert!(root.join("usr/sbin/pepwrt").exists(), "{text}");
+}
+
+/// What OpenWrt's default_postinst and sysupgrade read from an installed
+/// apk package, checked in the package itself (with or without a real
+/// apk to install it): the file list, the conffiles and their checksums.
+#[test]
+fn apk_lists_and_conffiles_match_the_files() {
+    use sha2::{Digest, Sha256};
+    for arch in archs() {
+        let files = Package::read_file(&apk_path("pepwrt", &arch))
+            .files()
+            .unwrap();
+        let data = |p: &str| {
+            files
+                .iter()
+                .find(|f| f.path == p)
+                .unwrap_or_else(|| panic!("{arch}: no {p}"))
+                .data
+                .clone()
+        };
+        let mut want: Vec<String> = files
+            .iter()
+            .filter(|f| !f.path.starts_with("lib/apk/"))
+            .map(|f| format!("/{}\n", f.path))
+            .collect();
+        want.sort();
+        assert_eq!(
+            String::from_utf8(data("lib/apk/packages/pepwrt.list")).unwrap(),
+            want.concat(),
+            "{arch}"
+        );
+        assert_eq!(
+            data("lib/apk/packages/pepwrt.conffiles"),
+            b"/etc/config/pepwrt\n"
+        );
+        let sum = super::adb::hex(&Sha256::digest(data("etc/config/pepwrt")));
+        assert_eq!(
+            String::from_utf8(data("lib/apk/packages/pepwrt.conffiles_static")).unwrap(),
+            format!("/etc/config/pepwrt {sum}\n"),
+            "{arch}"
+        );
+    }
 }
