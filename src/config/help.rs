@@ -179,10 +179,11 @@ SYNOPSIS:
 
 DESCRIPTION:
     Checks, without changing anything, what 'pepwrt run' with the same
-    options needs: the congestion control of each leg, the --user, room
-    in memory for the buffers, the NFQUEUE and the listener port, the
-    kernel's TPROXY, socket match and conntrack support, and with
-    --backend that the firewall can load every statement the rules use.
+    options needs: the congestion control of each leg, the user to run
+    as, room in memory for the buffers, the NFQUEUE and the listener
+    port, the kernel's TPROXY, socket match and conntrack support, and
+    with --backend that the firewall can load every statement the rules
+    use.
     One line each, starting with its verdict:
         ok       found, and what was found (e.g. congestion control bbr)
         WARN     works, but worth a look
@@ -225,9 +226,9 @@ DESCRIPTION:
     SYNs to pepwrt's queue and split connections to its listener: a
     firewall part (nft or iptables) and a routing part (a policy rule and
     a table for marked packets; with link settings, the initial window on
-    the routes the long leg uses). The options of run that shape it
-    (--queue, --port, --mark, --table, --intercept, --exclude-port,
-    --no-ipv6, the Snoop and link options) must be the ones run gets.
+    the routes the long leg uses). The options of run that shape it (the
+    queue, port, mark, table, interception, Snoop and link options) must
+    be the ones run gets.
 
 OPTIONS:
     --backend nft|iptables   rule flavour [default: nft]
