@@ -11,7 +11,7 @@ pepwrt - transparent split-TCP performance enhancing proxy for routers
 
 SYNOPSIS:
     pepwrt [run] [OPTIONS]       run the proxy (the default command)
-    pepwrt check [OPTIONS]       check that this system can run it so
+    pepwrt check [OPTIONS]       check that this system can run it
     pepwrt rules [OPTIONS]       print the firewall and routing setup
     pepwrt status [OPTIONS]      show counters and live connections
     pepwrt help [COMMAND]        this page, or COMMAND's (as COMMAND --help)
@@ -26,8 +26,9 @@ DESCRIPTION:
     the SYN passes untouched and the connection is forwarded as usual. With
     queue bypass in the rules, traffic flows unsplit while pepwrt is stopped.
 
-    check and rules take every option of run but -f, so they check, or
-    print the setup for, exactly the configuration run is given. An
+    check and rules take run's options (all but -f; rules not the status
+    socket either), so they check, or print the setup for, exactly the
+    configuration run is given. An
     option that belongs to another command is refused, naming the
     commands it belongs to.
 
@@ -238,7 +239,8 @@ OPTIONS:
                              bare ruleset (for nft -f or a fw4 include) or the
                              iptables commands; routing: the ip rule/route
                              commands
-    rules takes every option of run but -f (see 'pepwrt run --help').
+    rules takes every option of run but -f and the status socket (see
+    'pepwrt run --help').
 
 EXIT STATUS:
     0 printed, 2 bad command line
