@@ -229,10 +229,7 @@ impl Control {
 pub fn query_status(path: &Path, format: Format) -> Result<String, String> {
     let mut s = UnixStream::connect(path).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
-            format!(
-                "pepwrt is not running (no control socket at {})",
-                path.display()
-            )
+            format!("not running (no control socket at {})", path.display())
         }
         io::ErrorKind::PermissionDenied => {
             format!("{}: permission denied (run as root)", path.display())

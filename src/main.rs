@@ -10,8 +10,20 @@ use pepwrt::{check, control, event_loop, logger, rules, sys};
 #[global_allocator]
 static ALLOCATOR: sys::alloc_count::Counting = sys::alloc_count::Counting;
 
+/// What the configuration depends on in this system (parsing does no I/O).
+fn system() -> config::System {
+    let tcp_wmem = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem").unwrap_or_default();
+    config::System::from_tcp_wmem(&tcp_wmem)
+}
+
+/// The memory the kernel has available, when it says.
+fn mem_available() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    check::mem_available_bytes(&meminfo)
+}
+
 fn main() -> ExitCode {
-    let cfg = match config::parse(std::env::args_os().skip(1)) {
+    let cfg = match config::parse(std::env::args_os().skip(1), &system()) {
         Ok(cfg) => cfg,
         Err(e) => {
             eprintln!("pepwrt: {e}");
@@ -19,8 +31,8 @@ fn main() -> ExitCode {
         }
     };
     match cfg.command {
-        Command::Help => {
-            print!("{}", config::HELP);
+        Command::Help(topic) => {
+            print!("{}", config::help::page(topic));
             ExitCode::SUCCESS
         }
         Command::Version => {
@@ -54,7 +66,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Check => check::report(&cfg),
+        Command::Check { backend } => check::report(&cfg, backend, mem_available()),
         Command::Run => run(cfg),
     }
 }
@@ -66,7 +78,7 @@ fn run(cfg: Config) -> ExitCode {
         logger::fatal(message);
         ExitCode::from(code)
     };
-    if let Err(e) = check::preflight(&cfg) {
+    if let Err(e) = check::preflight(&cfg, mem_available()) {
         return fail(&e.message, e.exit_code);
     }
     let mut proxy = match event_loop::Proxy::start(cfg) {

@@ -406,7 +406,7 @@ mod tests {
     use crate::config::parse;
 
     fn rules(args: &[&str]) -> String {
-        let cfg = parse(args.iter().copied()).unwrap();
+        let cfg = parse(args.iter().copied(), &Default::default()).unwrap();
         match cfg.command {
             crate::config::Command::Rules(req) => render(&cfg, req),
             _ => panic!("not a rules command"),

@@ -463,7 +463,7 @@ fn command_lines() -> Vec<Vec<u8>> {
 }
 
 fn config_dict() -> Vec<Vec<u8>> {
-    let mut dict: Vec<Vec<u8>> = pepwrt::config::HELP
+    let mut dict: Vec<Vec<u8>> = pepwrt::config::help::RUN
         .split(|c: char| c.is_whitespace() || c == ',' || c == '=')
         .filter(|w| w.starts_with("--") && w.len() > 2)
         .map(|w| format!("\0{w}\0").into_bytes())

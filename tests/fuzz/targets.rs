@@ -90,7 +90,9 @@ fn config_for(variant: u8) -> Config {
     if variant & 4 != 0 {
         args.extend(["--mark", "256"]);
     }
-    config::parse(args).unwrap_or_else(|_| config::parse(["run"]).expect("plain run parses"))
+    let system = config::System::default();
+    config::parse(args, &system)
+        .unwrap_or_else(|_| config::parse(["run"], &system).expect("run parses"))
 }
 
 /// SYN admission over a small pool, with time passing and reservations
@@ -222,7 +224,7 @@ pub fn config(data: &[u8]) {
         .split(|&b| b == 0)
         .map(|a| OsString::from_vec(a.to_vec()))
         .collect();
-    if let Ok(cfg) = config::parse(args) {
+    if let Ok(cfg) = config::parse(args, &config::System::default()) {
         // pepwrt's three mark bits must be distinct single bits.
         let bits = [cfg.mark, cfg.decided_mark(), cfg.snoop_mark()];
         assert!(bits.iter().all(|b| b.is_power_of_two()), "marks {bits:x?}");

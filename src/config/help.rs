@@ -1,0 +1,284 @@
+//! The help pages: an overview, and one page per subcommand laid out
+//! like a manual page (synopsis, description, options, exit status,
+//! examples). Every option a page names is one its subcommand takes
+//! (tests/cli.rs holds each page to that).
+
+use super::model::Subcommand;
+
+/// `pepwrt --help`: what pepwrt is and its subcommands.
+pub const OVERVIEW: &str = "\
+pepwrt - transparent split-TCP performance enhancing proxy for routers
+
+SYNOPSIS:
+    pepwrt [run] [OPTIONS]       run the proxy (the default command)
+    pepwrt check [OPTIONS]       check that this system can run it
+    pepwrt rules [OPTIONS]       print the firewall and routing setup
+    pepwrt status [OPTIONS]      show counters and live connections
+    pepwrt help [COMMAND]        this page, or COMMAND's (as COMMAND --help)
+    pepwrt -V | --version
+
+DESCRIPTION:
+    Connections that cross the router are intercepted when their first SYN
+    reaches NFQUEUE --queue. If a pool slot is free the SYN gets the split mark
+    and TPROXY delivers it to pepwrt's transparent listener on --port; pepwrt
+    then opens its own connection to the real destination and relays bytes
+    between the two. If the pool is full, or policy excludes the connection,
+    the SYN passes untouched and the connection is forwarded as usual. With
+    queue bypass in the rules, traffic flows unsplit while pepwrt is stopped.
+
+    check and rules take run's options (all but -f; rules not the status
+    socket either), so they check, or print the setup for, exactly the
+    configuration run is given. An
+    option that belongs to another command is refused, naming the
+    commands it belongs to.
+
+EXIT STATUS:
+    0 success, 1 runtime failure, 2 bad command line or configuration,
+    3 missing kernel support
+
+See 'pepwrt COMMAND --help' for the options of each command.
+";
+
+/// `pepwrt run --help`: every option of the daemon.
+pub const RUN: &str = "\
+pepwrt run - run the split-TCP proxy
+
+SYNOPSIS:
+    pepwrt [run] [-f] [--log-level LEVEL] [--control PATH] [OPTIONS]
+
+DESCRIPTION:
+    Allocates the pool, binds the SYN queue, the transparent listener and
+    the status socket, and relays split connections until SIGTERM or
+    SIGINT. The firewall and routing setup comes from 'pepwrt rules' for
+    the same options; OpenWrt's init script installs both.
+
+GENERAL OPTIONS:
+    -f, --foreground         log to stderr instead of syslog (daemon facility)
+    --log-level LEVEL        error, warn, info or debug [default: info]
+    --control PATH           status socket [default: /var/run/pepwrt.sock]
+    --user NAME              once set up, run as this user (e.g. nobody)
+                             with only CAP_NET_ADMIN and CAP_NET_RAW
+
+INTERCEPTION:
+    --queue NUM              NFQUEUE number for SYNs [default: 3135]
+    --port PORT              transparent listener port [default: 3135]
+    --mark BIT               packet mark bit for split SYNs; the next bit up
+                             marks decided SYNs and the one above it Snoop's
+                             retransmissions [default: 0x10000]
+    --table NUM              routing table for marked packets [default: 313]
+    --intercept IF|CIDR      intercept SYNs arriving on this interface or
+                             from this subnet; repeatable [default: all].
+                             On a router name the LAN side (e.g. br-lan):
+                             connections coming in from the WAN would
+                             otherwise be split too, and then meet the
+                             router's input firewall instead of its
+                             forwarding rules
+    --exclude-port PORT      never split connections to this port; repeatable
+    --no-ipv6                IPv4 only
+
+POOL:
+    --max-conns N            split connections at once, 1-65000 [default: 128]
+    --buffer BYTES           relay buffer per direction per connection,
+                             4096-16777216, suffixes k and m [default: 32k]
+    --idle-timeout SECS      close connections idle this long [default: 600]
+    --connect-timeout SECS   give up on the outgoing connect [default: 10]
+    Memory for buffers is max-conns x 2 x buffer, allocated at start;
+    run and check refuse buffers that do not fit in the memory the
+    kernel has available (MemAvailable).
+
+OUTGOING LEG (router to server):
+    --outgoing-source client|router
+                             source address of the outgoing leg: the client's
+                             own address (transparent, the default) or the
+                             router's
+    --server-cc NAME         congestion control, e.g. bbr or cubic
+    --server-nodelay         set TCP_NODELAY
+    --server-quickack        set TCP_QUICKACK
+    --server-sndbuf BYTES    SO_SNDBUF (large windows on long links)
+    --server-rcvbuf BYTES    SO_RCVBUF
+    --server-mss BYTES       MSS [default: the client's SYN MSS]
+    --server-fastopen        TCP fast open on the outgoing connect
+    --initcwnd SEGMENTS      initial congestion and receive windows of the
+                             connections the router opens itself (pepwrt's
+                             outgoing legs), set on the default routes by
+                             `pepwrt rules` (Linux starts at 10 segments;
+                             a long link fills faster from 32-64); the
+                             other traffic the router forwards is unchanged.
+                             At a gateway, where the long link is the
+                             client leg, set it on the routes back over
+                             the link instead (ip route change ROUTE
+                             initcwnd N initrwnd N)
+
+LINK (the slow link's figures, like SQM's; optional):
+    --uplink RATE            the link's rate from this side to the far side
+    --downlink RATE          its rate toward this side; RATE is
+                             bits per second with a unit: 850kbit,
+                             10mbit, 1gbit
+    --rtt DURATION           the link's round-trip time when idle, e.g.
+                             600ms (GEO), 40ms (LEO), 0.1s
+    --link-leg server|client which leg crosses the link [default: server].
+                             server: pepwrt in the router on the users'
+                             side; uploads leave over the link at the
+                             uplink rate. client: pepwrt at the far end
+                             of the link (a gateway, two-ended setup);
+                             downloads leave over the link at the
+                             downlink rate. Give both ends the same
+                             --uplink and --downlink.
+    With link settings the leg that sends over the link is paced at the
+    link's rate (SO_MAX_PACING_RATE; under 200 ms RTT a lone leg gets a
+    quarter above it; legs sending at the same time share the link's
+    rate, worked out again once an RTT). With an RTT of 200 ms
+    or more it uses bbr (unless --*-cc is given; below that the kernel's
+    default, cubic, which follows RTT steps such as LEO handovers
+    better), and a leg whose far end's receive window stays under half
+    the BDP (bandwidth-delay product = rate x rtt) after a few seconds
+    of sending goes over to cubic: bbr's probing costs there and gains
+    nothing. A leg that keeps bbr gets a fresh bbr every 7 s: bbr's RTT
+    probe, due every 10 s, would idle the link for about a second at
+    GEO RTTs, and a leg paced at the link's rate builds no queue for it
+    to drain. The send buffer is left to autotuning unless its ceiling
+    (tcp_wmem) is under 2 x BDP; then it is 2 x BDP (unless --*-sndbuf
+    is given). Two-ended (pepwrt at both ends) on a link of 200 ms or
+    more: give the router --server-rcvbuf of 2 x downlink BDP and the
+    gateway --client-rcvbuf of 2 x uplink BDP, so the window each offers
+    the other starts at about one BDP (on shorter links leave them to
+    autotuning: a fixed buffer cannot follow RTT steps). `pepwrt rules`
+    sets the routes it uses to an initial window of one BDP (initcwnd,
+    in 1448-byte segments; initrwnd from the other direction), so a
+    transfer starts at the link's rate instead of probing up from 10
+    segments. server: the default routes (an explicit --initcwnd wins);
+    client: the routes via the --intercept interfaces.
+
+CLIENT LEG (client to router):
+    --client-cc NAME, --client-nodelay (on by default; --client-delay turns it
+    off), --client-quickack, --client-sndbuf BYTES, --client-rcvbuf BYTES,
+    --client-mss BYTES       as above, for the intercepted connection
+
+SNOOP (local recovery toward lossy wireless hosts):
+    --snoop IF|CIDR          snoop forwarded TCP toward this interface or
+                             subnet; repeatable; enables Snoop
+    --snoop-queue NUM        NFQUEUE number for snooped packets [default: 3136]
+    --snoop-flows N          flows tracked at once [default: 64]
+    --snoop-cache BYTES      segment cache, suffixes k and m [default: 1m]
+
+EXIT STATUS:
+    0 stopped by a signal, 1 runtime failure (a port or queue in use),
+    2 bad command line or configuration (buffers that do not fit in
+    memory, an unknown --user), 3 missing kernel support
+
+EXAMPLES:
+    pepwrt run -f --intercept br-lan
+    pepwrt run --intercept br-lan --uplink 10mbit --downlink 50mbit --rtt 600ms
+";
+
+/// `pepwrt check --help`.
+pub const CHECK: &str = "\
+pepwrt check - check that this system can run pepwrt so configured
+
+SYNOPSIS:
+    pepwrt check [--backend nft|iptables] [--control PATH] [RUN OPTIONS]
+
+DESCRIPTION:
+    Checks, without changing anything, what 'pepwrt run' with the same
+    options needs: the congestion control of each leg, the user to run
+    as, room in memory for the buffers, the NFQUEUE and the listener
+    port, the kernel's TPROXY, socket match and conntrack support, and
+    with --backend that the firewall can load every statement the rules
+    use.
+    One line each, starting with its verdict:
+        ok       found, and what was found (e.g. congestion control bbr)
+        WARN     works, but worth a look
+        BAD      the configuration is wrong for this system
+        BUSY     in use, e.g. by a running pepwrt
+        MISSING  the kernel or firewall lacks it; the line names the
+                 package that has it
+    What this system does not tell (a kernel without a module list) is
+    left out, not guessed.
+
+OPTIONS:
+    --backend nft|iptables   also probe that this firewall can load each
+                             statement of pepwrt's rules (nft with
+                             'nft -c', iptables with 'iptables-restore
+                             --test'; nothing is installed)
+    --control PATH           a pepwrt running there frees its buffers on
+                             restart: they count as available
+                             [default: /var/run/pepwrt.sock]
+    check takes every option of run but -f (see 'pepwrt run --help').
+
+EXIT STATUS:
+    0 everything needed is there (WARN lines allowed), 1 the queue or
+    port is in use, 2 bad configuration, 3 missing kernel or firewall
+    support
+
+EXAMPLES:
+    pepwrt check --backend nft --intercept br-lan --max-conns 512
+";
+
+/// `pepwrt rules --help`.
+pub const RULES: &str = "\
+pepwrt rules - print the firewall and routing setup for pepwrt
+
+SYNOPSIS:
+    pepwrt rules [--backend nft|iptables] [--part all|firewall|routing]
+                 [--delete] [RUN OPTIONS]
+
+DESCRIPTION:
+    Prints, and changes nothing, the setup that sends new connections'
+    SYNs to pepwrt's queue and split connections to its listener: a
+    firewall part (nft or iptables) and a routing part (a policy rule and
+    a table for marked packets; with link settings, the initial window on
+    the routes the long leg uses). The options of run that shape it (the
+    queue, port, mark, table, interception, Snoop and link options) must
+    be the ones run gets.
+
+OPTIONS:
+    --backend nft|iptables   rule flavour [default: nft]
+    --delete                 print the commands that remove the setup instead
+    --part all|firewall|routing
+                             all: one shell script [default]; firewall: nft's
+                             bare ruleset (for nft -f or a fw4 include) or the
+                             iptables commands; routing: the ip rule/route
+                             commands
+    rules takes every option of run but -f and the status socket (see
+    'pepwrt run --help').
+
+EXIT STATUS:
+    0 printed, 2 bad command line
+
+EXAMPLES:
+    pepwrt rules --intercept br-lan | sh
+    pepwrt rules --backend nft --part firewall --intercept br-lan > pepwrt.nft
+    pepwrt rules --delete --intercept br-lan | sh
+";
+
+/// `pepwrt status --help`.
+pub const STATUS: &str = "\
+pepwrt status - show a running pepwrt's counters and connections
+
+SYNOPSIS:
+    pepwrt status [--json] [--control PATH]
+
+DESCRIPTION:
+    Asks the pepwrt listening on the status socket for its report: the
+    pool, the counters of split and passed connections and why, the link
+    settings in force, Snoop's counters, and each live connection.
+
+OPTIONS:
+    --json                   machine-readable output (one JSON object)
+    --control PATH           status socket [default: /var/run/pepwrt.sock]
+
+EXIT STATUS:
+    0 reported, 1 pepwrt is not running or cannot be reached, 2 bad
+    command line
+";
+
+/// The page for `pepwrt [COMMAND] --help`.
+pub fn page(topic: Option<Subcommand>) -> &'static str {
+    match topic {
+        None => OVERVIEW,
+        Some(Subcommand::Run) => RUN,
+        Some(Subcommand::Check) => CHECK,
+        Some(Subcommand::Rules) => RULES,
+        Some(Subcommand::Status) => STATUS,
+    }
+}
