@@ -6,9 +6,6 @@
 //! The dry run is a function passed in, so the verdicts are tested
 //! without the host's firewall.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use crate::config::{Backend, Config};
 
 /// What a dry run of one ruleset said.
@@ -40,26 +37,9 @@ struct Probe {
 
 /// Runs `argv` with `input` on stdin.
 pub fn dry_run(argv: &[&str], input: &str) -> DryRun {
-    let child = Command::new(argv[0])
-        .args(&argv[1..])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) => return DryRun::NoTool(format!("{}: {e}", argv[0])),
-    };
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(input.as_bytes());
-    }
-    match child.wait_with_output() {
-        Ok(out) if out.status.success() => DryRun::Loaded,
-        Ok(out) => {
-            let text = String::from_utf8_lossy(&out.stderr).to_string()
-                + &String::from_utf8_lossy(&out.stdout);
-            DryRun::Refused(first_error(&text))
-        }
+    match crate::sys::spawn::run(argv, input.as_bytes()) {
+        Ok(r) if r.success => DryRun::Loaded,
+        Ok(r) => DryRun::Refused(first_error(&String::from_utf8_lossy(&r.output))),
         Err(e) => DryRun::NoTool(format!("{}: {e}", argv[0])),
     }
 }

@@ -11,6 +11,7 @@ pub mod privileges;
 pub mod raw;
 pub mod signals;
 pub mod socket;
+pub mod spawn;
 #[cfg(test)]
 pub mod testns;
 
