@@ -221,11 +221,18 @@ impl Control {
         self.next_writer(render);
     }
 
-    /// Brings every session's registration up to date.
-    pub fn sync(&self, poller: &mut Poller, token: impl Fn(usize) -> u64) {
+    /// Brings the registrations up to date: every session's, and the
+    /// listener's, which is watched only while a session is free (or its
+    /// backlog would wake the loop in vain). `token`: a session's, or the
+    /// listener's for None.
+    pub fn sync(&self, poller: &mut Poller, token: impl Fn(Option<usize>) -> u64) {
+        let want = if self.wants_clients() { poll::IN } else { 0 };
+        if let Err(e) = poller.set(self.listener_fd(), want, token(None)) {
+            log::debug!("control listener: {e}");
+        }
         for (i, slot) in self.sessions.iter().enumerate() {
             if let Some(s) = slot {
-                let _ = poller.set(s.stream.as_raw_fd(), s.interest(), token(i));
+                let _ = poller.set(s.stream.as_raw_fd(), s.interest(), token(Some(i)));
             }
         }
     }

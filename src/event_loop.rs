@@ -4,12 +4,11 @@
 //! waits: each says what it wants to read or write, and when it next
 //! needs the loop without a readiness event.
 
-use std::io;
 use std::time::{Duration, Instant};
 
 use crate::admission::SynQueue;
 use crate::config::Config;
-use crate::control::{Control, Format};
+use crate::control::Control;
 use crate::deadline::{Deadlines, Keyed};
 use crate::error::StartError;
 use crate::pool::{ConnId, Pool};
@@ -55,9 +54,8 @@ impl Keyed for Wake {
     }
 }
 
-/// The connections and what serves them: what a status report reads,
-/// apart from the loop's machinery so that a report can borrow it while
-/// the control socket writes.
+/// The connections and what serves them, apart from the loop's machinery:
+/// a status report borrows them while the control socket writes.
 struct State {
     cfg: Config,
     pool: Pool<Conn>,
@@ -103,10 +101,8 @@ impl Proxy {
         let control = Control::bind(&cfg.control_path, report)?;
         let intake = Intake::open(&cfg)?;
         let syns = SynQueue::open(&cfg)?;
-        let snoop = match &cfg.snoop {
-            Some(s) => Some(SnoopRuntime::start(&cfg, s)?),
-            None => None,
-        };
+        let snoop = cfg.snoop.as_ref().map(|s| SnoopRuntime::start(&cfg, s));
+        let snoop = snoop.transpose()?;
         let signals = SignalPipe::install(&shutdown::SIGNALS)
             .map_err(|e| StartError::new(format!("signal handlers: {e}")))?;
         let want = 2 * u64::from(cfg.max_conns) + 32;
@@ -119,10 +115,19 @@ impl Proxy {
             Err(e) => log::warn!("open-file limit: {e}"),
         }
         let pool = Pool::new(cfg.max_conns, cfg.buffer_bytes as usize);
+        let epoll = |e| StartError::new(format!("epoll: {e}"));
         // Sockets beyond the open-file limit cannot exist; the poller serves
         // any beyond its table, only less cheaply.
-        let poller = Poller::new(want as usize, BUDGET)
-            .map_err(|e| StartError::new(format!("epoll: {e}")))?;
+        let mut poller = Poller::new(want as usize, BUDGET).map_err(epoll)?;
+        // The sockets that live as long as the proxy.
+        let fixed = [
+            Some((signals.fd(), Token::Signals)),
+            Some((syns.fd(), Token::SynQueue)),
+            snoop.as_ref().map(|sn| (sn.fd(), Token::Snoop)),
+        ];
+        for (fd, token) in fixed.into_iter().flatten() {
+            poller.set(fd, poll::IN, token.encode()).map_err(epoll)?;
+        }
         log::info!(
             "started: queue {}, port {}, {} connections of 2 x {} bytes ({} KiB of buffers)",
             cfg.queue,
@@ -148,25 +153,9 @@ impl Proxy {
             signals,
             drain: Drain::default(),
         };
-        proxy
-            .register_fixed()
-            .map_err(|e| StartError::new(format!("epoll: {e}")))?;
+        proxy.sync_control();
+        proxy.watch_listeners(poll::IN);
         Ok(proxy)
-    }
-
-    /// Registers the sockets that live as long as the proxy.
-    fn register_fixed(&mut self) -> io::Result<()> {
-        let fixed = [
-            Some((self.signals.fd(), Token::Signals)),
-            Some((self.control.listener_fd(), Token::Control)),
-            self.st.syns.as_ref().map(|q| (q.fd(), Token::SynQueue)),
-            self.st.snoop.as_ref().map(|sn| (sn.fd(), Token::Snoop)),
-        ];
-        for (fd, token) in fixed.into_iter().flatten() {
-            self.poller.set(fd, poll::IN, token.encode())?;
-        }
-        self.watch_listeners(poll::IN);
-        Ok(())
     }
 
     fn watch_listeners(&mut self, events: Events) {
@@ -178,7 +167,7 @@ impl Proxy {
     }
 
     /// Runs until a stop signal and the drain that follows.
-    pub fn run(&mut self) -> io::Result<()> {
+    pub fn run(&mut self) -> std::io::Result<()> {
         self.timers.set(Wake::Tick, Instant::now() + TICK);
         loop {
             let now = Instant::now();
@@ -190,20 +179,13 @@ impl Proxy {
                 log::info!("stopped");
                 return Ok(());
             }
-            let timeout = self
-                .timers
-                .next()
-                .map_or(TICK, |at| at.saturating_duration_since(now));
-            let mut batch = [(0u64, 0 as Events); BUDGET];
-            let mut n = 0;
-            for ev in self.poller.wait(timeout)? {
-                batch[n] = (ev.token, ev.events);
-                n += 1;
-            }
+            let next = self.timers.next().unwrap_or(now + TICK);
+            let n = self.poller.wait(next.saturating_duration_since(now))?;
             let now = Instant::now();
-            for &(raw, events) in &batch[..n] {
-                if let Some(token) = Token::decode(raw, &self.st.pool) {
-                    self.dispatch(token, events, now);
+            for i in 0..n {
+                let ev = self.poller.event(i);
+                if let Some(token) = Token::decode(ev.token, &self.st.pool) {
+                    self.dispatch(token, ev.events, now);
                 }
             }
         }
@@ -222,16 +204,7 @@ impl Proxy {
             }
             // The loop checks the drain after every round of deadlines.
             Wake::Stop => {}
-            Wake::Conn(id) => {
-                let idle = self.st.cfg.idle_timeout;
-                let Some(live) = self.st.pool.live(id) else {
-                    return;
-                };
-                match live.conn.check_timers(now, idle, live.up, live.down) {
-                    Step::Done(end) => self.finish(id, end, now),
-                    Step::Continue => self.sync_conn(id, now),
-                }
-            }
+            Wake::Conn(id) => self.on_conn(id, None, now),
         }
     }
 
@@ -240,11 +213,12 @@ impl Proxy {
             Token::Signals => self.on_signals(now),
             Token::SynQueue => self.serve_syns(BUDGET, true, now),
             Token::Snoop => {
-                if let Some(sn) = &mut self.st.snoop {
-                    sn.on_packets(BUDGET, now);
-                    self.timers
-                        .set_opt(Wake::Snoop, sn.engine().next_deadline());
-                }
+                let due = self
+                    .st
+                    .snoop
+                    .as_mut()
+                    .and_then(|sn| sn.on_packets(BUDGET, now));
+                self.timers.set_opt(Wake::Snoop, due);
             }
             Token::Control => {
                 self.control.accept(now);
@@ -257,25 +231,12 @@ impl Proxy {
                 self.sync_control();
             }
             Token::Listener(l) => self.on_accept(l, now),
-            Token::Client(id) => {
-                let ready = Ready {
-                    client: events,
-                    server: 0,
-                };
-                self.on_conn(id, ready, now);
-            }
-            Token::Server(id) => {
-                let ready = Ready {
-                    client: 0,
-                    server: events,
-                };
-                self.on_conn(id, ready, now);
-            }
+            Token::Client(id) => self.on_conn(id, Some([events, 0]), now),
+            Token::Server(id) => self.on_conn(id, Some([0, events]), now),
         }
     }
 
-    /// Decides up to `budget` queued SYNs (`split` false: passes them) and
-    /// counts what admission decided.
+    /// Admission on up to `budget` queued SYNs, counting what it decided.
     fn serve_syns(&mut self, budget: usize, split: bool, now: Instant) {
         if let Some(q) = &mut self.st.syns {
             let decided = q.serve(&self.st.cfg, &mut self.st.pool, budget, split, now);
@@ -283,20 +244,9 @@ impl Proxy {
         }
     }
 
-    /// The control listener is watched only while a session is free, or
-    /// its backlog would wake the loop in vain.
     fn sync_control(&mut self) {
-        let want = if self.control.wants_clients() {
-            poll::IN
-        } else {
-            0
-        };
-        let fd = self.control.listener_fd();
-        if let Err(e) = self.poller.set(fd, want, Token::Control.encode()) {
-            log::debug!("control listener: {e}");
-        }
-        self.control
-            .sync(&mut self.poller, |i| Token::Session(i).encode());
+        let token = |s: Option<usize>| s.map_or(Token::Control, Token::Session).encode();
+        self.control.sync(&mut self.poller, token);
     }
 
     fn on_signals(&mut self, now: Instant) {
@@ -307,13 +257,7 @@ impl Proxy {
                     crate::logger::reopen();
                     log::info!("log reopened");
                 }
-                Some(Request::LogStatus) => {
-                    let mut text = String::new();
-                    self.st.report(now).render(Format::Text, &mut text);
-                    for line in text.lines() {
-                        log::info!("{line}");
-                    }
-                }
+                Some(Request::LogStatus) => self.st.report(now).log(),
                 None => {}
             }
         }
@@ -334,23 +278,18 @@ impl Proxy {
         // them); handshakes already in the backlog are taken in and get the
         // drain time like the rest.
         self.serve_syns(usize::MAX, false, now);
-        if let Some(sn) = &mut self.st.snoop {
-            sn.release();
+        if let Some(q) = self.st.syns.take() {
+            self.poller.forget(q.fd());
         }
-        let queues = [
-            self.st.syns.take().map(|q| q.fd()),
-            self.st.snoop.take().map(|sn| sn.fd()),
-        ];
-        for fd in queues.into_iter().flatten() {
-            self.poller.forget(fd);
+        if let Some(mut sn) = self.st.snoop.take() {
+            sn.release();
+            self.poller.forget(sn.fd());
         }
         self.timers.cancel(Wake::Snoop);
         for i in 0..self.intake.fds().count() {
             self.on_accept(i, now);
         }
-        for (_, fd) in self.intake.fds() {
-            self.poller.forget(fd);
-        }
+        self.watch_listeners(0);
         self.intake.close();
         self.timers.set(Wake::Stop, until);
     }
@@ -394,11 +333,21 @@ impl Proxy {
         }
     }
 
-    fn on_conn(&mut self, id: ConnId, ready: Ready, now: Instant) {
+    /// Runs a connection on readiness of (client, server), or on its
+    /// deadline (None).
+    fn on_conn(&mut self, id: ConnId, ready: Option<[Events; 2]>, now: Instant) {
+        let idle = self.st.cfg.idle_timeout;
         let Some(live) = self.st.pool.live(id) else {
             return;
         };
-        match live.conn.run(ready, live.up, live.down, now) {
+        let step = match ready {
+            Some([client, server]) => {
+                let ready = Ready { client, server };
+                live.conn.run(ready, live.up, live.down, now)
+            }
+            None => live.conn.check_timers(now, idle, live.up, live.down),
+        };
+        match step {
             Step::Done(end) => self.finish(id, end, now),
             Step::Continue => self.sync_conn(id, now),
         }
@@ -407,9 +356,12 @@ impl Proxy {
     /// Logs the connection's close line, adds its bytes, frees its slot
     /// (closing its sockets, which leaves the readiness set with them).
     fn finish(&mut self, id: ConnId, end: End, now: Instant) {
-        let Some(conn) = self.st.pool.release(id) else {
+        let Some(mut conn) = self.st.pool.release(id) else {
             return;
         };
+        if end == End::Shutdown {
+            conn.abort(end);
+        }
         let (client_fd, server_fd) = conn.fds();
         self.poller.forget(client_fd);
         self.poller.forget(server_fd);
@@ -438,12 +390,10 @@ impl Proxy {
         self.sync_control();
     }
 
+    /// Resets what is left once the drain is over.
     fn close_all(&mut self, now: Instant) {
         let mut cursor = 0;
         while let Some(id) = self.st.pool.next_active(&mut cursor) {
-            if let Some(live) = self.st.pool.live(id) {
-                live.conn.abort(End::Shutdown);
-            }
             self.finish(id, End::Shutdown, now);
         }
     }

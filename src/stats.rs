@@ -199,6 +199,15 @@ impl Report<'_> {
         self.pool.active_count()
     }
 
+    /// The text report, into the log line by line (SIGUSR1).
+    pub fn log(&self) {
+        let mut text = String::new();
+        self.write_text(&mut text);
+        for line in text.lines() {
+            log::info!("{line}");
+        }
+    }
+
     pub fn render(&self, format: crate::control::Format, out: &mut String) {
         match format {
             crate::control::Format::Json => self.write_json(out),

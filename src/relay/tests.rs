@@ -85,7 +85,8 @@ impl Rig {
             poller.set(cfd, c, 0).unwrap();
             poller.set(sfd, s, 1).unwrap();
             let mut ready = Ready::default();
-            for ev in poller.wait(Duration::from_millis(10)).unwrap() {
+            poller.wait(Duration::from_millis(10)).unwrap();
+            for ev in poller.events() {
                 if ev.token == 0 {
                     ready.client = ev.events;
                 } else {

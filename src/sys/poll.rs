@@ -32,6 +32,8 @@ pub struct Poller {
     /// By fd: the interest registered (0: not in the set). Sized at start;
     /// an fd past it is still served, with a system call each time.
     registered: Vec<Events>,
+    /// Entries the last wait filled in.
+    got: usize,
 }
 
 impl Poller {
@@ -48,6 +50,7 @@ impl Poller {
             epfd,
             ready: vec![empty; batch.max(1)],
             registered: vec![0; fds],
+            got: 0,
         })
     }
 
@@ -113,9 +116,10 @@ impl Poller {
         }
     }
 
-    /// Waits for readiness; EINTR (a signal arrived) is a normal, empty
-    /// wake-up.
-    pub fn wait(&mut self, timeout: Duration) -> io::Result<impl Iterator<Item = Event> + '_> {
+    /// Waits for readiness and returns how many entries are ready (read
+    /// them with `event`, which leaves the poller free to change the set
+    /// meanwhile); EINTR (a signal arrived) is a normal, empty wake-up.
+    pub fn wait(&mut self, timeout: Duration) -> io::Result<usize> {
         let ms = timeout.as_millis().min(60_000) as libc::c_int
             + i32::from(!timeout.subsec_nanos().is_multiple_of(1_000_000));
         // SAFETY: the pointer and length describe our own buffer.
@@ -127,19 +131,30 @@ impl Poller {
                 ms,
             )
         };
-        let n = if r < 0 {
+        self.got = 0;
+        if r < 0 {
             let e = io::Error::last_os_error();
             if e.kind() != io::ErrorKind::Interrupted {
                 return Err(e);
             }
-            0
         } else {
-            r as usize
-        };
-        Ok(self.ready[..n].iter().map(|e| Event {
-            token: e.u64,
-            events: e.events,
-        }))
+            self.got = r as usize;
+        }
+        Ok(self.got)
+    }
+
+    /// Entry `i` of the last wait (an empty one past its end).
+    pub fn event(&self, i: usize) -> Event {
+        let e = self.ready[..self.got].get(i);
+        Event {
+            token: e.map_or(0, |e| e.u64),
+            events: e.map_or(0, |e| e.events),
+        }
+    }
+
+    /// The entries of the last wait.
+    pub fn events(&self) -> impl Iterator<Item = Event> + '_ {
+        (0..self.got).map(|i| self.event(i))
     }
 }
 
@@ -170,7 +185,8 @@ mod tests {
     use std::os::unix::net::UnixStream;
 
     fn tokens(p: &mut Poller) -> Vec<u64> {
-        p.wait(Duration::ZERO).unwrap().map(|e| e.token).collect()
+        p.wait(Duration::ZERO).unwrap();
+        p.events().map(|e| e.token).collect()
     }
 
     #[test]
@@ -181,7 +197,8 @@ mod tests {
         assert_eq!(p.registered(b.as_raw_fd()), Some(IN));
         assert!(tokens(&mut p).is_empty());
         a.write_all(b"x").unwrap();
-        let got: Vec<Event> = p.wait(Duration::from_secs(1)).unwrap().collect();
+        assert_eq!(p.wait(Duration::from_secs(1)).unwrap(), 1);
+        let got: Vec<Event> = p.events().collect();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].token, 7);
         assert_ne!(got[0].events & IN, 0);
