@@ -23,7 +23,7 @@ use crate::token::Token;
 /// Housekeeping interval: reservations, the SYN queue's loss count, the
 /// link's look at the long legs, control sessions' deadlines.
 const TICK: Duration = Duration::from_secs(1);
-/// Packets and accepts handled per wake-up before connections get a turn.
+/// Packets, accepts or deadlines handled per wake-up before others' turn.
 const BUDGET: usize = 256;
 
 /// What a deadline wakes.
@@ -153,7 +153,6 @@ impl Proxy {
             signals,
             drain: Drain::default(),
         };
-        proxy.sync_control();
         proxy.watch_listeners(poll::IN);
         Ok(proxy)
     }
@@ -171,7 +170,11 @@ impl Proxy {
         self.timers.set(Wake::Tick, Instant::now() + TICK);
         loop {
             let now = Instant::now();
-            while let Some(wake) = self.timers.pop_due(now) {
+            // Bounded, so a deadline that keeps coming due cannot hold the loop.
+            for _ in 0..BUDGET {
+                let Some(wake) = self.timers.pop_due(now) else {
+                    break;
+                };
                 self.on_deadline(wake, now);
             }
             if self.drain.is_over(self.st.pool.active_count(), now) {
@@ -179,6 +182,7 @@ impl Proxy {
                 log::info!("stopped");
                 return Ok(());
             }
+            self.sync_control();
             let next = self.timers.next().unwrap_or(now + TICK);
             let n = self.poller.wait(next.saturating_duration_since(now))?;
             let now = Instant::now();
@@ -220,15 +224,11 @@ impl Proxy {
                     .and_then(|sn| sn.on_packets(BUDGET, now));
                 self.timers.set_opt(Wake::Snoop, due);
             }
-            Token::Control => {
-                self.control.accept(now);
-                self.sync_control();
-            }
+            Token::Control => self.control.accept(now),
             Token::Session(i) => {
                 let st = &self.st;
                 let render = &mut |f, out: &mut String| st.report(now).render(f, out);
                 self.control.on_ready(i, &mut self.poller, render);
-                self.sync_control();
             }
             Token::Listener(l) => self.on_accept(l, now),
             Token::Client(id) => self.on_conn(id, Some([events, 0]), now),
@@ -244,6 +244,7 @@ impl Proxy {
         }
     }
 
+    /// Once a round, before waiting: what the control sessions want now.
     fn sync_control(&mut self) {
         let token = |s: Option<usize>| s.map_or(Token::Control, Token::Session).encode();
         self.control.sync(&mut self.poller, token);
@@ -387,7 +388,6 @@ impl Proxy {
         let st = &self.st;
         let render = &mut |f, out: &mut String| st.report(now).render(f, out);
         self.control.expire(now, &mut self.poller, render);
-        self.sync_control();
     }
 
     /// Resets what is left once the drain is over.
