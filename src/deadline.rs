@@ -38,8 +38,8 @@ impl<T: Keyed> Deadlines<T> {
     }
 
     /// Arms `item` for `at`, replacing its earlier deadline. A key past
-    /// the capacity is a caller's bug: it is ignored (never a panic, never
-    /// a grown heap).
+    /// the capacity is a caller's bug: debug builds stop on it, a release
+    /// build ignores it (never a grown heap).
     pub fn set(&mut self, item: T, at: Instant) {
         let key = item.key();
         let Some(&place) = self.place.get(key) else {
@@ -214,7 +214,7 @@ mod tests {
     }
 
     #[test]
-    fn a_key_out_of_range_is_ignored_and_the_heap_never_grows() {
+    fn rearming_never_grows_the_heap_and_unknown_keys_read_as_unarmed() {
         let t = Instant::now();
         let mut d = Deadlines::<usize>::new(16);
         let room = d.heap.capacity();
