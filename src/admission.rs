@@ -11,7 +11,6 @@ use crate::config::Config;
 use crate::error::StartError;
 use crate::nfqueue::{NfQueue, QueueVerdict};
 use crate::pool::Pool;
-use crate::stats::Counters;
 use crate::tuple::{FourTuple, SynInfo};
 use crate::wire::{
     self,
@@ -54,6 +53,32 @@ pub enum Decision {
 pub struct SynVerdict {
     pub decision: Decision,
     pub repeat: bool,
+}
+
+/// What one round of serving the queue decided, for the counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Decided {
+    pub split: u64,
+    pub passed_full: u64,
+    pub passed_policy: u64,
+    pub malformed: u64,
+    /// Repeats of an earlier decision, counted only here.
+    pub repeats: u64,
+}
+
+impl Decided {
+    pub fn add(&mut self, verdict: SynVerdict) {
+        if verdict.repeat {
+            self.repeats += 1;
+            return;
+        }
+        *match verdict.decision {
+            Decision::Split => &mut self.split,
+            Decision::PassFull => &mut self.passed_full,
+            Decision::PassPolicy => &mut self.passed_policy,
+            Decision::Malformed => &mut self.malformed,
+        } += 1;
+    }
 }
 
 /// Decides one queued SYN.
@@ -103,16 +128,16 @@ impl SynQueue {
     }
 
     /// Decides up to `budget` waiting SYNs; `split` false passes them all
-    /// (pepwrt is stopping).
+    /// (pepwrt is stopping). Returns what it decided.
     pub fn serve<C>(
         &mut self,
         cfg: &Config,
         pool: &mut Pool<C>,
-        counters: &mut Counters,
         budget: usize,
         split: bool,
         now: Instant,
-    ) {
+    ) -> Decided {
+        let mut decided = Decided::default();
         self.queue.drain(budget, |pkt| {
             let verdict = if split {
                 decide(cfg, pool, pkt.payload, now)
@@ -122,19 +147,13 @@ impl SynQueue {
                     repeat: false,
                 }
             };
-            let counter = match verdict.decision {
-                Decision::Split => &mut counters.split,
-                Decision::PassFull => &mut counters.passed_full,
-                Decision::PassPolicy => &mut counters.passed_policy,
-                Decision::Malformed => &mut counters.malformed,
-            };
-            *counter += u64::from(!verdict.repeat);
-            counters.syn_repeats += u64::from(verdict.repeat);
+            decided.add(verdict);
             match verdict.decision {
                 Decision::Malformed => QueueVerdict::Accept,
                 d => QueueVerdict::RepeatWithMark(mark_for(cfg, d, pkt.mark)),
             }
         });
+        decided
     }
 }
 
@@ -238,6 +257,25 @@ mod tests {
             decide(&cfg, &mut pool, &other, later).decision,
             Decision::Split
         );
+    }
+
+    #[test]
+    fn a_round_counts_each_decision_once_and_repeats_apart() {
+        let mut d = Decided::default();
+        let v = |decision, repeat| SynVerdict { decision, repeat };
+        d.add(v(Decision::Split, false));
+        d.add(v(Decision::Split, true));
+        d.add(v(Decision::PassFull, false));
+        d.add(v(Decision::PassPolicy, false));
+        d.add(v(Decision::Malformed, false));
+        let want = Decided {
+            split: 1,
+            passed_full: 1,
+            passed_policy: 1,
+            malformed: 1,
+            repeats: 1,
+        };
+        assert_eq!(d, want);
     }
 
     #[test]

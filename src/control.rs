@@ -53,7 +53,6 @@ struct Session {
     deadline: Instant,
     request: [u8; REQUEST_MAX],
     stage: Stage,
-    watched: Events,
 }
 
 impl Session {
@@ -130,7 +129,6 @@ impl Control {
                 deadline: now + DEADLINE,
                 request: [0; REQUEST_MAX],
                 stage: Stage::Reading { got: 0 },
-                watched: 0,
             });
         }
     }
@@ -142,8 +140,14 @@ impl Control {
     }
 
     /// Moves session `i` on: reads its request, or writes its report,
-    /// which `render` writes when the report buffer is its turn.
-    pub fn on_ready(&mut self, i: usize, render: &mut dyn FnMut(Format, &mut String)) {
+    /// which `render` writes when the report buffer is its turn. A session
+    /// that ends leaves `poller` with its socket.
+    pub fn on_ready(
+        &mut self,
+        i: usize,
+        poller: &mut Poller,
+        render: &mut dyn FnMut(Format, &mut String),
+    ) {
         let Some(s) = self.sessions.get_mut(i).and_then(Option::as_mut) else {
             return;
         };
@@ -171,7 +175,7 @@ impl Control {
             Stage::Waiting(_) => {}
         }
         if done {
-            self.end(i);
+            self.end(i, poller);
         }
         self.next_writer(render);
     }
@@ -193,33 +197,42 @@ impl Control {
         }
     }
 
-    fn end(&mut self, i: usize) {
-        self.sessions[i] = None;
+    fn end(&mut self, i: usize, poller: &mut Poller) {
+        if let Some(s) = self.sessions[i].take() {
+            poller.forget(s.stream.as_raw_fd());
+        }
         if self.writer == Some(i) {
             self.writer = None;
         }
     }
 
     /// Ends sessions past their deadline, and hands on the report buffer.
-    pub fn expire(&mut self, now: Instant, render: &mut dyn FnMut(Format, &mut String)) {
+    pub fn expire(
+        &mut self,
+        now: Instant,
+        poller: &mut Poller,
+        render: &mut dyn FnMut(Format, &mut String),
+    ) {
         for i in 0..SESSIONS {
             if self.sessions[i].as_ref().is_some_and(|s| s.deadline <= now) {
-                self.end(i);
+                self.end(i, poller);
             }
         }
         self.next_writer(render);
     }
 
-    /// Brings every session's registration up to date.
-    pub fn sync(&mut self, poller: &Poller, token: impl Fn(usize) -> u64) {
-        for (i, slot) in self.sessions.iter_mut().enumerate() {
-            let Some(s) = slot else { continue };
-            let want = s.interest();
-            if poller
-                .watch(s.stream.as_raw_fd(), s.watched, want, token(i))
-                .is_ok()
-            {
-                s.watched = want;
+    /// Brings the registrations up to date: every session's, and the
+    /// listener's, which is watched only while a session is free (or its
+    /// backlog would wake the loop in vain). `token`: a session's, or the
+    /// listener's for None.
+    pub fn sync(&self, poller: &mut Poller, token: impl Fn(Option<usize>) -> u64) {
+        let want = if self.wants_clients() { poll::IN } else { 0 };
+        if let Err(e) = poller.set(self.listener_fd(), want, token(None)) {
+            log::debug!("control listener: {e}");
+        }
+        for (i, slot) in self.sessions.iter().enumerate() {
+            if let Some(s) = slot {
+                let _ = poller.set(s.stream.as_raw_fd(), s.interest(), token(Some(i)));
             }
         }
     }
@@ -266,6 +279,7 @@ mod tests {
         let _ = std::fs::create_dir(&dir);
         let path = dir.join("sock");
         let mut c = Control::bind(&path, 4096).unwrap();
+        let mut p = Poller::new(64, 4).unwrap();
         let now = Instant::now();
         let silent: Vec<UnixStream> = (0..SESSIONS + 2)
             .map(|_| UnixStream::connect(&path).unwrap())
@@ -280,11 +294,11 @@ mod tests {
         // Nothing to read: every call returns at once.
         let t = Instant::now();
         for i in 0..SESSIONS {
-            c.on_ready(i, &mut render);
+            c.on_ready(i, &mut p, &mut render);
         }
         // A blocking read would hang here; seconds allow for qemu and a busy CI.
         assert!(t.elapsed() < Duration::from_secs(5));
-        c.expire(now + DEADLINE, &mut render);
+        c.expire(now + DEADLINE, &mut p, &mut render);
         assert!(c.wants_clients());
         assert_eq!(rendered.get(), 0);
         // The clients that waited in the backlog are served next.
@@ -295,7 +309,7 @@ mod tests {
         c.accept(now + DEADLINE);
         for _ in 0..4 {
             for i in 0..SESSIONS {
-                c.on_ready(i, &mut render);
+                c.on_ready(i, &mut p, &mut render);
             }
         }
         asker

@@ -1,82 +1,95 @@
-//! The one loop: owns the readiness set, the periodic tick and signals,
-//! and dispatches readiness to admission, the listeners, the connections,
-//! the control socket and Snoop. No other module waits.
+//! The one loop: owns the readiness set, the deadlines and signals, and
+//! dispatches readiness and deadlines to admission, the listeners, the
+//! connections, the link, the control socket and Snoop. No other module
+//! waits: each says what it wants to read or write, and when it next
+//! needs the loop without a readiness event.
 
-use std::io;
-use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 use crate::admission::SynQueue;
-use crate::config::{Config, LinkLeg};
-use crate::control::{Control, Format};
+use crate::config::Config;
+use crate::control::Control;
+use crate::deadline::{Deadlines, Keyed};
 use crate::error::StartError;
-use crate::learn::LinkEstimate;
 use crate::pool::{ConnId, Pool};
-use crate::relay::{Conn, End, Handover, Intake, LinkShare, ProbeSkip, Ready, Step};
+use crate::relay::{Conn, End, Intake, LinkTick, Ready, Step};
+use crate::shutdown::{self, Drain, Request};
 use crate::snoop::SnoopRuntime;
 use crate::stats::{Counters, Report};
 use crate::sys::poll::{self, Events, Poller};
 use crate::sys::signals::SignalPipe;
-use crate::sys::socket;
 use crate::token::Token;
 
-/// Housekeeping interval: timeouts are in seconds, so a one-second tick
-/// bounds their error without a timer per connection.
+/// Housekeeping interval: reservations, the SYN queue's loss count, the
+/// link's look at the long legs, control sessions' deadlines.
 const TICK: Duration = Duration::from_secs(1);
-/// After SIGTERM, live connections get this long to finish (procd sends
-/// SIGKILL after 5 s).
-const DRAIN: Duration = Duration::from_secs(3);
-/// How often connections that wait for their last acknowledgements are
-/// looked at (they hold their slot until then).
-const CLOSING_CHECK: Duration = Duration::from_millis(10);
-/// Packets and accepts handled per wake-up before connections get a turn.
+/// Packets, accepts or deadlines handled per wake-up before others' turn.
 const BUDGET: usize = 256;
 
-/// The status report over the proxy's state. A macro, not a method, so
-/// that it borrows only these fields and the control socket stays free to
-/// write the report out.
-macro_rules! report {
-    ($p:expr, $now:expr) => {
-        Report {
-            counters: &$p.counters,
-            syn_dropped: $p.syns.as_ref().map_or(0, SynQueue::dropped),
-            snoop: $p.snoop.as_ref().map(SnoopRuntime::engine),
-            pool: &$p.pool,
-            started: $p.started,
-            buffer_bytes: $p.cfg.buffer_bytes,
-            link: $p.cfg.link_in_force(),
-            learned: $p.learned.estimate(),
-            now: $now,
+/// What a deadline wakes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    Tick,
+    /// The link's own timer (sharing its rate between sending legs).
+    Link,
+    Snoop,
+    /// The drain's end.
+    Stop,
+    /// A connection's timeout, or its next look for acknowledgements.
+    Conn(ConnId),
+}
+
+/// Wakes before the connections' own, one each.
+const FIXED_WAKES: usize = 4;
+
+impl Keyed for Wake {
+    fn key(self) -> usize {
+        match self {
+            Wake::Tick => 0,
+            Wake::Link => 1,
+            Wake::Snoop => 2,
+            Wake::Stop => 3,
+            Wake::Conn(id) => FIXED_WAKES + id.index(),
         }
-    };
+    }
+}
+
+/// The connections and what serves them, apart from the loop's machinery:
+/// a status report borrows them while the control socket writes.
+struct State {
+    cfg: Config,
+    pool: Pool<Conn>,
+    link: LinkTick,
+    syns: Option<SynQueue>,
+    snoop: Option<SnoopRuntime>,
+    counters: Counters,
+    started: Instant,
+}
+
+impl State {
+    fn report(&self, now: Instant) -> Report<'_> {
+        Report {
+            counters: &self.counters,
+            syn_dropped: self.syns.as_ref().map_or(0, SynQueue::dropped),
+            snoop: self.snoop.as_ref().map(SnoopRuntime::engine),
+            pool: &self.pool,
+            started: self.started,
+            buffer_bytes: self.cfg.buffer_bytes,
+            link: self.cfg.link_in_force(),
+            learned: self.link.estimate(),
+            now,
+        }
+    }
 }
 
 pub struct Proxy {
-    cfg: Config,
-    pool: Pool<Conn>,
+    st: State,
     poller: Poller,
-    /// Each slot's registered interest (client, server), index for index.
-    watched: Vec<[Events; 2]>,
+    timers: Deadlines<Wake>,
     intake: Intake,
-    /// The link's rate shared between long legs, with link settings.
-    share: Option<LinkShare>,
-    /// Hands long legs held back by the peer's window from BBR to cubic.
-    handover: Option<Handover>,
-    /// Keeps paced BBR long legs from idling for BBR's RTT probe.
-    probe_skip: Option<ProbeSkip>,
-    /// Which leg crosses the long link, and what those legs measured.
-    long_leg: LinkLeg,
-    learned: LinkEstimate,
-    syns: Option<SynQueue>,
-    snoop: Option<SnoopRuntime>,
     control: Control,
     signals: SignalPipe,
-    counters: Counters,
-    started: Instant,
-    stop_at: Option<Instant>,
-    /// Connections waiting for their last acknowledgements; looked at
-    /// every CLOSING_CHECK, since no readiness says when they come.
-    closing: Vec<ConnId>,
+    drain: Drain,
 }
 
 impl Proxy {
@@ -88,13 +101,10 @@ impl Proxy {
         let control = Control::bind(&cfg.control_path, report)?;
         let intake = Intake::open(&cfg)?;
         let syns = SynQueue::open(&cfg)?;
-        let snoop = match &cfg.snoop {
-            Some(s) => Some(SnoopRuntime::start(&cfg, s)?),
-            None => None,
-        };
-        let signals =
-            SignalPipe::install(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGUSR1])
-                .map_err(|e| StartError::new(format!("signal handlers: {e}")))?;
+        let snoop = cfg.snoop.as_ref().map(|s| SnoopRuntime::start(&cfg, s));
+        let snoop = snoop.transpose()?;
+        let signals = SignalPipe::install(&shutdown::SIGNALS)
+            .map_err(|e| StartError::new(format!("signal handlers: {e}")))?;
         let want = 2 * u64::from(cfg.max_conns) + 32;
         match crate::sys::raise_nofile(want) {
             Ok(have) if have < want => log::warn!(
@@ -105,7 +115,19 @@ impl Proxy {
             Err(e) => log::warn!("open-file limit: {e}"),
         }
         let pool = Pool::new(cfg.max_conns, cfg.buffer_bytes as usize);
-        let poller = Poller::new(BUDGET).map_err(|e| StartError::new(format!("epoll: {e}")))?;
+        let epoll = |e| StartError::new(format!("epoll: {e}"));
+        // Sockets beyond the open-file limit cannot exist; the poller serves
+        // any beyond its table, only less cheaply.
+        let mut poller = Poller::new(want as usize, BUDGET).map_err(epoll)?;
+        // The sockets that live as long as the proxy.
+        let fixed = [
+            Some((signals.fd(), Token::Signals)),
+            Some((syns.fd(), Token::SynQueue)),
+            snoop.as_ref().map(|sn| (sn.fd(), Token::Snoop)),
+        ];
+        for (fd, token) in fixed.into_iter().flatten() {
+            poller.set(fd, poll::IN, token.encode()).map_err(epoll)?;
+        }
         log::info!(
             "started: queue {}, port {}, {} connections of 2 x {} bytes ({} KiB of buffers)",
             cfg.queue,
@@ -114,364 +136,265 @@ impl Proxy {
             cfg.buffer_bytes,
             u64::from(cfg.max_conns) * 2 * u64::from(cfg.buffer_bytes) / 1024
         );
-        let pool_capacity = pool.capacity();
         let mut proxy = Proxy {
-            watched: vec![[0; 2]; pool_capacity],
-            pool,
+            timers: Deadlines::new(FIXED_WAKES + pool.capacity()),
+            st: State {
+                link: LinkTick::new(&cfg),
+                pool,
+                syns: Some(syns),
+                snoop,
+                counters: Counters::default(),
+                started: Instant::now(),
+                cfg,
+            },
             poller,
             intake,
-            share: LinkShare::new(&cfg),
-            handover: Handover::new(&cfg),
-            probe_skip: ProbeSkip::new(&cfg),
-            long_leg: cfg.link.map_or(LinkLeg::Server, |l| l.leg),
-            learned: LinkEstimate::default(),
-            syns: Some(syns),
-            snoop,
             control,
             signals,
-            counters: Counters::default(),
-            started: Instant::now(),
-            stop_at: None,
-            closing: Vec::with_capacity(pool_capacity),
-            cfg,
+            drain: Drain::default(),
         };
-        proxy
-            .register_fixed()
-            .map_err(|e| StartError::new(format!("epoll: {e}")))?;
+        proxy.watch_listeners(poll::IN);
         Ok(proxy)
     }
 
-    /// Registers the sockets that live as long as the proxy.
-    fn register_fixed(&mut self) -> io::Result<()> {
-        let mut fixed: Vec<(RawFd, Token)> = vec![
-            (self.signals.fd(), Token::Signals),
-            (self.control.listener_fd(), Token::Control),
-        ];
-        if let Some(q) = &self.syns {
-            fixed.push((q.fd(), Token::SynQueue));
-        }
-        if let Some(sn) = &self.snoop {
-            fixed.push((sn.fd(), Token::Snoop));
-        }
-        for (fd, token) in fixed {
-            self.poller.watch(fd, 0, poll::IN, token.encode())?;
-        }
-        self.watch_listeners(poll::IN);
-        Ok(())
-    }
-
     fn watch_listeners(&mut self, events: Events) {
-        let old = if events == 0 { poll::IN } else { 0 };
         for (i, fd) in self.intake.fds() {
-            let token = Token::Listener(i).encode();
-            if let Err(e) = self.poller.watch(fd, old, events, token) {
+            if let Err(e) = self.poller.set(fd, events, Token::Listener(i).encode()) {
                 log::warn!("listener: {e}");
             }
         }
     }
 
     /// Runs until a stop signal and the drain that follows.
-    pub fn run(&mut self) -> io::Result<()> {
-        let mut next_tick = Instant::now() + TICK;
+    pub fn run(&mut self) -> std::io::Result<()> {
+        self.timers.set(Wake::Tick, Instant::now() + TICK);
         loop {
             let now = Instant::now();
-            if now >= next_tick {
-                self.tick(now);
-                next_tick = now + TICK;
+            // Bounded, so a deadline that keeps coming due cannot hold the loop.
+            for _ in 0..BUDGET {
+                let Some(wake) = self.timers.pop_due(now) else {
+                    break;
+                };
+                self.on_deadline(wake, now);
             }
-            if self
-                .stop_at
-                .is_some_and(|stop| self.pool.active_count() == 0 || now >= stop)
-            {
-                self.close_all(End::Shutdown, now);
+            if self.drain.is_over(self.st.pool.active_count(), now) {
+                self.close_all(now);
                 log::info!("stopped");
                 return Ok(());
             }
-            self.check_closing(now);
-            let snoop_due = self.snoop.as_mut().and_then(|sn| sn.on_timer(now));
-            let mut wake = snoop_due.map_or(next_tick, |d| d.min(next_tick));
-            if let Some(share) = &mut self.share {
-                share.on_timer(&mut self.pool, now);
-                wake = share.due().map_or(wake, |d| d.min(wake));
-            }
-            if !self.closing.is_empty() {
-                wake = wake.min(now + CLOSING_CHECK);
-            }
-            let mut batch = [0u64; BUDGET];
-            let mut ready = [0 as Events; BUDGET];
-            let mut n = 0;
-            for ev in self.poller.wait(wake.saturating_duration_since(now))? {
-                batch[n] = ev.token;
-                ready[n] = ev.events;
-                n += 1;
-            }
+            self.sync_control();
+            let next = self.timers.next().unwrap_or(now + TICK);
+            let n = self.poller.wait(next.saturating_duration_since(now))?;
             let now = Instant::now();
-            for (&raw, &events) in batch[..n].iter().zip(&ready[..n]) {
-                let Some(token) = Token::decode(raw, &self.pool) else {
-                    continue;
-                };
-                self.dispatch(token, events, now);
+            for i in 0..n {
+                let ev = self.poller.event(i);
+                if let Some(token) = Token::decode(ev.token, &self.st.pool) {
+                    self.dispatch(token, ev.events, now);
+                }
             }
+        }
+    }
+
+    fn on_deadline(&mut self, wake: Wake, now: Instant) {
+        match wake {
+            Wake::Tick => self.tick(now),
+            Wake::Link => {
+                let due = self.st.link.on_timer(&mut self.st.pool, now);
+                self.timers.set_opt(Wake::Link, due);
+            }
+            Wake::Snoop => {
+                let due = self.st.snoop.as_mut().and_then(|sn| sn.on_timer(now));
+                self.timers.set_opt(Wake::Snoop, due);
+            }
+            // The loop checks the drain after every round of deadlines.
+            Wake::Stop => {}
+            Wake::Conn(id) => self.on_conn(id, None, now),
         }
     }
 
     fn dispatch(&mut self, token: Token, events: Events, now: Instant) {
         match token {
             Token::Signals => self.on_signals(now),
-            Token::SynQueue => {
-                if let Some(q) = &mut self.syns {
-                    let (cfg, pool, counters) = (&self.cfg, &mut self.pool, &mut self.counters);
-                    q.serve(cfg, pool, counters, BUDGET, true, now);
-                }
-            }
+            Token::SynQueue => self.serve_syns(BUDGET, true, now),
             Token::Snoop => {
-                if let Some(sn) = &mut self.snoop {
-                    sn.on_packets(BUDGET, now);
-                }
+                let due = self
+                    .st
+                    .snoop
+                    .as_mut()
+                    .and_then(|sn| sn.on_packets(BUDGET, now));
+                self.timers.set_opt(Wake::Snoop, due);
             }
-            Token::Control => {
-                self.control.accept(now);
-                self.sync_control();
-            }
+            Token::Control => self.control.accept(now),
             Token::Session(i) => {
-                let report = report!(self, now);
-                self.control
-                    .on_ready(i, &mut |f, out| report.render(f, out));
-                self.sync_control();
+                let st = &self.st;
+                let render = &mut |f, out: &mut String| st.report(now).render(f, out);
+                self.control.on_ready(i, &mut self.poller, render);
             }
             Token::Listener(l) => self.on_accept(l, now),
-            Token::Client(id) => self.on_conn(
-                id,
-                Ready {
-                    client: events,
-                    server: 0,
-                },
-                now,
-            ),
-            Token::Server(id) => self.on_conn(
-                id,
-                Ready {
-                    client: 0,
-                    server: events,
-                },
-                now,
-            ),
+            Token::Client(id) => self.on_conn(id, Some([events, 0]), now),
+            Token::Server(id) => self.on_conn(id, Some([0, events]), now),
         }
     }
 
+    /// Admission on up to `budget` queued SYNs, counting what it decided.
+    fn serve_syns(&mut self, budget: usize, split: bool, now: Instant) {
+        if let Some(q) = &mut self.st.syns {
+            let decided = q.serve(&self.st.cfg, &mut self.st.pool, budget, split, now);
+            self.st.counters.on_decided(&decided);
+        }
+    }
+
+    /// Once a round, before waiting: what the control sessions want now.
     fn sync_control(&mut self) {
-        let wants = self.control.wants_clients();
-        let fd = self.control.listener_fd();
-        let token = Token::Control.encode();
-        let (old, new) = if wants { (0, poll::IN) } else { (poll::IN, 0) };
-        // Re-adding an fd already there fails with EEXIST, which is fine.
-        let _ = self.poller.watch(fd, old, new, token);
-        self.control
-            .sync(&self.poller, |i| Token::Session(i).encode());
+        let token = |s: Option<usize>| s.map_or(Token::Control, Token::Session).encode();
+        self.control.sync(&mut self.poller, token);
     }
 
     fn on_signals(&mut self, now: Instant) {
         while let Some(sig) = self.signals.next() {
-            match sig {
-                libc::SIGTERM | libc::SIGINT => self.begin_stop(now),
-                libc::SIGHUP => {
+            match Request::from_signal(sig) {
+                Some(Request::Stop) => self.begin_stop(now),
+                Some(Request::ReopenLog) => {
                     crate::logger::reopen();
                     log::info!("log reopened");
                 }
-                libc::SIGUSR1 => {
-                    let mut text = String::new();
-                    report!(self, now).render(Format::Text, &mut text);
-                    for line in text.lines() {
-                        log::info!("{line}");
-                    }
-                }
-                _ => {}
+                Some(Request::LogStatus) => self.st.report(now).log(),
+                None => {}
             }
         }
     }
 
-    /// Stops taking new connections: the queue is unbound (queue bypass
-    /// lets new SYNs through unsplit) and the listeners close; live
-    /// connections get DRAIN to finish.
+    /// Stops taking new connections (shutdown.rs says how); live
+    /// connections get the drain's time to finish.
     fn begin_stop(&mut self, now: Instant) {
-        if self.stop_at.is_some() {
+        let Some(until) = self.drain.begin(now) else {
             return;
-        }
+        };
         log::info!(
             "stopping: no new connections, {} live ones get {} s to finish",
-            self.pool.active_count(),
-            DRAIN.as_secs()
+            self.st.pool.active_count(),
+            shutdown::DRAIN.as_secs()
         );
         // SYNs already queued pass unsplit (closing the queue would drop
         // them); handshakes already in the backlog are taken in and get the
         // drain time like the rest.
-        if let Some(q) = &mut self.syns {
-            let (cfg, pool, counters) = (&self.cfg, &mut self.pool, &mut self.counters);
-            q.serve(cfg, pool, counters, usize::MAX, false, now);
+        self.serve_syns(usize::MAX, false, now);
+        if let Some(q) = self.st.syns.take() {
+            self.poller.forget(q.fd());
         }
-        if let Some(sn) = &mut self.snoop {
+        if let Some(mut sn) = self.st.snoop.take() {
             sn.release();
+            self.poller.forget(sn.fd());
         }
-        self.syns = None;
-        self.snoop = None;
+        self.timers.cancel(Wake::Snoop);
         for i in 0..self.intake.fds().count() {
             self.on_accept(i, now);
         }
+        self.watch_listeners(0);
         self.intake.close();
-        self.stop_at = Some(now + DRAIN);
+        self.timers.set(Wake::Stop, until);
     }
 
     fn on_accept(&mut self, which: usize, now: Instant) {
-        let accepted = self.intake.accept(which, &self.cfg, &mut self.pool, now);
-        self.counters.on_accepted(&accepted);
-        if let (Some(share), false) = (&mut self.share, accepted.new.is_empty()) {
-            share.apply(&mut self.pool, now);
+        let st = &mut self.st;
+        let accepted = self.intake.accept(which, &st.cfg, &mut st.pool, now);
+        st.counters.on_accepted(&accepted);
+        if !accepted.new.is_empty() {
+            let due = st.link.opened(&mut st.pool, now);
+            self.timers.set_opt(Wake::Link, due);
         }
         for &id in &accepted.new {
-            self.watched[id.index()] = [0; 2];
-            self.sync_conn(id);
+            self.sync_conn(id, now);
         }
         if accepted.paused {
             self.watch_listeners(0);
         }
     }
 
-    /// Brings a connection's registration up to date with what it wants.
-    fn sync_conn(&mut self, id: ConnId) {
-        let Some(live) = self.pool.live(id) else {
+    /// Brings a connection's registration up to date with what it wants
+    /// to read and write, and its deadline with when it next needs the
+    /// loop.
+    fn sync_conn(&mut self, id: ConnId, now: Instant) {
+        let Some(live) = self.st.pool.live(id) else {
             return;
         };
-        let want = live.conn.interest(live.up, live.down);
-        let (client, server) = live.conn.fds();
-        let old = self.watched[id.index()];
-        let tokens = [Token::Client(id), Token::Server(id)];
-        let mut now_watched = old;
-        for (k, (fd, events)) in [(client, want.0), (server, want.1)].into_iter().enumerate() {
-            match self.poller.watch(fd, old[k], events, tokens[k].encode()) {
-                Ok(()) => now_watched[k] = events,
-                Err(e) => log::warn!("watching a connection: {e}"),
+        if let Some(at) = live.conn.due(now, self.st.cfg.idle_timeout) {
+            self.timers.set_by(Wake::Conn(id), at);
+        }
+        let (client, server) = live.conn.interest(live.up, live.down);
+        let (client_fd, server_fd) = live.conn.fds();
+        let sockets = [
+            (client_fd, client, Token::Client(id)),
+            (server_fd, server, Token::Server(id)),
+        ];
+        for (fd, events, token) in sockets {
+            if let Err(e) = self.poller.set(fd, events, token.encode()) {
+                log::warn!("watching a connection: {e}");
             }
         }
-        self.watched[id.index()] = now_watched;
     }
 
-    fn on_conn(&mut self, id: ConnId, ready: Ready, now: Instant) {
-        let Some(live) = self.pool.live(id) else {
+    /// Runs a connection on readiness of (client, server), or on its
+    /// deadline (None).
+    fn on_conn(&mut self, id: ConnId, ready: Option<[Events; 2]>, now: Instant) {
+        let idle = self.st.cfg.idle_timeout;
+        let Some(live) = self.st.pool.live(id) else {
             return;
         };
-        match live.conn.run(ready, live.up, live.down, now) {
+        let step = match ready {
+            Some([client, server]) => {
+                let ready = Ready { client, server };
+                live.conn.run(ready, live.up, live.down, now)
+            }
+            None => live.conn.check_timers(now, idle, live.up, live.down),
+        };
+        match step {
             Step::Done(end) => self.finish(id, end, now),
-            Step::Continue => {
-                if live.conn.is_closing() && !self.closing.contains(&id) {
-                    self.closing.push(id);
-                }
-                self.sync_conn(id);
-            }
-        }
-    }
-
-    /// Ends the connections whose last acknowledgements came.
-    fn check_closing(&mut self, now: Instant) {
-        let mut i = 0;
-        while i < self.closing.len() {
-            let id = self.closing[i];
-            let step = self.pool.live(id).map(|live| {
-                let idle = self.cfg.idle_timeout;
-                (
-                    live.conn.check_timers(now, idle, live.up, live.down),
-                    live.conn.is_closing(),
-                )
-            });
-            match step {
-                Some((Step::Continue, true)) => i += 1,
-                Some((Step::Done(end), _)) => {
-                    self.closing.swap_remove(i);
-                    self.finish(id, end, now);
-                }
-                _ => {
-                    self.closing.swap_remove(i);
-                }
-            }
+            Step::Continue => self.sync_conn(id, now),
         }
     }
 
     /// Logs the connection's close line, adds its bytes, frees its slot
     /// (closing its sockets, which leaves the readiness set with them).
     fn finish(&mut self, id: ConnId, end: End, now: Instant) {
-        let Some(conn) = self.pool.release(id) else {
+        let Some(mut conn) = self.st.pool.release(id) else {
             return;
         };
-        self.watched[id.index()] = [0; 2];
+        if end == End::Shutdown {
+            conn.abort(end);
+        }
+        let (client_fd, server_fd) = conn.fds();
+        self.poller.forget(client_fd);
+        self.poller.forget(server_fd);
+        self.timers.cancel(Wake::Conn(id));
         self.intake
-            .forget_decision(&conn.tuple, self.cfg.mark_mask());
-        self.counters.on_end(&conn, end);
+            .forget_decision(&conn.tuple, self.st.cfg.mark_mask());
+        self.st.counters.on_end(&conn, end);
         log::info!("{}", conn.close_line(end, now));
     }
 
     fn tick(&mut self, now: Instant) {
+        self.timers.set(Wake::Tick, now + TICK);
         if self.intake.resume() {
             self.watch_listeners(poll::IN);
         }
-        self.pool.expire_reservations(now);
-        if let Some(q) = &mut self.syns {
+        self.st.pool.expire_reservations(now);
+        if let Some(q) = &mut self.st.syns {
             q.settle();
         }
-        if let Some(share) = &mut self.share {
-            share.apply(&mut self.pool, now);
-        }
-        self.watch_long_legs(now);
-        let report = report!(self, now);
-        self.control
-            .expire(now, &mut |f, out| report.render(f, out));
-        self.sync_control();
-        let idle = self.cfg.idle_timeout;
-        let mut cursor = 0;
-        while let Some(id) = self.pool.next_active(&mut cursor) {
-            let Some(live) = self.pool.live(id) else {
-                continue;
-            };
-            match live.conn.check_timers(now, idle, live.up, live.down) {
-                Step::Done(end) => self.finish(id, end, now),
-                Step::Continue => self.sync_conn(id),
-            }
-        }
+        let ticked = self.st.link.tick(&mut self.st.pool, now);
+        self.st.counters.on_link_tick(&ticked);
+        self.timers.set_opt(Wake::Link, ticked.due);
+        let st = &self.st;
+        let render = &mut |f, out: &mut String| st.report(now).render(f, out);
+        self.control.expire(now, &mut self.poller, render);
     }
 
-    /// Each live connection's leg over the long link, once a tick: what
-    /// it measured feeds the link estimate, a leg the peer's window holds
-    /// back may leave BBR (relay/window.rs), and a paced BBR leg starts
-    /// its BBR afresh before the RTT probe is due (relay/rtt_probe.rs).
-    fn watch_long_legs(&mut self, now: Instant) {
+    /// Resets what is left once the drain is over.
+    fn close_all(&mut self, now: Instant) {
         let mut cursor = 0;
-        while let Some(id) = self.pool.next_active(&mut cursor) {
-            let Some(live) = self.pool.live(id) else {
-                continue;
-            };
-            let fd = live.conn.link_fd(self.long_leg);
-            let Ok(Some(info)) = socket::leg_info(fd) else {
-                continue;
-            };
-            self.learned.observe(&info, now);
-            if let Some(handover) = &self.handover
-                && handover.look(live.conn, fd, info)
-            {
-                self.counters.handed_to_cubic += 1;
-            }
-            if let Some(skip) = &self.probe_skip
-                && skip.look(live.conn, fd, now)
-            {
-                self.counters.rtt_probes_skipped += 1;
-            }
-        }
-    }
-
-    fn close_all(&mut self, end: End, now: Instant) {
-        let mut cursor = 0;
-        while let Some(id) = self.pool.next_active(&mut cursor) {
-            if let Some(live) = self.pool.live(id) {
-                live.conn.abort(end);
-            }
-            self.finish(id, end, now);
+        while let Some(id) = self.st.pool.next_active(&mut cursor) {
+            self.finish(id, End::Shutdown, now);
         }
     }
 }

@@ -3,9 +3,10 @@
 use std::fmt::Write;
 use std::time::Instant;
 
+use crate::admission::Decided;
 use crate::config::{LinkInForce, LinkLeg};
 use crate::pool::Pool;
-use crate::relay::{Accepted, Conn, End, Refused};
+use crate::relay::{Accepted, Conn, End, LinkTicked, Refused};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Counters {
@@ -42,6 +43,21 @@ impl Counters {
         if let End::ConnectFailed(_) | End::ConnectTimeout = end {
             self.connect_failed += 1;
         }
+    }
+
+    /// What a round of SYN admission decided.
+    pub fn on_decided(&mut self, d: &Decided) {
+        self.split += d.split;
+        self.passed_full += d.passed_full;
+        self.passed_policy += d.passed_policy;
+        self.malformed += d.malformed;
+        self.syn_repeats += d.repeats;
+    }
+
+    /// What a tick of the link's pass over the long legs did.
+    pub fn on_link_tick(&mut self, t: &LinkTicked) {
+        self.handed_to_cubic += t.handed_to_cubic;
+        self.rtt_probes_skipped += t.rtt_probes_skipped;
     }
 
     /// An accepting round: connections taken in, clients refused.
@@ -181,6 +197,15 @@ impl Report<'_> {
 
     fn active(&self) -> usize {
         self.pool.active_count()
+    }
+
+    /// The text report, into the log line by line (SIGUSR1).
+    pub fn log(&self) {
+        let mut text = String::new();
+        self.write_text(&mut text);
+        for line in text.lines() {
+            log::info!("{line}");
+        }
     }
 
     pub fn render(&self, format: crate::control::Format, out: &mut String) {

@@ -45,6 +45,12 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 /// How long an ended connection waits for its last acknowledgements
 /// before it closes the ordinary way (FIN, TIME_WAIT).
 const CLOSE_LIMIT: Duration = Duration::from_secs(5);
+/// How often an ended connection looks for its last acknowledgements
+/// (it holds its slot until then, and no readiness says when they come).
+const CLOSE_CHECK: Duration = Duration::from_millis(10);
+/// How often a reset's survivor looks whether it has acknowledged all it
+/// was owed (no readiness says so either).
+const DRAIN_CHECK: Duration = Duration::from_secs(1);
 
 /// Why a connection ended, for the close log line and counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,7 +262,8 @@ impl Conn {
             ),
             // The survivor is read (and the bytes dropped) only to notice
             // when it closes; the side that reset is done.
-            // Nothing more to move: the tick checks the acknowledgements.
+            // Nothing more to move: `due` times the look for the
+            // acknowledgements.
             Phase::Closing { .. } => (0, 0),
             Phase::Draining {
                 toward: Side::Server,
@@ -461,6 +468,20 @@ impl Conn {
             Phase::Closing { deadline } => self.closing(deadline, now),
             _ if now.duration_since(self.last_active) >= idle => self.abort(End::IdleTimeout),
             _ => Step::Continue,
+        }
+    }
+
+    /// When `check_timers` should next run, though no readiness comes: a
+    /// connect's deadline, the moment the connection would be idle too
+    /// long (it moves later with every byte; a check before then finds
+    /// that and asks again), or the next look for acknowledgements.
+    /// None: never (an idle timeout past what a clock can count).
+    pub fn due(&self, now: Instant, idle: Duration) -> Option<Instant> {
+        match self.phase {
+            Phase::Connecting { deadline } => Some(deadline),
+            Phase::Relaying => self.last_active.checked_add(idle),
+            Phase::Draining { deadline, .. } => Some(deadline.min(now + DRAIN_CHECK)),
+            Phase::Closing { deadline } => Some(deadline.min(now + CLOSE_CHECK)),
         }
     }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::{Conn, End, Ready, Step};
 use crate::ring::Ring;
-use crate::sys::poll::{Events, Poller};
+use crate::sys::poll::Poller;
 use crate::sys::socket;
 use crate::tuple::FourTuple;
 
@@ -74,8 +74,7 @@ impl Rig {
     /// Runs the state machine on real readiness until `done` holds or it
     /// ends, within LIMIT. Returns how it ended, if it did.
     fn drive(&mut self, mut done: impl FnMut(&mut Rig) -> bool) -> Option<End> {
-        let mut poller = Poller::new(8).unwrap();
-        let mut watched: [Events; 2] = [0; 2];
+        let mut poller = Poller::new(4096, 8).unwrap();
         let t0 = Instant::now();
         while t0.elapsed() < LIMIT {
             if done(self) {
@@ -83,11 +82,11 @@ impl Rig {
             }
             let (c, s) = self.conn.interest(&self.up, &self.down);
             let (cfd, sfd) = self.conn.fds();
-            poller.watch(cfd, watched[0], c, 0).unwrap();
-            poller.watch(sfd, watched[1], s, 1).unwrap();
-            watched = [c, s];
+            poller.set(cfd, c, 0).unwrap();
+            poller.set(sfd, s, 1).unwrap();
             let mut ready = Ready::default();
-            for ev in poller.wait(Duration::from_millis(10)).unwrap() {
+            poller.wait(Duration::from_millis(10)).unwrap();
+            for ev in poller.events() {
                 if ev.token == 0 {
                     ready.client = ev.events;
                 } else {

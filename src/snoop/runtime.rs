@@ -49,8 +49,9 @@ impl SnoopRuntime {
     }
 
     /// Verdicts for up to `budget` queued packets: packets Snoop does not
-    /// track, or cannot parse, are accepted unchanged.
-    pub fn on_packets(&mut self, budget: usize, now: Instant) {
+    /// track, or cannot parse, are accepted unchanged. Returns when the
+    /// local timer is next due.
+    pub fn on_packets(&mut self, budget: usize, now: Instant) -> Option<Instant> {
         let (engine, tx) = (&mut self.engine, &mut self.tx);
         self.queue.drain(budget, |pkt| {
             match engine.on_packet(pkt.payload, pkt.indev, pkt.outdev, now, tx) {
@@ -58,6 +59,7 @@ impl SnoopRuntime {
                 SnoopVerdict::Drop => QueueVerdict::Drop,
             }
         });
+        self.engine.next_deadline()
     }
 
     /// Runs the local timer if it is due; when it is next due.
