@@ -43,3 +43,38 @@ fn no_internal_work_rounds_in_user_documents() {
         }
     }
 }
+
+/// Every .rs file under a folder, with its path.
+fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            sources(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn the_loop_stays_mechanics() {
+    let n = lines(&repo().join("src/event_loop.rs"));
+    assert!(
+        n <= 400,
+        "src/event_loop.rs has {n} lines (at most 400: policy goes to its own module)"
+    );
+}
+
+#[test]
+fn no_source_file_over_600_lines() {
+    let mut files = Vec::new();
+    sources(&repo().join("src"), &mut files);
+    for f in files {
+        // Unit-test files hold cases, not code to read through.
+        if f.file_name().is_some_and(|n| n == "tests.rs") {
+            continue;
+        }
+        let n = lines(&f);
+        assert!(n <= 600, "{} has {n} lines (at most 600: split it)", f.display());
+    }
+}
