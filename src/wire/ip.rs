@@ -6,6 +6,31 @@ use super::{Error, Result, be16};
 
 const PROTO_TCP: u8 = 6;
 
+/// Where each field of the IPv4 header lies (RFC 791, 3.1).
+mod v4 {
+    /// Version in the high nibble, header length (words) in the low one.
+    pub const VERSION_IHL: usize = 0;
+    pub const TOS: usize = 1;
+    pub const TOTAL_LEN: usize = 2;
+    /// Flags and fragment offset.
+    pub const FRAGMENT: usize = 6;
+    pub const PROTOCOL: usize = 9;
+    pub const SRC: usize = 12;
+    pub const DST: usize = 16;
+    pub const MIN_HEADER: usize = 20;
+}
+
+/// Where each field of the IPv6 header lies (RFC 8200, 3).
+mod v6 {
+    /// Version, traffic class and flow label.
+    pub const VERSION_CLASS: usize = 0;
+    pub const PAYLOAD_LEN: usize = 4;
+    pub const NEXT_HEADER: usize = 6;
+    pub const SRC: usize = 8;
+    pub const DST: usize = 24;
+    pub const HEADER: usize = 40;
+}
+
 /// The IP layer of a packet that carries TCP: addresses, traffic class, and
 /// where the TCP header starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,12 +56,12 @@ pub fn parse(pkt: &[u8]) -> Result<IpRepr> {
 }
 
 fn parse_v4(pkt: &[u8]) -> Result<IpRepr> {
-    if pkt.len() < 20 {
+    if pkt.len() < v4::MIN_HEADER {
         return Err(Error::Truncated);
     }
-    let ihl = usize::from(pkt[0] & 0x0f) * 4;
-    let total = usize::from(be16(pkt, 2));
-    if ihl < 20 || total < ihl {
+    let ihl = usize::from(pkt[v4::VERSION_IHL] & 0x0f) * 4;
+    let total = usize::from(be16(pkt, v4::TOTAL_LEN));
+    if ihl < v4::MIN_HEADER || total < ihl {
         return Err(Error::Malformed);
     }
     if pkt.len() < ihl {
@@ -44,11 +69,11 @@ fn parse_v4(pkt: &[u8]) -> Result<IpRepr> {
     }
     // Fragments other than the first carry no TCP header; a first fragment
     // of a SYN is too odd to trust. Both pass through untouched.
-    let frag = be16(pkt, 6);
+    let frag = be16(pkt, v4::FRAGMENT);
     if frag & 0x3fff != 0 {
         return Err(Error::Unsupported);
     }
-    if pkt[9] != PROTO_TCP {
+    if pkt[v4::PROTOCOL] != PROTO_TCP {
         return Err(Error::Unsupported);
     }
     let addr = |at: usize| {
@@ -60,9 +85,9 @@ fn parse_v4(pkt: &[u8]) -> Result<IpRepr> {
         ))
     };
     Ok(IpRepr {
-        src: addr(12),
-        dst: addr(16),
-        tos: pkt[1],
+        src: addr(v4::SRC),
+        dst: addr(v4::DST),
+        tos: pkt[v4::TOS],
         l4_offset: ihl,
         l4_len: total - ihl,
     })
@@ -78,13 +103,13 @@ fn is_skippable_ext(next: u8) -> bool {
 }
 
 fn parse_v6(pkt: &[u8]) -> Result<IpRepr> {
-    if pkt.len() < 40 {
+    if pkt.len() < v6::HEADER {
         return Err(Error::Truncated);
     }
-    let tclass = ((be16(pkt, 0) >> 4) & 0xff) as u8;
-    let payload = usize::from(be16(pkt, 4));
-    let mut next = pkt[6];
-    let mut off = 40;
+    let tclass = ((be16(pkt, v6::VERSION_CLASS) >> 4) & 0xff) as u8;
+    let payload = usize::from(be16(pkt, v6::PAYLOAD_LEN));
+    let mut next = pkt[v6::NEXT_HEADER];
+    let mut off = v6::HEADER;
     // Bounded: each step advances by at least 8 bytes inside the packet.
     while is_skippable_ext(next) {
         if pkt.len() < off + 2 {
@@ -99,7 +124,7 @@ fn parse_v6(pkt: &[u8]) -> Result<IpRepr> {
     if off > pkt.len() {
         return Err(Error::Truncated);
     }
-    if payload + 40 < off {
+    if payload + v6::HEADER < off {
         return Err(Error::Malformed);
     }
     let addr = |at: usize| {
@@ -108,11 +133,11 @@ fn parse_v6(pkt: &[u8]) -> Result<IpRepr> {
         IpAddr::V6(Ipv6Addr::from(b))
     };
     Ok(IpRepr {
-        src: addr(8),
-        dst: addr(24),
+        src: addr(v6::SRC),
+        dst: addr(v6::DST),
         tos: tclass,
         l4_offset: off,
-        l4_len: payload + 40 - off,
+        l4_len: payload + v6::HEADER - off,
     })
 }
 

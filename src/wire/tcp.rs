@@ -11,6 +11,36 @@ pub mod flags {
     pub const ACK: u8 = 0x10;
 }
 
+/// Where each field of the TCP header lies (RFC 9293, 3.1).
+mod field {
+    pub const SRC_PORT: usize = 0;
+    pub const DST_PORT: usize = 2;
+    pub const SEQ: usize = 4;
+    pub const ACK: usize = 8;
+    /// Data offset in the high nibble, in 32-bit words.
+    pub const DATA_OFFSET: usize = 12;
+    pub const FLAGS: usize = 13;
+    pub const WINDOW: usize = 14;
+    /// Where the options start: the end of the fixed header.
+    pub const OPTIONS: usize = 20;
+}
+
+/// TCP option kinds (IANA "TCP Parameters").
+pub mod option {
+    pub const END: u8 = 0;
+    pub const NOP: u8 = 1;
+    pub const MSS: u8 = 2;
+    pub const WINDOW_SCALE: u8 = 3;
+    pub const SACK_PERMITTED: u8 = 4;
+    pub const SACK: u8 = 5;
+    pub const TIMESTAMPS: u8 = 8;
+    /// TCP-MD5 signature (RFC 2385).
+    pub const MD5: u8 = 19;
+    /// TCP authentication option (RFC 5925).
+    pub const AUTH: u8 = 29;
+    pub const FAST_OPEN: u8 = 34;
+}
+
 /// A TCP segment: header fields read in place from `buf`.
 #[derive(Debug, Clone, Copy)]
 pub struct Segment<'a> {
@@ -22,11 +52,11 @@ impl<'a> Segment<'a> {
     /// Checks that the fixed header and options fit in `buf`, which holds
     /// the TCP header and payload (as far as the capture reached).
     pub fn new_checked(buf: &'a [u8]) -> Result<Self> {
-        if buf.len() < 20 {
+        if buf.len() < field::OPTIONS {
             return Err(Error::Truncated);
         }
-        let header_len = usize::from(buf[12] >> 4) * 4;
-        if header_len < 20 {
+        let header_len = usize::from(buf[field::DATA_OFFSET] >> 4) * 4;
+        if header_len < field::OPTIONS {
             return Err(Error::Malformed);
         }
         if buf.len() < header_len {
@@ -36,32 +66,32 @@ impl<'a> Segment<'a> {
     }
 
     pub fn src_port(&self) -> u16 {
-        be16(self.buf, 0)
+        be16(self.buf, field::SRC_PORT)
     }
     pub fn dst_port(&self) -> u16 {
-        be16(self.buf, 2)
+        be16(self.buf, field::DST_PORT)
     }
     pub fn seq(&self) -> u32 {
-        be32(self.buf, 4)
+        be32(self.buf, field::SEQ)
     }
     pub fn ack(&self) -> u32 {
-        be32(self.buf, 8)
+        be32(self.buf, field::ACK)
     }
     pub fn header_len(&self) -> usize {
         self.header_len
     }
     pub fn flags(&self) -> u8 {
-        self.buf[13]
+        self.buf[field::FLAGS]
     }
     pub fn has(&self, flag: u8) -> bool {
         self.flags() & flag != 0
     }
     pub fn window(&self) -> u16 {
-        be16(self.buf, 14)
+        be16(self.buf, field::WINDOW)
     }
     pub fn options(&self) -> Options<'a> {
         Options {
-            rest: &self.buf[20..self.header_len],
+            rest: &self.buf[field::OPTIONS..self.header_len],
         }
     }
     /// The payload bytes present in the buffer (a capture may be cut short).
@@ -102,11 +132,11 @@ impl<'a> Iterator for Options<'a> {
         loop {
             let (&kind, tail) = self.rest.split_first()?;
             match kind {
-                0 => {
+                option::END => {
                     self.rest = &[];
                     return None;
                 }
-                1 => {
+                option::NOP => {
                     self.rest = tail;
                     continue;
                 }
@@ -129,16 +159,18 @@ impl<'a> Iterator for Options<'a> {
                 }
             };
             let opt = match kind {
-                2 => fixed(2).map(|_| TcpOption::Mss(be16(data, 0))),
-                3 => fixed(1).map(|_| TcpOption::WindowScale(data[0])),
-                4 => fixed(0).map(|_| TcpOption::SackPermitted),
-                5 if data.len().is_multiple_of(8) && !data.is_empty() => Ok(TcpOption::Sack(data)),
-                5 => Err(Error::Malformed),
-                8 => fixed(8).map(|_| TcpOption::Timestamps {
+                option::MSS => fixed(2).map(|_| TcpOption::Mss(be16(data, 0))),
+                option::WINDOW_SCALE => fixed(1).map(|_| TcpOption::WindowScale(data[0])),
+                option::SACK_PERMITTED => fixed(0).map(|_| TcpOption::SackPermitted),
+                option::SACK if data.len().is_multiple_of(8) && !data.is_empty() => {
+                    Ok(TcpOption::Sack(data))
+                }
+                option::SACK => Err(Error::Malformed),
+                option::TIMESTAMPS => fixed(8).map(|_| TcpOption::Timestamps {
                     value: be32(data, 0),
                     echo: be32(data, 4),
                 }),
-                34 => Ok(TcpOption::FastOpen(data)),
+                option::FAST_OPEN => Ok(TcpOption::FastOpen(data)),
                 _ => Ok(TcpOption::Other { kind, data }),
             };
             if opt.is_err() {
@@ -175,7 +207,10 @@ impl SynOptions {
                 TcpOption::WindowScale(s) => o.window_scale = Some(s),
                 TcpOption::SackPermitted => o.sack_permitted = true,
                 TcpOption::Timestamps { .. } => o.timestamps = true,
-                TcpOption::Other { kind: 19 | 29, .. } => o.signed = true,
+                TcpOption::Other {
+                    kind: option::MD5 | option::AUTH,
+                    ..
+                } => o.signed = true,
                 _ => {}
             }
         }
