@@ -68,7 +68,7 @@ pub enum SnoopVerdict {
 /// Which way a queued packet crosses the router, relative to the wireless
 /// side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
+pub enum Crossing {
     ToWireless,
     FromWireless,
 }
@@ -87,7 +87,7 @@ const MAX_LOCAL_SENDS: u8 = 3;
 
 /// Totals since start, for `pepwrt status`.
 #[derive(Debug, Clone, Copy, Default)]
-struct Counters {
+struct Totals {
     flows_total: u64,
     segments_cached: u64,
     local_retransmits_dupack: u64,
@@ -122,7 +122,7 @@ pub struct Snoop {
     cache: Cache,
     /// One contiguous copy of a cached packet, for `Transmit::send`.
     scratch: Box<[u8]>,
-    counters: Counters,
+    counters: Totals,
     /// Earliest time `on_timer` has work; may be early, never late.
     next_wake: Option<Instant>,
 }
@@ -139,7 +139,7 @@ impl Snoop {
             flows: FlowTable::new(cfg.flows),
             cache: Cache::new(cfg.cache_bytes as usize),
             scratch: vec![0u8; MAX_PACKET].into_boxed_slice(),
-            counters: Counters::default(),
+            counters: Totals::default(),
             next_wake: None,
         })
     }
@@ -165,8 +165,8 @@ impl Snoop {
             return SnoopVerdict::Accept;
         };
         match dir {
-            Direction::ToWireless => self.on_data(pkt, &ip, &seg, now),
-            Direction::FromWireless => self.on_ack(&ip, &seg, now, tx),
+            Crossing::ToWireless => self.on_data(pkt, &ip, &seg, now),
+            Crossing::FromWireless => self.on_ack(&ip, &seg, now, tx),
         }
     }
 

@@ -8,7 +8,7 @@ use crate::config::Target;
 use crate::sys::raw::interface_index;
 use crate::wire::ip::IpRepr;
 
-use super::Direction;
+use super::Crossing;
 
 #[derive(Debug, Clone)]
 enum Resolved {
@@ -71,7 +71,7 @@ impl Targets {
     /// name; a queued packet that matches no target therefore means an
     /// index went stale (the interface was created or recreated since).
     /// Resolving again then, and only then, costs one lookup per change.
-    pub fn classify(&self, ip: &IpRepr, indev: u32, outdev: u32) -> Option<Direction> {
+    pub fn classify(&self, ip: &IpRepr, indev: u32, outdev: u32) -> Option<Crossing> {
         self.match_once(ip, indev, outdev).or_else(|| {
             if !self
                 .list
@@ -85,20 +85,20 @@ impl Targets {
         })
     }
 
-    fn match_once(&self, ip: &IpRepr, indev: u32, outdev: u32) -> Option<Direction> {
+    fn match_once(&self, ip: &IpRepr, indev: u32, outdev: u32) -> Option<Crossing> {
         let on = |index: &Cell<u32>, dev: u32| index.get() != 0 && index.get() == dev;
         let toward = self.list.iter().any(|t| match t {
             Resolved::Interface { index, .. } => on(index, outdev),
             Resolved::Subnet(net, len) => in_subnet(ip.dst, *net, *len),
         });
         if toward {
-            return Some(Direction::ToWireless);
+            return Some(Crossing::ToWireless);
         }
         let from = self.list.iter().any(|t| match t {
             Resolved::Interface { index, .. } => on(index, indev),
             Resolved::Subnet(net, len) => in_subnet(ip.src, *net, *len),
         });
-        from.then_some(Direction::FromWireless)
+        from.then_some(Crossing::FromWireless)
     }
 }
 
@@ -142,16 +142,16 @@ mod tests {
         ]);
         assert_eq!(
             t.classify(&repr("198.18.1.2", "198.18.0.7"), 0, 0),
-            Some(Direction::ToWireless)
+            Some(Crossing::ToWireless)
         );
         assert_eq!(
             t.classify(&repr("198.18.0.7", "198.18.1.2"), 0, 0),
-            Some(Direction::FromWireless)
+            Some(Crossing::FromWireless)
         );
         assert_eq!(t.classify(&repr("198.18.1.2", "198.18.2.7"), 0, 0), None);
         assert_eq!(
             t.classify(&repr("fd00:1::2", "fd00:5::9"), 0, 0),
-            Some(Direction::ToWireless)
+            Some(Crossing::ToWireless)
         );
         assert_eq!(t.classify(&repr("fd00:6::9", "fd00:1::2"), 0, 0), None);
         assert!(in_subnet(
@@ -170,11 +170,11 @@ mod tests {
         let lo = interface_index("lo").unwrap();
         assert_eq!(
             t.classify(&repr("198.18.1.2", "198.18.0.7"), 99, lo),
-            Some(Direction::ToWireless)
+            Some(Crossing::ToWireless)
         );
         assert_eq!(
             t.classify(&repr("198.18.0.7", "198.18.1.2"), lo, 99),
-            Some(Direction::FromWireless)
+            Some(Crossing::FromWireless)
         );
         assert_eq!(t.classify(&repr("198.18.0.7", "198.18.1.2"), 0, 0), None);
     }
@@ -190,7 +190,7 @@ mod tests {
         let lo = interface_index("lo").unwrap();
         assert_eq!(
             t.classify(&repr("198.18.1.2", "198.18.0.7"), 99, lo),
-            Some(Direction::ToWireless)
+            Some(Crossing::ToWireless)
         );
     }
 }
