@@ -224,6 +224,52 @@ fn plugins_report_a_stopped_daemon() {
         .arg(pkg(UCODE_PLUGIN))
         .env("PEPWRT_BIN", &missing));
     check_answer(&out, want);
+    // Installed but not running: why, for the status page's hint.
+    let uci = dir.0.join("uci");
+    std::fs::write(&uci, "#!/bin/sh\necho 1\n").expect("uci stub");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&uci, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let refused = dir.0.join("pepwrt.refused");
+    let line = "bad configuration in /etc/config/pepwrt, not starting: --rtt needs --uplink or --downlink \"x\"";
+    let answers = |enabled: &Path| {
+        let shell = ok(Command::new("sh")
+            .arg(pkg(SHELL_PLUGIN))
+            .args(["call", "getStatus"])
+            .env("PEPWRT_BIN", PEPWRT)
+            .env("PEPWRT_CONTROL", sock)
+            .env("PEPWRT_UCI", enabled)
+            .env("PEPWRT_REFUSED", &refused));
+        let ucode = ok(tool_cmd(&["ucode-node"])
+            .arg(pkg(UCODE_PLUGIN))
+            .env("PEPWRT_BIN", PEPWRT)
+            .env("PEPWRT_CONTROL", sock)
+            .env("PEPWRT_UCI", enabled)
+            .env("PEPWRT_REFUSED", &refused));
+        [shell, ucode]
+    };
+    std::fs::write(&refused, format!("{line}\n")).expect("refused");
+    let want = json_strings(&[("reason", "refused"), ("refused", line)]);
+    for out in answers(&uci) {
+        check_answer(&out, &want);
+    }
+    // Not enabled (uci says nothing): disabled, whatever the last start said.
+    for out in answers(&dir.0.join("no-uci")) {
+        check_answer(&out, r#"{"running":false,"reason":"disabled"}"#);
+    }
+    std::fs::remove_file(&refused).expect("rm");
+    for out in answers(&uci) {
+        check_answer(&out, r#"{"running":false,"reason":"stopped"}"#);
+    }
+}
+
+/// A JSON object of string members, for check_answer.
+fn json_strings(members: &[(&str, &str)]) -> String {
+    let quote = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+    let body: Vec<String> = members
+        .iter()
+        .map(|(k, v)| format!("{}:{}", quote(k), quote(v)))
+        .collect();
+    format!("{{{}}}", body.join(","))
 }
 
 /// Opens `n` connections from the client namespace to a server that reads
@@ -362,10 +408,27 @@ fn ucode_plugin_runs_under_ucode() {
     check_answer(&out, r#"{"running":false,"error":"~not running"}"#);
 }
 
-/// Renders one harness scenario in headless Chromium; returns the DOM file.
+/// Renders one harness scenario in headless Chromium and checks the DOM.
 fn render(dir: &Path, scenario: &str, screenshot: Option<(&Path, &str)>) {
+    render_with(dir, scenario, screenshot, &[]);
+}
+
+/// `render`, with environment variables for tool.js (page and verify).
+fn render_with(
+    dir: &Path,
+    scenario: &str,
+    screenshot: Option<(&Path, &str)>,
+    env: &[(&str, &Path)],
+) {
+    let tool_env = |args: &[&str]| {
+        let mut c = tool_cmd(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c
+    };
     let page = dir.join(format!("{scenario}.html"));
-    ok(tool_cmd(&["page", scenario]).arg(&page));
+    ok(tool_env(&["page", scenario]).arg(&page));
     let url = format!("file://{}", page.display());
     let chromium_cmd = |profile: &str| {
         let mut c = Command::new(chromium());
@@ -392,7 +455,7 @@ fn render(dir: &Path, scenario: &str, screenshot: Option<(&Path, &str)>) {
         .arg(&url));
     let dom_file = dir.join(format!("{scenario}.dom.html"));
     std::fs::write(&dom_file, dom).expect("dom");
-    let out = ok(tool_cmd(&["verify", scenario]).arg(&dom_file));
+    let out = ok(tool_env(&["verify", scenario]).arg(&dom_file));
     assert!(out.contains("verified"), "{out}");
     if let Some((png, size)) = screenshot {
         ok(chromium_cmd(&format!("{scenario}-png"))
@@ -411,25 +474,75 @@ fn render(dir: &Path, scenario: &str, screenshot: Option<(&Path, &str)>) {
 #[test]
 fn views_render_in_headless_chromium() {
     let dir = TempDir::new("chromium");
-    // Screenshots go to the temp dir, or over the committed ones in
-    // tests/luci/screenshots when PEPWRT_UPDATE_SCREENSHOTS=1.
-    let shots = if std::env::var_os("PEPWRT_UPDATE_SCREENSHOTS").is_some() {
-        repo().join("tests/luci/screenshots")
-    } else {
-        dir.0.clone()
-    };
+    // The screenshots of the current app, taken on every run over the
+    // committed ones: git shows them changed when the pages look different.
+    let shots = repo().join("tests/luci/screenshots");
     render(
         &dir.0,
         "config",
-        Some((&shots.join("config.png"), "1200,2000")),
+        Some((&shots.join("config.png"), "1200,2500")),
     );
     render(
         &dir.0,
         "status",
         Some((&shots.join("status.png"), "1200,1350")),
     );
-    render(&dir.0, "status-stopped", None);
-    render(&dir.0, "status-nobackend", None);
+    render(
+        &dir.0,
+        "status-refused",
+        Some((&shots.join("status-refused.png"), "1200,400")),
+    );
+    for scenario in [
+        "status-stopped",
+        "status-notinstalled",
+        "status-disabled",
+        "status-nobackend",
+        "status-two-samples",
+    ] {
+        render(&dir.0, scenario, None);
+    }
+}
+
+/// The settings form and `pepwrt check` agree on every combination in
+/// tests/luci/fixtures/combos.json: each is run through the daemon's own
+/// check (refused: exit 2, bad configuration) and typed into the form on
+/// top of the sample config (refused: any shown field invalid). The sample
+/// config enables Snoop toward wlan0, so the daemon gets `--snoop wlan0`.
+#[test]
+fn form_refuses_what_pepwrt_check_refuses() {
+    let fixture = repo().join("tests/luci/fixtures/combos.json");
+    let combos = ok(tool_cmd(&["combos-flags"]).arg(&fixture));
+    let mut verdicts = Vec::new();
+    for line in combos.lines() {
+        // Each line: the combination's index, then its flags, tab-separated.
+        let mut words = line.split('\t');
+        let index = words.next().expect("index");
+        let out = run_limited(
+            Command::new(PEPWRT)
+                .arg("check")
+                .args(["--snoop", "wlan0"])
+                .args(words.filter(|w| !w.is_empty())),
+            Duration::from_secs(30),
+        );
+        let refused = out.status.code() == Some(2);
+        let text = String::from_utf8_lossy(if out.stderr.is_empty() {
+            &out.stdout
+        } else {
+            &out.stderr
+        })
+        .trim()
+        .replace(['\t', '\n'], " ");
+        verdicts.push(format!("{index}\t{refused}\t{text}"));
+    }
+    let dir = TempDir::new("combos");
+    let verdict_file = dir.0.join("verdicts.tsv");
+    std::fs::write(&verdict_file, verdicts.join("\n")).expect("verdicts");
+    let merged = dir.0.join("combos.json");
+    ok(tool_cmd(&["combos-merge"])
+        .arg(&fixture)
+        .arg(&verdict_file)
+        .arg(&merged));
+    render_with(&dir.0, "config-combos", None, &[("PEPWRT_COMBOS", &merged)]);
 }
 
 /// What real LuCI does and the stand-in now does too: Save drops hidden
@@ -442,5 +555,7 @@ fn views_behave_as_under_real_luci() {
     render(&dir.0, "config-save", None);
     render(&dir.0, "config-save-2102", None);
     render(&dir.0, "config-save-invalid", None);
+    render(&dir.0, "config-preset-geo", None);
+    render(&dir.0, "config-preset-leo", None);
     render(&dir.0, "status-error", None);
 }

@@ -19,6 +19,11 @@
 //   HARNESS.save        { "section.option": formvalue, ... } typed into the
 //                       form, then saved the way LuCI's form.Map.save does
 //   HARNESS.noRetain    save as LuCI of the 21.02 era, which has no retain
+//   HARNESS.pick        [ section, option, value ]: picked in a list before
+//                       saving (its onchange runs, as LuCI's does)
+//   HARNESS.combos      [ { set: { "section.option": formvalue } } ]: each
+//                       typed into a fresh form and every shown field checked;
+//                       the verdicts go to results.combos
 // and it reads back #harness-result (JSON) when the body gets class "done".
 //
 // Where real LuCI behaves in a way a view can get wrong, the harness does
@@ -33,7 +38,7 @@
 
 var H = window.HARNESS,
     results = { errors: [], checks: [], invalid: [], rpcCalls: 0, polls: 0, translated: [],
-                callTimes: [], denied: [], uciOps: [], uciAfter: null };
+                callTimes: [], denied: [], uciOps: [], uciAfter: null, combos: [], rechecked: [] };
 
 window.addEventListener('error', function(ev) {
 	results.errors.push(String(ev.message));
@@ -336,11 +341,15 @@ Map_ = extend(Base, {
 	render: function() {
 		var map = this;
 
+		// As LuCI: what an option's load() returns is its cfgvalue.
 		var loads = [];
 		this.children.forEach(function(s) {
 			s.children.forEach(function(o) {
 				if (o.load)
-					loads.push(o.load(s.section));
+					loads.push(Promise.resolve(o.load(s.section)).then(function(v) {
+						if (v !== undefined)
+							o.loaded[s.section] = v;
+					}));
 			});
 		});
 
@@ -423,6 +432,7 @@ AbstractValue = extend(Base, {
 		this.keylist = [];
 		this.vallist = [];
 		this.deps = [];
+		this.loaded = {};
 	},
 	value: function(key, label) {
 		this.keylist.push(String(key));
@@ -432,7 +442,20 @@ AbstractValue = extend(Base, {
 		this.deps.push([ field, value ]);
 	},
 	cfgvalue: function(section_id) {
+		if (this.loaded.hasOwnProperty(section_id))
+			return this.loaded[section_id];
 		return uci.get(this.map.config, section_id, this.option);
+	},
+	// LuCI's widget of the field: its value is the form's; asking it to
+	// validate again is recorded.
+	getUIElement: function(section_id) {
+		var o = this, key = section_id + '.' + this.option;
+
+		return {
+			getValue: function() { return o.formvalue(section_id); },
+			setValue: function(v) { o.map.formvalues[key] = v; },
+			triggerValidation: function() { results.rechecked.push(key); return false; }
+		};
 	},
 	formvalue: function(section_id) {
 		var key = section_id + '.' + this.option;
@@ -652,6 +675,30 @@ function saveForm(map, changes) {
 	results.uciAfter = JSON.parse(JSON.stringify(uciData));
 }
 
+// Each combination typed into a fresh form: every shown field of every
+// section checked, as LuCI does before it saves.
+function runCombos(map) {
+	if (!map)
+		return;
+
+	(H.combos || []).forEach(function(c) {
+		var refusals = [];
+
+		map.formvalues = JSON.parse(JSON.stringify(c.set));
+		map.children.forEach(function(s) {
+			s.children.forEach(function(o) {
+				if (!o.isActive(s.section))
+					return;
+				var verdict = o.check(s.section, o.formvalue(s.section));
+				if (verdict !== true)
+					refusals.push(s.section + '.' + o.option + ': ' + verdict);
+			});
+		});
+		results.combos.push({ set: c.set, refusals: refusals });
+	});
+	map.formvalues = {};
+}
+
 function runChecks(map) {
 	(H.checks || []).forEach(function(c) {
 		var opt = map && map.lookupOption(c[1], c[0]);
@@ -683,6 +730,14 @@ window.addEventListener('load', function() {
 	}).then(function(node) {
 		root.appendChild(node);
 		runChecks(map);
+		runCombos(map);
+
+		if (H.pick && map) {
+			var picked = map.lookupOption(H.pick[1], H.pick[0])[0];
+			map.formvalues[H.pick[0] + '.' + H.pick[1]] = H.pick[2];
+			if (picked.onchange)
+				picked.onchange(null, H.pick[0], H.pick[2]);
+		}
 
 		if (H.save && map)
 			saveForm(map, H.save);

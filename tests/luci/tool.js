@@ -278,10 +278,34 @@ const SCENARIOS = {
 		checks: JSON.parse(read(path.join(HERE, 'fixtures', 'checks.json')))
 	}),
 	status: () => ({ view: 'status', status: statusSeries(100), polls: 99 }),
+	// Each reason the plugin gives for a pepwrt that is not running.
 	'status-stopped': () => ({
 		view: 'status',
-		status: [ { running: false, error: 'pepwrt: pepwrt is not running (no control socket at /var/run/pepwrt.sock)' } ]
+		status: [ { running: false, error: 'pepwrt: not running (no control socket at /var/run/pepwrt.sock)', reason: 'stopped' } ]
 	}),
+	'status-notinstalled': () => ({
+		view: 'status',
+		status: [ { running: false, error: 'pepwrt is not installed (/usr/sbin/pepwrt not found)', reason: 'not_installed' } ]
+	}),
+	'status-disabled': () => ({
+		view: 'status',
+		status: [ { running: false, error: 'pepwrt: not running (no control socket at /var/run/pepwrt.sock)', reason: 'disabled' } ]
+	}),
+	'status-refused': () => ({
+		view: 'status',
+		status: [ { running: false, error: 'pepwrt: not running (no control socket at /var/run/pepwrt.sock)', reason: 'refused',
+			refused: 'bad configuration in /etc/config/pepwrt, not starting: --uplink/--downlink need --rtt (the link\'s round-trip time, e.g. 600ms) to size the window (see \'pepwrt --help\')' } ]
+	}),
+	// The first rate, after the second sample.
+	'status-two-samples': () => ({ view: 'status', status: statusSeries(2), polls: 1 }),
+	// The link preset picker: GEO fills the figures, LEO empties them.
+	'config-preset-geo': () => ({ view: 'config', pick: [ 'main', 'link_preset', 'geo' ], save: {} }),
+	'config-preset-leo': () => ({
+		view: 'config', pick: [ 'main', 'link_preset', 'leo' ], save: {},
+		uci: u => Object.assign(u.pepwrt.main, { uplink: '15mbit', downlink: '100mbit', rtt: '40ms' })
+	}),
+	// Combinations of settings with pepwrt check's verdicts (see tests/luci.rs).
+	'config-combos': () => ({ view: 'config', combos: JSON.parse(read(process.env.PEPWRT_COMBOS)) }),
 	'status-nobackend': () => ({ view: 'status', status: [], polls: 1 }),
 	// The plugin answers with an error status (rpcd's UBUS_STATUS_*).
 	'status-error': () => ({ view: 'status', status: [ { ubus_status: 4 } ], polls: 1 }),
@@ -297,7 +321,12 @@ function page(name, out) {
 	const sc = SCENARIOS[name]();
 	const H = {
 		viewSource: read(path.join(VIEWS, 'pepwrt', sc.view + '.js')),
-		uci: JSON.parse(read(path.join(HERE, 'fixtures', 'pepwrt.uci.json'))),
+		uci: (function() {
+			const u = JSON.parse(read(path.join(HERE, 'fixtures', 'pepwrt.uci.json')));
+			if (sc.uci)
+				sc.uci(u);
+			return u;
+		})(),
 		files: { '/proc/sys/net/ipv4/tcp_available_congestion_control': 'reno cubic bbr\n' },
 		devices: [ 'br-lan', 'eth0', 'eth1', 'wlan0', 'wlan1' ],
 		status: sc.status || [],
@@ -306,7 +335,9 @@ function page(name, out) {
 		checks: sc.checks || [],
 		acl: JSON.parse(read(path.join(PKG, 'root/usr/share/rpcd/acl.d/luci-app-pepwrt.json'))),
 		save: sc.save || null,
-		noRetain: !!sc.noRetain
+		noRetain: !!sc.noRetain,
+		pick: sc.pick || null,
+		combos: sc.combos || []
 	};
 
 	// </script> inside JSON would end the script element early.
@@ -352,9 +383,35 @@ function verify(name, domFile) {
 		r.checks.filter(c => !c.ok).forEach(c => fail('validation ' + JSON.stringify(c.check) + ' gave ' + JSON.stringify(c.verdict)));
 		expect(r.checks.length > 20, 'validation checks ran');
 		uciOptionNames().names.forEach(n => expect(has('data-name="' + n.split('.')[1] + '"'), 'field rendered for ' + n));
-		[ 'General', 'Connections', 'Server side', 'Client side', 'Advanced' ].forEach(t => expect(has('>' + t + '<'), 'tab ' + t));
+		[ 'General', 'Connections', 'Server side', 'Client side', 'Link', 'Advanced' ].forEach(t => expect(has('>' + t + '<'), 'tab ' + t));
 		expect(/<option value="bbr"[^>]*>bbr</.test(shown), 'congestion control choices come from the kernel list');
 		expect(/class="ifacebadge[^"]*">eth0</.test(shown), 'the interface picker lists the router\'s interfaces');
+		[ 'geo', 'leo', 'radio', 'wifi', 'custom' ].forEach(k => expect(new RegExp('<option value="' + k + '"').test(shown), 'link preset ' + k));
+		expect(has('0.88-1.0x'), 'the help says LEO gains nothing from the link settings');
+		expect(has('sizes the receive window'), 'the download rate\'s help says the router uses it');
+	}
+	else if (name == 'config-preset-geo' || name == 'config-preset-leo') {
+		const main = r.uciAfter.pepwrt.main;
+		const want = name == 'config-preset-geo' ? [ '5mbit', '50mbit', '600ms' ] : [ undefined, undefined, undefined ];
+		expect(JSON.stringify([ main.uplink, main.downlink, main.rtt ]) == JSON.stringify(want),
+			name + ': the preset filled ' + JSON.stringify([ main.uplink, main.downlink, main.rtt ]) + ', wanted ' + JSON.stringify(want));
+		expect(!('link_preset' in main), 'the picker is not saved as an option');
+		expect(r.rechecked.includes('main.rtt'), 'the round-trip time is checked again after the rates change');
+	}
+	else if (name == 'config-combos') {
+		const combos = JSON.parse(read(process.env.PEPWRT_COMBOS));
+		expect(r.combos.length == combos.length && combos.length > 20, 'every combination ran: ' + r.combos.length);
+		combos.forEach((c, i) => {
+			const form = r.combos[i] || { refusals: [] };
+			const refused = form.refusals.length > 0;
+			expect(refused == c.daemon.refused,
+				JSON.stringify(c.set) + ': pepwrt check ' + (c.daemon.refused ? 'refuses (' + c.daemon.message + ')' : 'accepts') +
+				', the form ' + (refused ? 'refuses (' + form.refusals.join('; ') + ')' : 'accepts'));
+			if (c.hint) {
+				expect(c.daemon.message.includes(c.hint), JSON.stringify(c.set) + ': pepwrt check says ' + JSON.stringify(c.hint) + ': ' + c.daemon.message);
+				expect(form.refusals.some(f => f.includes(c.hint)), JSON.stringify(c.set) + ': the form says ' + JSON.stringify(c.hint) + ': ' + form.refusals.join('; '));
+			}
+		});
 	}
 	else if (name == 'config-save' || name == 'config-save-2102') {
 		const snoop = r.uciAfter.pepwrt.snoop, main = r.uciAfter.pepwrt.main;
@@ -389,7 +446,23 @@ function verify(name, domFile) {
 	}
 	else if (name == 'status-stopped') {
 		expect(has('Not running') && has('no control socket'), 'stopped daemon is shown with its reason');
+		expect(has('logread -e pepwrt') && !has('Enable pepwrt under Settings'), 'an enabled, stopped daemon points to the log');
 		expect(!has('Wireless loss recovery'), 'no Snoop section when not running');
+	}
+	else if (name == 'status-notinstalled') {
+		expect(has('Not installed') && has('apk add pepwrt') && !has('Enable pepwrt under Settings'), 'not installed: says to install it');
+	}
+	else if (name == 'status-disabled') {
+		expect(has('Disabled') && has('Enable pepwrt under Settings'), 'disabled: says to enable it');
+	}
+	else if (name == 'status-refused') {
+		expect(has('Refused to start') && has('need --rtt') && !has('Enable pepwrt under Settings'), 'refused: shows the check\'s line');
+	}
+	else if (name == 'status-two-samples') {
+		// The graph is 720 wide with an 80 px axis; one rate covers 3 s of 300.
+		const line = shown.match(/<polyline[^>]*points="([^"]+)"/);
+		const xs = line ? line[1].split(' ').map(p => parseFloat(p)) : [];
+		expect(xs.length == 2 && xs[0] > 80 + 630 * 0.9, 'the first rate is drawn over its own 3 s, not 5 minutes: ' + (line && line[1]));
 	}
 	else if (name == 'status-nobackend') {
 		expect(has('did not answer'), 'missing backend is explained');
@@ -412,6 +485,15 @@ function ucodeNode(file) {
 			const res = child.spawnSync('/bin/sh', [ '-c', cmd ], { encoding: 'utf8' });
 			return { read: () => res.stdout, close: () => (res.status == null ? -1 : res.status) };
 		},
+		open: p => {
+			try {
+				const text = fs.readFileSync(p, 'utf8');
+				return { read: () => text, close: () => true };
+			}
+			catch (e) {
+				return null;
+			}
+		},
 		stat: p => {
 			try {
 				const st = fs.statSync(p);
@@ -432,6 +514,7 @@ function ucodeNode(file) {
 		json: s => JSON.parse(s),
 		type: v => v === null || v === undefined ? null : (Array.isArray(v) ? 'array' : (typeof v == 'number' ? (Number.isInteger(v) ? 'int' : 'double') : typeof v)),
 		trim: s => String(s).trim(),
+		split: (s, sep) => String(s).split(sep),
 		replace: (s, from, to) => String(s).split(from).join(to)
 	};
 	const sig = Function(...Object.keys(builtins), src)(...Object.values(builtins));
@@ -464,7 +547,48 @@ function answer(text, expectText) {
 		console.log('answer matches');
 }
 
-const [ cmd, a, b ] = process.argv.slice(2);
+/* combos-flags: each combination of tests/luci/fixtures/combos.json as the
+   pepwrt flags the init script makes of those UCI options (one line each:
+   index, then the flags, tab-separated). combos-merge: the combinations
+   with pepwrt check's verdict on each ("index<TAB>refused<TAB>message"
+   lines) added as "daemon", for the config-combos page. */
+
+const FLAG_NAMES = {
+	'main.buffer_size': '--buffer',
+	'snoop.queue': '--snoop-queue',
+	'snoop.flows': '--snoop-flows',
+	'snoop.cache_size': '--snoop-cache'
+};
+
+function combosFlags(file) {
+	JSON.parse(read(file)).forEach((c, i) => {
+		const flags = [];
+
+		Object.entries(c.set).forEach(([ k, v ]) => {
+			if (k == 'main.ipv6') {
+				if (v == '0')
+					flags.push('--no-ipv6');
+				return;
+			}
+			const flag = FLAG_NAMES[k] || '--' + k.split('.')[1].replace(/_/g, '-');
+			(Array.isArray(v) ? v : [ v ]).forEach(x => flags.push(flag, x));
+		});
+		console.log([ i ].concat(flags).join('\t'));
+	});
+}
+
+function combosMerge(file, verdicts, out) {
+	const combos = JSON.parse(read(file));
+
+	read(verdicts).split('\n').filter(Boolean).forEach(line => {
+		const [ i, refused, message ] = line.split('\t');
+		combos[+i].daemon = { refused: refused == 'true', message: message || '' };
+	});
+	combos.forEach((c, i) => expect(c.daemon, 'pepwrt check ran on combination ' + i));
+	fs.writeFileSync(out, JSON.stringify(combos, null, '\t'));
+}
+
+const [ cmd, a, b, c ] = process.argv.slice(2);
 
 switch (cmd) {
 case 'static': checkStatic(); break;
@@ -473,6 +597,8 @@ case 'verify': verify(a, b); break;
 case 'ucode-node': ucodeNode(a); break;
 case 'pot': process.stdout.write(pot()); break;
 case 'answer': answer(a, b); break;
+case 'combos-flags': combosFlags(a); break;
+case 'combos-merge': combosMerge(a, b, c); break;
 default:
 	console.error('usage: tool.js static | page SCENARIO OUT | verify SCENARIO DOM | ucode-node PLUGIN | pot');
 	process.exit(2);

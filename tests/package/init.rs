@@ -160,7 +160,7 @@ impl Router {
             d.join("overrides"),
             format!(
                 "PROG={d}/bin/pepwrt\nSTATE_DIR={d}/var/etc/pepwrt\nNFT_RULES=$STATE_DIR/pepwrt.nft\n\
-                 IPT_RULES=$STATE_DIR/firewall.sh\nFW4={d}/fw4\n",
+                 IPT_RULES=$STATE_DIR/firewall.sh\nFW4={d}/fw4\nREFUSED={d}/var/run/pepwrt.refused\n",
                 d = d.display()
             ),
         )
@@ -288,14 +288,15 @@ fn init_default_config_fw4_start_and_stop() {
             "missing {want:?} in {log:#?}"
         );
     }
-    // Validated before anything is installed, with the same flags.
+    // Validated before anything is installed, with the same flags and the
+    // firewall backend the rules are written for.
     let check = log
         .iter()
         .position(|l| l.starts_with("pepwrt 'check' "))
         .expect("no check");
     assert_eq!(
         log[check],
-        format!("pepwrt 'check' {}", quoted(DEFAULT_FLAGS))
+        format!("pepwrt 'check' '--backend' 'nft' {}", quoted(DEFAULT_FLAGS))
     );
     assert!(check < log.iter().position(|l| l.starts_with("nft")).unwrap());
     assert!(
@@ -333,6 +334,11 @@ fn init_fw3_uses_iptables_script() {
     let mut flags = DEFAULT_FLAGS.to_vec();
     flags.insert(flags.len() - 10, "--no-ipv6");
     assert_eq!(command_line(&log).as_deref(), Some(quoted(&flags).as_str()));
+    assert!(
+        log.iter()
+            .any(|l| *l == format!("pepwrt 'check' '--backend' 'iptables' {}", quoted(&flags))),
+        "{log:#?}"
+    );
     assert!(!log.iter().any(|l| l.starts_with("nft")), "{log:#?}");
     assert!(
         log.iter()
@@ -555,6 +561,75 @@ fn init_missing_kernel_support_does_not_start() {
         &log,
         "kernel support missing, not starting: TPROXY: install kmod-nft-tproxy",
     );
+}
+
+#[test]
+fn init_nft_without_queue_is_refused_by_the_check() {
+    // `check --backend nft` dry-runs each statement of the rules; the
+    // refusal names the statement and the package, and nothing is loaded.
+    let mut r = Router::new(&config("", ""), true);
+    r.set("CHECK_EXIT", "3");
+    r.set(
+        "CHECK_OUT",
+        "ok      nft loads the rules' tproxy, socket\nMISSING nft cannot load the rules' queue statement (Could not process rule: No such file or directory): install kmod-nft-queue",
+    );
+    let (ok, log) = r.run("start");
+    assert!(!ok);
+    assert_refused(
+        &log,
+        "kernel support missing, not starting: nft cannot load the rules' queue statement",
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("pepwrt 'check' '--backend' 'nft' ")),
+        "{log:#?}"
+    );
+}
+
+#[test]
+fn init_keeps_why_it_refused_for_the_status_page() {
+    let mut r = Router::new(&config("", ""), true);
+    let refused = r.path("var/run/pepwrt.refused");
+    // A setting wrong for this system: check's BAD line, not its other lines.
+    r.set("CHECK_EXIT", "2");
+    r.set(
+        "CHECK_OUT",
+        "BAD     the buffers need 2031 GiB (--max-conns 65000 x 2 x --buffer 16 MiB) of the 64 MiB of memory available; lower --max-conns\nok      congestion control cubic",
+    );
+    let (ok, log) = r.run("start");
+    assert!(!ok);
+    assert_refused(&log, "not starting: the buffers need 2031 GiB");
+    let why = std::fs::read_to_string(&refused).expect("refusal kept");
+    assert!(
+        why.starts_with("bad configuration in /etc/config/pepwrt, not starting: the buffers need")
+            && !why.contains("congestion control")
+            && why.trim_end().lines().count() == 1,
+        "{why:?}"
+    );
+    // A bad flag: pepwrt's own line.
+    let r2 = Router::new(
+        &config("\toption uplink '10mbps'\n\toption rtt '600ms'\n", ""),
+        true,
+    );
+    let (ok, _) = r2.run("start");
+    assert!(!ok);
+    let why = std::fs::read_to_string(r2.path("var/run/pepwrt.refused")).expect("refusal kept");
+    assert!(why.contains("bps means bytes per second"), "{why:?}");
+    // Started: the old reason goes; so it does when disabled or stopped.
+    let r = Router::new(&config("", ""), true);
+    std::fs::create_dir_all(r.path("var/run")).unwrap();
+    std::fs::write(r.path("var/run/pepwrt.refused"), "old\n").unwrap();
+    assert!(r.run("start").0);
+    assert!(!r.path("var/run/pepwrt.refused").exists());
+    std::fs::write(r.path("var/run/pepwrt.refused"), "old\n").unwrap();
+    assert!(r.run("stop").0);
+    assert!(!r.path("var/run/pepwrt.refused").exists());
+    let off = config("", "").replacen("\toption enabled '1'\n", "\toption enabled '0'\n", 1);
+    let r = Router::new(&off, true);
+    std::fs::create_dir_all(r.path("var/run")).unwrap();
+    std::fs::write(r.path("var/run/pepwrt.refused"), "old\n").unwrap();
+    assert!(r.run("start").0);
+    assert!(!r.path("var/run/pepwrt.refused").exists());
 }
 
 #[test]

@@ -129,6 +129,22 @@ function targetCheck(section_id, value) {
 	return true;
 }
 
+// The accelerator's targets: as above, and no IPv6 subnet while IPv6 is off.
+function interceptCheck(section_id, value) {
+	var valid = targetCheck(section_id, value);
+
+	if (valid !== true || formValue(this.map, section_id, 'ipv6') != '0')
+		return valid;
+
+	var values = Array.isArray(value) ? value : String(value == null ? '' : value).split(/\s+/);
+
+	for (var i = 0; i < values.length; i++)
+		if (isIPv6(values[i].split('/')[0]))
+			return _('"%s" is an IPv6 subnet, but IPv6 is switched off below').format(values[i]);
+
+	return true;
+}
+
 // A number from min to max (optionally a single bit), as pepwrt reads it.
 function numberCheck(min, max, singleBit, message) {
 	return function(section_id, value) {
@@ -158,31 +174,126 @@ function snoopQueueCheck(section_id, value) {
 	return true;
 }
 
+// A decimal like 2.5 times scale, rounded, as pepwrt computes it (up to
+// nine digits after the point, which may be absent: "5." is 5), or null.
+function parseDecimal(digits, scale) {
+	var m = String(digits).match(/^([0-9]+)(?:\.([0-9]{0,9}))?$/);
+
+	if (!m)
+		return null;
+
+	var frac = m[2] || '';
+
+	return parseInt(m[1], 10) * scale + (frac ? Math.round(parseInt(frac, 10) * scale / Math.pow(10, frac.length)) : 0);
+}
+
+// value with one of units' suffixes (tried in order, any case) turned into
+// [ digits, scale ], or null.
+function splitUnit(value, units) {
+	var lower = String(value).toLowerCase();
+
+	for (var i = 0; i < units.length; i++)
+		if (lower.length > units[i][0].length - 1 && lower.substring(lower.length - units[i][0].length) == units[i][0])
+			return [ lower.substring(0, lower.length - units[i][0].length), units[i][1] ];
+
+	return null;
+}
+
 // Link rates as pepwrt --uplink/--downlink take them: a number and a unit
-// (bit, kbit, mbit, gbit), 8kbit to 100gbit.
+// (bit, kbit, mbit, gbit: bits per second, powers of 1000), 8kbit to
+// 100gbit. tests/luci.rs runs a table of values through this form and
+// through `pepwrt check` and wants the same verdicts.
 function rateCheck(section_id, value) {
 	if (value == null || value === '')
 		return true;
-	var m = String(value).toLowerCase().match(/^(\d+(?:\.\d+)?)(bit|kbit|mbit|gbit)$/);
-	if (!m)
+
+	var split = splitUnit(value, [ [ 'gbit', 1e9 ], [ 'mbit', 1e6 ], [ 'kbit', 1e3 ], [ 'bit', 1 ] ]);
+
+	if (!split) {
+		if (/bps$/i.test(String(value)))
+			return _('Enter bits per second, for example 80mbit for 10mbps: bps means bytes per second');
 		return _('Enter a rate with its unit, for example 10mbit or 850kbit');
-	var bps = parseFloat(m[1]) * { bit: 1, kbit: 1e3, mbit: 1e6, gbit: 1e9 }[m[2]];
+	}
+
+	var bps = parseDecimal(split[0], split[1]);
+
+	if (bps == null)
+		return _('Enter a rate with its unit, for example 10mbit or 850kbit');
 	if (bps < 8000 || bps > 100e9)
 		return _('Enter a rate from 8kbit to 100gbit');
+
 	return true;
 }
 
-// The link's round-trip time as pepwrt --rtt takes it: 1ms to 10s.
+// Another option's value as the form holds it now (not yet saved).
+function formValue(map, section_id, name) {
+	var o = map.lookupOption(name, section_id),
+	    v = o ? o[0].formvalue(section_id) : null;
+
+	return v == null ? '' : v;
+}
+
+// The link's round-trip time as pepwrt --rtt takes it: 1ms to 10s, and
+// given exactly when a rate is (pepwrt refuses a rate without the RTT,
+// which sizes the window, and an RTT without a rate).
 function rttCheck(section_id, value) {
+	var rates = formValue(this.map, section_id, 'uplink') !== '' || formValue(this.map, section_id, 'downlink') !== '';
+
 	if (value == null || value === '')
-		return true;
-	var m = String(value).toLowerCase().match(/^(\d+(?:\.\d+)?)(us|ms|s)$/);
-	if (!m)
+		return rates ? _('Enter the round-trip time too: pepwrt needs it with a rate, for example 600ms') : true;
+
+	var split = splitUnit(value, [ [ 'ms', 1e3 ], [ 'us', 1 ], [ 's', 1e6 ] ]);
+
+	if (!split)
 		return _('Enter a time with its unit, for example 600ms or 0.6s');
-	var secs = parseFloat(m[1]) * { us: 1e-6, ms: 1e-3, s: 1 }[m[2]];
-	if (secs < 0.001 || secs > 10)
+
+	var us = parseDecimal(split[0], split[1]);
+
+	if (us == null)
+		return _('Enter a time with its unit, for example 600ms or 0.6s');
+	if (us < 1000 || us > 10e6)
 		return _('Enter a time from 1ms to 10s');
+	if (!rates)
+		return _('Enter an upload or download rate too, or leave the round-trip time empty');
+
 	return true;
+}
+
+// A rate changed: the round-trip time's verdict depends on it, so LuCI is
+// asked to check that field again (it keeps each field's last verdict).
+function recheck(map, section_id, name) {
+	var o = map.lookupOption(name, section_id),
+	    el = o ? o[0].getUIElement(section_id) : null;
+
+	if (el && typeof el.triggerValidation == 'function')
+		el.triggerValidation();
+}
+
+function rateField(section_id, value) {
+	recheck(this.map, section_id, 'rtt');
+	return rateCheck(section_id, value);
+}
+
+// Typical figures of each kind of link, as a user would give SQM, from
+// the users' side; docs/link.md has the measurements behind each.
+var LINK_PRESETS = {
+	geo: [ '5mbit', '50mbit', '600ms' ],
+	leo: [ '', '', '' ],
+	radio: [ '20mbit', '20mbit', '100ms' ],
+	wifi: [ '100mbit', '100mbit', '100ms' ]
+};
+
+// Which preset the figures are, for showing the picker: 'none' when all
+// are empty, 'custom' when they match no preset.
+function presetOf(figures) {
+	if (figures.join('') === '')
+		return 'none';
+
+	for (var k in LINK_PRESETS)
+		if (k != 'leo' && LINK_PRESETS[k].join(' ') == figures.join(' '))
+			return k;
+
+	return 'custom';
 }
 
 // Adds one option to section s (in tab "tab", or untabbed when null) and
@@ -279,15 +390,19 @@ return view.extend({
 		field(s, 'general', widgets.DeviceSelect, 'intercept', _('Accelerate connections from'),
 			_('Connections started by devices behind these interfaces are accelerated, usually your LAN bridge (br-lan). ' +
 			  'You can also type a subnet such as 192.168.1.0/24 to accelerate only some devices. Leave empty to accelerate every forwarded connection.'),
-			{ multiple: true, noaliases: true, validate: targetCheck });
+			{ multiple: true, noaliases: true, validate: interceptCheck });
 
 		field(s, 'general', form.DynamicList, 'exclude_port', _('Never accelerate ports'),
 			_('Connections to these server ports are always left alone, for example 22 (SSH) for interactive sessions.'),
 			{ datatype: 'range(1,65535)', placeholder: '22' });
 
-		field(s, 'general', form.Flag, 'ipv6', _('IPv6'),
+		o = field(s, 'general', form.Flag, 'ipv6', _('IPv6'),
 			_('Accelerate IPv6 connections too, not only IPv4.'),
 			{ default: '1', rmempty: false });
+		// The subnets above are checked against this switch.
+		o.onchange = function(ev, section_id) {
+			recheck(this.map, section_id, 'intercept');
+		};
 
 		o = field(s, 'general', form.ListValue, 'log_level', _('Log level'),
 			_('How much pepwrt writes to the system log. "Information" is a good choice; "Debug" is for tracking down problems.'),
@@ -362,19 +477,56 @@ return view.extend({
 
 		/* Link: the slow link's figures, as for SQM. */
 
+		// Not an option of its own: it fills the three fields below.
+		o = field(s, 'link', form.ListValue, 'link_preset', _('Kind of link'),
+			_('Fills in typical figures for the upload and download rates and the round-trip time; replace them with your own link\'s (the rates you would give SQM, and its idle ping time). ' +
+			  'Measured with the figures set: GEO satellite uploads 1.10-1.58x faster than without pepwrt; lossy Wi-Fi: the figures of the internet path behind it help uploads (2.31x against 1.58x without them); long radio links were not measured on their own. ' +
+			  'LEO satellite (Starlink and the like): the figures gain nothing (uploads 0.88-1.0x, downloads 1.00-1.04x), so this choice leaves them empty.'),
+			{ default: 'none' });
+		o.value('none', _('Not set: TCP finds the rate itself'));
+		o.value('geo', _('GEO satellite (5/50 Mbit/s, 600 ms)'));
+		o.value('leo', _('LEO satellite: leave the figures empty (no gain measured)'));
+		o.value('radio', _('Long radio link (20/20 Mbit/s, 100 ms)'));
+		o.value('wifi', _('Lossy Wi-Fi behind a 100 Mbit/s, 100 ms path'));
+		o.value('custom', _('Custom: your own figures'));
+		o.load = function(section_id) {
+			return presetOf([ 'uplink', 'downlink', 'rtt' ].map(function(k) {
+				return uci.get('pepwrt', section_id, k) || '';
+			}));
+		};
+		o.write = o.remove = function() {};
+		o.onchange = function(ev, section_id, value) {
+			var figures = LINK_PRESETS[value];
+
+			if (!figures)
+				return;
+
+			[ 'uplink', 'downlink', 'rtt' ].forEach(function(k, i) {
+				var f = this.map.lookupOption(k, section_id),
+				    el = f ? f[0].getUIElement(section_id) : null;
+
+				if (el) {
+					el.setValue(figures[i]);
+					if (typeof el.triggerValidation == 'function')
+						el.triggerValidation();
+				}
+			}, this);
+		};
+
 		field(s, 'link', form.Value, 'uplink', _('Upload rate'),
-			_('What the slow link (satellite, LTE, radio) carries from your network out, for example 5mbit or 850kbit. ' +
-			  'With the rates and the round-trip time set, pepwrt sends over the link at this rate from the first packet instead of feeling its way up, ' +
-			  'and sizes its buffers and initial window to fill the link. Leave all three empty to let TCP find the rate itself.'),
-			{ placeholder: _('not set'), validate: rateCheck });
+			_('What the slow link (satellite, LTE, radio) carries from your network out, in bits per second with a unit, for example 5mbit or 850kbit (as for SQM; 10mbps would be bytes). ' +
+			  'With a rate and the round-trip time set, pepwrt sends uploads over the link at this rate from the first packet instead of feeling its way up, ' +
+			  'and sizes its window and buffers to fill the link. Leave the rates and the round-trip time empty to let TCP find the rate itself.'),
+			{ placeholder: _('not set'), validate: rateField });
 
 		field(s, 'link', form.Value, 'downlink', _('Download rate'),
-			_('What the slow link carries toward your network, for example 50mbit. Used by a pepwrt at the far end of the link (see below).'),
-			{ placeholder: _('not set'), validate: rateCheck });
+			_('What the slow link carries toward your network, for example 50mbit. This router sizes the receive window of its connections to servers from it (the initial receive window on its routes), ' +
+			  'and a pepwrt at the far end of the link (see below) sends downloads at this rate.'),
+			{ placeholder: _('not set'), validate: rateField });
 
 		field(s, 'link', form.Value, 'rtt', _('Round-trip time'),
-			_('The link\'s round-trip time when idle, for example 600ms for a geostationary satellite, 40ms for low-orbit satellites, 100ms for a long radio link. ' +
-			  'Needed together with a rate.'),
+			_('The link\'s round-trip time when idle, for example 600ms for a geostationary satellite or 100ms for a long radio link. ' +
+			  'Needed with a rate, and only with one. 200ms or more also switches the connection over the link to BBR, which keeps its speed through random loss.'),
 			{ placeholder: _('not set'), validate: rttCheck });
 
 		o = field(s, 'link', form.ListValue, 'link_leg', _('This router sits'),

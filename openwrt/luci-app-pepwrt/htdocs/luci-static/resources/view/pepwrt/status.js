@@ -165,13 +165,18 @@ function graphSvg(samples, now) {
 			.format(gx, H - 10, m == 5 ? 'end' : 'middle', escapeXml(m == 5 ? _('now') : _('-%d min').format(5 - m))));
 	}
 
+	// A rate is the average since the sample before it, so one rate alone
+	// is drawn over that interval only, not back to the graph's left edge.
+	var firstRateFrom = samples.length > 1 ? Math.max(samples[samples.length - rates.length - 1].t, now - GRAPH_SECS) : now;
+
 	[ [ 'down', '#1f77b4' ], [ 'up', '#2ca02c' ] ].forEach(function(series) {
-		var pts = rates.filter(function(r) { return now - r.t <= GRAPH_SECS; }).map(function(r) {
+		var shown = rates.filter(function(r) { return now - r.t <= GRAPH_SECS; }),
+		    pts = shown.map(function(r) {
 			return '%.1f,%.1f'.format(x(r.t), y(r[series[0]] * 8));
-		});
+		    });
 
 		if (pts.length == 1)
-			pts.unshift(pts[0].replace(/^[^,]+/, String(left)));
+			pts.unshift('%.1f,%.1f'.format(x(firstRateFrom), y(shown[0][series[0]] * 8)));
 
 		if (pts.length)
 			svg.push('<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>'.format(series[1], pts.join(' ')));
@@ -253,6 +258,32 @@ return view.extend({
 			this.samples.shift();
 	},
 
+	// Why pepwrt is not running, as the rpcd plugin found it (reason: not
+	// installed, disabled, refused to start, or enabled but stopped), and
+	// what to do about it.
+	renderStopped: function(st) {
+		var states = {
+			'not_installed': [ _('Not installed'),
+				_('The pepwrt package is not installed: install it (apk add pepwrt, or opkg install pepwrt where the package manager is opkg), then enable it under Settings.') ],
+			'disabled': [ _('Disabled'),
+				_('Enable pepwrt under Settings, then Save & Apply, to start it.') ],
+			'refused': [ _('Refused to start'),
+				_('pepwrt checked these settings at its last start and refused them for the reason above. Correct them under Settings, then Save & Apply.') ],
+			'stopped': [ _('Not running'),
+				_('pepwrt is enabled but not running: it may be starting, or it stopped or crashed. The system log (logread -e pepwrt) says why; Save & Apply under Settings starts it again.') ]
+		};
+		var state = states[st.reason] || [ _('Not running'),
+				_('Enable pepwrt under Settings, then Save & Apply, to start it.') ];
+
+		return section(_('Service'), [
+			keyValueTable([
+				[ _('State'), E('strong', {}, [ state[0] ]) ],
+				[ _('Reason'), String(st.refused || st.error || _('unknown')) ]
+			]),
+			E('p', { 'class': st.reason == 'refused' ? 'alert-message warning' : '' }, [ state[1] ])
+		]);
+	},
+
 	renderStatus: function(st) {
 		if (st == null)
 			return section(_('Service'), [
@@ -263,13 +294,7 @@ return view.extend({
 
 		// running is true or false (or 1 or 0, depending on how ubus encoded it).
 		if (!st.running || !st.counters)
-			return section(_('Service'), [
-				keyValueTable([
-					[ _('State'), E('strong', {}, [ _('Not running') ]) ],
-					[ _('Reason'), String(st.error || _('unknown')) ]
-				]),
-				E('p', {}, [ _('Enable pepwrt under Settings, then Save & Apply, to start it.') ])
-			]);
+			return this.renderStopped(st);
 
 		this.addSample(st);
 
