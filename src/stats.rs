@@ -6,7 +6,7 @@ use std::time::Instant;
 use crate::admission::Decided;
 use crate::config::{LinkInForce, LinkLeg};
 use crate::pool::Pool;
-use crate::relay::{Accepted, Conn, End, LinkTicked, Refused};
+use crate::relay::{Accepted, Conn, End, LinkTicked, Refused, Seconds};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Counters {
@@ -280,8 +280,8 @@ impl Report<'_> {
             json_endpoint(out, conn.tuple.server);
             let _ = write!(
                 out,
-                ",\"age_s\":{:.1},\"state\":\"{}\",\"bytes_up\":{},\"bytes_down\":{}}}",
-                self.now.duration_since(conn.started).as_secs_f64(),
+                ",\"age_s\":{},\"state\":\"{}\",\"bytes_up\":{},\"bytes_down\":{}}}",
+                Seconds(self.now.duration_since(conn.started)),
                 conn.state_name(),
                 conn.bytes_up(),
                 conn.bytes_down()
@@ -373,12 +373,12 @@ impl Report<'_> {
         for (id, conn) in self.pool.active() {
             let _ = writeln!(
                 out,
-                "{:<10x} {:<46} {:<46} {:<12} {:>7.1}s {:>12} {:>12}",
+                "{:<10x} {:<46} {:<46} {:<12} {:>7}s {:>12} {:>12}",
                 id.as_u32(),
                 Endpoint(conn.tuple.client),
                 Endpoint(conn.tuple.server),
                 conn.state_name(),
-                self.now.duration_since(conn.started).as_secs_f64(),
+                Seconds(self.now.duration_since(conn.started)),
                 conn.bytes_up(),
                 conn.bytes_down()
             );

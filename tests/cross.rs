@@ -99,7 +99,8 @@ fn mips_binary_fits_its_budget() {
     }
     let bin = target_dir().join("cross/mips_24kc/pepwrt");
     let size = std::fs::metadata(&bin).unwrap().len();
-    assert!(size <= 420 * 1024, "mips_24kc: {size} bytes > 420 KB");
+    // The goal is 360 KB; the check holds what was reached (cross/build).
+    assert!(size <= 350 * 1024, "mips_24kc: {size} bytes > 350 KB");
 }
 
 /// cross/build fails as a whole when a unit-test job fails, so a report

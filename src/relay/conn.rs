@@ -104,11 +104,27 @@ impl std::fmt::Display for CloseLine<'_> {
         }
         write!(
             f,
-            " after {:.1} s, {} bytes up, {} bytes down",
-            self.now.duration_since(c.started).as_secs_f64(),
+            " after {} s, {} bytes up, {} bytes down",
+            Seconds(self.now.duration_since(c.started)),
             c.up.bytes,
             c.down.bytes
         )
+    }
+}
+
+/// A duration in seconds with one decimal, as `{:.1}` prints an `f64`
+/// (`2.4`), padded like a string; integer arithmetic keeps float
+/// formatting out of the binary (about 10 KB on MIPS).
+pub struct Seconds(pub Duration);
+
+impl std::fmt::Display for Seconds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write as _;
+        let rounded = (self.0.subsec_nanos() + 50_000_000) / 100_000_000;
+        let tenths = self.0.as_secs() * 10 + u64::from(rounded);
+        let mut buf: heapless::String<24> = heapless::String::new();
+        let _ = write!(buf, "{}.{}", tenths / 10, tenths % 10);
+        f.pad(&buf)
     }
 }
 

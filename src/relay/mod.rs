@@ -11,7 +11,7 @@ mod share;
 mod tests;
 mod window;
 
-pub use conn::{Conn, End, Ready, Step};
+pub use conn::{Conn, End, Ready, Seconds, Step};
 pub use link_tick::{LinkTick, LinkTicked};
 pub use open::{Accepted, Intake, Refusal, Refused};
 pub use rtt_probe::{ProbeClock, ProbeSkip};

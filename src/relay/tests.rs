@@ -7,7 +7,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use super::{Conn, End, Ready, Step};
+use super::{Conn, End, Ready, Seconds, Step};
 use crate::ring::Ring;
 use crate::sys::poll::Poller;
 use crate::sys::socket;
@@ -387,4 +387,18 @@ fn a_connection_closed_before_its_end_resets_its_peers() {
     assert_eq!(end.unwrap_err().kind(), io::ErrorKind::ConnectionReset);
     let (_, end) = read_to_end(&mut server);
     assert_eq!(end.unwrap_err().kind(), io::ErrorKind::ConnectionReset);
+}
+
+#[test]
+fn seconds_print_as_one_decimal_floats_did() {
+    for ms in [0, 40, 60, 949, 951, 2_400, 2_449, 2_451, 59_960, 86_400_049] {
+        let d = Duration::from_millis(ms);
+        let float = format!("{:.1}", d.as_secs_f64());
+        assert_eq!(Seconds(d).to_string(), float, "{ms} ms");
+        assert_eq!(
+            format!("{:>7}", Seconds(d)),
+            format!("{float:>7}"),
+            "{ms} ms"
+        );
+    }
 }
