@@ -20,7 +20,8 @@
 use std::fmt::Write;
 use std::net::IpAddr;
 
-use crate::config::{Backend, Config, LinkLeg, RulesPart, RulesRequest, Target};
+use crate::config::{Backend, Config, RulesPart, RulesRequest, Target};
+use crate::link::{LinkLeg, route_windows};
 
 pub fn render(cfg: &Config, req: RulesRequest) -> String {
     let mut out = String::new();
@@ -324,17 +325,6 @@ fn iptables_script(cfg: &Config, delete: bool, out: &mut String) {
     }
 }
 
-/// Initial congestion and receive windows (segments) for the routes the
-/// long legs take: `--initcwnd` as given, else one BDP of the link.
-fn route_windows(cfg: &Config) -> Option<(u32, u32)> {
-    if let Some(iw) = cfg.initcwnd {
-        return Some((u32::from(iw), u32::from(iw)));
-    }
-    let link = cfg.link?;
-    let cwnd = link.initcwnd()?;
-    Some((cwnd, link.initrwnd().unwrap_or(cwnd)))
-}
-
 fn routing_script(cfg: &Config, delete: bool, out: &mut String) {
     let m = cfg.mark;
     let t = cfg.table;
@@ -365,7 +355,7 @@ fn routing_script(cfg: &Config, delete: bool, out: &mut String) {
         }
         out.push_str("set +e\n");
     }
-    if let Some((cwnd, rwnd)) = route_windows(cfg) {
+    if let Some((cwnd, rwnd)) = route_windows(cfg.link, cfg.initcwnd) {
         // netifd owns these routes; the service reapplies this on
         // interface changes. Existing window settings are stripped first.
         let set = if delete {

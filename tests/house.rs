@@ -75,6 +75,10 @@ fn no_source_file_over_600_lines() {
             continue;
         }
         let n = lines(&f);
-        assert!(n <= 600, "{} has {n} lines (at most 600: split it)", f.display());
+        assert!(
+            n <= 600,
+            "{} has {n} lines (at most 600: split it)",
+            f.display()
+        );
     }
 }

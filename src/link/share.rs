@@ -17,9 +17,9 @@
 
 use std::time::{Duration, Instant};
 
-use super::Conn;
-use crate::config::{Config, LinkLeg};
-use crate::pool::Pool;
+use super::runtime::LongLeg;
+use super::settings::Link;
+use super::tuning::LegOptions;
 use crate::sys::socket;
 
 /// A leg counts as sending for two link RTTs after it opened (within
@@ -38,7 +38,7 @@ const FLOOR: u64 = 8_000;
 
 pub struct LinkShare {
     /// A lone leg's pacing cap (bytes per second): the link's rate, plus
-    /// headroom on short links (config.rs).
+    /// headroom on short links (settings.rs).
     rate: u64,
     /// The link's rate in the long legs' direction (bytes per second):
     /// what legs sending together divide. The headroom is for one leg
@@ -47,7 +47,6 @@ pub struct LinkShare {
     /// the eleventh), it overflowed a LEO link's queue (two pepwrts, 32
     /// downloads: 57-137 segments retransmitted per page, none direct).
     link_rate: u64,
-    leg: LinkLeg,
     young: Duration,
     period: Duration,
     /// When the shares are next due, while two or more legs are sending.
@@ -55,14 +54,12 @@ pub struct LinkShare {
 }
 
 impl LinkShare {
-    /// Sharing applies where link settings pace a leg.
-    pub fn new(cfg: &Config) -> Option<LinkShare> {
-        let link = cfg.link?;
-        let rate = cfg.long_leg_options()?.pacing_bytes_per_s?;
+    /// Sharing applies where link settings pace the long leg (`long`).
+    pub fn new(link: Link, long: &LegOptions) -> Option<LinkShare> {
+        let rate = long.pacing_bytes_per_s?;
         Some(LinkShare {
             rate,
             link_rate: link.send_bps().map_or(rate, |bps| bps / 8).min(rate),
-            leg: link.leg,
             young: (2 * link.rtt).clamp(YOUNG_MIN, YOUNG_MAX),
             period: link.rtt.clamp(PERIOD_MIN, PERIOD_MAX),
             due: None,
@@ -77,19 +74,20 @@ impl LinkShare {
 
     /// Works the shares out again if they are due, and sets when they are
     /// due next.
-    pub fn on_timer(&mut self, pool: &mut Pool<Conn>, now: Instant) {
+    pub(super) fn on_timer(&mut self, legs: &mut [Option<LongLeg>], now: Instant) {
         if self.due.is_some_and(|due| now >= due) {
-            self.apply(pool, now);
+            self.apply(legs, now);
         }
     }
 
     /// Gives every live connection's long leg its share of the rate.
-    pub fn apply(&mut self, pool: &mut Pool<Conn>, now: Instant) {
-        let sending = pool
-            .active()
-            .filter(|(_, c)| {
-                now.saturating_duration_since(c.started) < self.young
-                    || socket::unsent_bytes(c.link_fd(self.leg)).is_ok_and(|n| n > 0)
+    pub(super) fn apply(&mut self, legs: &mut [Option<LongLeg>], now: Instant) {
+        let sending = legs
+            .iter()
+            .flatten()
+            .filter(|leg| {
+                now.saturating_duration_since(leg.opened) < self.young
+                    || socket::unsent_bytes(leg.fd).is_ok_and(|n| n > 0)
             })
             .count();
         self.due = (sending >= 2).then(|| now + self.period);
@@ -98,11 +96,8 @@ impl LinkShare {
         } else {
             share_of(self.link_rate, sending)
         };
-        let mut cursor = 0;
-        while let Some(id) = pool.next_active(&mut cursor) {
-            if let Some(live) = pool.live(id) {
-                live.conn.cap_link_rate(self.leg, each);
-            }
+        for leg in legs.iter_mut().flatten() {
+            leg.cap_rate(each);
         }
     }
 }
