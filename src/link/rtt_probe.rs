@@ -27,7 +27,6 @@
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
-use super::runtime::LongLeg;
 use super::settings::Link;
 use super::tuning::{Congestion, LegOptions, set_congestion};
 use crate::sys::socket;
@@ -71,20 +70,19 @@ impl ProbeSkip {
         (paced_at_rate && long.congestion == Some(Congestion::Bbr)).then_some(ProbeSkip)
     }
 
-    /// Starts the BBR of one connection's long leg afresh if it is due
-    /// and BBR's bandwidth estimate is at the leg's pacing cap; true if it
-    /// did. Connections whose outgoing leg still connects, and legs handed
-    /// to cubic (window.rs), are left alone.
-    pub(super) fn look(&self, leg: &mut LongLeg, now: Instant) -> bool {
-        if socket::is_connecting(leg.outgoing_fd) || leg.window.handed_over() || !leg.probe.due(now)
-        {
+    /// Starts the BBR of one connection's long leg (`fd`, paced at `cap`)
+    /// afresh if its `clock` says it is due and BBR's bandwidth estimate is
+    /// at the cap; true if it did. The caller leaves out connections whose
+    /// outgoing leg still connects, and legs handed to cubic (window.rs).
+    pub fn look(&self, clock: &mut ProbeClock, fd: RawFd, cap: u32, now: Instant) -> bool {
+        if !clock.due(now) {
             return false;
         }
-        let bandwidth = socket::bbr_bandwidth(leg.fd).ok().flatten().unwrap_or(0);
-        if !at_cap(bandwidth, leg.cap) {
+        let bandwidth = socket::bbr_bandwidth(fd).ok().flatten().unwrap_or(0);
+        if !at_cap(bandwidth, cap) {
             return false;
         }
-        match restart_bbr(leg.fd) {
+        match restart_bbr(fd) {
             Ok(()) => true,
             Err(e) => {
                 log::debug!("could not start a long leg's BBR afresh: {e}");

@@ -147,17 +147,26 @@ impl LinkRuntime {
         }
     }
 
-    /// The link's own deadline came.
+    /// The link's own deadline came: the shares are worked out again if
+    /// they are due.
     pub fn on_timer(&mut self, now: Instant) -> Option<Instant> {
-        if let Some(share) = &mut self.share {
-            share.on_timer(&mut self.legs, now);
+        if self.share.as_ref().is_some_and(|s| s.is_due(now)) {
+            return self.share_out(now);
         }
         self.due()
     }
 
+    /// Gives every connection's long leg its share of the link's rate.
     fn share_out(&mut self, now: Instant) -> Option<Instant> {
         if let Some(share) = &mut self.share {
-            share.apply(&mut self.legs, now);
+            let legs = self.legs.iter().flatten();
+            let sending = legs
+                .filter(|l| share.is_sending(l.opened, l.fd, now))
+                .count();
+            let each = share.share_out(sending, now);
+            for leg in self.legs.iter_mut().flatten() {
+                leg.cap_rate(each);
+            }
         }
         self.due()
     }
@@ -178,12 +187,16 @@ impl LinkRuntime {
             };
             self.learned.observe(&info, now);
             if let Some(handover) = &self.handover
-                && handover.look(leg, info)
+                && handover.look(&mut leg.window, leg.fd, &leg.tuple, info)
             {
                 done.handed_to_cubic += 1;
             }
+            // Connections whose outgoing leg still connects, and legs
+            // handed to cubic, keep BBR's probe.
             if let Some(skip) = &self.probe_skip
-                && skip.look(leg, now)
+                && !socket::is_connecting(leg.outgoing_fd)
+                && !leg.window.handed_over()
+                && skip.look(&mut leg.probe, leg.fd, leg.cap, now)
             {
                 done.rtt_probes_skipped += 1;
             }

@@ -17,7 +17,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::runtime::LongLeg;
+use std::os::fd::RawFd;
+
 use super::settings::Link;
 use super::tuning::LegOptions;
 use crate::sys::socket;
@@ -72,32 +73,25 @@ impl LinkShare {
         self.due
     }
 
-    /// Works the shares out again if they are due, and sets when they are
-    /// due next.
-    pub(super) fn on_timer(&mut self, legs: &mut [Option<LongLeg>], now: Instant) {
-        if self.due.is_some_and(|due| now >= due) {
-            self.apply(legs, now);
-        }
+    /// The shares are due to be worked out again.
+    pub fn is_due(&self, now: Instant) -> bool {
+        self.due.is_some_and(|due| now >= due)
     }
 
-    /// Gives every live connection's long leg its share of the rate.
-    pub(super) fn apply(&mut self, legs: &mut [Option<LongLeg>], now: Instant) {
-        let sending = legs
-            .iter()
-            .flatten()
-            .filter(|leg| {
-                now.saturating_duration_since(leg.opened) < self.young
-                    || socket::unsent_bytes(leg.fd).is_ok_and(|n| n > 0)
-            })
-            .count();
+    /// Whether a long leg (`fd`, opened at `opened`) counts as sending.
+    pub fn is_sending(&self, opened: Instant, fd: RawFd, now: Instant) -> bool {
+        now.saturating_duration_since(opened) < self.young
+            || socket::unsent_bytes(fd).is_ok_and(|n| n > 0)
+    }
+
+    /// Each long leg's pacing cap with `sending` legs sending; sets when
+    /// the shares are due next.
+    pub fn share_out(&mut self, sending: usize, now: Instant) -> u32 {
         self.due = (sending >= 2).then(|| now + self.period);
-        let each = if sending <= 1 {
+        if sending <= 1 {
             share_of(self.rate, 1)
         } else {
             share_of(self.link_rate, sending)
-        };
-        for leg in legs.iter_mut().flatten() {
-            leg.cap_rate(each);
         }
     }
 }

@@ -12,10 +12,12 @@
 //! cubic, which keeps a fixed window full. A receiver with a normal window
 //! opens it past that within a few round trips and keeps BBR.
 
-use super::runtime::LongLeg;
+use std::os::fd::RawFd;
+
 use super::settings::Link;
 use super::tuning::{Congestion, set_congestion};
 use crate::sys::socket::LegInfo;
+use crate::tuple::FourTuple;
 
 /// Ticks (seconds) in a row the window must hold the leg back.
 const STRIKES: u8 = 2;
@@ -73,23 +75,28 @@ impl Handover {
         })
     }
 
-    /// Looks at one connection's long leg (as TCP_INFO described it this
-    /// tick) and hands it to cubic if its window holds it back; true if it
-    /// did.
-    pub(super) fn look(&self, leg: &mut LongLeg, info: LegInfo) -> bool {
-        if !leg.window.judge(info, self) {
+    /// Looks at one connection's long leg (`fd`, as TCP_INFO described
+    /// it this tick; `tuple` for the log) and hands it to cubic if its
+    /// window holds it back; true if it did.
+    pub fn look(
+        &self,
+        watch: &mut WindowWatch,
+        fd: RawFd,
+        tuple: &FourTuple,
+        info: LegInfo,
+    ) -> bool {
+        if !watch.judge(info, self) {
             return false;
         }
         // cubic is built into every kernel pepwrt runs on; reno is the
         // kernel's own fallback.
-        let fd = leg.fd;
         let cubic = set_congestion(fd, &Congestion::Cubic);
         match cubic.or_else(|_| set_congestion(fd, &Congestion::Reno)) {
             Ok(()) => {
                 log::info!(
                     "{} -> {}: the receive window of {} bytes holds the leg over the link below the link's rate; BBR handed over to cubic",
-                    leg.tuple.client,
-                    leg.tuple.server,
+                    tuple.client,
+                    tuple.server,
                     info.peer_window
                 );
                 true
@@ -97,8 +104,8 @@ impl Handover {
             Err(e) => {
                 log::warn!(
                     "{} -> {}: could not hand the leg over the link to cubic: {e}",
-                    leg.tuple.client,
-                    leg.tuple.server
+                    tuple.client,
+                    tuple.server
                 );
                 false
             }
