@@ -355,39 +355,77 @@ fn routing_script(cfg: &Config, delete: bool, out: &mut String) {
         }
         out.push_str("set +e\n");
     }
-    if let Some((cwnd, rwnd)) = route_windows(cfg.link, cfg.initcwnd) {
-        // netifd owns these routes; the service reapplies this on
-        // interface changes. Existing window settings are stripped first.
-        let set = if delete {
-            String::new()
-        } else {
-            format!(" initcwnd {cwnd} initrwnd {rwnd}")
-        };
-        let strip = "sed -E 's/ (initcwnd|initrwnd) [0-9]+//g'";
-        let at_gateway = cfg.link.is_some_and(|l| l.leg == LinkLeg::Client);
-        for &fam in families(cfg) {
-            let ip = cmd(fam);
-            if !at_gateway {
+    route_windows_script(cfg, delete, out);
+    out.push_str("true\n");
+}
+
+/// Where the script records the routes it gave an initial window, one
+/// command a line that takes the window off again: per network namespace,
+/// as routes are, in the run directory, which goes at reboot with the
+/// routes themselves.
+const ROUTE_RECORD: &str = "rec=/var/run/pepwrt/routes.$(readlink /proc/self/ns/net | tr -cd 0-9)";
+/// Takes off the windows the record names, and forgets it.
+const ROUTE_UNDO: &str = "while read -r c; do $c 2>/dev/null; done < \"$rec\"; rm -f \"$rec\"";
+
+/// The long legs' routes' initial windows. Setting them first takes off
+/// what an earlier run set (the settings may have changed since, or gone);
+/// removing them takes off exactly what the record names, whatever the
+/// flags say now. Without a record (a setup older than it), removal falls
+/// back to the routes the flags name.
+fn route_windows_script(cfg: &Config, delete: bool, out: &mut String) {
+    let _ = writeln!(out, "{ROUTE_RECORD}");
+    let windows = route_windows(cfg.link, cfg.initcwnd);
+    if delete {
+        let _ = writeln!(out, "if [ -f \"$rec\" ]; then {ROUTE_UNDO}; else");
+        if windows.is_some() {
+            window_routes(cfg, None, out);
+        }
+        out.push_str("true; fi\n");
+        return;
+    }
+    let _ = writeln!(out, "if [ -f \"$rec\" ]; then {ROUTE_UNDO}; fi");
+    if let Some(set) = windows {
+        out.push_str("mkdir -p /var/run/pepwrt\n");
+        window_routes(cfg, Some(set), out);
+    }
+}
+
+/// Gives the long legs' routes the windows `set` (initcwnd, initrwnd),
+/// recording each route it changed, or with None strips them.
+fn window_routes(cfg: &Config, set: Option<(u32, u32)>, out: &mut String) {
+    // netifd owns these routes; the service reapplies this on interface
+    // changes. Existing window settings are stripped first.
+    let windows = |ip: &str, dev: &str| match set {
+        Some((cwnd, rwnd)) => format!(
+            "{dev} initcwnd {cwnd} initrwnd {rwnd} && echo \"{ip} route change $r{dev}\" >> \"$rec\""
+        ),
+        None => dev.to_string(),
+    };
+    let strip = "sed -E 's/ (initcwnd|initrwnd) [0-9]+//g'";
+    let at_gateway = cfg.link.is_some_and(|l| l.leg == LinkLeg::Client);
+    for &fam in families(cfg) {
+        let ip = if fam == Family::V4 { "ip" } else { "ip -6" };
+        if !at_gateway {
+            let _ = writeln!(
+                out,
+                "{ip} route show default | {strip} | while read -r r; do {ip} route change $r{}; done",
+                windows(ip, "")
+            );
+            continue;
+        }
+        // At a gateway the long leg is the intercepted one: its packets
+        // take the routes back over the link, toward the users' networks
+        // behind the router at the other end.
+        for t in &cfg.intercept {
+            if let Target::Interface(i) = t {
                 let _ = writeln!(
                     out,
-                    "{ip} route show default | {strip} | while read -r r; do {ip} route change $r{set}; done"
+                    "{ip} route show dev {i} | grep ' via ' | {strip} | while read -r r; do {ip} route change $r{}; done",
+                    windows(ip, &format!(" dev {i}"))
                 );
-                continue;
-            }
-            // At a gateway the long leg is the intercepted one: its
-            // packets take the routes back over the link, toward the
-            // users' networks behind the router at the other end.
-            for t in &cfg.intercept {
-                if let Target::Interface(i) = t {
-                    let _ = writeln!(
-                        out,
-                        "{ip} route show dev {i} | grep ' via ' | {strip} | while read -r r; do {ip} route change $r dev {i}{set}; done"
-                    );
-                }
             }
         }
     }
-    out.push_str("true\n");
 }
 
 #[cfg(test)]
@@ -483,11 +521,32 @@ mod tests {
     fn initcwnd_is_set_on_default_routes_and_reset_by_delete() {
         let r = rules(&["rules", "--part", "routing", "--initcwnd", "64"]);
         assert!(r.contains("ip route show default"));
-        assert!(r.contains("ip route change $r initcwnd 64 initrwnd 64; done"));
-        assert!(r.contains("ip -6 route change $r initcwnd 64 initrwnd 64; done"));
+        let set = "ip route change $r initcwnd 64 initrwnd 64 && echo \"ip route change $r\" >> \"$rec\"; done";
+        assert!(r.contains(set), "{r}");
+        let v6 = "ip -6 route change $r initcwnd 64 initrwnd 64 && echo \"ip -6 route change $r\"";
+        assert!(r.contains(v6), "{r}");
         let d = rules(&["rules", "--part", "routing", "--initcwnd", "64", "--delete"]);
         assert!(d.contains("ip route change $r; done"));
         assert!(!rules(&["rules"]).contains("initcwnd"));
+    }
+
+    #[test]
+    fn delete_takes_off_the_recorded_windows_whatever_the_flags() {
+        let undo = "if [ -f \"$rec\" ]; then while read -r c; do $c 2>/dev/null; done < \"$rec\"; rm -f \"$rec\"";
+        // Without link flags: the record alone.
+        let d = rules(&["rules", "--part", "routing", "--delete"]);
+        assert!(d.contains("rec=/var/run/pepwrt/routes."), "{d}");
+        assert!(d.contains(&format!("{undo}; else\ntrue; fi")), "{d}");
+        // With them: the routes they name only where there is no record.
+        let d = rules(&["rules", "--part", "routing", "--initcwnd", "64", "--delete"]);
+        assert!(
+            d.contains(&format!("{undo}; else\nip route show default")),
+            "{d}"
+        );
+        // Setting takes off what an earlier run set first, windows or not.
+        let r = rules(&["rules", "--part", "routing"]);
+        assert!(r.contains(&format!("{undo}; fi")), "{r}");
+        assert!(!r.contains("initcwnd"));
     }
 
     #[test]
@@ -502,7 +561,7 @@ mod tests {
             "600ms",
         ];
         let r = rules(&[&["rules", "--part", "routing"][..], &link].concat());
-        assert!(r.contains("ip route change $r initcwnd 518 initrwnd 2590; done"));
+        assert!(r.contains("ip route change $r initcwnd 518 initrwnd 2590 && echo"));
         assert!(r.contains("ip route show default"));
         let explicit = [
             &["rules", "--part", "routing", "--initcwnd", "64"][..],
@@ -520,7 +579,7 @@ mod tests {
         let r = rules(&gw);
         assert!(!r.contains("route show default"));
         assert!(r.contains(
-            "ip route show dev g1 | grep ' via ' | sed -E 's/ (initcwnd|initrwnd) [0-9]+//g' | while read -r r; do ip route change $r dev g1 initcwnd 2590 initrwnd 518; done"
+            "ip route show dev g1 | grep ' via ' | sed -E 's/ (initcwnd|initrwnd) [0-9]+//g' | while read -r r; do ip route change $r dev g1 initcwnd 2590 initrwnd 518 && echo \"ip route change $r dev g1\" >> \"$rec\"; done"
         ));
         let d = rules(&[&gw[..], &["--delete"]].concat());
         assert!(d.contains("ip -6 route change $r dev g1; done"));

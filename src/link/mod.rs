@@ -10,9 +10,7 @@
 //!   connection;
 //! - `share`, `window`, `rtt_probe`: the rate shared between long legs,
 //!   the BBR-to-cubic handover, the RTT-probe skip;
-//! - `learn`: what the long legs measured;
-//! - `routes`: the route metrics `pepwrt rules` set, remembered so that
-//!   `--delete` removes exactly those.
+//! - `learn`: what the long legs measured.
 
 mod learn;
 mod rtt_probe;
