@@ -11,8 +11,9 @@ use crate::config::Config;
 use crate::control::Control;
 use crate::deadline::{Deadlines, Keyed};
 use crate::error::StartError;
+use crate::link::LinkRuntime;
 use crate::pool::{ConnId, Pool};
-use crate::relay::{Conn, End, Intake, LinkTick, Ready, Step};
+use crate::relay::{Conn, End, Intake, Ready, Step};
 use crate::shutdown::{self, Drain, Request};
 use crate::snoop::SnoopRuntime;
 use crate::stats::{Counters, Report};
@@ -59,7 +60,7 @@ impl Keyed for Wake {
 struct State {
     cfg: Config,
     pool: Pool<Conn>,
-    link: LinkTick,
+    link: LinkRuntime,
     syns: Option<SynQueue>,
     snoop: Option<SnoopRuntime>,
     counters: Counters,
@@ -75,7 +76,7 @@ impl State {
             pool: &self.pool,
             started: self.started,
             buffer_bytes: self.cfg.buffer_bytes,
-            link: self.cfg.link_in_force(),
+            link: self.link.in_force(),
             learned: self.link.estimate(),
             now,
         }
@@ -139,7 +140,7 @@ impl Proxy {
         let mut proxy = Proxy {
             timers: Deadlines::new(FIXED_WAKES + pool.capacity()),
             st: State {
-                link: LinkTick::new(&cfg),
+                link: LinkRuntime::new(cfg.link_setup(), pool.capacity()),
                 pool,
                 syns: Some(syns),
                 snoop,
@@ -198,10 +199,7 @@ impl Proxy {
     fn on_deadline(&mut self, wake: Wake, now: Instant) {
         match wake {
             Wake::Tick => self.tick(now),
-            Wake::Link => {
-                let due = self.st.link.on_timer(&mut self.st.pool, now);
-                self.timers.set_opt(Wake::Link, due);
-            }
+            Wake::Link => self.timers.set_opt(Wake::Link, self.st.link.on_timer(now)),
             Wake::Snoop => {
                 let due = self.st.snoop.as_mut().and_then(|sn| sn.on_timer(now));
                 self.timers.set_opt(Wake::Snoop, due);
@@ -300,8 +298,8 @@ impl Proxy {
         let accepted = self.intake.accept(which, &st.cfg, &mut st.pool, now);
         st.counters.on_accepted(&accepted);
         if !accepted.new.is_empty() {
-            let due = st.link.opened(&mut st.pool, now);
-            self.timers.set_opt(Wake::Link, due);
+            self.timers
+                .set_opt(Wake::Link, st.link.opened(accepted.legs(&st.pool), now));
         }
         for &id in &accepted.new {
             self.sync_conn(id, now);
@@ -367,6 +365,7 @@ impl Proxy {
         self.poller.forget(client_fd);
         self.poller.forget(server_fd);
         self.timers.cancel(Wake::Conn(id));
+        self.st.link.closed(id);
         self.intake
             .forget_decision(&conn.tuple, self.st.cfg.mark_mask());
         self.st.counters.on_end(&conn, end);
@@ -382,7 +381,7 @@ impl Proxy {
         if let Some(q) = &mut self.st.syns {
             q.settle();
         }
-        let ticked = self.st.link.tick(&mut self.st.pool, now);
+        let ticked = self.st.link.tick(now);
         self.st.counters.on_link_tick(&ticked);
         self.timers.set_opt(Wake::Link, ticked.due);
         let st = &self.st;

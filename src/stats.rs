@@ -4,9 +4,9 @@ use std::fmt::Write;
 use std::time::Instant;
 
 use crate::admission::Decided;
-use crate::config::{LinkInForce, LinkLeg};
+use crate::link::{Estimate, LinkInForce, LinkLeg, LinkTicked};
 use crate::pool::Pool;
-use crate::relay::{Accepted, Conn, End, LinkTicked, Refused, Seconds};
+use crate::relay::{Accepted, Conn, End, Refused, Seconds};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Counters {
@@ -87,7 +87,7 @@ pub struct Report<'a> {
     /// The link settings and what they set, if given.
     pub link: Option<LinkInForce>,
     /// The link as the long legs measured it, once they have.
-    pub learned: Option<crate::learn::Estimate>,
+    pub learned: Option<Estimate>,
 }
 
 fn json_opt(out: &mut String, key: &str, v: Option<u64>) {
@@ -115,7 +115,7 @@ fn write_link_json(out: &mut String, link: Option<LinkInForce>) {
         "\"rtt_ms\":{}.{:03},\"leg\":\"{}\",",
         us / 1000,
         us % 1000,
-        leg_name(f.link.leg)
+        f.link.leg.name()
     );
     json_opt(out, "pacing_bps", f.pacing_bytes_per_s.map(|b| b * 8));
     json_opt(out, "sndbuf_bytes", f.sndbuf_bytes.map(u64::from));
@@ -123,13 +123,6 @@ fn write_link_json(out: &mut String, link: Option<LinkInForce>) {
     json_opt(out, "route_initcwnd", f.route_initcwnd.map(u64::from));
     out.pop();
     out.push('}');
-}
-
-fn leg_name(leg: LinkLeg) -> &'static str {
-    match leg {
-        LinkLeg::Server => "server",
-        LinkLeg::Client => "client",
-    }
 }
 
 /// One line for people: the figures and what pepwrt does with them.
@@ -144,7 +137,7 @@ fn write_link_text(out: &mut String, f: LinkInForce) {
         mbit(f.link.uplink_bps),
         mbit(f.link.downlink_bps),
         f.link.rtt.as_millis(),
-        leg_name(f.link.leg)
+        f.link.leg.name()
     );
     if let Some(p) = f.pacing_bytes_per_s {
         let _ = write!(out, ", paced at {}", mbit(Some(p * 8)));
@@ -333,10 +326,8 @@ impl Report<'_> {
             let mbit = e.send_bps.div_ceil(1_000_000);
             let ms = e.min_rtt.as_millis();
             // The long legs send what crosses the link from this side.
-            let flag = match self.link.map(|f| f.link.leg) {
-                Some(LinkLeg::Client) => "--downlink",
-                _ => "--uplink",
-            };
+            let leg = self.link.map_or(LinkLeg::Server, |f| f.link.leg);
+            let flag = leg.pick("--downlink", "--uplink");
             let _ = writeln!(
                 out,
                 "learned:     the long legs sent up to {}.{:03} Mbit/s, smallest RTT {ms} ms ({flag} {mbit}mbit --rtt {ms}ms if the link is what held them)",

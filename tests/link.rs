@@ -116,6 +116,30 @@ fn link_settings_pace_the_long_leg_and_window_its_route() {
     assert!(!route.contains("initcwnd"), "{route}");
 }
 
+/// The windows `pepwrt rules` set come off on `--delete` even when the
+/// flags no longer name the link (the user removed the settings), and a
+/// setup without them takes off what an earlier one set.
+#[test]
+fn rules_delete_takes_off_the_windows_it_set_whatever_the_flags() {
+    let tb = testbed!();
+    tb.exec(&["ip", "route", "add", "default", "via", SERVER4]);
+    let route = |tb: &Testbed| {
+        String::from_utf8_lossy(&tb.exec(&["ip", "route", "show", "default"]).stdout).to_string()
+    };
+    tb.install_rules("iptables", &LINK);
+    assert!(route(&tb).contains("initcwnd 2590"), "{}", route(&tb));
+    tb.install_rules("iptables", &["--delete"]);
+    let r = route(&tb);
+    assert!(!r.contains("initcwnd") && !r.contains("initrwnd"), "{r}");
+    // Set again, then a restart without link settings.
+    tb.install_rules("iptables", &LINK);
+    assert!(route(&tb).contains("initrwnd 518"), "{}", route(&tb));
+    tb.install_rules("iptables", &[]);
+    let r = route(&tb);
+    assert!(!r.contains("initcwnd") && !r.contains("initrwnd"), "{r}");
+    tb.install_rules("iptables", &["--delete"]);
+}
+
 #[test]
 fn a_leg_held_back_by_a_small_receive_window_leaves_bbr_for_cubic() {
     let mut tb = testbed!();

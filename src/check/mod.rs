@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use crate::config::{Backend, Config, human_bytes};
 use crate::control;
 use crate::error::StartError;
+use crate::link::{Congestion, tuning};
 use crate::nfqueue::NfQueue;
 use crate::sys::socket;
 
@@ -79,7 +80,7 @@ fn check_congestion(cfg: &Config) -> Result<String, String> {
         let probe = std::net::TcpListener::bind(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 0))
             .map_err(|e| format!("creating a probe socket: {e}"))?;
         use std::os::fd::AsRawFd;
-        if let Err(e) = socket::set_congestion(probe.as_raw_fd(), cc) {
+        if let Err(e) = tuning::set_congestion(probe.as_raw_fd(), cc) {
             let avail =
                 std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_congestion_control")
                     .unwrap_or_default();
@@ -107,8 +108,8 @@ fn kernel_default_congestion() -> String {
 /// "bbr on the server leg, cubic (the kernel's default) on the client
 /// leg", or one name for both.
 fn congestion_in_use(cfg: &Config, kernel_default: &str) -> String {
-    let name = |chosen: &Option<String>| match chosen {
-        Some(cc) => cc.clone(),
+    let name = |chosen: &Option<Congestion>| match chosen {
+        Some(cc) => cc.to_string(),
         None if kernel_default.is_empty() => "the kernel's default".to_string(),
         None => format!("{kernel_default} (the kernel's default)"),
     };
@@ -378,12 +379,12 @@ mod tests {
             "cubic (the kernel's default)"
         );
         assert_eq!(congestion_in_use(&cfg, ""), "the kernel's default");
-        cfg.server_leg.congestion = Some("bbr".into());
+        cfg.server_leg.congestion = Some(Congestion::Bbr);
         assert_eq!(
             congestion_in_use(&cfg, "cubic"),
             "bbr on the server leg, cubic (the kernel's default) on the client leg"
         );
-        cfg.client_leg.congestion = Some("bbr".into());
+        cfg.client_leg.congestion = Some(Congestion::Bbr);
         assert_eq!(congestion_in_use(&cfg, "cubic"), "bbr");
     }
 

@@ -234,6 +234,8 @@ DESCRIPTION:
 OPTIONS:
     --backend nft|iptables   rule flavour [default: nft]
     --delete                 print the commands that remove the setup instead
+                             (the routes' initial windows: those the setup
+                             recorded in /var/run/pepwrt, whatever the flags)
     --part all|firewall|routing
                              all: one shell script [default]; firewall: nft's
                              bare ruleset (for nft -f or a fw4 include) or the

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::link::Link;
+use crate::link::{LegOptions, Link, LinkInForce, Setup};
 
 /// A subcommand: what the options on a command line are for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,20 +96,6 @@ pub enum OutgoingSource {
     Client,
     /// Let the kernel pick the router's address.
     Router,
-}
-
-/// Socket options for one leg of a split connection.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LegOptions {
-    pub congestion: Option<String>,
-    pub nodelay: bool,
-    pub quickack: bool,
-    pub sndbuf_bytes: Option<u32>,
-    pub rcvbuf_bytes: Option<u32>,
-    pub mss: Option<u16>,
-    /// SO_MAX_PACING_RATE in bytes per second: set from the link's rate
-    /// on the leg that sends over the long link.
-    pub pacing_bytes_per_s: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,6 +188,33 @@ impl Default for Config {
 }
 
 impl Config {
+    /// What the link settings put in force, for `check` and `status`.
+    pub fn link_in_force(&self) -> Option<LinkInForce> {
+        let link = self.link?;
+        Some(LinkInForce::new(
+            link,
+            self.long_leg_options()?,
+            self.initcwnd,
+        ))
+    }
+
+    /// What the daemon hands the link: its settings and what they put in
+    /// force.
+    pub fn link_setup(&self) -> Setup {
+        Setup {
+            link: self.link,
+            long: self.long_leg_options().cloned().unwrap_or_default(),
+            bbr_by_link: self.bbr_by_link,
+            initcwnd: self.initcwnd,
+        }
+    }
+
+    /// The options of the leg that sends over the slow link, where link
+    /// settings name one.
+    pub fn long_leg_options(&self) -> Option<&LegOptions> {
+        Some(self.link?.leg.pick(&self.client_leg, &self.server_leg))
+    }
+
     /// The bit the daemon sets on SYNs it has decided on (split or pass), so
     /// the queue rule does not see them again after the repeat verdict.
     pub fn decided_mark(&self) -> u32 {

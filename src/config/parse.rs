@@ -4,9 +4,9 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use super::System;
-use super::link::{LinkArgs, LinkLeg};
 use super::model::{
     Backend, Command, Config, ConfigError, OutgoingSource, RulesPart, RulesRequest, SnoopConfig,
     Subcommand, err,
@@ -15,6 +15,7 @@ use super::values::{
     parse_cc, parse_duration, parse_level, parse_mark, parse_num, parse_rate, parse_secs,
     parse_size, parse_table, parse_target,
 };
+use crate::link::{Congestion, Link, LinkLeg};
 
 /// The subcommands an option belongs to.
 type Scope = &'static [Subcommand];
@@ -269,7 +270,10 @@ impl Cli {
             return Ok(None);
         };
         match opt {
-            "cc" => leg.congestion = Some(parse_cc(&flag, &value.get()?)?),
+            "cc" => {
+                let name = parse_cc(&flag, &value.get()?)?;
+                leg.congestion = Some(Congestion::from_name(&name));
+            }
             "nodelay" => leg.nodelay = true,
             "quickack" => leg.quickack = true,
             "sndbuf" => leg.sndbuf_bytes = Some(parse_size(&flag, &value.get()?, 4096, 1 << 30)?),
@@ -411,7 +415,8 @@ impl Cli {
         cfg.validate()?;
         cfg.link = link.finish()?;
         if let Some(link) = cfg.link {
-            link.apply(&mut cfg, system);
+            let long = link.leg.pick(&mut cfg.client_leg, &mut cfg.server_leg);
+            cfg.bbr_by_link = link.apply(long, system);
         }
         cfg.command = match sub {
             Run => Command::Run,
@@ -430,4 +435,34 @@ impl Cli {
 impl Subcommand {
     /// Every subcommand: `--help` and `--version` go with any.
     const ALL: Scope = &[Run, Check, Rules, Status];
+}
+
+/// Link figures as given on the command line; `finish` turns them into
+/// a `Link`, or refuses an incomplete set.
+#[derive(Debug, Default)]
+pub(super) struct LinkArgs {
+    pub uplink_bps: Option<u64>,
+    pub downlink_bps: Option<u64>,
+    pub rtt: Option<Duration>,
+    pub leg: Option<LinkLeg>,
+}
+
+impl LinkArgs {
+    pub fn finish(self) -> Result<Option<Link>, ConfigError> {
+        let rates = self.uplink_bps.is_some() || self.downlink_bps.is_some();
+        match (rates, self.rtt) {
+            // --link-leg alone changes nothing: UCI may always pass it.
+            (false, None) => Ok(None),
+            (false, Some(_)) => err("--rtt needs --uplink or --downlink (the link's rates)"),
+            (true, None) => err(
+                "--uplink/--downlink need --rtt (the link's round-trip time, e.g. 600ms) to size the window",
+            ),
+            (true, Some(rtt)) => Ok(Some(Link {
+                uplink_bps: self.uplink_bps,
+                downlink_bps: self.downlink_bps,
+                rtt,
+                leg: self.leg.unwrap_or(LinkLeg::Server),
+            })),
+        }
+    }
 }

@@ -1,7 +1,10 @@
 //! The command line as a whole: subcommands, which options each takes,
 //! help, and values reaching the configuration.
 
+use std::time::Duration;
+
 use super::*;
+use crate::link::{Congestion, LegOptions, LinkLeg};
 use Subcommand::{Rules, Status};
 
 fn p(args: &[&str]) -> Result<Config, ConfigError> {
@@ -29,7 +32,7 @@ fn leg_options_go_to_their_leg() {
         "1400",
     ])
     .unwrap();
-    assert_eq!(c.server_leg.congestion.as_deref(), Some("bbr"));
+    assert_eq!(c.server_leg.congestion, Some(Congestion::Bbr));
     assert_eq!(c.server_leg.sndbuf_bytes, Some(4 << 20));
     assert_eq!(c.server_leg.mss, Some(1400));
     assert!(c.client_leg.quickack);
@@ -219,7 +222,7 @@ fn link_settings_tune_the_leg_over_the_link() {
         "cubic",
     ])
     .unwrap();
-    assert_eq!(chosen.server_leg.congestion.as_deref(), Some("cubic"));
+    assert_eq!(chosen.server_leg.congestion, Some(Congestion::Cubic));
     assert!(!chosen.bbr_by_link);
     for (args, needle) in [
         (&["--uplink", "10mbit"][..], "need --rtt"),
@@ -245,4 +248,26 @@ fn the_autotuning_ceiling_is_tcp_wmems_third_field() {
     let s = System::from_tcp_wmem("4096\t16384\t4194304\n");
     assert_eq!(s.autotuning_ceiling_bytes, Some(4_194_304));
     assert_eq!(System::from_tcp_wmem("").autotuning_ceiling_bytes, None);
+}
+
+#[test]
+fn link_figures_come_as_a_set() {
+    use super::parse::LinkArgs;
+    let rates_only = LinkArgs {
+        uplink_bps: Some(1),
+        ..LinkArgs::default()
+    };
+    let e = rates_only.finish().unwrap_err().to_string();
+    assert!(e.contains("need --rtt"), "{e}");
+    let rtt_only = LinkArgs {
+        rtt: Some(Duration::from_millis(600)),
+        ..LinkArgs::default()
+    };
+    let e = rtt_only.finish().unwrap_err().to_string();
+    assert!(e.contains("--rtt needs --uplink or --downlink"), "{e}");
+    let leg_only = LinkArgs {
+        leg: Some(LinkLeg::Client),
+        ..LinkArgs::default()
+    };
+    assert_eq!(leg_only.finish(), Ok(None));
 }

@@ -8,6 +8,8 @@ use std::net::{Shutdown, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
+use crate::link::Opened;
+use crate::pool::ConnId;
 use crate::ring::{Fill, Ring};
 use crate::sys::poll::{self, Events};
 use crate::sys::socket;
@@ -154,12 +156,6 @@ pub struct Conn {
     down: Direction,
     pub started: Instant,
     last_active: Instant,
-    /// The pacing cap last set on the leg over the link (0: none yet).
-    link_cap: u32,
-    /// Whether the peer's receive window holds the leg over the link back.
-    pub window: super::WindowWatch,
-    /// When the leg over the link last got a fresh BBR.
-    pub probe: super::ProbeClock,
 }
 
 /// What the event loop should do after a connection ran.
@@ -194,9 +190,6 @@ impl Conn {
             down: Direction::default(),
             started: now,
             last_active: now,
-            link_cap: 0,
-            window: super::WindowWatch::default(),
-            probe: super::ProbeClock::default(),
         }
     }
 
@@ -205,26 +198,16 @@ impl Conn {
         (self.client.as_raw_fd(), self.server.as_raw_fd())
     }
 
-    /// The socket that sends over the slow link.
-    pub fn link_fd(&self, leg: crate::config::LinkLeg) -> RawFd {
-        match leg {
-            crate::config::LinkLeg::Server => self.server.as_raw_fd(),
-            crate::config::LinkLeg::Client => self.client.as_raw_fd(),
+    /// The connection's legs, as the link takes them over (`id`: its
+    /// slot).
+    pub fn opened(&self, id: ConnId) -> Opened {
+        let (client_fd, server_fd) = self.fds();
+        Opened {
+            id,
+            tuple: self.tuple,
+            client_fd,
+            server_fd,
         }
-    }
-
-    /// Caps the pacing rate of the leg over the link (bytes per second),
-    /// if it changed.
-    pub fn cap_link_rate(&mut self, leg: crate::config::LinkLeg, cap: u32) {
-        if cap != self.link_cap && crate::tuning::set_pacing_cap(self.link_fd(leg), cap).is_ok() {
-            self.link_cap = cap;
-        }
-    }
-
-    /// The pacing cap on the leg over the link (bytes per second; 0 until
-    /// one is set).
-    pub fn link_cap(&self) -> u32 {
-        self.link_cap
     }
 
     pub fn close_line(&self, end: End, now: Instant) -> CloseLine<'_> {

@@ -10,11 +10,11 @@ use std::time::Instant;
 use super::Conn;
 use crate::config::{Config, OutgoingSource};
 use crate::error::StartError;
+use crate::link::{Opened, tuning};
 use crate::pool::{ConnId, Pool};
 use crate::sys::Described;
 use crate::sys::conntrack::Conntrack;
 use crate::sys::socket;
-use crate::tuning;
 use crate::tuple::FourTuple;
 
 /// Pending handshakes per listener.
@@ -40,6 +40,14 @@ pub struct Accepted {
     pub refused: heapless::Vec<Refused, ACCEPT_BUDGET>,
     /// Accepting ran out of fds or memory: stop watching the listeners.
     pub paused: bool,
+}
+
+impl Accepted {
+    /// The new connections' legs, for the link.
+    pub fn legs<'a>(&'a self, pool: &'a Pool<Conn>) -> impl Iterator<Item = Opened> + 'a {
+        let conn = |id: ConnId| pool.conn(id).map(|c| c.opened(id));
+        self.new.iter().filter_map(move |&id| conn(id))
+    }
 }
 
 /// Accepts per wake-up before the loop serves others.

@@ -296,6 +296,16 @@ pub fn leg_info(fd: RawFd) -> io::Result<Option<LegInfo>> {
     }))
 }
 
+/// The socket's handshake is still under way (SYN sent or received;
+/// tcpi_state, TCP_INFO's first byte). False where TCP_INFO fails.
+pub fn is_connecting(fd: RawFd) -> bool {
+    const TCP_SYN_SENT: u8 = 2;
+    const TCP_SYN_RECV: u8 = 3;
+    let mut buf = [0u8; 8];
+    tcp_option_bytes(fd, libc::TCP_INFO, &mut buf)
+        .is_ok_and(|n| n > 0 && matches!(buf[0], TCP_SYN_SENT | TCP_SYN_RECV))
+}
+
 /// Bytes in the send queue not yet acknowledged by the peer (SIOCOUTQ).
 pub fn unsent_bytes(fd: RawFd) -> io::Result<i32> {
     let mut n: libc::c_int = 0;

@@ -1,20 +1,78 @@
 //! Per-leg socket options from the command line (and, for the leg over
-//! the long link, from the link settings: see `config::Link`).
+//! the long link, from the link settings: see settings.rs), and setting
+//! them on the legs' sockets.
 
+use std::fmt;
 use std::io;
 use std::os::fd::RawFd;
 
-use crate::config::LegOptions;
 use crate::sys::socket::{
     self, IPPROTO_TCP, SO_RCVBUF, SO_RCVBUFFORCE, SO_SNDBUF, SO_SNDBUFFORCE, SOL_SOCKET,
     TCP_MAXSEG, TCP_NODELAY, TCP_QUICKACK,
 };
 
+/// A congestion control by kind: the link's code decides on BBR by this,
+/// never by comparing names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Congestion {
+    Bbr,
+    Cubic,
+    Reno,
+    /// Any other the kernel may offer (its module loads on first use).
+    Other(String),
+}
+
+impl Congestion {
+    pub fn from_name(name: &str) -> Congestion {
+        match name {
+            "bbr" => Congestion::Bbr,
+            "cubic" => Congestion::Cubic,
+            "reno" => Congestion::Reno,
+            other => Congestion::Other(other.to_string()),
+        }
+    }
+
+    /// The kernel's name for it (TCP_CONGESTION).
+    pub fn name(&self) -> &str {
+        match self {
+            Congestion::Bbr => "bbr",
+            Congestion::Cubic => "cubic",
+            Congestion::Reno => "reno",
+            Congestion::Other(name) => name,
+        }
+    }
+}
+
+impl fmt::Display for Congestion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Socket options for one leg of a split connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LegOptions {
+    pub congestion: Option<Congestion>,
+    pub nodelay: bool,
+    pub quickack: bool,
+    pub sndbuf_bytes: Option<u32>,
+    pub rcvbuf_bytes: Option<u32>,
+    pub mss: Option<u16>,
+    /// SO_MAX_PACING_RATE in bytes per second: set from the link's rate
+    /// on the leg that sends over the long link.
+    pub pacing_bytes_per_s: Option<u64>,
+}
+
+/// Sets a leg's congestion control.
+pub fn set_congestion(fd: RawFd, cc: &Congestion) -> io::Result<()> {
+    socket::set_congestion(fd, cc.name())
+}
+
 /// Options that must be in place before the handshake (window scale and
 /// MSS are negotiated in the SYN): set on the listener or before connect.
 pub fn before_handshake(fd: RawFd, leg: &LegOptions, mss: Option<u16>) -> io::Result<()> {
     if let Some(cc) = &leg.congestion {
-        socket::set_congestion(fd, cc).map_err(|e| with_context(e, "TCP_CONGESTION", cc))?;
+        set_congestion(fd, cc).map_err(|e| with_context(e, "TCP_CONGESTION", cc.name()))?;
     }
     if let Some(b) = leg.sndbuf_bytes {
         socket::set_buffer(fd, SO_SNDBUFFORCE, SO_SNDBUF, b)?;
@@ -40,7 +98,7 @@ pub fn after_handshake(fd: RawFd, leg: &LegOptions) -> io::Result<()> {
         // Also turns on TCP's own pacing (Linux 4.20 and later), so no fq
         // qdisc is needed: a first flight of a whole BDP leaves at the
         // link's rate instead of as one burst into the modem's queue.
-        // Legs sending together share the rate (see relay/share.rs).
+        // Legs sending together share the rate (see share.rs).
         set_pacing_cap(fd, rate.min(u64::from(u32::MAX)) as u32)?;
     }
     Ok(())

@@ -17,9 +17,10 @@
 
 use std::time::{Duration, Instant};
 
-use super::Conn;
-use crate::config::{Config, LinkLeg};
-use crate::pool::Pool;
+use std::os::fd::RawFd;
+
+use super::settings::Link;
+use super::tuning::LegOptions;
 use crate::sys::socket;
 
 /// A leg counts as sending for two link RTTs after it opened (within
@@ -38,7 +39,7 @@ const FLOOR: u64 = 8_000;
 
 pub struct LinkShare {
     /// A lone leg's pacing cap (bytes per second): the link's rate, plus
-    /// headroom on short links (config.rs).
+    /// headroom on short links (settings.rs).
     rate: u64,
     /// The link's rate in the long legs' direction (bytes per second):
     /// what legs sending together divide. The headroom is for one leg
@@ -47,7 +48,6 @@ pub struct LinkShare {
     /// the eleventh), it overflowed a LEO link's queue (two pepwrts, 32
     /// downloads: 57-137 segments retransmitted per page, none direct).
     link_rate: u64,
-    leg: LinkLeg,
     young: Duration,
     period: Duration,
     /// When the shares are next due, while two or more legs are sending.
@@ -55,14 +55,12 @@ pub struct LinkShare {
 }
 
 impl LinkShare {
-    /// Sharing applies where link settings pace a leg.
-    pub fn new(cfg: &Config) -> Option<LinkShare> {
-        let link = cfg.link?;
-        let rate = cfg.long_leg_options()?.pacing_bytes_per_s?;
+    /// Sharing applies where link settings pace the long leg (`long`).
+    pub fn new(link: Link, long: &LegOptions) -> Option<LinkShare> {
+        let rate = long.pacing_bytes_per_s?;
         Some(LinkShare {
             rate,
             link_rate: link.send_bps().map_or(rate, |bps| bps / 8).min(rate),
-            leg: link.leg,
             young: (2 * link.rtt).clamp(YOUNG_MIN, YOUNG_MAX),
             period: link.rtt.clamp(PERIOD_MIN, PERIOD_MAX),
             due: None,
@@ -75,34 +73,25 @@ impl LinkShare {
         self.due
     }
 
-    /// Works the shares out again if they are due, and sets when they are
-    /// due next.
-    pub fn on_timer(&mut self, pool: &mut Pool<Conn>, now: Instant) {
-        if self.due.is_some_and(|due| now >= due) {
-            self.apply(pool, now);
-        }
+    /// The shares are due to be worked out again.
+    pub fn is_due(&self, now: Instant) -> bool {
+        self.due.is_some_and(|due| now >= due)
     }
 
-    /// Gives every live connection's long leg its share of the rate.
-    pub fn apply(&mut self, pool: &mut Pool<Conn>, now: Instant) {
-        let sending = pool
-            .active()
-            .filter(|(_, c)| {
-                now.saturating_duration_since(c.started) < self.young
-                    || socket::unsent_bytes(c.link_fd(self.leg)).is_ok_and(|n| n > 0)
-            })
-            .count();
+    /// Whether a long leg (`fd`, opened at `opened`) counts as sending.
+    pub fn is_sending(&self, opened: Instant, fd: RawFd, now: Instant) -> bool {
+        now.saturating_duration_since(opened) < self.young
+            || socket::unsent_bytes(fd).is_ok_and(|n| n > 0)
+    }
+
+    /// Each long leg's pacing cap with `sending` legs sending; sets when
+    /// the shares are due next.
+    pub fn share_out(&mut self, sending: usize, now: Instant) -> u32 {
         self.due = (sending >= 2).then(|| now + self.period);
-        let each = if sending <= 1 {
+        if sending <= 1 {
             share_of(self.rate, 1)
         } else {
             share_of(self.link_rate, sending)
-        };
-        let mut cursor = 0;
-        while let Some(id) = pool.next_active(&mut cursor) {
-            if let Some(live) = pool.live(id) {
-                live.conn.cap_link_rate(self.leg, each);
-            }
         }
     }
 }

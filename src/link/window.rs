@@ -12,9 +12,12 @@
 //! cubic, which keeps a fixed window full. A receiver with a normal window
 //! opens it past that within a few round trips and keeps BBR.
 
-use super::Conn;
-use crate::config::Config;
-use crate::sys::socket::{self, LegInfo};
+use std::os::fd::RawFd;
+
+use super::settings::Link;
+use super::tuning::{Congestion, set_congestion};
+use crate::sys::socket::LegInfo;
+use crate::tuple::FourTuple;
 
 /// Ticks (seconds) in a row the window must hold the leg back.
 const STRIKES: u8 = 2;
@@ -60,9 +63,9 @@ pub struct Handover {
 }
 
 impl Handover {
-    pub fn new(cfg: &Config) -> Option<Handover> {
-        let link = cfg.link?;
-        if !cfg.bbr_by_link {
+    /// Where the link settings chose BBR (`bbr_by_link`).
+    pub fn new(link: Link, bbr_by_link: bool) -> Option<Handover> {
+        if !bbr_by_link {
             return None;
         }
         let bdp = link.bdp_bytes(link.send_bps()?);
@@ -73,20 +76,27 @@ impl Handover {
     }
 
     /// Looks at one connection's long leg (`fd`, as TCP_INFO described
-    /// it this tick) and hands it to cubic if its window holds it back;
-    /// true if it did.
-    pub fn look(&self, conn: &mut Conn, fd: std::os::fd::RawFd, info: LegInfo) -> bool {
-        if !conn.window.judge(info, self) {
+    /// it this tick; `tuple` for the log) and hands it to cubic if its
+    /// window holds it back; true if it did.
+    pub fn look(
+        &self,
+        watch: &mut WindowWatch,
+        fd: RawFd,
+        tuple: &FourTuple,
+        info: LegInfo,
+    ) -> bool {
+        if !watch.judge(info, self) {
             return false;
         }
         // cubic is built into every kernel pepwrt runs on; reno is the
         // kernel's own fallback.
-        match socket::set_congestion(fd, "cubic").or_else(|_| socket::set_congestion(fd, "reno")) {
+        let cubic = set_congestion(fd, &Congestion::Cubic);
+        match cubic.or_else(|_| set_congestion(fd, &Congestion::Reno)) {
             Ok(()) => {
                 log::info!(
                     "{} -> {}: the receive window of {} bytes holds the leg over the link below the link's rate; BBR handed over to cubic",
-                    conn.tuple.client,
-                    conn.tuple.server,
+                    tuple.client,
+                    tuple.server,
                     info.peer_window
                 );
                 true
@@ -94,8 +104,8 @@ impl Handover {
             Err(e) => {
                 log::warn!(
                     "{} -> {}: could not hand the leg over the link to cubic: {e}",
-                    conn.tuple.client,
-                    conn.tuple.server
+                    tuple.client,
+                    tuple.server
                 );
                 false
             }

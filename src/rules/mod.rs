@@ -20,7 +20,9 @@
 use std::fmt::Write;
 use std::net::IpAddr;
 
-use crate::config::{Backend, Config, LinkLeg, RulesPart, RulesRequest, Target};
+use crate::config::{Backend, Config, RulesPart, RulesRequest, Target};
+
+mod routes;
 
 pub fn render(cfg: &Config, req: RulesRequest) -> String {
     let mut out = String::new();
@@ -324,17 +326,6 @@ fn iptables_script(cfg: &Config, delete: bool, out: &mut String) {
     }
 }
 
-/// Initial congestion and receive windows (segments) for the routes the
-/// long legs take: `--initcwnd` as given, else one BDP of the link.
-fn route_windows(cfg: &Config) -> Option<(u32, u32)> {
-    if let Some(iw) = cfg.initcwnd {
-        return Some((u32::from(iw), u32::from(iw)));
-    }
-    let link = cfg.link?;
-    let cwnd = link.initcwnd()?;
-    Some((cwnd, link.initrwnd().unwrap_or(cwnd)))
-}
-
 fn routing_script(cfg: &Config, delete: bool, out: &mut String) {
     let m = cfg.mark;
     let t = cfg.table;
@@ -365,38 +356,7 @@ fn routing_script(cfg: &Config, delete: bool, out: &mut String) {
         }
         out.push_str("set +e\n");
     }
-    if let Some((cwnd, rwnd)) = route_windows(cfg) {
-        // netifd owns these routes; the service reapplies this on
-        // interface changes. Existing window settings are stripped first.
-        let set = if delete {
-            String::new()
-        } else {
-            format!(" initcwnd {cwnd} initrwnd {rwnd}")
-        };
-        let strip = "sed -E 's/ (initcwnd|initrwnd) [0-9]+//g'";
-        let at_gateway = cfg.link.is_some_and(|l| l.leg == LinkLeg::Client);
-        for &fam in families(cfg) {
-            let ip = cmd(fam);
-            if !at_gateway {
-                let _ = writeln!(
-                    out,
-                    "{ip} route show default | {strip} | while read -r r; do {ip} route change $r{set}; done"
-                );
-                continue;
-            }
-            // At a gateway the long leg is the intercepted one: its
-            // packets take the routes back over the link, toward the
-            // users' networks behind the router at the other end.
-            for t in &cfg.intercept {
-                if let Target::Interface(i) = t {
-                    let _ = writeln!(
-                        out,
-                        "{ip} route show dev {i} | grep ' via ' | {strip} | while read -r r; do {ip} route change $r dev {i}{set}; done"
-                    );
-                }
-            }
-        }
-    }
+    routes::windows_script(cfg, delete, out);
     out.push_str("true\n");
 }
 
@@ -493,11 +453,32 @@ mod tests {
     fn initcwnd_is_set_on_default_routes_and_reset_by_delete() {
         let r = rules(&["rules", "--part", "routing", "--initcwnd", "64"]);
         assert!(r.contains("ip route show default"));
-        assert!(r.contains("ip route change $r initcwnd 64 initrwnd 64; done"));
-        assert!(r.contains("ip -6 route change $r initcwnd 64 initrwnd 64; done"));
+        let set = "ip route change $r initcwnd 64 initrwnd 64 && echo \"ip route change $r\" >> \"$rec\"; done";
+        assert!(r.contains(set), "{r}");
+        let v6 = "ip -6 route change $r initcwnd 64 initrwnd 64 && echo \"ip -6 route change $r\"";
+        assert!(r.contains(v6), "{r}");
         let d = rules(&["rules", "--part", "routing", "--initcwnd", "64", "--delete"]);
         assert!(d.contains("ip route change $r; done"));
         assert!(!rules(&["rules"]).contains("initcwnd"));
+    }
+
+    #[test]
+    fn delete_takes_off_the_recorded_windows_whatever_the_flags() {
+        let undo = "if [ -f \"$rec\" ]; then while read -r c; do $c 2>/dev/null; done < \"$rec\"; rm -f \"$rec\"";
+        // Without link flags: the record alone.
+        let d = rules(&["rules", "--part", "routing", "--delete"]);
+        assert!(d.contains("rec=/var/run/pepwrt/routes."), "{d}");
+        assert!(d.contains(&format!("{undo}; else\ntrue; fi")), "{d}");
+        // With them: the routes they name only where there is no record.
+        let d = rules(&["rules", "--part", "routing", "--initcwnd", "64", "--delete"]);
+        assert!(
+            d.contains(&format!("{undo}; else\nip route show default")),
+            "{d}"
+        );
+        // Setting takes off what an earlier run set first, windows or not.
+        let r = rules(&["rules", "--part", "routing"]);
+        assert!(r.contains(&format!("{undo}; fi")), "{r}");
+        assert!(!r.contains("initcwnd"));
     }
 
     #[test]
@@ -512,7 +493,7 @@ mod tests {
             "600ms",
         ];
         let r = rules(&[&["rules", "--part", "routing"][..], &link].concat());
-        assert!(r.contains("ip route change $r initcwnd 518 initrwnd 2590; done"));
+        assert!(r.contains("ip route change $r initcwnd 518 initrwnd 2590 && echo"));
         assert!(r.contains("ip route show default"));
         let explicit = [
             &["rules", "--part", "routing", "--initcwnd", "64"][..],
@@ -530,7 +511,7 @@ mod tests {
         let r = rules(&gw);
         assert!(!r.contains("route show default"));
         assert!(r.contains(
-            "ip route show dev g1 | grep ' via ' | sed -E 's/ (initcwnd|initrwnd) [0-9]+//g' | while read -r r; do ip route change $r dev g1 initcwnd 2590 initrwnd 518; done"
+            "ip route show dev g1 | grep ' via ' | sed -E 's/ (initcwnd|initrwnd) [0-9]+//g' | while read -r r; do ip route change $r dev g1 initcwnd 2590 initrwnd 518 && echo \"ip route change $r dev g1\" >> \"$rec\"; done"
         ));
         let d = rules(&[&gw[..], &["--delete"]].concat());
         assert!(d.contains("ip -6 route change $r dev g1; done"));

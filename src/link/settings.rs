@@ -1,14 +1,10 @@
 //! The link settings: the slow link's figures as the user gives them, and
 //! the policy they put in force on the leg that crosses it (pacing,
 //! congestion control, send buffer, the routes' initial window).
-//!
-//! Kept in one file, apart from the parser, so that the link's code can
-//! move on its own; what it needs from the system comes in `System`.
 
 use std::time::Duration;
 
-use super::System;
-use super::model::{Config, ConfigError, LegOptions, err};
+use super::tuning::{Congestion, LegOptions};
 
 /// Which leg of a split connection crosses the long link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +17,21 @@ pub enum LinkLeg {
     Client,
 }
 
+impl LinkLeg {
+    /// Of a connection's (client, server) pair, the one over the link:
+    /// the one place that maps the setting to a leg.
+    pub fn pick<T>(self, client: T, server: T) -> T {
+        match self {
+            LinkLeg::Server => server,
+            LinkLeg::Client => client,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        self.pick("client", "server")
+    }
+}
+
 /// The slow link's figures as the user knows them (like SQM's settings),
 /// named from the user's side: uplink is what the user sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +40,24 @@ pub struct Link {
     pub downlink_bps: Option<u64>,
     pub rtt: Duration,
     pub leg: LinkLeg,
+}
+
+/// What the link policy depends on in the system it runs on, read by the
+/// caller. `System::default()`: nothing known, nothing assumed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct System {
+    /// The most send buffer autotuning gives a socket (tcp_wmem's third
+    /// field).
+    pub autotuning_ceiling_bytes: Option<u64>,
+}
+
+impl System {
+    /// From the text of /proc/sys/net/ipv4/tcp_wmem: min, default, max.
+    pub fn from_tcp_wmem(text: &str) -> System {
+        System {
+            autotuning_ceiling_bytes: text.split_whitespace().nth(2).and_then(|f| f.parse().ok()),
+        }
+    }
 }
 
 /// Link settings with at least this RTT choose BBR for the long leg.
@@ -41,17 +70,11 @@ const LINK_MSS: u64 = 1448;
 impl Link {
     /// The rate pepwrt sends at over the link, and the rate it receives.
     pub fn send_bps(&self) -> Option<u64> {
-        match self.leg {
-            LinkLeg::Server => self.uplink_bps,
-            LinkLeg::Client => self.downlink_bps,
-        }
+        self.leg.pick(self.downlink_bps, self.uplink_bps)
     }
 
     pub fn receive_bps(&self) -> Option<u64> {
-        match self.leg {
-            LinkLeg::Server => self.downlink_bps,
-            LinkLeg::Client => self.uplink_bps,
-        }
+        self.leg.pick(self.uplink_bps, self.downlink_bps)
     }
 
     /// A link long enough for BBR, and paced at exactly its rate.
@@ -82,14 +105,11 @@ impl Link {
         self.window_segments(self.receive_bps())
     }
 
-    /// The long leg's options: paced at the link's rate, and a send
-    /// buffer of two BDPs (one in flight, one to refill it while the
-    /// first is acknowledged) unless the user set one.
-    pub(super) fn apply(&self, cfg: &mut Config, system: &System) {
-        let leg = match self.leg {
-            LinkLeg::Server => &mut cfg.server_leg,
-            LinkLeg::Client => &mut cfg.client_leg,
-        };
+    /// The long leg's options (`long`, as the user gave them): paced at
+    /// the link's rate, and a send buffer of two BDPs (one in flight, one
+    /// to refill it while the first is acknowledged) unless the user set
+    /// one. True when the link chose BBR (the user named none).
+    pub fn apply(&self, long: &mut LegOptions, system: &System) -> bool {
         // BBR holds the link's rate through random loss (a 1 % loss GEO
         // link: 3.3x direct, cubic 2.6x) and also wins on a clean one, but
         // BBR (v1) caps its window at twice the smallest RTT it has seen:
@@ -97,9 +117,9 @@ impl Link {
         // cap cuts its rate for seconds (LEO uploads 0.8x direct). So BBR
         // on long links, the kernel's default (cubic) on short ones,
         // unless the user chose.
-        if leg.congestion.is_none() && self.is_long() {
-            leg.congestion = Some("bbr".to_string());
-            cfg.bbr_by_link = true;
+        let bbr_by_link = long.congestion.is_none() && self.is_long();
+        if bbr_by_link {
+            long.congestion = Some(Congestion::Bbr);
         }
         if let Some(bps) = self.send_bps() {
             // The cap is the link's rate on long links; short ones get a
@@ -109,7 +129,7 @@ impl Link {
             // 1.25x; on a clean GEO link 1.25x cost 3 %).
             let rate = bps / 8;
             let headroom = if self.is_long() { 0 } else { rate / 4 };
-            leg.pacing_bytes_per_s = Some(rate + headroom);
+            long.pacing_bytes_per_s = Some(rate + headroom);
             // Send buffer autotuning starts at two initial windows and
             // follows the RTT when it grows (queues, LEO handovers); a
             // fixed buffer would not. So it is fixed only where
@@ -117,7 +137,7 @@ impl Link {
             let two_bdp = self.two_bdp(bps);
             let ceiling = system.autotuning_ceiling_bytes;
             if ceiling.is_some_and(|max| max < u64::from(two_bdp)) {
-                leg.sndbuf_bytes.get_or_insert(two_bdp);
+                long.sndbuf_bytes.get_or_insert(two_bdp);
             }
         }
         // The receive buffer stays with autotuning. A fixed one of two
@@ -130,6 +150,7 @@ impl Link {
         // (geo-clean 10 MB downloads 13.25 s against 12.42 s direct), so
         // it is for two-ended setups to ask for (--server-rcvbuf on the
         // router, --client-rcvbuf on the gateway).
+        bbr_by_link
     }
 
     /// Two BDPs in bytes, within what a socket buffer can take.
@@ -138,34 +159,27 @@ impl Link {
     }
 }
 
-/// Link figures as given on the command line; `finish` turns them into
-/// a `Link`, or refuses an incomplete set.
-#[derive(Debug, Default)]
-pub(super) struct LinkArgs {
-    pub uplink_bps: Option<u64>,
-    pub downlink_bps: Option<u64>,
-    pub rtt: Option<Duration>,
-    pub leg: Option<LinkLeg>,
+/// Initial congestion and receive windows (segments) for the routes the
+/// long legs take: `--initcwnd` (`fixed`) as given, else one BDP of the
+/// link.
+pub fn route_windows(link: Option<Link>, fixed: Option<u16>) -> Option<(u32, u32)> {
+    if let Some(iw) = fixed {
+        return Some((u32::from(iw), u32::from(iw)));
+    }
+    let link = link?;
+    let cwnd = link.initcwnd()?;
+    Some((cwnd, link.initrwnd().unwrap_or(cwnd)))
 }
 
-impl LinkArgs {
-    pub fn finish(self) -> Result<Option<Link>, ConfigError> {
-        let rates = self.uplink_bps.is_some() || self.downlink_bps.is_some();
-        match (rates, self.rtt) {
-            // --link-leg alone changes nothing: UCI may always pass it.
-            (false, None) => Ok(None),
-            (false, Some(_)) => err("--rtt needs --uplink or --downlink (the link's rates)"),
-            (true, None) => err(
-                "--uplink/--downlink need --rtt (the link's round-trip time, e.g. 600ms) to size the window",
-            ),
-            (true, Some(rtt)) => Ok(Some(Link {
-                uplink_bps: self.uplink_bps,
-                downlink_bps: self.downlink_bps,
-                rtt,
-                leg: self.leg.unwrap_or(LinkLeg::Server),
-            })),
-        }
-    }
+/// What config hands the link for the daemon: the figures, the options in
+/// force on the leg over the link, whether the link chose its BBR, and
+/// the user's route window.
+#[derive(Debug, Clone, Default)]
+pub struct Setup {
+    pub link: Option<Link>,
+    pub long: LegOptions,
+    pub bbr_by_link: bool,
+    pub initcwnd: Option<u16>,
 }
 
 /// What the link settings put in force, for `pepwrt status`.
@@ -180,26 +194,16 @@ pub struct LinkInForce {
     pub route_initcwnd: Option<u32>,
 }
 
-impl Config {
-    pub fn link_in_force(&self) -> Option<LinkInForce> {
-        let link = self.link?;
-        let leg = self.long_leg_options()?;
-        Some(LinkInForce {
+impl LinkInForce {
+    /// From the link, the options of the leg over it, and `--initcwnd`.
+    pub fn new(link: Link, long: &LegOptions, initcwnd: Option<u16>) -> LinkInForce {
+        LinkInForce {
             link,
-            pacing_bytes_per_s: leg.pacing_bytes_per_s,
-            sndbuf_bytes: leg.sndbuf_bytes,
-            rcvbuf_bytes: leg.rcvbuf_bytes,
-            route_initcwnd: self.initcwnd.map(u32::from).or(link.initcwnd()),
-        })
-    }
-
-    /// The options of the leg that sends over the slow link, where link
-    /// settings name one.
-    pub fn long_leg_options(&self) -> Option<&LegOptions> {
-        Some(match self.link?.leg {
-            LinkLeg::Server => &self.server_leg,
-            LinkLeg::Client => &self.client_leg,
-        })
+            pacing_bytes_per_s: long.pacing_bytes_per_s,
+            sndbuf_bytes: long.sndbuf_bytes,
+            rcvbuf_bytes: long.rcvbuf_bytes,
+            route_initcwnd: route_windows(Some(link), initcwnd).map(|(cwnd, _)| cwnd),
+        }
     }
 }
 
@@ -214,26 +218,22 @@ mod tests {
         leg: LinkLeg::Server,
     };
 
-    fn applied(link: Link, system: System) -> Config {
-        let mut cfg = Config {
-            link: Some(link),
-            ..Config::default()
-        };
-        link.apply(&mut cfg, &system);
-        cfg
+    fn applied(link: Link, system: System) -> (LegOptions, bool) {
+        let mut long = LegOptions::default();
+        let bbr = link.apply(&mut long, &system);
+        (long, bbr)
     }
 
     #[test]
     fn the_long_leg_is_paced_at_the_link_rate_with_bbr() {
         assert_eq!(GEO_UPLINK.bdp_bytes(10_000_000), 750_000);
         assert_eq!(GEO_UPLINK.initcwnd(), Some(518));
-        let c = applied(GEO_UPLINK, System::default());
-        assert_eq!(c.server_leg.pacing_bytes_per_s, Some(1_250_000));
-        assert_eq!(c.server_leg.congestion.as_deref(), Some("bbr"));
-        assert!(c.bbr_by_link);
+        let (long, bbr_by_link) = applied(GEO_UPLINK, System::default());
+        assert_eq!(long.pacing_bytes_per_s, Some(1_250_000));
+        assert_eq!(long.congestion, Some(Congestion::Bbr));
+        assert!(bbr_by_link);
         // The receive buffer is left to autotuning.
-        assert_eq!(c.server_leg.rcvbuf_bytes, None);
-        assert_eq!(c.client_leg.pacing_bytes_per_s, None);
+        assert_eq!(long.rcvbuf_bytes, None);
     }
 
     #[test]
@@ -241,15 +241,13 @@ mod tests {
         let roomy = System {
             autotuning_ceiling_bytes: Some(4 << 20),
         };
-        assert_eq!(applied(GEO_UPLINK, roomy).server_leg.sndbuf_bytes, None);
+        assert_eq!(applied(GEO_UPLINK, roomy).0.sndbuf_bytes, None);
         let tight = System {
             autotuning_ceiling_bytes: Some(1 << 20),
         };
-        let c = applied(GEO_UPLINK, tight);
-        assert_eq!(c.server_leg.sndbuf_bytes, Some(1_500_000));
+        assert_eq!(applied(GEO_UPLINK, tight).0.sndbuf_bytes, Some(1_500_000));
         // Unknown: autotuning is left alone.
-        let c = applied(GEO_UPLINK, System::default());
-        assert_eq!(c.server_leg.sndbuf_bytes, None);
+        assert_eq!(applied(GEO_UPLINK, System::default()).0.sndbuf_bytes, None);
     }
 
     #[test]
@@ -260,30 +258,38 @@ mod tests {
             rtt: Duration::from_millis(40),
             leg: LinkLeg::Server,
         };
-        let c = applied(short, System::default());
-        assert_eq!(c.server_leg.congestion, None);
-        assert_eq!(c.server_leg.pacing_bytes_per_s, Some(2_500_000));
-        assert!(!c.bbr_by_link);
+        let (long, bbr_by_link) = applied(short, System::default());
+        assert_eq!(long.congestion, None);
+        assert_eq!(long.pacing_bytes_per_s, Some(2_500_000));
+        assert!(!bbr_by_link);
     }
 
     #[test]
-    fn link_figures_come_as_a_set() {
-        let rates_only = LinkArgs {
-            uplink_bps: Some(1),
-            ..LinkArgs::default()
+    fn a_named_congestion_control_is_kept() {
+        let mut long = LegOptions {
+            congestion: Some(Congestion::Cubic),
+            ..LegOptions::default()
         };
-        let e = rates_only.finish().unwrap_err().to_string();
-        assert!(e.contains("need --rtt"), "{e}");
-        let rtt_only = LinkArgs {
-            rtt: Some(Duration::from_millis(600)),
-            ..LinkArgs::default()
+        assert!(!GEO_UPLINK.apply(&mut long, &System::default()));
+        assert_eq!(long.congestion, Some(Congestion::Cubic));
+    }
+
+    #[test]
+    fn the_leg_over_the_link_is_picked_in_one_place() {
+        assert_eq!(LinkLeg::Server.pick(1, 2), 2);
+        assert_eq!(LinkLeg::Client.pick(1, 2), 1);
+        let gateway = Link {
+            leg: LinkLeg::Client,
+            ..GEO_UPLINK
         };
-        let e = rtt_only.finish().unwrap_err().to_string();
-        assert!(e.contains("--rtt needs --uplink or --downlink"), "{e}");
-        let leg_only = LinkArgs {
-            leg: Some(LinkLeg::Client),
-            ..LinkArgs::default()
-        };
-        assert_eq!(leg_only.finish(), Ok(None));
+        assert_eq!(gateway.send_bps(), Some(50_000_000));
+        assert_eq!(gateway.receive_bps(), Some(10_000_000));
+    }
+
+    #[test]
+    fn an_explicit_initcwnd_wins_over_the_links_window() {
+        assert_eq!(route_windows(Some(GEO_UPLINK), None), Some((518, 2590)));
+        assert_eq!(route_windows(Some(GEO_UPLINK), Some(64)), Some((64, 64)));
+        assert_eq!(route_windows(None, None), None);
     }
 }

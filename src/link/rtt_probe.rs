@@ -27,8 +27,8 @@
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
-use super::Conn;
-use crate::config::Config;
+use super::settings::Link;
+use super::tuning::{Congestion, LegOptions, set_congestion};
 use crate::sys::socket;
 
 /// Well inside BBR's ten seconds, with the tick (one second, and late
@@ -64,22 +64,22 @@ impl ProbeClock {
 pub struct ProbeSkip;
 
 impl ProbeSkip {
-    pub fn new(cfg: &Config) -> Option<ProbeSkip> {
-        let leg = cfg.long_leg_options()?;
-        let paced_at_rate = leg.pacing_bytes_per_s.is_some() && cfg.link?.is_long();
-        (paced_at_rate && leg.congestion.as_deref() == Some("bbr")).then_some(ProbeSkip)
+    /// `long`: the options in force on the leg over the link.
+    pub fn new(link: Link, long: &LegOptions) -> Option<ProbeSkip> {
+        let paced_at_rate = long.pacing_bytes_per_s.is_some() && link.is_long();
+        (paced_at_rate && long.congestion == Some(Congestion::Bbr)).then_some(ProbeSkip)
     }
 
-    /// Starts the BBR of one connection's long leg (`fd`) afresh if it
-    /// is due and BBR's bandwidth estimate is at the leg's pacing cap;
-    /// true if it did. Legs still connecting, or handed to cubic
-    /// (relay/window.rs), are left alone.
-    pub fn look(&self, conn: &mut Conn, fd: RawFd, now: Instant) -> bool {
-        if !conn.is_connected() || conn.window.handed_over() || !conn.probe.due(now) {
+    /// Starts the BBR of one connection's long leg (`fd`, paced at `cap`)
+    /// afresh if its `clock` says it is due and BBR's bandwidth estimate is
+    /// at the cap; true if it did. The caller leaves out connections whose
+    /// outgoing leg still connects, and legs handed to cubic (window.rs).
+    pub fn look(&self, clock: &mut ProbeClock, fd: RawFd, cap: u32, now: Instant) -> bool {
+        if !clock.due(now) {
             return false;
         }
         let bandwidth = socket::bbr_bandwidth(fd).ok().flatten().unwrap_or(0);
-        if !at_cap(bandwidth, conn.link_cap()) {
+        if !at_cap(bandwidth, cap) {
             return false;
         }
         match restart_bbr(fd) {
@@ -100,8 +100,8 @@ fn at_cap(bandwidth: u64, cap: u32) -> bool {
 }
 
 fn restart_bbr(fd: RawFd) -> std::io::Result<()> {
-    socket::set_congestion(fd, "reno")?;
-    socket::set_congestion(fd, "bbr")
+    set_congestion(fd, &Congestion::Reno)?;
+    set_congestion(fd, &Congestion::Bbr)
 }
 
 #[cfg(test)]
@@ -143,14 +143,14 @@ mod tests {
         let mut a = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (mut b, _) = listener.accept().unwrap();
         let fd = a.as_raw_fd();
-        if socket::set_congestion(fd, "bbr").is_err() {
+        if set_congestion(fd, &Congestion::Bbr).is_err() {
             // Named, not silent: a kernel without BBR cannot run this.
             eprintln!("SKIPPED: no tcp_bbr in this kernel");
             return;
         }
         // Paced like a long leg, so BBR finds a bandwidth that stops
         // growing and leaves its startup (at most 16 MB, 0.8 s).
-        crate::tuning::set_pacing_cap(fd, 20_000_000).unwrap();
+        super::super::tuning::set_pacing_cap(fd, 20_000_000).unwrap();
         let sink = std::thread::spawn(move || {
             let mut buf = vec![0u8; 1 << 16];
             while b.read(&mut buf).is_ok_and(|n| n > 0) {}
