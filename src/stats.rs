@@ -6,7 +6,7 @@ use std::time::Instant;
 use crate::admission::Decided;
 use crate::link::{Estimate, LinkInForce, LinkLeg, LinkTicked};
 use crate::pool::Pool;
-use crate::relay::{Accepted, Conn, End, Refused, Seconds};
+use crate::relay::{Accepted, Conn, End, RefusalCount, Seconds};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Counters {
@@ -65,8 +65,8 @@ impl Counters {
         self.total += accepted.new.len() as u64;
         for r in &accepted.refused {
             match r {
-                Refused::ConnectFailed => self.connect_failed += 1,
-                Refused::Refused => self.refused += 1,
+                RefusalCount::ConnectFailed => self.connect_failed += 1,
+                RefusalCount::NotRelayed => self.refused += 1,
             }
         }
     }

@@ -139,7 +139,7 @@ pub struct Ready {
 
 /// One direction of the relay: how far its close has got, and its bytes.
 #[derive(Debug, Clone, Copy, Default)]
-struct Direction {
+struct OneWay {
     /// The source sent FIN.
     eof: bool,
     /// We passed the FIN on (shutdown(SHUT_WR) on the destination).
@@ -152,8 +152,8 @@ pub struct Conn {
     server: TcpStream,
     pub tuple: FourTuple,
     phase: Phase,
-    up: Direction,
-    down: Direction,
+    up: OneWay,
+    down: OneWay,
     pub started: Instant,
     last_active: Instant,
 }
@@ -186,8 +186,8 @@ impl Conn {
             phase: Phase::Connecting {
                 deadline: connect_deadline,
             },
-            up: Direction::default(),
-            down: Direction::default(),
+            up: OneWay::default(),
+            down: OneWay::default(),
             started: now,
             last_active: now,
         }
@@ -250,7 +250,7 @@ impl Conn {
     /// through TCP's own flow control.
     pub fn interest(&self, up: &Ring, down: &Ring) -> (Events, Events) {
         let wants_read =
-            |f: &Direction, r: &Ring| !f.eof && (r.is_empty() || r.free() >= r.capacity() / 4);
+            |f: &OneWay, r: &Ring| !f.eof && (r.is_empty() || r.free() >= r.capacity() / 4);
         let writes = |r: &Ring| if r.is_empty() { 0 } else { poll::OUT };
         let reads = |want: bool| if want { poll::IN } else { 0 };
         match self.phase {
@@ -514,7 +514,7 @@ fn discard_input(sock: &mut TcpStream) -> bool {
 }
 
 /// Reads from `src` into `ring`, noting EOF; a read error fails `src`.
-fn pull(src: &mut TcpStream, ring: &mut Ring, flow: &mut Direction) -> Result<usize, ()> {
+fn pull(src: &mut TcpStream, ring: &mut Ring, flow: &mut OneWay) -> Result<usize, ()> {
     if flow.eof || ring.free() == 0 {
         return Ok(0);
     }
@@ -537,7 +537,7 @@ fn relay_one(
     src: &mut TcpStream,
     dst: &mut TcpStream,
     ring: &mut Ring,
-    flow: &mut Direction,
+    flow: &mut OneWay,
     readable: bool,
     from: Side,
 ) -> Result<usize, Side> {

@@ -37,7 +37,7 @@ pub struct Accepted {
     /// The connections now live, to be watched.
     pub new: heapless::Vec<ConnId, ACCEPT_BUDGET>,
     /// Clients reset instead of relayed, to be counted.
-    pub refused: heapless::Vec<Refused, ACCEPT_BUDGET>,
+    pub refused: heapless::Vec<RefusalCount, ACCEPT_BUDGET>,
     /// Accepting ran out of fds or memory: stop watching the listeners.
     pub paused: bool,
 }
@@ -153,8 +153,8 @@ impl Intake {
                 }
                 Err(refusal) => {
                     let _ = done.refused.push(match refusal {
-                        Refusal::ConnectFailed(_) => Refused::ConnectFailed,
-                        Refusal::NotAdmitted | Refusal::NoSlot => Refused::Refused,
+                        Refusal::ConnectFailed(_) => RefusalCount::ConnectFailed,
+                        Refusal::NotAdmitted | Refusal::NoSlot => RefusalCount::NotRelayed,
                     });
                     match refusal {
                         Refusal::NotAdmitted => log::debug!("{peer}: {refusal}"),
@@ -251,11 +251,11 @@ impl SourcePorts {
     }
 }
 
-/// The kind of a refusal, for the counters.
+/// Which counter a refusal goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refused {
+pub enum RefusalCount {
     /// Not admitted, or no slot left: `refused`.
-    Refused,
+    NotRelayed,
     /// The outgoing connect failed: `connect_failed`.
     ConnectFailed,
 }
