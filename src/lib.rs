@@ -4,24 +4,27 @@
 
 #![deny(unsafe_code)]
 
+// Public: what main.rs and the fuzz targets (tests/fuzz/targets.rs) use.
+// The rest is the crate's own.
+
 pub mod admission;
 pub mod check;
 pub mod config;
 pub mod control;
-pub mod deadline;
-pub mod error;
+pub(crate) mod deadline;
+pub(crate) mod error;
 pub mod event_loop;
-pub mod link;
+pub(crate) mod link;
 pub mod logger;
-pub mod nfqueue;
+pub(crate) mod nfqueue;
 pub mod pool;
-pub mod relay;
-pub mod ring;
+pub(crate) mod relay;
+pub(crate) mod ring;
 pub mod rules;
-pub mod shutdown;
+pub(crate) mod shutdown;
 pub mod snoop;
-pub mod stats;
+pub(crate) mod stats;
 pub mod sys;
-pub mod token;
-pub mod tuple;
+pub(crate) mod token;
+pub(crate) mod tuple;
 pub mod wire;

@@ -225,16 +225,6 @@ impl Conn {
         self.down.bytes
     }
 
-    /// The outgoing leg has connected.
-    pub fn is_connected(&self) -> bool {
-        !matches!(self.phase, Phase::Connecting { .. })
-    }
-
-    /// Waiting for the peers to acknowledge the end.
-    pub fn is_closing(&self) -> bool {
-        matches!(self.phase, Phase::Closing { .. })
-    }
-
     pub fn state_name(&self) -> &'static str {
         match self.phase {
             Phase::Connecting { .. } => "connecting",

@@ -8,4 +8,4 @@ mod open;
 mod tests;
 
 pub use conn::{Conn, End, Ready, Seconds, Step};
-pub use open::{Accepted, Intake, Refusal, RefusalCount};
+pub use open::{Accepted, Intake, RefusalCount};
