@@ -292,10 +292,10 @@ impl Snoop {
         };
         if flow.congestion.classify(sack, &flow.rtt, now) == LossCause::Congestion {
             log::debug!(
-                "snoop: hole at {ack} taken for congestion: queue delay {:?}, srtt {:?}, {:?}",
+                "snoop: hole at {ack} taken for congestion: queue delay {:?}, srtt {:?}, {}",
                 flow.congestion.queue_delay(now),
                 flow.rtt.srtt(),
-                flow.congestion
+                flow.congestion.evidence(now)
             );
             // No local copy either: it would join the queue that dropped
             // the original, and the sender's backoff is what empties it.
