@@ -48,6 +48,7 @@
 use std::time::{Duration, Instant};
 
 use super::rtt::RttEstimator;
+use crate::duration::LikeDebug;
 
 /// The smallest sample of the last one to two windows.
 #[derive(Debug, Clone, Copy)]
@@ -305,8 +306,10 @@ impl std::fmt::Display for Evidence {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "peak {:?}, overflow at {:?}, copies lost {}/{ONE}",
-            self.peak, self.full, self.copies_lost
+            "peak {}, overflow at {}, copies lost {}/{ONE}",
+            LikeDebug(self.peak),
+            LikeDebug(self.full),
+            self.copies_lost
         )
     }
 }
