@@ -12,6 +12,7 @@ pub mod check;
 pub mod config;
 pub mod control;
 pub(crate) mod deadline;
+pub(crate) mod duration;
 pub(crate) mod error;
 pub mod event_loop;
 pub(crate) mod link;

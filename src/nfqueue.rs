@@ -102,7 +102,8 @@ fn kernel_last_id(num: u16) -> Option<u32> {
 fn parse_last_id(table: &str, num: u16) -> Option<u32> {
     table.lines().find_map(|line| {
         let mut fields = line.split_whitespace();
-        if fields.next()?.parse::<u16>().ok()? != num {
+        // Parsed as u64 like every other number (one parser less).
+        if fields.next()?.parse::<u64>().ok()? != u64::from(num) {
             return None;
         }
         fields.nth(6)?.parse().ok()

@@ -4,6 +4,7 @@ use std::fmt::Write;
 use std::time::Instant;
 
 use crate::admission::Decided;
+use crate::duration;
 use crate::link::{Estimate, LinkInForce, LinkLeg, LinkTicked};
 use crate::pool::Pool;
 use crate::relay::{Accepted, Conn, End, RefusalCount, Seconds};
@@ -109,7 +110,7 @@ fn write_link_json(out: &mut String, link: Option<LinkInForce>) {
     out.push('{');
     json_opt(out, "uplink_bps", f.link.uplink_bps);
     json_opt(out, "downlink_bps", f.link.downlink_bps);
-    let us = f.link.rtt.as_micros();
+    let us = duration::micros(f.link.rtt);
     let _ = write!(
         out,
         "\"rtt_ms\":{}.{:03},\"leg\":\"{}\",",
@@ -136,7 +137,7 @@ fn write_link_text(out: &mut String, f: LinkInForce) {
         "link:        uplink {}, downlink {}, RTT {} ms; {} leg over the link",
         mbit(f.link.uplink_bps),
         mbit(f.link.downlink_bps),
-        f.link.rtt.as_millis(),
+        duration::millis(f.link.rtt),
         f.link.leg.name()
     );
     if let Some(p) = f.pacing_bytes_per_s {
@@ -244,7 +245,7 @@ impl Report<'_> {
         write_link_json(out, self.link);
         match self.learned {
             Some(e) => {
-                let us = e.min_rtt.as_micros();
+                let us = duration::micros(e.min_rtt);
                 let _ = write!(
                     out,
                     ",\"learned\":{{\"send_bps\":{},\"min_rtt_ms\":{}.{:03}}}",
@@ -324,7 +325,7 @@ impl Report<'_> {
         }
         if let Some(e) = self.learned {
             let mbit = e.send_bps.div_ceil(1_000_000);
-            let ms = e.min_rtt.as_millis();
+            let ms = duration::millis(e.min_rtt);
             // The long legs send what crosses the link from this side.
             let leg = self.link.map_or(LinkLeg::Server, |f| f.link.leg);
             let flag = leg.pick("--downlink", "--uplink");

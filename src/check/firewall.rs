@@ -48,12 +48,13 @@ pub fn dry_run(argv: &[&str], input: &str) -> DryRun {
 /// location prefix.
 fn first_error(text: &str) -> String {
     if let Some(line) = text.lines().find(|l| l.contains("Error: ")) {
-        return line
-            .rsplit("Error: ")
-            .next()
-            .unwrap_or(line)
-            .trim()
-            .to_string();
+        // After the last "Error: " (searched forwards: a backward string
+        // search is 1.4 KB more on MIPS).
+        let mut rest = line;
+        while let Some((_, after)) = rest.split_once("Error: ") {
+            rest = after;
+        }
+        return rest.trim().to_string();
     }
     let first = text.lines().map(str::trim).find(|l| !l.is_empty());
     first.unwrap_or("refused").to_string()
@@ -298,5 +299,15 @@ mod tests {
             first_error(out),
             "Could not process rule: No such file or directory"
         );
+        // The text after the last "Error: ", as rsplit gives it.
+        for line in [
+            "Error: a",
+            "x Error: Error: b ",
+            "Error: ",
+            "1: Error: c Error:d Error: e",
+        ] {
+            let expected = line.rsplit("Error: ").next().unwrap().trim();
+            assert_eq!(first_error(line), expected, "{line}");
+        }
     }
 }

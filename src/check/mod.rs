@@ -303,7 +303,7 @@ pub fn report(cfg: &Config, backend: Option<Backend>, mem_available: Option<u64>
         let bdp = link.send_bps().map(|b| link.bdp_bytes(b));
         let mut line = format!(
             "link: RTT {} ms, BDP {} bytes sent over the link",
-            link.rtt.as_millis(),
+            crate::duration::millis(link.rtt),
             bdp.map_or("(no rate)".to_string(), |b| b.to_string())
         );
         if let Some(w) = f.route_initcwnd {

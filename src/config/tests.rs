@@ -271,3 +271,19 @@ fn link_figures_come_as_a_set() {
     };
     assert_eq!(leg_only.finish(), Ok(None));
 }
+
+#[test]
+fn a_value_given_to_a_switch_is_worded_as_lexopt_words_it() {
+    for args in [&["--json=1"][..], &["run", "--no-ipv6=a'b\"c"], &["-f=3"]] {
+        let ours = p(args).unwrap_err().to_string();
+        let mut parser = lexopt::Parser::from_args(args.iter().copied());
+        let lexopts = loop {
+            match parser.next() {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("lexopt took {args:?}"),
+                Err(e) => break e.to_string(),
+            }
+        };
+        assert_eq!(ours, format!("{lexopts} (see 'pepwrt --help')"), "{args:?}");
+    }
+}

@@ -84,8 +84,14 @@ impl Link {
 
     /// Bandwidth-delay product in bytes.
     pub fn bdp_bytes(&self, bps: u64) -> u64 {
-        let bits = u128::from(bps) * self.rtt.as_micros() / 1_000_000;
-        (bits / 8).min(u128::from(u64::MAX)) as u64
+        // In 64 bits (128-bit division costs 2 KB on 32-bit MIPS): the
+        // parser's bounds (100 Gbit/s, 10 s) keep the product below 10^18;
+        // beyond them it saturates, and every caller clamps far below.
+        let us = crate::duration::micros(self.rtt);
+        let bits = (bps / 1_000_000)
+            .saturating_mul(us)
+            .saturating_add((bps % 1_000_000).saturating_mul(us) / 1_000_000);
+        bits / 8
     }
 
     /// The BDP in full-sized segments, for a route's initial window: the

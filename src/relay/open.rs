@@ -206,7 +206,10 @@ impl SourcePorts {
         let (low, high) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
             .ok()
             .and_then(|r| {
-                let mut it = r.split_whitespace().map(|p| p.parse::<u16>().ok());
+                // Parsed as u64 like every other number (one parser less).
+                let mut it = r
+                    .split_whitespace()
+                    .map(|p| p.parse::<u64>().ok().and_then(|v| u16::try_from(v).ok()));
                 Some((it.next()??, it.next()??))
             })
             .filter(|(l, h)| l <= h)

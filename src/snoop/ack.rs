@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::duration::LikeDebug;
 use crate::wire::ip::IpRepr;
 use crate::wire::tcp::{Segment, flags, seq_le, seq_lt};
 
@@ -292,10 +293,10 @@ impl Snoop {
         };
         if flow.congestion.classify(sack, &flow.rtt, now) == LossCause::Congestion {
             log::debug!(
-                "snoop: hole at {ack} taken for congestion: queue delay {:?}, srtt {:?}, {:?}",
-                flow.congestion.queue_delay(now),
-                flow.rtt.srtt(),
-                flow.congestion
+                "snoop: hole at {ack} taken for congestion: queue delay {}, srtt {}, {}",
+                LikeDebug(flow.congestion.queue_delay(now)),
+                LikeDebug(flow.rtt.srtt()),
+                flow.congestion.evidence(now)
             );
             // No local copy either: it would join the queue that dropped
             // the original, and the sender's backoff is what empties it.
@@ -355,7 +356,10 @@ impl Snoop {
         }
         let queue_delay = flow.congestion.queue_delay(now);
         flow.congestion.copy_lost(queue_delay, now);
-        log::debug!("snoop: local copy at {ack} lost too: queue delay {queue_delay:?}");
+        log::debug!(
+            "snoop: local copy at {ack} lost too: queue delay {}",
+            LikeDebug(queue_delay)
+        );
         if !sack {
             // Without SACK every retry stalls the sender's ACK clock for
             // another round trip: it recovers the hole itself (the copy

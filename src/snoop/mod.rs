@@ -252,7 +252,7 @@ impl Snoop {
         self.cache.release_all(&mut flow.segments);
         let k = &flow.key;
         let s = &flow.stats;
-        let srtt_ms = flow.rtt.srtt().map_or(0, |d| d.as_millis());
+        let srtt_ms = flow.rtt.srtt().map_or(0, crate::duration::millis);
         log::info!(
             "snoop: flow {}:{} -> {}:{} closed ({}): {} segments cached, {} local retransmits, \
              {} dup ACKs suppressed, {} sender retransmits, wireless srtt {} ms",
