@@ -368,11 +368,26 @@ fn ipk_installs_starts_stops_and_removes_in_openwrt_18_06() {
         "disabled must start nothing: {log}"
     );
 
-    // Enabled, with busybox 1.28's ip: refused by name, nothing installed.
+    // Enabled, with this root's iptables (its TPROXY, socket and NFQUEUE
+    // modules are separate packages, not installed): `check` dry-runs the
+    // rules and names the packages; nothing installed.
     ow.must(
         "uci set pepwrt.main.enabled=1; uci set pepwrt.main.server_cc=cubic; uci commit pepwrt",
     );
+    ow.must("mkdir -p /tmp/run"); // /var/run, for xtables' lock
     let out = ow.must("/etc/init.d/pepwrt start");
+    for package in ["iptables-mod-nfqueue", "iptables-mod-tproxy"] {
+        assert!(
+            out.contains("kernel support missing") && out.contains(package),
+            "{package}: {out}"
+        );
+    }
+    assert!(!procd_json(&out).contains("\"command\""), "{out}");
+
+    // With those modules (stand-ins for iptables-restore), busybox 1.28's
+    // ip: refused by name, nothing installed.
+    let restore = ow.shim_only(&["iptables-restore", "ip6tables-restore"]);
+    let out = ow.must(&format!("{restore} /etc/init.d/pepwrt start"));
     assert!(
         out.contains("this system's ip (BusyBox v1.28) rejects 'fwmark VALUE/MASK'; pepwrt needs OpenWrt 21.02 or newer, or the ip-full package"),
         "{out}"

@@ -120,8 +120,20 @@ impl OpenWrtRoot {
     /// ip and iptables: busybox 1.28's ip rejects the policy rule, and this
     /// iptables lacks the TPROXY, socket and NFQUEUE modules. Returns the
     /// shell prefix that puts them first on PATH.
-    pub fn shim(&self) -> &'static str {
-        let dir = self.path("tmp/shim");
+    pub fn shim(&self) -> String {
+        self.shim_only(&[
+            "ip",
+            "iptables",
+            "ip6tables",
+            "iptables-restore",
+            "ip6tables-restore",
+        ])
+    }
+
+    /// The same for just the named commands (in a folder of their own).
+    pub fn shim_only(&self, names: &[&str]) -> String {
+        let folder = format!("tmp/shim-{}", names.join("-"));
+        let dir = self.path(&folder);
         if !dir.exists() {
             std::fs::create_dir_all(&dir).unwrap();
             std::fs::copy(
@@ -129,11 +141,11 @@ impl OpenWrtRoot {
                 dir.join("record"),
             )
             .unwrap();
-            for n in ["ip", "iptables", "ip6tables"] {
+            for n in names {
                 std::os::unix::fs::symlink("record", dir.join(n)).unwrap();
             }
         }
-        "export PATH=/tmp/shim:$PATH STUB_LOG=/tmp/shim.log;"
+        format!("export PATH=/{folder}:$PATH STUB_LOG=/tmp/shim.log;")
     }
 
     pub fn uci(&self, what: &str) -> String {
