@@ -72,68 +72,6 @@ fn rules_subcommand_takes_backend_and_part() {
 }
 
 #[test]
-fn an_option_of_another_subcommand_is_refused_naming_its_owners() {
-    for (args, needle) in [
-        (
-            &["run", "--json"][..],
-            "--json is an option of status only, not of run",
-        ),
-        (
-            &["run", "--delete", "-f"][..],
-            "--delete is an option of rules only, not of run",
-        ),
-        (
-            &["--part", "routing"][..],
-            "--part is an option of rules only, not of run",
-        ),
-        (
-            &["run", "--backend", "nft"][..],
-            "--backend is an option of check and rules, not of run",
-        ),
-        (
-            &["check", "-f"][..],
-            "-f is an option of run only, not of check",
-        ),
-        (
-            &["status", "--queue", "5"][..],
-            "--queue is an option of run, check and rules, not of status",
-        ),
-        (
-            &["rules", "--control", "/x"][..],
-            "--control is an option of run, check and status, not of rules",
-        ),
-    ] {
-        let e = p(args).unwrap_err();
-        assert!(e.message.contains(needle), "{args:?}: {e}");
-        let sub = args
-            .first()
-            .filter(|a| !a.starts_with('-'))
-            .unwrap_or(&"run");
-        assert!(
-            e.to_string().contains(&format!("'pepwrt {sub} --help'")),
-            "{e}"
-        );
-    }
-    // The daemon's options are the configuration check and rules
-    // work on, as the init script passes them.
-    for sub in ["run", "check", "rules"] {
-        assert!(
-            p(&[
-                sub,
-                "--log-level",
-                "debug",
-                "--uplink",
-                "1mbit",
-                "--rtt",
-                "1s"
-            ])
-            .is_ok()
-        );
-    }
-    assert!(p(&["status", "--json", "--control", "/x"]).is_ok());
-}
-
-#[test]
 fn help_names_its_subcommand() {
     assert_eq!(p(&["--help"]).unwrap().command, Command::Help(None));
     assert_eq!(p(&["help"]).unwrap().command, Command::Help(None));

@@ -18,6 +18,16 @@ use std::io::Read;
 
 pub type Result<T> = std::result::Result<T, String>;
 
+/// The text fields of `info` this project's packages set.
+pub const INFO_TEXT: [&str; 6] = [
+    "name",
+    "version",
+    "description",
+    "arch",
+    "license",
+    "origin",
+];
+
 /// A decoded value of the database.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {

@@ -53,14 +53,7 @@ struct ApkDump {
 fn adbdump(path: &Path) -> ApkDump {
     let pkg = Package::read_file(path);
     let mut info = BTreeMap::new();
-    for k in [
-        "name",
-        "version",
-        "description",
-        "arch",
-        "license",
-        "origin",
-    ] {
+    for k in super::adb::INFO_TEXT {
         info.insert(k.to_string(), pkg.info_text(k));
     }
     let files = pkg

@@ -105,6 +105,12 @@ struct Router {
 }
 
 impl Router {
+    /// What the stand-in `pepwrt check` exits with and prints.
+    fn check_answers(&mut self, exit: u8, out: &str) {
+        self.set("CHECK_EXIT", &exit.to_string());
+        self.set("CHECK_OUT", out);
+    }
+
     fn new(config: &str, fw4: bool) -> Router {
         need_tool("busybox", "busybox");
         let dir = TempDir::new("router");
@@ -553,8 +559,7 @@ fn init_bad_config_after_good_removes_old_rules() {
 #[test]
 fn init_missing_kernel_support_does_not_start() {
     let mut r = Router::new(&config("", ""), true);
-    r.set("CHECK_EXIT", "3");
-    r.set("CHECK_OUT", "ok      congestion control\nMISSING TPROXY: install kmod-nft-tproxy (fw4) or kmod-ipt-tproxy (fw3)");
+    r.check_answers(3, "ok      congestion control\nMISSING TPROXY: install kmod-nft-tproxy (fw4) or kmod-ipt-tproxy (fw3)");
     let (ok, log) = r.run("start");
     assert!(!ok);
     assert_refused(
@@ -568,11 +573,7 @@ fn init_nft_without_queue_is_refused_by_the_check() {
     // `check --backend nft` dry-runs each statement of the rules; the
     // refusal names the statement and the package, and nothing is loaded.
     let mut r = Router::new(&config("", ""), true);
-    r.set("CHECK_EXIT", "3");
-    r.set(
-        "CHECK_OUT",
-        "ok      nft loads the rules' tproxy, socket\nMISSING nft cannot load the rules' queue statement (Could not process rule: No such file or directory): install kmod-nft-queue",
-    );
+    r.check_answers(3, "ok      nft loads the rules' tproxy, socket\nMISSING nft cannot load the rules' queue statement (Could not process rule: No such file or directory): install kmod-nft-queue");
     let (ok, log) = r.run("start");
     assert!(!ok);
     assert_refused(
@@ -591,11 +592,7 @@ fn init_keeps_why_it_refused_for_the_status_page() {
     let mut r = Router::new(&config("", ""), true);
     let refused = r.path("var/run/pepwrt.refused");
     // A setting wrong for this system: check's BAD line, not its other lines.
-    r.set("CHECK_EXIT", "2");
-    r.set(
-        "CHECK_OUT",
-        "BAD     the buffers need 2031 GiB (--max-conns 65000 x 2 x --buffer 16 MiB) of the 64 MiB of memory available; lower --max-conns\nok      congestion control cubic",
-    );
+    r.check_answers(2, "BAD     the buffers need 2031 GiB (--max-conns 65000 x 2 x --buffer 16 MiB) of the 64 MiB of memory available; lower --max-conns\nok      congestion control cubic");
     let (ok, log) = r.run("start");
     assert!(!ok);
     assert_refused(&log, "not starting: the buffers need 2031 GiB");
@@ -635,11 +632,7 @@ fn init_keeps_why_it_refused_for_the_status_page() {
 #[test]
 fn init_reload_while_running_tolerates_its_own_queue_and_port() {
     let mut r = Router::new(&config("", ""), true);
-    r.set("CHECK_EXIT", "1");
-    r.set(
-        "CHECK_OUT",
-        "ok      congestion control\nBUSY    NFQUEUE 3135: in use\nBUSY    transparent listener on port 3135: in use (by a running pepwrt or another program)",
-    );
+    r.check_answers(1, "ok      congestion control\nBUSY    NFQUEUE 3135: in use\nBUSY    transparent listener on port 3135: in use (by a running pepwrt or another program)");
     // Not running: something else holds them.
     let (ok, log) = r.run("start");
     assert!(!ok);

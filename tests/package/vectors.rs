@@ -200,14 +200,7 @@ fn extract(pkg: &Package, root: &Path) {
 /// apk stores them sorted, but lays their names out in the order given.
 fn invocation(pkg: &Package, depends: &str, scripts_dir: &Path) -> Vec<String> {
     let mut args = Vec::new();
-    for key in [
-        "name",
-        "version",
-        "description",
-        "arch",
-        "license",
-        "origin",
-    ] {
+    for key in super::adb::INFO_TEXT {
         let v = pkg.info_text(key);
         if !v.is_empty() {
             args.extend(["--info".to_string(), format!("{key}:{v}")]);
