@@ -3,8 +3,6 @@
 //! firewall can mark bridged stations, and whether flow offloading takes
 //! flows away from Snoop.
 
-use std::path::Path;
-
 use super::firewall::{DryRun, Finding};
 use crate::config::{Backend, Config, SnoopConfig, Target};
 use crate::snoop::place::{self, Offload, Place};
@@ -16,7 +14,7 @@ pub fn findings(
     backend: Option<Backend>,
     run: &mut dyn FnMut(&[&str], &str) -> DryRun,
 ) -> Vec<Finding> {
-    let sys = Path::new("/sys");
+    let sys = "/sys";
     let mut out = Vec::new();
     let mut may_be_port = false;
     for t in &s.targets {
@@ -26,13 +24,17 @@ pub fn findings(
         out.push(match p {
             Place::Missing => {
                 may_be_port = true;
+                let mut line = line;
                 let here = place::wireless_interfaces(sys);
-                let hint = if here.is_empty() {
-                    "; this router shows no wireless interface now".to_string()
-                } else {
-                    format!("; wireless interfaces here: {}", here.join(", "))
-                };
-                Finding::Warn(line + &hint)
+                line.push_str(match here.is_empty() {
+                    true => "; this router shows no wireless interface now",
+                    false => "; wireless interfaces here:",
+                });
+                for name in here {
+                    line.push(' ');
+                    line.push_str(name);
+                }
+                Finding::Warn(line)
             }
             Place::Bridge => Finding::Warn(line),
             Place::BridgePort { .. } => {
@@ -49,7 +51,7 @@ pub fn findings(
     let listed = crate::sys::spawn::run(&["nft", "list", "flowtables"], b"")
         .map(|r| String::from_utf8_lossy(&r.output).into_owned())
         .unwrap_or_default();
-    out.push(offloading(place::offload(Path::new("/etc")), &listed));
+    out.push(offloading(place::offload("/etc/config/firewall"), &listed));
     out
 }
 

@@ -25,25 +25,28 @@ pub enum Place {
     Bridge,
 }
 
-/// The place of `name` under a sysfs root (`/sys` on a router).
-pub fn place(sys: &Path, name: &str) -> Place {
-    let dev = sys.join("class/net").join(name);
-    if !dev.exists() {
+/// The place of `name` under a sysfs root (`/sys` on a router). Only
+/// whole-file reads: on an 8 MB router every std facility linked in
+/// counts (directory walks and symlink reads cost kilobytes).
+pub fn place(sys: &str, name: &str) -> Place {
+    if !has(sys, name, "") {
         return Place::Missing;
     }
-    let wireless = dev.join("phy80211").exists() || dev.join("wireless").exists();
-    if dev.join("bridge").exists() {
+    let wireless = has(sys, name, "phy80211") || has(sys, name, "wireless");
+    if has(sys, name, "bridge") {
         return Place::Bridge;
     }
-    if !dev.join("brport").exists() {
+    // brport/bridge links to the bridge's own directory.
+    let Ok(uevent) = std::fs::read_to_string(at(sys, name, "brport/bridge/uevent")) else {
         return Place::Routed { wireless };
-    }
-    let bridge = std::fs::read_link(dev.join("master"))
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_default();
-    let stations = port_number(&dev).and_then(|port| {
-        let fdb = std::fs::read(sys.join("class/net").join(&bridge).join("brforward")).ok()?;
+    };
+    let bridge = uevent
+        .lines()
+        .find_map(|l| l.strip_prefix("INTERFACE="))
+        .unwrap_or("")
+        .to_string();
+    let stations = port_number(sys, name).and_then(|port| {
+        let fdb = std::fs::read(at(sys, name, "brport/bridge/brforward")).ok()?;
         Some(learned_on(&fdb, port))
     });
     Place::BridgePort {
@@ -53,9 +56,26 @@ pub fn place(sys: &Path, name: &str) -> Place {
     }
 }
 
-fn port_number(dev: &Path) -> Option<u16> {
-    let text = std::fs::read_to_string(dev.join("brport/port_no")).ok()?;
-    u16::from_str_radix(text.trim().trim_start_matches("0x"), 16).ok()
+/// `<sys>/class/net/<name>/<leaf>`: one out-of-line path builder, which
+/// is smaller on MIPS than a `Path::join` chain at every call.
+#[inline(never)]
+fn at(sys: &str, name: &str, leaf: &str) -> String {
+    let mut p = String::with_capacity(64);
+    for part in [sys, "/class/net/", name, "/", leaf] {
+        p.push_str(part);
+    }
+    p
+}
+
+#[inline(never)]
+fn has(sys: &str, name: &str, leaf: &str) -> bool {
+    Path::new(&at(sys, name, leaf)).exists()
+}
+
+fn port_number(sys: &str, name: &str) -> Option<u16> {
+    let text = std::fs::read_to_string(at(sys, name, "brport/port_no")).ok()?;
+    let hex = text.trim();
+    u16::from_str_radix(hex.strip_prefix("0x").unwrap_or(hex), 16).ok()
 }
 
 /// Size of one `struct __fdb_entry` in a bridge's `brforward` file: the
@@ -69,26 +89,26 @@ fn learned_on(fdb: &[u8], port: u16) -> usize {
         .count()
 }
 
-/// Wireless interfaces on this router (the names a Snoop target wants).
-pub fn wireless_interfaces(sys: &Path) -> Vec<String> {
-    let Ok(dir) = std::fs::read_dir(sys.join("class/net")) else {
-        return Vec::new();
-    };
-    let mut names: Vec<String> = dir
-        .filter_map(Result::ok)
-        .filter(|e| e.path().join("phy80211").exists() || e.path().join("wireless").exists())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
+/// Wireless interfaces with OpenWrt's names (`phyN-apM` since 23.05,
+/// `wlanN` before), for a hint: looked up by name, not by a directory walk.
+pub fn wireless_interfaces(sys: &str) -> Vec<&'static str> {
+    const NAMES: [&str; 12] = [
+        "phy0-ap0", "phy1-ap0", "phy2-ap0", "phy0-ap1", "phy1-ap1", "phy2-ap1", "wlan0", "wlan1",
+        "wlan2", "wlan0-1", "wlan1-1", "wlan2-1",
+    ];
+    NAMES
+        .into_iter()
+        .filter(|n| has(sys, n, "phy80211") || has(sys, n, "wireless"))
+        .collect()
 }
 
-/// The bridge an interface is a port of, if it is one.
-pub fn master_bridge(sys: &Path, name: &str) -> Option<String> {
-    match place(sys, name) {
-        Place::BridgePort { bridge, .. } if !bridge.is_empty() => Some(bridge),
-        _ => None,
-    }
+/// The index of the bridge `name` is a port of, or 0 (the daemon's
+/// classification; one file read).
+pub fn master_index(sys: &str, name: &str) -> u32 {
+    std::fs::read_to_string(at(sys, name, "brport/bridge/ifindex"))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// One line on a target for `check` and the log.
@@ -134,17 +154,23 @@ pub fn offload_in_uci(text: &str) -> Offload {
     let mut in_defaults = false;
     let (mut sw, mut hw) = (false, false);
     for line in text.lines() {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        match words.as_slice() {
-            ["config", kind, ..] => in_defaults = *kind == "defaults",
-            ["option", key, value, ..] if in_defaults => {
-                let on = matches!(value.trim_matches(['\'', '"']), "1" | "on" | "true" | "yes");
-                match *key {
-                    "flow_offloading" => sw = on,
-                    "flow_offloading_hw" => hw = on,
-                    _ => {}
-                }
-            }
+        let line = line.trim();
+        if let Some(kind) = line.strip_prefix("config") {
+            in_defaults = kind.trim_start().starts_with("defaults");
+            continue;
+        }
+        let Some(option) = line.strip_prefix("option").filter(|_| in_defaults) else {
+            continue;
+        };
+        let mut words = option.split_whitespace();
+        let (key, value) = (words.next(), words.next().unwrap_or(""));
+        let on = matches!(
+            value,
+            "1" | "'1'" | "\"1\"" | "on" | "'on'" | "true" | "'true'" | "yes"
+        );
+        match key {
+            Some("flow_offloading") => sw = on,
+            Some("flow_offloading_hw") => hw = on,
             _ => {}
         }
     }
@@ -156,8 +182,8 @@ pub fn offload_in_uci(text: &str) -> Offload {
 }
 
 /// Offloading as the router is set up (`etc` is `/etc`).
-pub fn offload(etc: &Path) -> Offload {
-    let text = std::fs::read_to_string(etc.join("config/firewall")).unwrap_or_default();
+pub fn offload(firewall_config: &str) -> Offload {
+    let text = std::fs::read_to_string(firewall_config).unwrap_or_default();
     offload_in_uci(&text)
 }
 
@@ -175,14 +201,14 @@ pub fn offload_warning(o: Offload) -> Option<&'static str> {
 pub fn log_start(s: &crate::config::SnoopConfig) {
     for t in &s.targets {
         if let crate::config::Target::Interface(name) = t {
-            let p = place(Path::new("/sys"), name);
+            let p = place("/sys", name);
             match p {
                 Place::Missing | Place::Bridge => log::warn!("{}", describe(name, &p)),
                 _ => log::info!("{}", describe(name, &p)),
             }
         }
     }
-    if let Some(w) = offload_warning(offload(Path::new("/etc"))) {
+    if let Some(w) = offload_warning(offload("/etc/config/firewall")) {
         log::warn!("{w}");
     }
 }
@@ -214,7 +240,7 @@ mod tests {
         assert!(offload_warning(Offload::Off).is_none());
     }
 
-    fn fake_sys(tag: &str) -> std::path::PathBuf {
+    fn fake_sys(tag: &str) -> String {
         let root = std::env::temp_dir().join(format!("pepwrt-place-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         let net = root.join("class/net");
@@ -223,13 +249,18 @@ mod tests {
             "phy0-ap0/brport",
             "phy0-ap0/phy80211",
             "lan1/brport",
-            "wwan0/wireless",
+            "wlan1/wireless",
             "eth1",
         ] {
             std::fs::create_dir_all(net.join(d)).unwrap();
         }
-        std::os::unix::fs::symlink("../br-lan", net.join("phy0-ap0/master")).unwrap();
-        std::os::unix::fs::symlink("../br-lan", net.join("lan1/master")).unwrap();
+        let uevent = "DEVTYPE=bridge\nINTERFACE=br-lan\nIFINDEX=7\n";
+        std::fs::write(net.join("br-lan/uevent"), uevent).unwrap();
+        std::fs::write(net.join("br-lan/ifindex"), "7\n").unwrap();
+        for port in ["phy0-ap0", "lan1"] {
+            let link = net.join(port).join("brport/bridge");
+            std::os::unix::fs::symlink("../../br-lan", link).unwrap();
+        }
         std::fs::write(net.join("phy0-ap0/brport/port_no"), "0x2\n").unwrap();
         std::fs::write(net.join("lan1/brport/port_no"), "0x1\n").unwrap();
         // Two stations on port 2, one host on port 1, the bridge's own
@@ -239,7 +270,7 @@ mod tests {
             fdb.extend_from_slice(&[2, 0, 0, 0, 0, port, port, local, 0, 0, 0, 0, 0, 0, 0, 0]);
         }
         std::fs::write(net.join("br-lan/brforward"), fdb).unwrap();
-        root
+        root.to_string_lossy().into_owned()
     }
 
     #[test]
@@ -263,12 +294,12 @@ mod tests {
             }
         ));
         assert_eq!(place(&sys, "br-lan"), Place::Bridge);
-        assert_eq!(place(&sys, "wwan0"), Place::Routed { wireless: true });
+        assert_eq!(place(&sys, "wlan1"), Place::Routed { wireless: true });
         assert_eq!(place(&sys, "eth1"), Place::Routed { wireless: false });
         assert_eq!(place(&sys, "wlan0"), Place::Missing);
-        assert_eq!(master_bridge(&sys, "phy0-ap0").as_deref(), Some("br-lan"));
-        assert_eq!(master_bridge(&sys, "eth1"), None);
-        assert_eq!(wireless_interfaces(&sys), vec!["phy0-ap0", "wwan0"]);
+        assert_eq!(master_index(&sys, "phy0-ap0"), 7);
+        assert_eq!(master_index(&sys, "eth1"), 0);
+        assert_eq!(wireless_interfaces(&sys), vec!["phy0-ap0", "wlan1"]);
         let line = describe("phy0-ap0", &place(&sys, "phy0-ap0"));
         assert!(
             line.contains("wireless port of bridge br-lan, 2 stations on it now"),

@@ -42,11 +42,7 @@ pub fn nft_chains(cfg: &Config, s: &SnoopConfig, out: &mut String) {
     let sm = cfg.snoop_mark();
     let w = cfg.station_mark();
     let q = s.queue;
-    let _ = writeln!(out, "  chain snoop {{");
-    let _ = writeln!(
-        out,
-        "    type filter hook forward priority mangle; policy accept;"
-    );
+    out.push_str("  chain snoop {\n    type filter hook forward priority mangle; policy accept;\n");
     for t in &s.targets {
         let (toward, from) = match t {
             Target::Interface(i) => (format!("oifname \"{i}\""), format!("iifname \"{i}\"")),
@@ -59,29 +55,25 @@ pub fn nft_chains(cfg: &Config, s: &SnoopConfig, out: &mut String) {
         let _ = writeln!(out, "    meta l4proto tcp {from} queue num {q} bypass");
     }
     if bridged(s) {
-        let _ = writeln!(
+        let _ = write!(
             out,
-            "    meta mark & {w:#x} == {w:#x} ct mark & {w:#x} == 0 ct mark set ct mark | {w:#x}"
-        );
-        let _ = writeln!(
-            out,
-            "    meta l4proto tcp meta mark & {w:#x} == {w:#x} queue num {q} bypass"
-        );
-        let _ = writeln!(
-            out,
-            "    meta l4proto tcp ct mark & {w:#x} == {w:#x} queue num {q} bypass"
+            "    meta mark & {w:#x} == {w:#x} ct mark & {w:#x} == 0 ct mark set ct mark | {w:#x}
+    meta l4proto tcp meta mark & {w:#x} == {w:#x} queue num {q} bypass
+    meta l4proto tcp ct mark & {w:#x} == {w:#x} queue num {q} bypass
+"
         );
     }
-    let _ = writeln!(out, "  }}");
     // Local retransmissions are copies of packets conntrack already saw
     // forwarded; untracked, they leave unchanged and create no state.
-    let _ = writeln!(out, "  chain snoop_out {{");
-    let _ = writeln!(
+    let _ = write!(
         out,
-        "    type filter hook output priority raw; policy accept;"
+        "  }}
+  chain snoop_out {{
+    type filter hook output priority raw; policy accept;
+    meta mark & {sm:#x} == {sm:#x} notrack
+  }}
+"
     );
-    let _ = writeln!(out, "    meta mark & {sm:#x} == {sm:#x} notrack");
-    let _ = writeln!(out, "  }}");
 }
 
 /// `table bridge pepwrt`, after `table inet pepwrt`; declared before its
@@ -97,17 +89,11 @@ pub fn nft_bridge_table(cfg: &Config, s: &SnoopConfig, delete: bool, out: &mut S
         return;
     }
     let w = cfg.station_mark();
-    let _ = writeln!(out, "table bridge pepwrt {{");
-    let _ = writeln!(out, "  chain stations {{");
-    let _ = writeln!(
-        out,
-        "    type filter hook prerouting priority -200; policy accept;"
-    );
+    out.push_str("table bridge pepwrt {\n  chain stations {\n    type filter hook prerouting priority -200; policy accept;\n");
     for i in interfaces(s) {
         let _ = writeln!(out, "    iifname \"{i}\" meta mark set meta mark | {w:#x}");
     }
-    let _ = writeln!(out, "  }}");
-    let _ = writeln!(out, "}}");
+    out.push_str("  }\n}\n");
 }
 
 /// The iptables commands of one family (`ipt` is `iptables -w` or
@@ -131,12 +117,13 @@ pub fn iptables_chain(cfg: &Config, s: &SnoopConfig, ipt: &str, v4: bool, out: &
         }
     }
     if bridged(s) {
-        let _ = writeln!(
+        let _ = write!(
             out,
-            "{add} -m mark --mark {w:#x}/{w:#x} -j CONNMARK --set-xmark {w:#x}/{w:#x}"
+            "{add} -m mark --mark {w:#x}/{w:#x} -j CONNMARK --set-xmark {w:#x}/{w:#x}
+{add} -p tcp -m mark --mark {w:#x}/{w:#x} {queue}
+{add} -p tcp -m connmark --mark {w:#x}/{w:#x} {queue}
+"
         );
-        let _ = writeln!(out, "{add} -p tcp -m mark --mark {w:#x}/{w:#x} {queue}");
-        let _ = writeln!(out, "{add} -p tcp -m connmark --mark {w:#x}/{w:#x} {queue}");
     }
     let _ = writeln!(out, "{ipt} -t mangle -I FORWARD -j PEPWRT_SNOOP");
 }
@@ -145,40 +132,43 @@ pub fn iptables_chain(cfg: &Config, s: &SnoopConfig, ipt: &str, v4: bool, out: &
 /// Without ebtables only bridged stations go unsnooped, so its absence is
 /// said and the rest of the rules stay.
 pub fn ebtables(cfg: &Config, s: &SnoopConfig, delete: bool, out: &mut String) {
-    let eb = "ebtables --concurrent -t nat";
-    let _ = writeln!(out, "{eb} -D PREROUTING -j PEPWRT_SNOOP 2>/dev/null");
-    let _ = writeln!(out, "{eb} -F PEPWRT_SNOOP 2>/dev/null");
-    let _ = writeln!(out, "{eb} -X PEPWRT_SNOOP 2>/dev/null");
+    const EB: &str = "ebtables --concurrent -t nat";
+    out.push_str(
+        "ebtables --concurrent -t nat -D PREROUTING -j PEPWRT_SNOOP 2>/dev/null
+ebtables --concurrent -t nat -F PEPWRT_SNOOP 2>/dev/null
+ebtables --concurrent -t nat -X PEPWRT_SNOOP 2>/dev/null
+",
+    );
     if delete || !bridged(s) {
         return;
     }
     let w = cfg.station_mark();
-    let _ = writeln!(out, "if command -v ebtables >/dev/null; then");
-    let _ = writeln!(out, "  {eb} -N PEPWRT_SNOOP -P RETURN");
+    out.push_str("if command -v ebtables >/dev/null; then\n  ebtables --concurrent -t nat -N PEPWRT_SNOOP -P RETURN\n");
     for i in interfaces(s) {
         let _ = writeln!(
             out,
-            "  {eb} -A PEPWRT_SNOOP -i {i} -j mark --mark-or {w:#x} --mark-target CONTINUE"
+            "  {EB} -A PEPWRT_SNOOP -i {i} -j mark --mark-or {w:#x} --mark-target CONTINUE"
         );
     }
-    let _ = writeln!(out, "  {eb} -I PREROUTING -j PEPWRT_SNOOP");
-    let _ = writeln!(out, "else");
-    let _ = writeln!(
-        out,
-        "  echo 'pepwrt: no ebtables: Snoop cannot see Wi-Fi stations behind a bridge (install ebtables and kmod-ebtables)' >&2"
+    out.push_str(
+        "  ebtables --concurrent -t nat -I PREROUTING -j PEPWRT_SNOOP
+else
+  echo 'pepwrt: no ebtables: Snoop cannot see Wi-Fi stations behind a bridge (install ebtables and kmod-ebtables)' >&2
+fi
+",
     );
-    let _ = writeln!(out, "fi");
 }
 
 /// The notrack rule for Snoop's own copies, iptables flavour.
 pub fn iptables_raw(cfg: &Config, ipt: &str, out: &mut String) {
     let sm = cfg.snoop_mark();
-    let _ = writeln!(out, "{ipt} -t raw -N PEPWRT_RAW");
-    let _ = writeln!(
+    let _ = write!(
         out,
-        "{ipt} -t raw -A PEPWRT_RAW -m mark --mark {sm:#x}/{sm:#x} -j CT --notrack"
+        "{ipt} -t raw -N PEPWRT_RAW
+{ipt} -t raw -A PEPWRT_RAW -m mark --mark {sm:#x}/{sm:#x} -j CT --notrack
+{ipt} -t raw -I OUTPUT -j PEPWRT_RAW
+"
     );
-    let _ = writeln!(out, "{ipt} -t raw -I OUTPUT -j PEPWRT_RAW");
 }
 
 #[cfg(test)]
