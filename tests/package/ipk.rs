@@ -495,7 +495,7 @@ fn init_reads_uci_lists_and_refuses_bad_values_in_openwrt_18_06() {
     ow.must(
         "uci set pepwrt.main.enabled=1; uci set pepwrt.main.server_cc=cubic; \
          uci add_list pepwrt.main.intercept=198.18.2.0/24; uci add_list pepwrt.main.exclude_port=853; \
-         uci set pepwrt.snoop.enabled=1; uci commit pepwrt",
+         uci set pepwrt.snoop.enabled=1; uci add_list pepwrt.snoop.target=wlan0; uci commit pepwrt",
     );
     let out = ow.must(&format!("{} /etc/init.d/pepwrt start", ow.shim()));
     let json = procd_json(&out);
