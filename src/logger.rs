@@ -3,7 +3,6 @@
 //! formatted into a fixed buffer: logging allocates nothing.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::os::unix::net::UnixDatagram;
 use std::sync::Mutex;
 
@@ -56,7 +55,7 @@ pub fn fatal(message: &str) {
             .map_or(true, |s| !matches!(&*s, Sink::Syslog(Some(_))))
     });
     if !on_stderr {
-        eprintln!("pepwrt: {message}");
+        crate::sys::say(&format!("pepwrt: {message}"));
     }
 }
 
@@ -118,7 +117,7 @@ impl log::Log for Logger {
             level_name(record.level()),
             record.args()
         );
-        let _ = std::io::stderr().write_all(line.as_bytes());
+        crate::sys::write_std(2, &line);
     }
 
     fn flush(&self) {}

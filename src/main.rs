@@ -26,27 +26,29 @@ fn main() -> ExitCode {
     let cfg = match config::parse(std::env::args_os().skip(1), &system()) {
         Ok(cfg) => cfg,
         Err(e) => {
-            eprintln!("pepwrt: {e}");
+            sys::say(&format!("pepwrt: {e}"));
             return ExitCode::from(2);
         }
     };
     match cfg.command {
         Command::Help(topic) => {
-            print!("{}", config::help::page(topic));
+            sys::out(config::help::page(topic));
             ExitCode::SUCCESS
         }
         Command::Version => {
-            println!("pepwrt {}", config::VERSION);
+            sys::out(&format!("pepwrt {}\n", config::VERSION));
             ExitCode::SUCCESS
         }
         Command::Rules(req) => {
             // The script goes to a shell; the warning to the person.
             if !req.delete {
                 for name in check::absent_interfaces(&cfg) {
-                    eprintln!("pepwrt: warning: interface {name} does not exist (yet)");
+                    sys::say(&format!(
+                        "pepwrt: warning: interface {name} does not exist (yet)"
+                    ));
                 }
             }
-            print!("{}", rules::render(&cfg, req));
+            sys::out(&rules::render(&cfg, req));
             ExitCode::SUCCESS
         }
         Command::Status { json } => {
@@ -57,11 +59,11 @@ fn main() -> ExitCode {
             };
             match control::query_status(&cfg.control_path, format) {
                 Ok(report) => {
-                    print!("{report}");
+                    sys::out(&report);
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("pepwrt: {e}");
+                    sys::say(&format!("pepwrt: {e}"));
                     ExitCode::from(1)
                 }
             }

@@ -4,6 +4,7 @@
 //! system does not tell is left out, not guessed.
 
 mod firewall;
+mod snoop;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -124,11 +125,19 @@ fn congestion_in_use(cfg: &Config, kernel_default: &str) -> String {
     }
 }
 
-/// Interfaces named in --intercept or --snoop-target that this system
+/// Interfaces named in --intercept (`intercept_only`) or also --snoop that this system
 /// does not have (yet: a modem's interface may come up later, so this is
 /// a warning, never an error).
 pub fn absent_interfaces(cfg: &Config) -> Vec<&str> {
-    let snoop = cfg.snoop.iter().flat_map(|s| s.targets.iter());
+    absent(cfg, false)
+}
+
+fn absent(cfg: &Config, intercept_only: bool) -> Vec<&str> {
+    let snoop = cfg
+        .snoop
+        .iter()
+        .filter(|_| !intercept_only)
+        .flat_map(|s| s.targets.iter());
     cfg.intercept
         .iter()
         .chain(snoop)
@@ -192,7 +201,7 @@ pub fn preflight(cfg: &Config, mem_available: Option<u64>) -> Result<(), StartEr
         message,
         exit_code: 3,
     })?;
-    for name in absent_interfaces(cfg) {
+    for name in absent(cfg, true) {
         log::warn!("{}", absent_interface_warning(name));
     }
     for (piece, names, package) in RULE_PIECES {
@@ -239,7 +248,7 @@ struct Report {
 
 impl Report {
     fn say(&mut self, verdict: Verdict, what: &str) {
-        println!("{:<7} {what}", verdict.word());
+        crate::sys::out(&format!("{:<7} {what}\n", verdict.word()));
         self.worst = self.worst.max(Some(verdict));
     }
 
@@ -284,7 +293,7 @@ pub fn report(cfg: &Config, backend: Option<Backend>, mem_available: Option<u64>
         Ok(names) => r.say(Verdict::Ok, &format!("congestion control {names}")),
         Err(e) => r.say(Verdict::Missing, &e),
     }
-    for name in absent_interfaces(cfg) {
+    for name in absent(cfg, true) {
         r.say(Verdict::Warn, &absent_interface_warning(name));
     }
     if cfg.table > 1023 {
@@ -348,13 +357,18 @@ pub fn report(cfg: &Config, backend: Option<Backend>, mem_available: Option<u64>
             None => {}
         }
     }
+    let mut findings = Vec::new();
     if let Some(backend) = backend {
-        for finding in firewall::probe(backend, cfg, &mut firewall::dry_run) {
-            match finding {
-                firewall::Finding::Ok(line) => r.say(Verdict::Ok, &line),
-                firewall::Finding::Warn(line) => r.say(Verdict::Warn, &line),
-                firewall::Finding::Missing(line) => r.say(Verdict::Missing, &line),
-            }
+        findings = firewall::probe(backend, cfg, &mut firewall::dry_run);
+    }
+    if let Some(s) = &cfg.snoop {
+        findings.extend(snoop::findings(cfg, s, backend, &mut firewall::dry_run));
+    }
+    for finding in findings {
+        match finding {
+            firewall::Finding::Ok(line) => r.say(Verdict::Ok, &line),
+            firewall::Finding::Warn(line) => r.say(Verdict::Warn, &line),
+            firewall::Finding::Missing(line) => r.say(Verdict::Missing, &line),
         }
     }
     r.exit_code()

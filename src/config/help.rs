@@ -63,8 +63,9 @@ INTERCEPTION:
     --queue NUM              NFQUEUE number for SYNs [default: 3135]
     --port PORT              transparent listener port [default: 3135]
     --mark BIT               packet mark bit for split SYNs; the next bit up
-                             marks decided SYNs and the one above it Snoop's
-                             retransmissions [default: 0x10000]
+                             marks decided SYNs, the one above it Snoop's
+                             retransmissions and the next Wi-Fi stations
+                             behind a bridge [default: 0x10000]
     --table NUM              routing table for marked packets [default: 313]
     --intercept IF|CIDR      intercept SYNs arriving on this interface or
                              from this subnet; repeatable [default: all].
@@ -156,7 +157,9 @@ CLIENT LEG (client to router):
 
 SNOOP (local recovery toward lossy wireless hosts):
     --snoop IF|CIDR          snoop forwarded TCP toward this interface or
-                             subnet; repeatable; enables Snoop
+                             subnet; repeatable; enables Snoop. A Wi-Fi
+                             port of a bridge (phy0-ap0 in br-lan) takes
+                             its stations only, not the wired hosts
     --snoop-queue NUM        NFQUEUE number for snooped packets [default: 3136]
     --snoop-flows N          flows tracked at once [default: 64]
     --snoop-cache BYTES      segment cache, suffixes k and m [default: 1m]

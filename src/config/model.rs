@@ -232,13 +232,20 @@ impl Config {
         self.mark << 2
     }
 
+    /// Mark of packets from a Wi-Fi station behind a bridge port that is a
+    /// Snoop target (packet mark), and of their connections (conntrack
+    /// mark); see `snoop::rules`.
+    pub fn station_mark(&self) -> u32 {
+        self.mark << 3
+    }
+
     /// Checks between options, once all are in: each alone was valid.
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         if self.snoop.as_ref().is_some_and(|s| s.queue == self.queue) {
             return err("--snoop-queue must differ from --queue");
         }
-        if (self.mark << 2) >> 2 != self.mark {
-            return err("--mark: the bit and the two above it must fit in 32 bits");
+        if (self.mark << 3) >> 3 != self.mark {
+            return err("--mark: the bit and the three above it must fit in 32 bits");
         }
         let v6 = |t: &Target| matches!(t, Target::Subnet(IpAddr::V6(_), _));
         if !self.ipv6 && self.intercept.iter().any(v6) {

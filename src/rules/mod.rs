@@ -85,6 +85,9 @@ fn nft_ruleset(cfg: &Config, delete: bool, out: &mut String) {
     // whether or not it existed, so the file is idempotent under `nft -f`.
     out.push_str("table inet pepwrt {}\ndelete table inet pepwrt\n");
     if delete {
+        if let Some(s) = &cfg.snoop {
+            crate::snoop::rules::nft_bridge_table(cfg, s, true, out);
+        }
         return;
     }
     let m = cfg.mark;
@@ -148,9 +151,12 @@ fn nft_ruleset(cfg: &Config, delete: bool, out: &mut String) {
     let _ = writeln!(out, "    queue num {} bypass", cfg.queue);
     let _ = writeln!(out, "  }}");
     if let Some(s) = &cfg.snoop {
-        nft_snoop(cfg, s, out);
+        crate::snoop::rules::nft_chains(cfg, s, out);
     }
     let _ = writeln!(out, "}}");
+    if let Some(s) = &cfg.snoop {
+        crate::snoop::rules::nft_bridge_table(cfg, s, false, out);
+    }
 }
 
 /// A decision sticks to its connection: a decided SYN leaves its decision
@@ -171,37 +177,6 @@ fn nft_sticky_decision(cfg: &Config, out: &mut String) {
             "    {syn} meta mark & {both:#x} == {bits:#x} ct mark set ct mark | {bits:#x}"
         );
     }
-}
-
-fn nft_snoop(cfg: &Config, s: &crate::config::SnoopConfig, out: &mut String) {
-    let sm = cfg.snoop_mark();
-    let q = s.queue;
-    let _ = writeln!(out, "  chain snoop {{");
-    let _ = writeln!(
-        out,
-        "    type filter hook forward priority mangle; policy accept;"
-    );
-    for t in &s.targets {
-        let (toward, from) = match t {
-            Target::Interface(i) => (format!("oifname \"{i}\""), format!("iifname \"{i}\"")),
-            Target::Subnet(a, l) if a.is_ipv4() => {
-                (format!("ip daddr {a}/{l}"), format!("ip saddr {a}/{l}"))
-            }
-            Target::Subnet(a, l) => (format!("ip6 daddr {a}/{l}"), format!("ip6 saddr {a}/{l}")),
-        };
-        let _ = writeln!(out, "    meta l4proto tcp {toward} queue num {q} bypass");
-        let _ = writeln!(out, "    meta l4proto tcp {from} queue num {q} bypass");
-    }
-    let _ = writeln!(out, "  }}");
-    // Local retransmissions are copies of packets conntrack already saw
-    // forwarded; untracked, they leave unchanged and create no state.
-    let _ = writeln!(out, "  chain snoop_out {{");
-    let _ = writeln!(
-        out,
-        "    type filter hook output priority raw; policy accept;"
-    );
-    let _ = writeln!(out, "    meta mark & {sm:#x} == {sm:#x} notrack");
-    let _ = writeln!(out, "  }}");
 }
 
 fn iptables_cmd(fam: Family) -> &'static str {
@@ -231,6 +206,8 @@ fn iptables_script(cfg: &Config, delete: bool, out: &mut String) {
             let _ = writeln!(out, "{ipt} -t mangle -X {chain} 2>/dev/null");
         }
     }
+    let snoop = cfg.snoop.clone().unwrap_or_default();
+    crate::snoop::rules::ebtables(cfg, &snoop, delete || cfg.snoop.is_none(), out);
     if delete {
         return;
     }
@@ -299,28 +276,8 @@ fn iptables_script(cfg: &Config, delete: bool, out: &mut String) {
         );
         let _ = writeln!(out, "{ipt} -t mangle -I PREROUTING -j PEPWRT");
         if let Some(s) = &cfg.snoop {
-            let _ = writeln!(out, "{ipt} -t mangle -N PEPWRT_SNOOP");
-            for t in targets_for(&s.targets, fam) {
-                let (toward, from) = match t {
-                    Target::Interface(i) => (format!("-o {i}"), format!("-i {i}")),
-                    Target::Subnet(a, l) => (format!("-d {a}/{l}"), format!("-s {a}/{l}")),
-                };
-                for dir in [toward, from] {
-                    let _ = writeln!(
-                        out,
-                        "{ipt} -t mangle -A PEPWRT_SNOOP -p tcp {dir} -j NFQUEUE --queue-num {} --queue-bypass",
-                        s.queue
-                    );
-                }
-            }
-            let _ = writeln!(out, "{ipt} -t mangle -I FORWARD -j PEPWRT_SNOOP");
-            let sm = cfg.snoop_mark();
-            let _ = writeln!(out, "{ipt} -t raw -N PEPWRT_RAW");
-            let _ = writeln!(
-                out,
-                "{ipt} -t raw -A PEPWRT_RAW -m mark --mark {sm:#x}/{sm:#x} -j CT --notrack"
-            );
-            let _ = writeln!(out, "{ipt} -t raw -I OUTPUT -j PEPWRT_RAW");
+            crate::snoop::rules::iptables_chain(cfg, s, ipt, fam == Family::V4, out);
+            crate::snoop::rules::iptables_raw(cfg, ipt, out);
         }
         let _ = writeln!(out, "set +e");
     }

@@ -31,6 +31,7 @@ impl SnoopRuntime {
             ))
         })?;
         let queue = NfQueue::open(s.queue, COPY_RANGE, QUEUE_LEN, SOCKET_BYTES)?;
+        super::place::log_start(s);
         log::info!(
             "snoop: queue {}, {} flows, {} KiB segment cache",
             s.queue,

@@ -1,5 +1,7 @@
 //! Which packets are Snoop's: the `--snoop` targets, with interface names
-//! resolved to the ifindex NFQUEUE reports.
+//! resolved to the ifindex NFQUEUE reports. A target that is a bridge port
+//! is seen in the routing layer as its bridge: the rules queue only its
+//! stations' packets (`rules.rs`), so the bridge's index stands for it.
 
 use std::cell::Cell;
 use std::net::IpAddr;
@@ -17,6 +19,8 @@ enum Resolved {
     Interface {
         name: String,
         index: Cell<u32>,
+        /// The bridge's index when the interface is a bridge port, else 0.
+        master: Cell<u32>,
     },
     Subnet(IpAddr, u8),
 }
@@ -39,6 +43,7 @@ impl Targets {
                     Resolved::Interface {
                         name: name.clone(),
                         index: Cell::new(index),
+                        master: Cell::new(master_index(name)),
                     }
                 }
                 Target::Subnet(a, len) => Resolved::Subnet(*a, *len),
@@ -51,7 +56,13 @@ impl Targets {
     /// (Wi-Fi restart) has a new index. No allocation.
     fn refresh(&self) {
         for t in &self.list {
-            if let Resolved::Interface { name, index } = t {
+            if let Resolved::Interface {
+                name,
+                index,
+                master,
+            } = t
+            {
+                master.set(master_index(name));
                 let now = interface_index(name).unwrap_or(0);
                 if now != index.get() {
                     log::info!(
@@ -88,18 +99,23 @@ impl Targets {
     fn match_once(&self, ip: &IpRepr, indev: u32, outdev: u32) -> Option<Crossing> {
         let on = |index: &Cell<u32>, dev: u32| index.get() != 0 && index.get() == dev;
         let toward = self.list.iter().any(|t| match t {
-            Resolved::Interface { index, .. } => on(index, outdev),
+            Resolved::Interface { index, master, .. } => on(index, outdev) || on(master, outdev),
             Resolved::Subnet(net, len) => in_subnet(ip.dst, *net, *len),
         });
         if toward {
             return Some(Crossing::ToWireless);
         }
         let from = self.list.iter().any(|t| match t {
-            Resolved::Interface { index, .. } => on(index, indev),
+            Resolved::Interface { index, master, .. } => on(index, indev) || on(master, indev),
             Resolved::Subnet(net, len) => in_subnet(ip.src, *net, *len),
         });
         from.then_some(Crossing::FromWireless)
     }
+}
+
+/// The index of the bridge `name` is a port of, or 0.
+fn master_index(name: &str) -> u32 {
+    super::place::master_index("/sys", name)
 }
 
 fn in_subnet(addr: IpAddr, net: IpAddr, len: u8) -> bool {
@@ -185,6 +201,7 @@ mod tests {
             list: vec![Resolved::Interface {
                 name: "lo".into(),
                 index: Cell::new(0),
+                master: Cell::new(0),
             }],
         };
         let lo = interface_index("lo").unwrap();

@@ -107,3 +107,33 @@ mod tests {
         );
     }
 }
+
+/// Writes all of `text` to a standard descriptor (1 or 2), unbuffered.
+/// std's print machinery (a locked, line-buffered stdout) costs a few KB
+/// of a router binary for what the command line writes once; and a
+/// reader that went away (`pepwrt status | head`) just ends the output
+/// instead of aborting the program.
+pub fn write_std(fd: libc::c_int, text: &str) {
+    let mut rest = text.as_bytes();
+    while !rest.is_empty() {
+        // SAFETY: writes from our own slice of the given length.
+        let n = unsafe { libc::write(fd, rest.as_ptr().cast(), rest.len()) };
+        if n < 0 {
+            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return;
+        }
+        rest = &rest[n as usize..];
+    }
+}
+
+/// The command line's output: stdout.
+pub fn out(text: &str) {
+    write_std(1, text);
+}
+
+/// The command line's messages: stderr, one line with the newline added.
+pub fn say(line: &str) {
+    write_std(2, &format!("{line}\n"));
+}

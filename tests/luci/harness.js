@@ -618,7 +618,18 @@ var form = {
 	Value: Value,
 	Flag: Flag,
 	ListValue: ListValue,
-	DynamicList: DynamicList
+	DynamicList: DynamicList,
+	DummyValue: Value
+};
+
+// LuCI's network module as the Snoop picker uses it: the wireless
+// networks, each with the interface name it has while up.
+var network = {
+	getWifiNetworks: function() {
+		return Promise.resolve((H.wifi || [ 'phy0-ap0' ]).map(function(n) {
+			return { getIfname: function() { return n; } };
+		}));
+	}
 };
 
 var modules = {
@@ -627,6 +638,7 @@ var modules = {
 	'rpc': rpc,
 	'poll': poll,
 	'uci': uci,
+	'network': network,
 	'fs': fs,
 	'dom': dom,
 	'tools.widgets': { DeviceSelect: DeviceSelect, NetworkSelect: DeviceSelect }

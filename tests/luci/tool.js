@@ -178,7 +178,7 @@ function checkStatic() {
 	const grant = acl['luci-app-pepwrt'];
 	expect(grant, 'ACL group luci-app-pepwrt');
 	expect(JSON.stringify(Object.keys(acl)) == '["luci-app-pepwrt"]', 'ACL has one group');
-	expect(JSON.stringify(grant.read.uci) == '["pepwrt"]', 'ACL reads UCI pepwrt');
+	expect(JSON.stringify(grant.read.uci) == '["pepwrt","firewall"]', 'ACL reads UCI pepwrt and firewall (flow offloading)');
 	expect(JSON.stringify(grant.write) == '{"uci":["pepwrt"]}', 'ACL writes only UCI pepwrt');
 	expect(JSON.stringify(grant.read.ubus['luci.pepwrt']) == '["getStatus"]', 'ACL grants luci.pepwrt getStatus');
 	// The interface picker (tools.widgets via LuCI's network module).

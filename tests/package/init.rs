@@ -429,8 +429,6 @@ fn init_options_map_to_flags() {
         "--user",
         "nobody",
         "--snoop",
-        "wlan0",
-        "--snoop",
         "198.19.0.0/16",
         "--snoop-flows",
         "64",

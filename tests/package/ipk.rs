@@ -226,16 +226,16 @@ fn pepwrt_ipk_per_arch() {
             repo_file("openwrt/pepwrt/files/pepwrt.config")
         );
         assert_eq!(
-            ipk.data["./etc/init.d/pepwrt"].data,
-            repo_file("openwrt/pepwrt/files/pepwrt.init")
+            String::from_utf8(ipk.data["./etc/init.d/pepwrt"].data.clone()).unwrap(),
+            without_comments(&repo_file("openwrt/pepwrt/files/pepwrt.init"))
         );
         let bin = &ipk.data["./usr/sbin/pepwrt"].data;
         check_elf(&arch, bin);
         if arch.starts_with("mips") {
             // As cross/build's budget.
             assert!(
-                bin.len() <= 338 * 1024,
-                "{arch}: {} bytes, over the 338 KB budget",
+                bin.len() <= 345 * 1024,
+                "{arch}: {} bytes, over the 345 KB budget",
                 bin.len()
             );
         }
@@ -305,6 +305,24 @@ fn luci_ipk() {
 #[test]
 fn ipks_are_reproducible() {
     assert_reproducible("ipk");
+}
+
+/// The init script as build-packages ships it: the #! line, the licence
+/// line and a pointer to the source, then every line that is not a
+/// comment.
+fn without_comments(source: &[u8]) -> String {
+    let text = String::from_utf8(source.to_vec()).unwrap();
+    let mut out = String::new();
+    for (i, line) in text.lines().enumerate() {
+        if i == 0 || !line.trim_start().starts_with('#') {
+            out.push_str(line);
+            out.push('\n');
+        } else if line.contains("SPDX-License-Identifier") {
+            out.push_str(line);
+            out.push_str("\n# Commented source: openwrt/pepwrt/files/pepwrt.init in pepwrt.\n");
+        }
+    }
+    out
 }
 
 fn ipk_path(name: &str, arch: &str) -> PathBuf {
@@ -516,7 +534,7 @@ fn init_reads_uci_lists_and_refuses_bad_values_in_openwrt_18_06() {
     ow.must(
         "uci set pepwrt.main.enabled=1; uci set pepwrt.main.server_cc=cubic; \
          uci add_list pepwrt.main.intercept=198.18.2.0/24; uci add_list pepwrt.main.exclude_port=853; \
-         uci set pepwrt.snoop.enabled=1; uci commit pepwrt",
+         uci set pepwrt.snoop.enabled=1; uci add_list pepwrt.snoop.target=wlan0; uci commit pepwrt",
     );
     let out = ow.must(&format!("{} /etc/init.d/pepwrt start", ow.shim()));
     let json = procd_json(&out);

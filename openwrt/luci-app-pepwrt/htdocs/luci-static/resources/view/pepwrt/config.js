@@ -3,6 +3,7 @@
 'require form';
 'require fs';
 'require uci';
+'require network';
 'require tools.widgets as widgets';
 
 // Settings page for /etc/config/pepwrt. The checks below mirror what
@@ -356,7 +357,9 @@ return view.extend({
 	load: function() {
 		return Promise.all([
 			L.resolveDefault(fs.read(CC_FILE), ''),
-			uci.load('pepwrt')
+			uci.load('pepwrt'),
+			L.resolveDefault(network.getWifiNetworks(), []),
+			L.resolveDefault(uci.load('firewall'), null)
 		]);
 	},
 
@@ -578,8 +581,22 @@ return view.extend({
 		// The fields below hide while Snoop is off and keep their options in
 		// UCI then (see keepWhenHidden).
 
+		// Snoop cannot work on offloaded flows: fw4 sends them past the
+		// forward hook after their first packets.
+		if (uci.get('firewall', '@defaults[0]', 'flow_offloading') == '1')
+			keepWhenHidden(field(s, null, form.DummyValue, '_offload', _('Flow offloading is on'),
+				_('The firewall\'s flow offloading forwards established connections past Snoop, so Snoop repairs nothing. ' +
+				  'Turn off "Software flow offloading" under Network → Firewall → General Settings ' +
+				  '(uci set firewall.@defaults[0].flow_offloading=0) to use Snoop.'),
+				{ depends: [ 'enabled', '1' ] }));
+
+		var wifi = (data[2] || []).map(function(w) { return w.getIfname(); }).filter(function(n) { return n; });
+
 		keepWhenHidden(field(s, null, widgets.DeviceSelect, 'target', _('Wireless side'),
-			_('Interfaces (or subnets) behind which the lossy wireless devices are, for example wlan0.'),
+			_('Wi-Fi interfaces (or subnets) behind which the lossy wireless devices are. ' +
+			  'An access point in a bridge (the usual setup) counts: only its stations are looked after, not the wired devices on the same bridge. ' +
+			  'Empty: every wireless interface of this router.') + ' ' +
+			(wifi.length ? _('Wireless interfaces here: %s.').format(wifi.join(', ')) : _('No wireless interface is up now.')),
 			{ multiple: true, noaliases: true, validate: targetCheck, depends: [ 'enabled', '1' ] }));
 
 		keepWhenHidden(field(s, null, form.Value, 'flows', _('Tracked connections'),
