@@ -88,26 +88,6 @@ impl std::fmt::Display for Errno {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn os_errors_read_by_errno_and_worded_ones_by_their_words() {
-        let os = io::Error::from_raw_os_error(libc::ECONNREFUSED);
-        assert!(
-            Described(&os)
-                .to_string()
-                .ends_with(&format!("(errno {})", libc::ECONNREFUSED))
-        );
-        let worded = io::Error::other("TCP_CONGESTION bbr: not available");
-        assert_eq!(
-            Described(&worded).to_string(),
-            "TCP_CONGESTION bbr: not available"
-        );
-    }
-}
-
 /// Writes all of `text` to a standard descriptor (1 or 2), unbuffered.
 /// std's print machinery (a locked, line-buffered stdout) costs a few KB
 /// of a router binary for what the command line writes once; and a
@@ -136,4 +116,24 @@ pub fn out(text: &str) {
 /// The command line's messages: stderr, one line with the newline added.
 pub fn say(line: &str) {
     write_std(2, &format!("{line}\n"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn os_errors_read_by_errno_and_worded_ones_by_their_words() {
+        let os = io::Error::from_raw_os_error(libc::ECONNREFUSED);
+        assert!(
+            Described(&os)
+                .to_string()
+                .ends_with(&format!("(errno {})", libc::ECONNREFUSED))
+        );
+        let worded = io::Error::other("TCP_CONGESTION bbr: not available");
+        assert_eq!(
+            Described(&worded).to_string(),
+            "TCP_CONGESTION bbr: not available"
+        );
+    }
 }
