@@ -542,7 +542,7 @@ fn init_reads_uci_lists_and_refuses_bad_values_in_openwrt_18_06() {
         "\"--intercept\", \"br-lan\", \"--intercept\", \"198.18.2.0/24\", \"--exclude-port\", \"22\", \"--exclude-port\", \"853\"",
         "\"--snoop\", \"wlan0\"",
     ] {
-        assert!(json.contains(want), "missing {want} in {json}");
+        assert!(json.contains(want), "missing {want} in {json}\n{out}");
     }
     ow.must(&format!("{} /etc/init.d/pepwrt stop", ow.shim()));
 

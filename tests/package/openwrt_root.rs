@@ -117,9 +117,10 @@ impl OpenWrtRoot {
     }
 
     /// Stand-ins (tests/fixtures/stubs/record, logging to /tmp/shim.log) for
-    /// ip and iptables: busybox 1.28's ip rejects the policy rule, and this
-    /// iptables lacks the TPROXY, socket and NFQUEUE modules. Returns the
-    /// shell prefix that puts them first on PATH.
+    /// ip, iptables and ebtables: busybox 1.28's ip rejects the policy
+    /// rule, this iptables lacks the TPROXY, socket and NFQUEUE modules, and
+    /// ebtables (Snoop's bridge marks) is not installed. Returns the shell
+    /// prefix that puts them first on PATH.
     pub fn shim(&self) -> String {
         self.shim_only(&[
             "ip",
@@ -127,6 +128,7 @@ impl OpenWrtRoot {
             "ip6tables",
             "iptables-restore",
             "ip6tables-restore",
+            "ebtables",
         ])
     }
 
