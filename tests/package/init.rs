@@ -166,7 +166,8 @@ impl Router {
             d.join("overrides"),
             format!(
                 "PROG={d}/bin/pepwrt\nSTATE_DIR={d}/var/etc/pepwrt\nNFT_RULES=$STATE_DIR/pepwrt.nft\n\
-                 IPT_RULES=$STATE_DIR/firewall.sh\nFW4={d}/fw4\nREFUSED={d}/var/run/pepwrt.refused\n",
+                 IPT_RULES=$STATE_DIR/firewall.sh\nFW4={d}/fw4\nREFUSED={d}/var/run/pepwrt.refused\n\
+                 NET_DIR={d}/sys/class/net\n",
                 d = d.display()
             ),
         )
@@ -209,6 +210,57 @@ fn config(main_extra: &str, snoop_extra: &str) -> String {
         &format!("\toption table '313'\n{main_extra}"),
     );
     format!("{base}{snoop_extra}")
+}
+
+#[test]
+fn init_snoop_without_a_target_takes_the_wireless_interfaces() {
+    // Snoop on, no target listed: what /sys/class/net says is wireless
+    // (a phy80211 link), bridged access point or not; wired ports not.
+    let cfg = config("", "").replace(
+        "config snoop 'snoop'\n\t# 1 to snoop toward the targets below (local wireless recovery)\n\toption enabled '0'",
+        "config snoop 'snoop'\n\toption enabled '1'",
+    );
+    assert!(
+        cfg.contains("config snoop 'snoop'\n\toption enabled '1'"),
+        "{cfg}"
+    );
+    let r = Router::new(&cfg, true);
+    let net = r.path("sys/class/net");
+    for (name, wireless) in [
+        ("br-lan", false),
+        ("lan1", false),
+        ("phy0-ap0", true),
+        ("phy1-ap0", true),
+    ] {
+        std::fs::create_dir_all(net.join(name)).unwrap();
+        if wireless {
+            std::fs::write(net.join(name).join("phy80211"), "").unwrap();
+        }
+    }
+    let (ok, log) = r.run("start");
+    assert!(ok, "{log:#?}");
+    let line = command_line(&log).unwrap_or_default();
+    assert!(
+        line.contains("'--snoop' 'phy0-ap0' '--snoop' 'phy1-ap0'"),
+        "{line}"
+    );
+    assert!(
+        !line.contains("'lan1'") && !line.contains("'--snoop' 'br-lan'"),
+        "{line}"
+    );
+
+    // None at all: said in the log, and Snoop stays off.
+    for name in ["phy0-ap0", "phy1-ap0"] {
+        std::fs::remove_dir_all(net.join(name)).unwrap();
+    }
+    let (ok, log) = r.run("start");
+    assert!(ok, "{log:#?}");
+    assert!(!command_line(&log).unwrap_or_default().contains("--snoop"));
+    assert!(
+        log.iter()
+            .any(|l| l.contains("no target listed and no wireless interface found")),
+        "{log:#?}"
+    );
 }
 
 fn quoted(args: &[&str]) -> String {
