@@ -104,14 +104,15 @@ OUTGOING LEG (router to server):
                              and on links of 200 ms or more the leg over
                              the link gets a receive buffer of two BDPs.
                              At a gateway --intercept must name IF alone
-    --zero-rtt               with --tunnel: opens across the link take no
-                             round trip. The router's outgoing legs carry
-                             the client's first bytes in their SYN (TCP
-                             fast open without a cookie; a client that
-                             says nothing for two LAN round trips gets an
-                             empty SYN); the gateway's listener takes them
-                             at once. A far end without pepwrt just
-                             acknowledges the SYN and gets the bytes after
+    --zero-rtt               opens across the link take no round trip
+                             (needs --tunnel IF). The router's outgoing
+                             legs carry the client's first bytes in their
+                             SYN (TCP fast open without a cookie; a client
+                             that says nothing for two LAN round trips
+                             gets an empty SYN); the gateway's listener
+                             takes them at once. A far end without pepwrt
+                             acknowledges only the SYN and gets the bytes
+                             after the handshake
     --initcwnd SEGMENTS      initial congestion and receive windows of the
                              connections the router opens itself (pepwrt's
                              outgoing legs), set on the default routes by
