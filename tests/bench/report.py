@@ -169,6 +169,8 @@ def markdown(command, runs, setups, args, seconds):
         command,
         "```",
         "",
+        f"Commit {getattr(args, 'commit', 'unknown')}. Machine: {getattr(args, 'load', 'not recorded')}.",
+        "",
         f"Run {len(runs)} profile(s) in {seconds / 60:.1f} min; {args.repeat} repetition(s) per test; "
         f"transfer timeout {args.timeout:g} s. Setups: " + ", ".join(setups) + ".",
         "",
