@@ -356,13 +356,6 @@ impl Report<'_> {
                 c.rtt_probes_skipped
             );
         }
-        if c.zero_rtt_opens > 0 {
-            let _ = writeln!(
-                out,
-                "             {} connections opened across the link with data in the SYN, without a round trip",
-                c.zero_rtt_opens
-            );
-        }
         if let Some(sn) = self.snoop {
             out.push_str("snoop:       ");
             sn.write_status_json(out);

@@ -98,21 +98,9 @@ OUTGOING LEG (router to server):
     --server-rcvbuf BYTES    SO_RCVBUF
     --server-mss BYTES       MSS [default: the client's SYN MSS]
     --server-fastopen        TCP fast open on the outgoing connect
-    --tunnel IF              the link is crossed inside tunnel IF (e.g.
-                             WireGuard) whose far end runs pepwrt: `pepwrt
-                             rules` puts the link's windows on IF's routes,
-                             and on links of 200 ms or more the leg over
-                             the link gets a receive buffer of two BDPs.
-                             At a gateway --intercept must name IF alone
-    --zero-rtt               opens across the link take no round trip
-                             (needs --tunnel IF). The router's outgoing
-                             legs carry the client's first bytes in their
-                             SYN (TCP fast open without a cookie; a client
-                             that says nothing for two LAN round trips
-                             gets an empty SYN); the gateway's listener
-                             takes them at once. A far end without pepwrt
-                             acknowledges only the SYN and gets the bytes
-                             after the handshake
+    --tunnel IF              the link is inside tunnel IF, with pepwrt at
+                             its far end: IF's routes get the windows
+    --zero-rtt               with --tunnel IF: data in the SYN
     --initcwnd SEGMENTS      initial congestion and receive windows of the
                              connections the router opens itself (pepwrt's
                              outgoing legs), set on the default routes by

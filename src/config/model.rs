@@ -271,24 +271,15 @@ impl Config {
             return err("--intercept: an IPv6 subnet was given together with --no-ipv6");
         }
         if self.zero_rtt && self.tunnel.is_none() {
-            return err("--zero-rtt needs --tunnel (the interface whose far end runs pepwrt)");
+            return err("--zero-rtt needs --tunnel");
         }
         // Data in a SYN without a cookie is taken only from the tunnel:
         // the gateway is never an open proxy.
-        let only_tunnel = |t: &str| {
-            !self.intercept.is_empty()
-                && self
-                    .intercept
-                    .iter()
-                    .all(|i| matches!(i, Target::Interface(n) if n == t))
-        };
         if let Some(t) = &self.tunnel
             && self.link_leg == LinkLeg::Client
-            && !only_tunnel(t)
+            && self.intercept != [Target::Interface(t.clone())]
         {
-            return err(format!(
-                "--tunnel at a gateway (--link-leg client): --intercept must name the tunnel, {t}, and nothing else"
-            ));
+            return err("--tunnel at a gateway: --intercept must name the tunnel alone");
         }
         Ok(())
     }

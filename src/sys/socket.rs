@@ -329,21 +329,6 @@ pub fn syn_data_acked(fd: RawFd) -> bool {
         && buf[5] & TCPI_OPT_SYN_DATA != 0
 }
 
-/// The socket's smoothed RTT (tcpi_rtt), after the handshake its one
-/// sample; None where TCP_INFO fails.
-pub fn smoothed_rtt(fd: RawFd) -> Option<std::time::Duration> {
-    const RTT: usize = 68;
-    let mut buf = [0u8; RTT + 4];
-    let n = tcp_option_bytes(fd, libc::TCP_INFO, &mut buf).ok()?;
-    let us = u32::from_ne_bytes(
-        buf.get(RTT..RTT + 4)
-            .filter(|_| n >= RTT + 4)?
-            .try_into()
-            .ok()?,
-    );
-    Some(std::time::Duration::from_micros(u64::from(us)))
-}
-
 /// Bytes in the send queue not yet acknowledged by the peer (SIOCOUTQ).
 pub fn unsent_bytes(fd: RawFd) -> io::Result<i32> {
     let mut n: libc::c_int = 0;
