@@ -34,6 +34,9 @@ pub struct Counters {
     /// Times a paced long leg's BBR was started afresh before its RTT
     /// probe was due (relay/rtt_probe.rs).
     pub rtt_probes_skipped: u64,
+    /// Split connections opened with data in a SYN, without a round trip
+    /// (--zero-rtt; counted when they end).
+    pub zero_rtt_opens: u64,
 }
 
 impl Counters {
@@ -41,6 +44,9 @@ impl Counters {
     pub fn on_end(&mut self, conn: &Conn, end: End) {
         self.bytes_up += conn.bytes_up();
         self.bytes_down += conn.bytes_down();
+        if conn.opened_with_syn_data() {
+            self.zero_rtt_opens += 1;
+        }
         if let End::ConnectFailed(_) | End::ConnectTimeout = end {
             self.connect_failed += 1;
         }
@@ -224,7 +230,7 @@ impl Report<'_> {
         );
         let _ = write!(
             out,
-            "\"counters\":{{\"active\":{},\"total\":{},\"split\":{},\"passed\":{},\"passed_full\":{},\"passed_policy\":{},\"syn_dropped\":{},\"refused\":{},\"malformed\":{},\"syn_repeats\":{},\"connect_failed\":{},\"bytes_up\":{},\"bytes_down\":{},\"handed_to_cubic\":{},\"rtt_probes_skipped\":{}}},",
+            "\"counters\":{{\"active\":{},\"total\":{},\"split\":{},\"passed\":{},\"passed_full\":{},\"passed_policy\":{},\"syn_dropped\":{},\"refused\":{},\"malformed\":{},\"syn_repeats\":{},\"connect_failed\":{},\"bytes_up\":{},\"bytes_down\":{},\"handed_to_cubic\":{},\"rtt_probes_skipped\":{},\"zero_rtt_opens\":{}}},",
             self.active(),
             c.total,
             c.split,
@@ -240,6 +246,7 @@ impl Report<'_> {
             c.bytes_down + ld,
             c.handed_to_cubic,
             c.rtt_probes_skipped,
+            c.zero_rtt_opens,
         );
         out.push_str("\"link\":");
         write_link_json(out, self.link);

@@ -23,7 +23,7 @@ fn pepwrt(args: &[&str]) -> (i32, String, String) {
 /// The value placeholders the help uses after a flag.
 const PLACEHOLDERS: &[&str] = &[
     "NUM", "N", "SECS", "SEGMENTS", "PORT", "BIT", "IF|CIDR", "BYTES", "LEVEL", "PATH", "NAME",
-    "RATE", "DURATION",
+    "RATE", "DURATION", "IF",
 ];
 
 /// A value of the kind a help placeholder names (`--queue NUM`).
@@ -33,6 +33,7 @@ fn sample_value(placeholder: &str) -> &'static str {
         "PORT" => "8080",
         "BIT" => "0x10000",
         "IF|CIDR" => "br-lan",
+        "IF" => "wg0",
         "BYTES" => "16384",
         "LEVEL" => "info",
         "PATH" => "/tmp/pepwrt-cli-test.sock",

@@ -99,6 +99,9 @@ OUTGOING LEG (router to server):
     --server-rcvbuf BYTES    SO_RCVBUF
     --server-mss BYTES       MSS [default: the client's SYN MSS]
     --server-fastopen        TCP fast open on the outgoing connect
+    --tunnel IF              the link is inside tunnel IF, with pepwrt at
+                             its far end: IF's routes get the windows
+    --zero-rtt               with --tunnel IF: data in the SYN
     --initcwnd SEGMENTS      initial congestion and receive windows of the
                              connections the router opens itself (pepwrt's
                              outgoing legs), set on the default routes by

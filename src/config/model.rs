@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::link::{LegOptions, Link, LinkInForce, Setup};
+use crate::link::{LegOptions, Link, LinkInForce, LinkLeg, Setup};
 
 /// A subcommand: what the options on a command line are for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +89,18 @@ impl fmt::Display for Target {
     }
 }
 
+/// TCP fast open on an outgoing connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FastOpen {
+    Off,
+    /// The kernel's own: data in the SYN once the server gave a cookie.
+    Cookie,
+    /// Data in the first SYN (a pepwrt at the far end takes it without a
+    /// cookie; any other server acknowledges only the SYN, and the
+    /// kernel sends the data again after the handshake).
+    NoCookie,
+}
+
 /// Source address of the outgoing (server) leg.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutgoingSource {
@@ -134,6 +146,17 @@ pub struct Config {
     pub client_leg: LegOptions,
     pub server_leg: LegOptions,
     pub server_fastopen: bool,
+    /// The interface of a tunnel (WireGuard) whose far end runs pepwrt:
+    /// the link is crossed inside it, and its routes get the link's
+    /// windows.
+    pub tunnel: Option<String>,
+    /// Zero-round-trip opens inside the tunnel: the router's outgoing
+    /// legs carry the client's first bytes in their SYN, the gateway's
+    /// listener takes them without a cookie (TCP fast open).
+    pub zero_rtt: bool,
+    /// Which leg crosses the link (--link-leg), known even without
+    /// link figures: where the zero-round-trip open is sent or taken.
+    pub link_leg: LinkLeg,
     /// Initial congestion window (segments) for connections the router
     /// opens itself, set on its default routes by `pepwrt rules`.
     pub initcwnd: Option<u16>,
@@ -174,6 +197,9 @@ impl Default for Config {
             },
             server_leg: LegOptions::default(),
             server_fastopen: false,
+            tunnel: None,
+            zero_rtt: false,
+            link_leg: LinkLeg::Server,
             initcwnd: None,
             link: None,
             intercept: Vec::new(),
@@ -251,7 +277,36 @@ impl Config {
         if !self.ipv6 && self.intercept.iter().any(v6) {
             return err("--intercept: an IPv6 subnet was given together with --no-ipv6");
         }
+        if self.zero_rtt && self.tunnel.is_none() {
+            return err("--zero-rtt needs --tunnel");
+        }
+        // Data in a SYN without a cookie is taken only from the tunnel:
+        // the gateway is never an open proxy.
+        if let Some(t) = &self.tunnel
+            && self.link_leg == LinkLeg::Client
+            && self.intercept != [Target::Interface(t.clone())]
+        {
+            return err("--tunnel at a gateway: --intercept must name the tunnel alone");
+        }
         Ok(())
+    }
+
+    /// How the outgoing legs open: without a cookie into a tunnel whose
+    /// far end runs pepwrt, with one if asked for, else ordinarily.
+    pub fn outgoing_fast_open(&self) -> FastOpen {
+        if self.zero_rtt && self.link_leg == LinkLeg::Server {
+            FastOpen::NoCookie
+        } else if self.server_fastopen {
+            FastOpen::Cookie
+        } else {
+            FastOpen::Off
+        }
+    }
+
+    /// The listener takes data in a SYN without a cookie: a gateway whose
+    /// far end opens with zero round trips.
+    pub fn listener_fast_open(&self) -> bool {
+        self.zero_rtt && self.link_leg == LinkLeg::Client
     }
 
     /// Memory allocated at start: two relay buffers per connection, and

@@ -260,6 +260,18 @@ impl Cli {
                 cfg.server_fastopen = true;
                 return Ok(Some(DAEMON));
             }
+            "tunnel" => {
+                let name = value.get()?;
+                match parse_target(&flag, &name)? {
+                    crate::config::Target::Interface(i) => cfg.tunnel = Some(i),
+                    _ => return err(format!("--tunnel: '{name}' is not an interface name")),
+                }
+                return Ok(Some(DAEMON));
+            }
+            "zero-rtt" => {
+                cfg.zero_rtt = true;
+                return Ok(Some(DAEMON));
+            }
             "initcwnd" => {
                 cfg.initcwnd = Some(parse_num(&flag, &value.get()?, 1, 1024)? as u16);
                 return Ok(Some(DAEMON));
@@ -420,11 +432,12 @@ impl Cli {
         if !snoop.targets.is_empty() {
             cfg.snoop = Some(snoop);
         }
+        cfg.link_leg = link.leg.unwrap_or(LinkLeg::Server);
         cfg.validate()?;
         cfg.link = link.finish()?;
         if let Some(link) = cfg.link {
             let long = link.leg.pick(&mut cfg.client_leg, &mut cfg.server_leg);
-            cfg.bbr_by_link = link.apply(long, system);
+            cfg.bbr_by_link = link.apply(long, system, cfg.tunnel.is_some());
         }
         cfg.command = match sub {
             Run => Command::Run,

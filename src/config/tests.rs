@@ -225,3 +225,28 @@ fn a_value_given_to_a_switch_is_worded_as_lexopt_words_it() {
         assert_eq!(ours, format!("{lexopts} (see 'pepwrt --help')"), "{args:?}");
     }
 }
+
+#[test]
+fn zero_rtt_opens_go_only_into_a_tunnel_to_another_pepwrt() {
+    // The router: cookieless fast open on its outgoing legs.
+    let r = p(&["--intercept", "br-lan", "--tunnel", "wg0", "--zero-rtt"]).unwrap();
+    assert_eq!(r.outgoing_fast_open(), FastOpen::NoCookie);
+    assert!(!r.listener_fast_open());
+    // The gateway: its listener takes them, from the tunnel alone.
+    let gw = ["--link-leg", "client", "--tunnel", "wg0", "--zero-rtt"];
+    let g = p(&[&gw[..], &["--intercept", "wg0"]].concat()).unwrap();
+    assert!(g.listener_fast_open());
+    assert_eq!(g.outgoing_fast_open(), FastOpen::Off);
+    for open in [&[][..], &["--intercept", "wg0", "--intercept", "eth0"][..]] {
+        let e = p(&[&gw[..], open].concat()).unwrap_err().message;
+        assert!(e.contains("--intercept must name the tunnel alone"), "{e}");
+    }
+    let e = p(&["--zero-rtt"]).unwrap_err().message;
+    assert!(e.contains("needs --tunnel"), "{e}");
+    assert_eq!(
+        p(&["--server-fastopen"]).unwrap().outgoing_fast_open(),
+        FastOpen::Cookie
+    );
+    let e = p(&["--tunnel", "10.0.0.0/8"]).unwrap_err().message;
+    assert!(e.contains("not an interface name"), "{e}");
+}

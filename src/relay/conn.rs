@@ -18,8 +18,11 @@ use crate::tuple::FourTuple;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     /// Waiting for the outgoing connect; client bytes are already buffered.
+    /// With fast open the SYN waits for the client's first bytes until
+    /// `first_bytes_by`, then leaves with or without them.
     Connecting {
         deadline: Instant,
+        first_bytes_by: Option<Instant>,
     },
     Relaying,
     /// One side reset: the other side still gets every byte pepwrt had
@@ -171,6 +174,7 @@ impl Conn {
         server: TcpStream,
         tuple: FourTuple,
         connect_deadline: Instant,
+        first_bytes_by: Option<Instant>,
         now: Instant,
     ) -> Conn {
         // Until the connection ends in order, closing a leg resets it: if
@@ -185,6 +189,7 @@ impl Conn {
             tuple,
             phase: Phase::Connecting {
                 deadline: connect_deadline,
+                first_bytes_by,
             },
             up: OneWay::default(),
             down: OneWay::default(),
@@ -225,6 +230,13 @@ impl Conn {
         self.down.bytes
     }
 
+    /// A leg's SYN carried data the other side took: a zero-round-trip
+    /// open (the router's outgoing leg, the gateway's accepted one).
+    pub fn opened_with_syn_data(&self) -> bool {
+        socket::syn_data_acked(self.client.as_raw_fd())
+            || socket::syn_data_acked(self.server.as_raw_fd())
+    }
+
     pub fn state_name(&self) -> &'static str {
         match self.phase {
             Phase::Connecting { .. } => "connecting",
@@ -244,7 +256,16 @@ impl Conn {
         let writes = |r: &Ring| if r.is_empty() { 0 } else { poll::OUT };
         let reads = |want: bool| if want { poll::IN } else { 0 };
         match self.phase {
-            Phase::Connecting { .. } => (reads(wants_read(&self.up, up)), poll::OUT),
+            // A SYN held for the client's first bytes: the socket is
+            // writable at once, and nothing is to be written yet.
+            Phase::Connecting { first_bytes_by, .. } => (
+                reads(wants_read(&self.up, up)),
+                if first_bytes_by.is_some() {
+                    0
+                } else {
+                    poll::OUT
+                },
+            ),
             Phase::Relaying => (
                 reads(wants_read(&self.up, up)) | writes(down),
                 reads(wants_read(&self.down, down)) | writes(up),
@@ -284,6 +305,20 @@ impl Conn {
             // Nothing can reach the server yet.
             return self.abort(End::ClientReset);
         }
+        if let Phase::Connecting {
+            deadline,
+            first_bytes_by: Some(by),
+        } = self.phase
+        {
+            if up.is_empty() && !self.up.eof && now < by {
+                return Step::Continue;
+            }
+            self.phase = Phase::Connecting {
+                deadline,
+                first_bytes_by: None,
+            };
+            return self.send_syn(up);
+        }
         if ready.server == 0 {
             return Step::Continue;
         }
@@ -313,24 +348,24 @@ impl Conn {
                     now,
                 )
             }
-            // TCP_FASTOPEN_CONNECT: connect() returned at once and the SYN
-            // waits for the first write, which carries data if there is
-            // any (a zero-length write sends a bare SYN for protocols where
-            // the server speaks first). The kernel answers a write that
-            // only sent the SYN with EINPROGRESS; writable again means
-            // connected.
-            Err(_) => {
-                let sent = if up.is_empty() {
-                    (&self.server).write(&[]).map(drop)
-                } else {
-                    up.drain_into(&mut self.server).map(drop)
-                };
-                match sent {
-                    Ok(()) => Step::Continue,
-                    Err(e) if in_progress(&e) => Step::Continue,
-                    Err(e) => self.abort(End::ConnectFailed(e.raw_os_error().unwrap_or(0))),
-                }
-            }
+            Err(_) => self.send_syn(up),
+        }
+    }
+
+    /// TCP_FASTOPEN_CONNECT: the SYN waits for the first write, with data
+    /// if any (a zero-length write sends a bare SYN: the server speaks
+    /// first); a write that only sent the SYN says EINPROGRESS. Bytes the
+    /// far end did not take with the SYN go again after the handshake.
+    fn send_syn(&mut self, up: &mut Ring) -> Step {
+        let sent = if up.is_empty() {
+            (&self.server).write(&[]).map(drop)
+        } else {
+            up.drain_into(&mut self.server).map(drop)
+        };
+        match sent {
+            Ok(()) => Step::Continue,
+            Err(e) if in_progress(&e) => Step::Continue,
+            Err(e) => self.abort(End::ConnectFailed(e.raw_os_error().unwrap_or(0))),
         }
     }
 
@@ -375,7 +410,7 @@ impl Conn {
     /// its port), which it would answer with stale ACKs. Past the deadline
     /// (a peer that never acknowledges), the legs close the ordinary way.
     fn closing(&mut self, deadline: Instant, now: Instant) -> Step {
-        let acked = |s: &TcpStream| socket::unsent_bytes(s.as_raw_fd()).is_ok_and(|n| n == 0);
+        let acked = |s: &TcpStream| socket::all_acked(s.as_raw_fd());
         if acked(&self.client) && acked(&self.server) {
             return Step::Done(End::Closed);
         }
@@ -430,7 +465,7 @@ impl Conn {
         if ring.drain_into(sock).is_err() {
             return self.abort(end);
         }
-        if ring.is_empty() && socket::unsent_bytes(sock.as_raw_fd()).unwrap_or(0) == 0 {
+        if ring.is_empty() && socket::all_acked(sock.as_raw_fd()) {
             return self.abort(end);
         }
         Step::Continue
@@ -448,7 +483,13 @@ impl Conn {
     ) -> Step {
         match self.phase {
             // A connect has its own deadline; idleness starts once connected.
-            Phase::Connecting { deadline } if deadline <= now => self.abort(End::ConnectTimeout),
+            Phase::Connecting { deadline, .. } if deadline <= now => {
+                self.abort(End::ConnectTimeout)
+            }
+            Phase::Connecting {
+                first_bytes_by: Some(by),
+                ..
+            } if by <= now => self.connecting(Ready::default(), up, down, now),
             Phase::Connecting { .. } => Step::Continue,
             Phase::Draining { end, deadline, .. } if deadline <= now => self.abort(end),
             Phase::Draining { toward, end, .. } => {
@@ -467,7 +508,10 @@ impl Conn {
     /// None: never (an idle timeout past what a clock can count).
     pub fn due(&self, now: Instant, idle: Duration) -> Option<Instant> {
         match self.phase {
-            Phase::Connecting { deadline } => Some(deadline),
+            Phase::Connecting {
+                deadline,
+                first_bytes_by,
+            } => Some(first_bytes_by.map_or(deadline, |by| by.min(deadline))),
             Phase::Relaying => self.last_active.checked_add(idle),
             Phase::Draining { deadline, .. } => Some(deadline.min(now + DRAIN_CHECK)),
             Phase::Closing { deadline } => Some(deadline.min(now + CLOSE_CHECK)),

@@ -47,7 +47,14 @@ fn rig_to(server: TcpListener, dst: SocketAddr, fastopen: bool, now: Instant) ->
         server: dst,
     };
     Rig {
-        conn: Conn::new(accepted, out, tuple, now + Duration::from_secs(10), now),
+        conn: Conn::new(
+            accepted,
+            out,
+            tuple,
+            now + Duration::from_secs(10),
+            None,
+            now,
+        ),
         up: Ring::with_capacity(4096),
         down: Ring::with_capacity(4096),
         user,

@@ -53,6 +53,20 @@ fn window_routes(cfg: &Config, set: Option<(u32, u32)>, out: &mut String) {
     let at_gateway = cfg.link.is_some_and(|l| l.leg == LinkLeg::Client);
     for &fam in families(cfg) {
         let ip = if fam == Family::V4 { "ip" } else { "ip -6" };
+        if let Some(t) = &cfg.tunnel {
+            // Every route through a tunnel crosses the link, at either
+            // end, in whatever table (wg-quick keeps its own), and none
+            // has a gateway (` via `): a point-to-point device needs none.
+            // `table all` lists both families unless told; link-local
+            // routes carry no user traffic.
+            let show = if fam == Family::V4 { "ip -4" } else { ip };
+            let _ = writeln!(
+                out,
+                "{show} route show table all dev {t} type unicast | grep -v '^fe80:' | {strip} | while read -r r; do {ip} route change $r{}; done",
+                windows(ip, &format!(" dev {t}"))
+            );
+            continue;
+        }
         if !at_gateway {
             let _ = writeln!(
                 out,

@@ -306,12 +306,42 @@ pub fn is_connecting(fd: RawFd) -> bool {
         .is_ok_and(|n| n > 0 && matches!(buf[0], TCP_SYN_SENT | TCP_SYN_RECV))
 }
 
+/// Data in SYNs without a cookie for a listener: a fast open queue of
+/// `qlen` (TCP_FASTOPEN) and no cookie asked (TCP_FASTOPEN_NO_COOKIE).
+/// The kernel still needs the server bit (2) of net.ipv4.tcp_fastopen.
+pub fn set_fast_open_listener(fd: RawFd, qlen: i32) -> io::Result<()> {
+    set_int(fd, libc::IPPROTO_TCP, libc::TCP_FASTOPEN, qlen)?;
+    set_fast_open_no_cookie(fd)
+}
+
+/// Fast open without a cookie: on a connecting socket (with
+/// TCP_FASTOPEN_CONNECT) the first SYN carries data.
+pub fn set_fast_open_no_cookie(fd: RawFd) -> io::Result<()> {
+    set_int(fd, libc::IPPROTO_TCP, libc::TCP_FASTOPEN_NO_COOKIE, 1)
+}
+
+/// The socket's SYN carried data that the other side took (tcpi_options'
+/// TCPI_OPT_SYN_DATA, set on both ends of a fast open).
+pub fn syn_data_acked(fd: RawFd) -> bool {
+    const TCPI_OPT_SYN_DATA: u8 = 32;
+    let mut buf = [0u8; 8];
+    tcp_option_bytes(fd, libc::TCP_INFO, &mut buf).is_ok_and(|n| n > 5)
+        && buf[5] & TCPI_OPT_SYN_DATA != 0
+}
+
 /// Bytes in the send queue not yet acknowledged by the peer (SIOCOUTQ).
 pub fn unsent_bytes(fd: RawFd) -> io::Result<i32> {
     let mut n: libc::c_int = 0;
     // SAFETY: SIOCOUTQ writes one int to the pointer given.
     cvt(unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n) })?;
     Ok(n)
+}
+
+/// The peer has acknowledged every byte written (and the handshake):
+/// SIOCOUTQ reports 0 during a handshake whatever the socket holds, and a
+/// fast open socket holds data then.
+pub fn all_acked(fd: RawFd) -> bool {
+    !is_connecting(fd) && unsent_bytes(fd).is_ok_and(|n| n == 0)
 }
 
 /// Makes the next close send RST instead of FIN (relaying a reset).

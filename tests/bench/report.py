@@ -6,7 +6,12 @@ import subprocess
 import sys
 
 EFFICIENCY = 1448 / 1514
-NAMES = {"put": "upload", "get": "download", "web": "web", "shared": "2 uploads"}
+NAMES = {"put": "upload", "get": "download", "web": "web", "shared": "2 uploads", "rr": "first byte of"}
+# Through WireGuard (MTU 1420): payload per full frame on the emulated
+# link, 1420 - 20 (IP) - 32 (TCP with timestamps) = 1368 bytes, in a frame
+# of 1420 + 32 (WireGuard header and tag) + 8 (UDP) + 20 (IP) + 14
+# (Ethernet) = 1494 bytes.
+WG_EFFICIENCY = 1368 / 1494
 
 
 def human(n):
@@ -24,18 +29,24 @@ def link(run, op):
     return rate, int(v["RTT_MS"]) / 1000
 
 
-def first_byte_rtts(op):
+def first_byte_rtts(op, setup=""):
     """Round trips before the first payload byte can arrive: an upload's
     data leaves after the handshake (1.5 RTT to the server); a download
-    waits for its request to reach the server (2 RTT to the client)."""
-    return 1.5 if op in ("put", "shared") else 2.0
+    waits for its request to reach the server (2 RTT to the client). With
+    zero-round-trip opens the data leaves with the SYN: one RTT less."""
+    rtts = 1.5 if op in ("put", "shared") else 2.0
+    return rtts - 1 if "0rtt" in setup else rtts
 
 
-def limit_s(run, op, size):
+def limit_s(run, op, size, setup=""):
     """Physics: the first byte's round trips plus serialization of the
-    payload at the bottleneck's TCP payload rate."""
+    payload at the bottleneck's TCP payload rate (through WireGuard, less
+    its per-packet overhead). A request/response's time is to the first
+    byte: round trips only."""
     rate, rtt = link(run, op)
-    return first_byte_rtts(op) * rtt + size * 8 / (rate * EFFICIENCY)
+    eff = WG_EFFICIENCY if setup.startswith("wg") else EFFICIENCY
+    serial = 0 if op == "rr" else size * 8 / (rate * eff)
+    return first_byte_rtts(op, setup) * rtt + serial
 
 
 def elapsed(r):
@@ -75,14 +86,15 @@ def paired_text(direct_rs, rs):
 
 
 def profile_table(run, setups):
+    vs = [s for s in ("link", "wg") if s in setups]
     lines = [
         "| Test | Limit | Setup | Time, median (min–max) | Goodput | Of limit | Speedup vs direct "
-        "| Run by run, median (min–max) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| Run by run, median (min–max) |" + "".join(f" vs {s} |" for s in vs),
+        "|---|---|---|---|---|---|---|---|" + "---|" * len(vs),
     ]
     for (op, size), by_setup in run["results"].items():
-        lim = limit_s(run, op, size)
         base = cell_time(by_setup.get("direct", []))[0] if "direct" in by_setup else None
+        others = {s: cell_time(by_setup.get(s, []))[0] if by_setup.get(s) else None for s in vs}
         # An unfinished direct run still bounds the speedup from below.
         floor = (min(r["end"] - r["start"] for r in by_setup["direct"])
                  if base is None and by_setup.get("direct") else None)
@@ -90,6 +102,7 @@ def profile_table(run, setups):
             rs = by_setup.get(setup)
             if not rs:
                 continue
+            lim = limit_s(run, op, size, setup)
             med, text = cell_time(rs)
             if med is not None:
                 goodput = f"{size * 8 / med / 1e6:.2f} Mbit/s"
@@ -99,8 +112,9 @@ def profile_table(run, setups):
                 best = max(r["delivered"] * 8 / max(1e-9, r["end"] - r["start"]) for r in rs)
                 goodput, of_limit, speedup = f"{best / 1e6:.2f} Mbit/s (partial)", "–", "–"
             pair = paired_text(by_setup.get("direct", []), rs) if setup != "direct" else "–"
+            rel = "".join(f" {others[s] / med:.2f}× |" if med and others[s] else " – |" for s in vs)
             lines.append(f"| {NAMES[op]} {human(size)} | {lim:.2f} s | {setup} | {text} | {goodput} | {of_limit} "
-                         f"| {speedup} | {pair} |")
+                         f"| {speedup} | {pair} |{rel}")
     return "\n".join(lines)
 
 
@@ -134,10 +148,10 @@ def summary(runs):
                 med = cell_time(rs)[0]
                 t = f"{med:.2f}" if med is not None else "incomplete"
                 sp = f"{base / med:.2f}" if med and base else "-"
-                ol = f"{med / limit_s(run, op, size):.2f}" if med else "-"
+                ol = f"{med / limit_s(run, op, size, setup):.2f}" if med else "-"
                 pair = paired(by_setup.get("direct", []), rs) if setup != "direct" else None
                 yield (f"SUMMARY {run['profile']} {NAMES[op].replace(' ', '-')} {human(size).replace(' ', '')} "
-                       f"{setup.replace(' ', '-')} {t} s speedup {sp} of-limit {ol} limit {limit_s(run, op, size):.2f}"
+                       f"{setup.replace(' ', '-')} {t} s speedup {sp} of-limit {ol} limit {limit_s(run, op, size, setup):.2f}"
                        + (f" paired {pair[0]:.2f} worst {pair[1]:.2f}" if pair else ""))
 
 
@@ -155,6 +169,8 @@ def markdown(command, runs, setups, args, seconds):
         command,
         "```",
         "",
+        f"Commit {getattr(args, 'commit', 'unknown')}. Machine: {getattr(args, 'load', 'not recorded')}.",
+        "",
         f"Run {len(runs)} profile(s) in {seconds / 60:.1f} min; {args.repeat} repetition(s) per test; "
         f"transfer timeout {args.timeout:g} s. Setups: " + ", ".join(setups) + ".",
         "",
@@ -165,7 +181,14 @@ def markdown(command, runs, setups, args, seconds):
         f"(geo: `{' '.join(args.link_flags('geo'))}`; per profile in tests/bench/run, LINKS; BBR where the RTT is "
         "200 ms or more). **link x2**: plus a second pepwrt at the gateway side of the link with the same link "
         "settings and `--link-leg client`, and the router's pepwrt given `--server-rcvbuf` of two downlink BDPs. **link fast**: link settings that claim twice the link's rates. "
-        "**bbr**, **link bbr**, **link cubic**: a congestion control chosen by hand.",
+        "**bbr**, **link bbr**, **link cubic**: a congestion control chosen by hand. "
+        "**wg**: the router sends everything through a WireGuard tunnel to the gateway (wireguard-go, "
+        "tests/net/wg), no pepwrt. **wg x2**: plus pepwrt at both ends with the link settings and "
+        "`--tunnel` (the gateway: `--link-leg client`, intercepting the tunnel). **wg x2 0rtt**: plus "
+        "`--zero-rtt`. Through the tunnel the limit counts WireGuard's per-packet overhead (1368 payload "
+        "bytes per 1494-byte frame), with zero-RTT opens one round trip less. *First byte of*: a 300 B "
+        "request answered with the size given, timed from connect() to the answer's first byte "
+        "(limit 2 RTT, 1 with zero-RTT opens).",
         f"- On links with scheduled events (leo) every run starts {args.event_lead:g} s before the same one "
         "(a short outage, then the longer RTT), so every setup meets the same link. Random losses are paired the "
         "same way: before run k of a test linkem restarts its loss stream from the same seed in every setup, so "

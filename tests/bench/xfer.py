@@ -2,13 +2,15 @@
 """Traffic for the benchmark, run inside the testbed's namespaces.
 
   xfer.py serve --bind ADDR --port P
-  xfer.py get|put --to ADDR --port P --size BYTES [--timeout S]
+  xfer.py get|put|rr --to ADDR --port P --size BYTES [--timeout S]
   xfer.py web --to ADDR --port P --flows N --size BYTES [--op get|put] [--timeout S]
               [--stagger MS --seed N]
 
 Protocol: the client sends one byte of operation ('D' download, 'U'
 upload) and the size as 8 bytes big-endian. For a download the server
-sends that many bytes and closes; for an upload it reads them, answers
+sends that many bytes and closes; for a request ('R', rr) the client
+sends 300 bytes in all and the server answers with SIZE bytes (rr's time
+is to the answer's first byte); for an upload it reads them, answers
 one byte, then sends its receive trace as JSON and closes.
 
 Clients print one JSON object: times are CLOCK_MONOTONIC seconds, which
@@ -29,6 +31,8 @@ import threading
 import time
 
 CHUNK = 64 * 1024
+# A small request (rr): what a browser's GET with its headers is like.
+REQUEST = 300
 SAMPLE_S = 0.02
 
 
@@ -88,6 +92,13 @@ def serve_one(conn):
             # Wait for the client's close so the last bytes are not reset.
             while conn.recv(CHUNK):
                 pass
+        elif op == b"R":
+            # A request of REQUEST bytes in all, answered with `size`.
+            read_exact(conn, REQUEST - 9)
+            conn.sendall(bytes(size))
+            conn.shutdown(socket.SHUT_WR)
+            while conn.recv(CHUNK):
+                pass
         elif op == b"U":
             trace = Trace()
             buf = bytearray(CHUNK)
@@ -143,7 +154,25 @@ def transfer(args, op, size, deadline):
         s = connect(args, max(1.0, deadline - time.monotonic()))
         res["connected"] = time.monotonic()
         with s:
-            if op == "get":
+            if op == "rr":
+                # Client speaks first: the whole request in one write
+                # right after connect; time to the response's first byte.
+                s.sendall(struct.pack("!cQ", b"R", size) + bytes(REQUEST - 9))
+                buf = bytearray(CHUNK)
+                while trace.total < size:
+                    s.settimeout(max(0.1, deadline - time.monotonic()))
+                    n = s.recv_into(buf)
+                    if n == 0:
+                        break
+                    if trace.total == 0:
+                        res["first_byte"] = time.monotonic()
+                    trace.add(n)
+                trace.close()
+                res["points"] = trace.points
+                if trace.total >= size:
+                    res["done"] = time.monotonic()
+                    res["delivered_at"] = res["first_byte"]
+            elif op == "get":
                 s.sendall(struct.pack("!cQ", b"D", size))
                 buf = bytearray(CHUNK)
                 while trace.total < size:
@@ -187,7 +216,7 @@ def transfer(args, op, size, deadline):
     except (OSError, ValueError) as e:
         res["error"] = str(e)
     res["delivered"] = res["points"][-1][1] if res.get("points") else trace.total
-    if "done" in res:
+    if "done" in res and "delivered_at" not in res:
         # When the last byte arrived: for uploads the server's trace says.
         res["delivered_at"] = res["points"][-1][0] if res.get("points") else res["done"]
     res["end"] = time.monotonic()
@@ -231,7 +260,7 @@ def web(args):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", choices=["serve", "get", "put", "web"])
+    p.add_argument("mode", choices=["serve", "get", "put", "rr", "web"])
     p.add_argument("--bind", default="0.0.0.0")
     p.add_argument("--to")
     p.add_argument("--port", type=int, default=5201)

@@ -46,8 +46,17 @@ profile_load() {
         WAN_UP="rate=100mbit,delay=50ms,limit=2m"
         DOWN_BPS=20000000 UP_BPS=20000000 RTT_MS=105
         ;;
+    wg-test)
+        # For the namespace tests through WireGuard (tests/twoends.rs):
+        # a clean 20 Mbit/s link with a 200 ms RTT, long enough to tell
+        # a zero-round-trip open from an ordinary one, short enough to
+        # keep the tests quick.
+        WAN_DOWN="rate=20mbit,delay=100ms,limit=1m"
+        WAN_UP="rate=20mbit,delay=100ms,limit=1m"
+        DOWN_BPS=20000000 UP_BPS=20000000 RTT_MS=200
+        ;;
     *)
-        echo "unknown profile '$1' (geo, geo-clean, geo-clean-lossy, geo-lossy, leo, wifi-lossy, geo-small-window)" >&2
+        echo "unknown profile '$1' (geo, geo-clean, geo-clean-lossy, geo-lossy, leo, wifi-lossy, geo-small-window, wg-test)" >&2
         return 1
         ;;
     esac

@@ -538,6 +538,13 @@ return view.extend({
 		o.value('server', _('On the users\' side'));
 		o.value('client', _('At the far end (gateway)'));
 
+		field(s, 'link', form.Value, 'tunnel', _('Through a gateway: tunnel'),
+			_('The WireGuard interface (e.g. wg0) whose far end runs pepwrt as the gateway. The link is crossed inside it: its routes get the link\'s windows, and both ends offer each other a full window from the start. On the gateway itself, intercept only this interface.'),
+			{ placeholder: _('not set') });
+
+		field(s, 'link', form.Flag, 'zero_rtt', _('Open without a round trip'),
+			_('Connections across the tunnel carry their first data in the connection request (TCP Fast Open between the two pepwrts), saving one round trip of the link per connection. Needs the tunnel above; set it at both ends.'));
+
 		/* Advanced: numbers that only matter when they clash with other software. */
 
 		field(s, 'advanced', form.Value, 'queue', _('Packet queue number'),
