@@ -236,12 +236,20 @@ fn steady_state_allocates_nothing() {
     tb.start_pepwrt(&["--max-conns", "16"]);
     // Warm up: the first connections may grow the nfq crate's internal
     // queue and the kernel-facing buffers to their working size.
+    // Each batch waits for the last one's slots: a slot frees once the
+    // relay has seen its connection's end, a moment after the client saw
+    // its last byte, and 16 more connections on a full pool would pass
+    // unsplit.
+    let drained = || eventually(Duration::from_secs(10), || tb.counter("active") == 0);
     concurrent_echo(&tb, SERVER4, 16, 100_000);
+    assert!(drained(), "{}", tb.status());
     let before = tb.counter("allocations");
     concurrent_echo(&tb, SERVER4, 16, 100_000);
+    assert!(drained(), "{}", tb.status());
     concurrent_echo(&tb, SERVER6, 16, 100_000);
+    assert!(drained(), "{}", tb.status());
+    assert_eq!(tb.counter("total"), 48, "{}", tb.status());
     let after = tb.counter("allocations");
-    assert_eq!(tb.counter("total"), 48);
     assert_eq!(
         after, before,
         "allocations grew from {before} to {after} over 32 connections"
