@@ -247,6 +247,6 @@ fn zero_rtt_opens_go_only_into_a_tunnel_to_another_pepwrt() {
         p(&["--server-fastopen"]).unwrap().outgoing_fast_open(),
         FastOpen::Cookie
     );
-    let e = p(&["--tunnel", "10.0.0.0/8"]).unwrap_err().message;
+    let e = p(&["--tunnel", "198.18.0.0/15"]).unwrap_err().message;
     assert!(e.contains("not an interface name"), "{e}");
 }
