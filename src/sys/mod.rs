@@ -94,18 +94,24 @@ impl std::fmt::Display for Errno {
 /// reader that went away (`pepwrt status | head`) just ends the output
 /// instead of aborting the program.
 pub fn write_std(fd: libc::c_int, text: &str) {
-    let mut rest = text.as_bytes();
-    while !rest.is_empty() {
+    let _ = write_all(fd, text.as_bytes());
+}
+
+/// Writes all of `data` to `fd`, again after a signal interrupted it.
+pub(crate) fn write_all(fd: libc::c_int, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
         // SAFETY: writes from our own slice of the given length.
-        let n = unsafe { libc::write(fd, rest.as_ptr().cast(), rest.len()) };
+        let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
         if n < 0 {
-            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
                 continue;
             }
-            return;
+            return Err(e);
         }
-        rest = &rest[n as usize..];
+        data = &data[n as usize..];
     }
+    Ok(())
 }
 
 /// The command line's output: stdout.

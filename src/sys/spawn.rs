@@ -4,7 +4,7 @@
 //! what `pepwrt check` needs once: a program, its input on stdin, its
 //! output and whether it succeeded.
 
-use super::cvt;
+use super::{cvt, write_all};
 use std::ffi::CString;
 use std::io;
 
@@ -101,22 +101,6 @@ fn pipe() -> io::Result<(libc::c_int, libc::c_int)> {
 fn close(fd: libc::c_int) {
     // SAFETY: closes a descriptor this module opened and owns.
     unsafe { libc::close(fd) };
-}
-
-fn write_all(fd: libc::c_int, mut data: &[u8]) -> io::Result<()> {
-    while !data.is_empty() {
-        // SAFETY: writes from our own slice of the given length.
-        let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        data = &data[n as usize..];
-    }
-    Ok(())
 }
 
 #[cfg(test)]
