@@ -378,23 +378,6 @@ fn burst_connect(to: SocketAddr, n: usize, limit: Duration) -> Vec<Option<TcpStr
         .collect()
 }
 
-fn sockaddr4(a: SocketAddr) -> (libc::sockaddr_in, libc::socklen_t) {
-    let SocketAddr::V4(v4) = a else {
-        panic!("IPv4 only")
-    };
-    (
-        libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: v4.port().to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from_ne_bytes(v4.ip().octets()),
-            },
-            sin_zero: [0; 8],
-        },
-        std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-    )
-}
-
 /// A burst of 1000 connects (pool large enough for all): each connects and
 /// echoes intact, status keeps answering, and every SYN is split or
 /// passed (defect 4 of issue 11: the queue socket overflows and SYNs pass

@@ -150,34 +150,9 @@ impl TwoEnds {
             flags.extend_from_slice(&["--link-leg", "client"]);
         }
         flags.extend_from_slice(extra);
-        let mut rules = vec![
-            "netns",
-            "exec",
-            &ns,
-            PEPWRT,
-            "rules",
-            "--backend",
-            "iptables",
-        ];
+        let mut rules = vec!["rules", "--backend", "iptables"];
         rules.extend_from_slice(&flags);
-        let text = Command::new("ip").args(&rules).output().expect("rules");
-        let mut sh = Command::new("ip")
-            .args(["netns", "exec", &ns, "sh"])
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("sh");
-        sh.stdin
-            .take()
-            .expect("stdin")
-            .write_all(&text.stdout)
-            .expect("rules");
-        let out = sh.wait_with_output().expect("sh");
-        assert!(
-            out.status.success(),
-            "rules: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        install_rules_in(&ns, &rules);
         let n = self.peps.len();
         let control = std::env::temp_dir().join(format!("{}.{n}.sock", self.prefix));
         let log = std::env::temp_dir().join(format!("{}.{n}.log", self.prefix));
@@ -638,32 +613,12 @@ fn fast_open_connect(to: SocketAddr, data: &[u8]) -> std::io::Result<TcpStream> 
     s.set_write_timeout(Some(Duration::from_secs(2)))?;
     s.set_read_timeout(Some(Duration::from_secs(2)))?;
     // connect() returns at once; the first write sends SYN and data.
-    let sa = socket2_addr(to);
+    let (sa, len) = sockaddr4(to);
     // SAFETY: sa is a sockaddr_in of the size passed.
-    let r = unsafe {
-        libc::connect(
-            s.as_raw_fd(),
-            (&raw const sa).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        )
-    };
+    let r = unsafe { libc::connect(s.as_raw_fd(), (&raw const sa).cast(), len) };
     if r != 0 {
         return Err(std::io::Error::last_os_error());
     }
     (&s).write_all(data)?;
     Ok(s)
-}
-
-fn socket2_addr(to: SocketAddr) -> libc::sockaddr_in {
-    let SocketAddr::V4(v4) = to else {
-        panic!("IPv4 only")
-    };
-    libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: v4.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(v4.ip().octets()),
-        },
-        sin_zero: [0; 8],
-    }
 }

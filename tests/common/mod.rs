@@ -42,10 +42,7 @@ pub fn have_root() -> bool {
         std::env::var_os("PEPWRT_REQUIRE_ROOT").is_none(),
         "these tests build network namespaces and need root"
     );
-    let name = thread::current().name().unwrap_or("a test").to_string();
-    let line = format!("pepwrt tests: SKIPPED {name}: needs root (network namespaces)\n");
-    // SAFETY: writes our own buffer to stderr's fd.
-    unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
+    skipped("needs root (network namespaces)");
     false
 }
 
@@ -171,24 +168,7 @@ impl Testbed {
             &self.lan_if,
         ];
         args.extend_from_slice(flags);
-        let script = self.exec(&args).stdout;
-        let mut sh = Command::new("ip")
-            .args(["netns", "exec", &self.router, "sh"])
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("sh");
-        sh.stdin
-            .take()
-            .expect("stdin")
-            .write_all(&script)
-            .expect("script");
-        let out = sh.wait_with_output().expect("sh");
-        assert!(
-            out.status.success(),
-            "rules failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        install_rules_in(&self.router, &args[1..]);
     }
 
     /// Starts pepwrt in the router with the test's control socket and
@@ -442,6 +422,49 @@ pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 // ---- Additions for the reliability campaign (torture, flood, soak). ----
 
 /// Runs a command in any namespace and asserts success.
+/// Runs `pepwrt <args>` in namespace `ns` and the script it prints
+/// with that namespace's sh: the interception rules, installed.
+pub fn install_rules_in(ns: &str, args: &[&str]) {
+    let mut cmd = vec![PEPWRT];
+    cmd.extend_from_slice(args);
+    let script = exec_in(ns, &cmd).stdout;
+    let mut sh = Command::new("ip")
+        .args(["netns", "exec", ns, "sh"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sh");
+    sh.stdin
+        .take()
+        .expect("stdin")
+        .write_all(&script)
+        .expect("script");
+    let out = sh.wait_with_output().expect("sh");
+    assert!(
+        out.status.success(),
+        "rules failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// An IPv4 socket address as libc takes it, with its length.
+pub fn sockaddr4(a: SocketAddr) -> (libc::sockaddr_in, libc::socklen_t) {
+    let SocketAddr::V4(v4) = a else {
+        panic!("IPv4 only")
+    };
+    (
+        libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: v4.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(v4.ip().octets()),
+            },
+            sin_zero: [0; 8],
+        },
+        std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+    )
+}
+
 pub fn exec_in(ns: &str, args: &[&str]) -> Output {
     let mut full = vec!["ip", "netns", "exec", ns];
     full.extend_from_slice(args);
