@@ -146,6 +146,24 @@ def unacked(sock):
     return struct.unpack("i", buf)[0]
 
 
+def receive(s, size, deadline, trace, res):
+    """Reads `size` bytes into `trace`, noting the first byte's and, when
+    all came, the last byte's time in `res`."""
+    buf = bytearray(CHUNK)
+    while trace.total < size:
+        s.settimeout(max(0.1, deadline - time.monotonic()))
+        n = s.recv_into(buf)
+        if n == 0:
+            break
+        if trace.total == 0:
+            res["first_byte"] = time.monotonic()
+        trace.add(n)
+    trace.close()
+    res["points"] = trace.points
+    if trace.total >= size:
+        res["done"] = time.monotonic()
+
+
 def transfer(args, op, size, deadline):
     """One transfer; returns a result dict (complete or timed out)."""
     res = {"op": op, "size": size, "start": time.monotonic()}
@@ -158,33 +176,12 @@ def transfer(args, op, size, deadline):
                 # Client speaks first: the whole request in one write
                 # right after connect; time to the response's first byte.
                 s.sendall(struct.pack("!cQ", b"R", size) + bytes(REQUEST - 9))
-                buf = bytearray(CHUNK)
-                while trace.total < size:
-                    s.settimeout(max(0.1, deadline - time.monotonic()))
-                    n = s.recv_into(buf)
-                    if n == 0:
-                        break
-                    if trace.total == 0:
-                        res["first_byte"] = time.monotonic()
-                    trace.add(n)
-                trace.close()
-                res["points"] = trace.points
-                if trace.total >= size:
-                    res["done"] = time.monotonic()
+                receive(s, size, deadline, trace, res)
+                if "done" in res:
                     res["delivered_at"] = res["first_byte"]
             elif op == "get":
                 s.sendall(struct.pack("!cQ", b"D", size))
-                buf = bytearray(CHUNK)
-                while trace.total < size:
-                    s.settimeout(max(0.1, deadline - time.monotonic()))
-                    n = s.recv_into(buf)
-                    if n == 0:
-                        break
-                    trace.add(n)
-                trace.close()
-                res["points"] = trace.points
-                if trace.total >= size:
-                    res["done"] = time.monotonic()
+                receive(s, size, deadline, trace, res)
             else:
                 # Upload: the server's ack marks completion; its trace
                 # says when the bytes were delivered.
