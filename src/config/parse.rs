@@ -4,7 +4,6 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use super::System;
 use super::model::{
@@ -15,7 +14,8 @@ use super::values::{
     parse_cc, parse_duration, parse_level, parse_mark, parse_num, parse_rate, parse_secs,
     parse_size, parse_table, parse_target,
 };
-use crate::link::{Congestion, Link, LinkLeg};
+use crate::link::settings::{self, Figures};
+use crate::link::{Congestion, LinkLeg};
 
 /// The subcommands an option belongs to.
 type Scope = &'static [Subcommand];
@@ -102,7 +102,7 @@ struct Cli {
     part: Option<RulesPart>,
     json: bool,
     snoop: SnoopConfig,
-    link: LinkArgs,
+    link: Figures,
     help: bool,
     version: bool,
     /// Each option given, as written, with the subcommands it belongs to.
@@ -422,22 +422,22 @@ impl Cli {
                 ..Config::default()
             });
         }
-        let Cli {
-            mut cfg,
-            snoop,
-            link,
-            backend,
-            ..
-        } = self;
-        if !snoop.targets.is_empty() {
-            cfg.snoop = Some(snoop);
+        let mut cfg = self.cfg;
+        if !self.snoop.targets.is_empty() {
+            cfg.snoop = Some(self.snoop);
         }
-        cfg.link_leg = link.leg.unwrap_or(LinkLeg::Server);
+        let backend = self.backend;
+        let figures = self.link;
+        cfg.link_leg = figures.leg.unwrap_or(LinkLeg::Server);
         cfg.validate()?;
-        cfg.link = link.finish()?;
-        if let Some(link) = cfg.link {
-            let long = link.leg.pick(&mut cfg.client_leg, &mut cfg.server_leg);
-            cfg.bbr_by_link = link.apply(long, system, cfg.tunnel.is_some());
+        // The link module checks the figures and puts its policy in force
+        // on the leg over the link.
+        let two_ended = cfg.tunnel.is_some();
+        let legs = (&mut cfg.client_leg, &mut cfg.server_leg);
+        let settled = settings::settle(figures, legs, system, two_ended);
+        if let Some((link, bbr_by_link)) = settled.map_err(ConfigError::new)? {
+            cfg.link = Some(link);
+            cfg.bbr_by_link = bbr_by_link;
         }
         cfg.command = match sub {
             Run => Command::Run,
@@ -456,34 +456,4 @@ impl Cli {
 impl Subcommand {
     /// Every subcommand: `--help` and `--version` go with any.
     const ALL: Scope = &[Run, Check, Rules, Status];
-}
-
-/// Link figures as given on the command line; `finish` turns them into
-/// a `Link`, or refuses an incomplete set.
-#[derive(Debug, Default)]
-pub(super) struct LinkArgs {
-    pub uplink_bps: Option<u64>,
-    pub downlink_bps: Option<u64>,
-    pub rtt: Option<Duration>,
-    pub leg: Option<LinkLeg>,
-}
-
-impl LinkArgs {
-    pub fn finish(self) -> Result<Option<Link>, ConfigError> {
-        let rates = self.uplink_bps.is_some() || self.downlink_bps.is_some();
-        match (rates, self.rtt) {
-            // --link-leg alone changes nothing: UCI may always pass it.
-            (false, None) => Ok(None),
-            (false, Some(_)) => err("--rtt needs --uplink or --downlink (the link's rates)"),
-            (true, None) => err(
-                "--uplink/--downlink need --rtt (the link's round-trip time, e.g. 600ms) to size the window",
-            ),
-            (true, Some(rtt)) => Ok(Some(Link {
-                uplink_bps: self.uplink_bps,
-                downlink_bps: self.downlink_bps,
-                rtt,
-                leg: self.leg.unwrap_or(LinkLeg::Server),
-            })),
-        }
-    }
 }

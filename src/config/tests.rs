@@ -1,8 +1,6 @@
 //! The command line as a whole: subcommands, which options each takes,
 //! help, and values reaching the configuration.
 
-use std::time::Duration;
-
 use super::*;
 use crate::link::{Congestion, LegOptions, LinkLeg};
 use Subcommand::{Rules, Status};
@@ -186,28 +184,6 @@ fn the_autotuning_ceiling_is_tcp_wmems_third_field() {
     let s = System::from_tcp_wmem("4096\t16384\t4194304\n");
     assert_eq!(s.autotuning_ceiling_bytes, Some(4_194_304));
     assert_eq!(System::from_tcp_wmem("").autotuning_ceiling_bytes, None);
-}
-
-#[test]
-fn link_figures_come_as_a_set() {
-    use super::parse::LinkArgs;
-    let rates_only = LinkArgs {
-        uplink_bps: Some(1),
-        ..LinkArgs::default()
-    };
-    let e = rates_only.finish().unwrap_err().to_string();
-    assert!(e.contains("need --rtt"), "{e}");
-    let rtt_only = LinkArgs {
-        rtt: Some(Duration::from_millis(600)),
-        ..LinkArgs::default()
-    };
-    let e = rtt_only.finish().unwrap_err().to_string();
-    assert!(e.contains("--rtt needs --uplink or --downlink"), "{e}");
-    let leg_only = LinkArgs {
-        leg: Some(LinkLeg::Client),
-        ..LinkArgs::default()
-    };
-    assert_eq!(leg_only.finish(), Ok(None));
 }
 
 #[test]

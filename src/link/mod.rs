@@ -1,7 +1,9 @@
 //! The slow link: its settings and the policy they put in force, setting
 //! that policy on the legs' sockets, and what it does while connections
-//! run. Config parses the figures and hands a `Link` over; the loop talks
-//! to `LinkRuntime` through a few events; status reads its facts here.
+//! run. Config parses the figures and hands them to `settings::settle`,
+//! which checks them and puts the policy in force (the kernel's units
+//! come from `sys`); the loop talks to `LinkRuntime` through a few
+//! events; status reads its facts here.
 //!
 //! - `settings`: the figures, which leg crosses the link, and the policy
 //!   (pacing, BBR or not, send buffer, the routes' initial window);
@@ -15,7 +17,7 @@
 mod learn;
 mod rtt_probe;
 mod runtime;
-mod settings;
+pub mod settings;
 mod share;
 pub mod tuning;
 mod window;

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use super::tuning::{Congestion, LegOptions};
+use crate::sys::socket;
 
 /// Which leg of a split connection crosses the long link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +61,59 @@ impl System {
     }
 }
 
+/// The link's figures as given on the command line or in UCI, before
+/// they are checked: `settle` turns them into a `Link`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Figures {
+    pub uplink_bps: Option<u64>,
+    pub downlink_bps: Option<u64>,
+    pub rtt: Option<Duration>,
+    pub leg: Option<LinkLeg>,
+}
+
+impl Figures {
+    /// Whether any figure is given: `--link-leg` alone changes nothing, so
+    /// UCI may always pass it.
+    pub fn given(&self) -> bool {
+        self.uplink_bps.is_some() || self.downlink_bps.is_some() || self.rtt.is_some()
+    }
+
+    /// The link they describe, or what is missing from the set.
+    pub fn checked(&self) -> Result<Link, &'static str> {
+        let rates = self.uplink_bps.is_some() || self.downlink_bps.is_some();
+        match (rates, self.rtt) {
+            (true, Some(rtt)) => Ok(Link {
+                uplink_bps: self.uplink_bps,
+                downlink_bps: self.downlink_bps,
+                rtt,
+                leg: self.leg.unwrap_or(LinkLeg::Server),
+            }),
+            (false, _) => Err("--rtt needs --uplink or --downlink (the link's rates)"),
+            (true, None) => Err(
+                "--uplink/--downlink need --rtt (the link's round-trip time, e.g. 600ms) to size the window",
+            ),
+        }
+    }
+}
+
+/// Checks the figures and puts the link's policy in force on the leg that
+/// crosses it (`legs`: the client's and the server's options as the user
+/// gave them). Gives the link, and whether it chose BBR.
+pub fn settle(
+    figures: Figures,
+    legs: (&mut LegOptions, &mut LegOptions),
+    system: &System,
+    two_ended: bool,
+) -> Result<Option<(Link, bool)>, &'static str> {
+    if !figures.given() {
+        return Ok(None);
+    }
+    let link: Link = figures.checked()?;
+    let long = link.leg.pick(legs.0, legs.1);
+    let bbr_by_link = apply(&link, long, system, two_ended);
+    Ok(Some((link, bbr_by_link)))
+}
+
 /// Link settings with at least this RTT choose BBR for the long leg.
 const BBR_MIN_RTT: Duration = Duration::from_millis(200);
 
@@ -111,68 +165,69 @@ impl Link {
         self.window_segments(self.receive_bps())
     }
 
-    /// The long leg's options (`long`, as the user gave them): paced at
-    /// the link's rate, and a send buffer of two BDPs (one in flight, one
-    /// to refill it while the first is acknowledged) unless the user set
-    /// one; with pepwrt at the far end (`two_ended`), a receive buffer of
-    /// two BDPs too. True when the link chose BBR (the user named none).
-    pub fn apply(&self, long: &mut LegOptions, system: &System, two_ended: bool) -> bool {
-        // BBR holds the link's rate through random loss (a 1 % loss GEO
-        // link: 3.3x direct, cubic 2.6x) and also wins on a clean one, but
-        // BBR (v1) caps its window at twice the smallest RTT it has seen:
-        // where the RTT steps up, as at LEO handovers (40 to 100 ms), that
-        // cap cuts its rate for seconds (LEO uploads 0.8x direct). So BBR
-        // on long links, the kernel's default (cubic) on short ones,
-        // unless the user chose.
-        let bbr_by_link = long.congestion.is_none() && self.is_long();
-        if bbr_by_link {
-            long.congestion = Some(Congestion::Bbr);
-        }
-        if let Some(bps) = self.send_bps() {
-            // The cap is the link's rate on long links; short ones get a
-            // quarter more: after an outage or an RTT step (LEO handovers)
-            // a leg capped at exactly the link's rate cannot catch up
-            // (measured: LEO 1 MB uploads 0.74x direct at 1.0x, 1.0x at
-            // 1.25x; on a clean GEO link 1.25x cost 3 %).
-            let rate = bps / 8;
-            let headroom = if self.is_long() { 0 } else { rate / 4 };
-            long.pacing_bytes_per_s = Some(rate + headroom);
-            // Send buffer autotuning starts at two initial windows and
-            // follows the RTT when it grows (queues, LEO handovers); a
-            // fixed buffer would not. So it is fixed only where
-            // autotuning's ceiling (tcp_wmem) cannot reach two BDPs.
-            let two_bdp = self.two_bdp(bps);
-            let ceiling = system.autotuning_ceiling_bytes;
-            if ceiling.is_some_and(|max| max < u64::from(two_bdp)) {
-                long.sndbuf_bytes.get_or_insert(two_bdp);
-            }
-        }
-        // The receive buffer stays with autotuning. A fixed one of two
-        // BDPs of the other direction lets the route's initrwnd act (the
-        // kernel's 128 KB start holds the window back for several round
-        // trips): with pepwrt at the far end too, which sends a BDP at
-        // once, downloads then reach the link's limit (geo-clean: 1 MB
-        // 3.52 -> 2.04 s, 10 MB 11.06 -> 9.57 s). But from a plain server
-        // that window let its slow start overshoot the link's queue
-        // (geo-clean 10 MB downloads 13.25 s against 12.42 s direct), so
-        // it is for two-ended setups: a tunnel whose far end runs pepwrt
-        // (--tunnel) sets it on long links; --server-rcvbuf on the router
-        // or --client-rcvbuf on the gateway set it by hand. On short links
-        // a fixed buffer cannot follow an RTT that grows (LEO handovers:
-        // 1 MB uploads 0.93 s with it, 0.82 s autotuned).
-        if two_ended
-            && self.is_long()
-            && let Some(bps) = self.receive_bps()
-        {
-            long.rcvbuf_bytes.get_or_insert(self.two_bdp(bps));
-        }
-        bbr_by_link
-    }
-
     /// Two BDPs in bytes, within what a socket buffer can take.
     fn two_bdp(&self, bps: u64) -> u32 {
         (2 * self.bdp_bytes(bps)).clamp(64 * 1024, 1 << 30) as u32
     }
+}
+
+/// The long leg's options (`long`, as the user gave them): paced at
+/// the link's rate, and a send buffer of two BDPs (one in flight, one
+/// to refill it while the first is acknowledged) unless the user set
+/// one; with pepwrt at the far end (`two_ended`), a receive buffer of
+/// two BDPs too. True when the link chose BBR (the user named none).
+pub fn apply(link: &Link, long: &mut LegOptions, system: &System, two_ended: bool) -> bool {
+    // BBR holds the link's rate through random loss (a 1 % loss GEO
+    // link: 3.3x direct, cubic 2.6x) and also wins on a clean one, but
+    // BBR (v1) caps its window at twice the smallest RTT it has seen:
+    // where the RTT steps up, as at LEO handovers (40 to 100 ms), that
+    // cap cuts its rate for seconds (LEO uploads 0.8x direct). So BBR
+    // on long links, the kernel's default (cubic) on short ones,
+    // unless the user chose.
+    let bbr_by_link = long.congestion.is_none() && link.is_long();
+    if bbr_by_link {
+        long.congestion = Some(Congestion::Bbr);
+    }
+    let send = link.leg.pick(link.downlink_bps, link.uplink_bps);
+    let paced = socket::pacing_rate(send);
+    if let (Some(bps), Some(rate)) = (send, paced) {
+        // The cap is the link's rate on long links; short ones get a
+        // quarter more: after an outage or an RTT step (LEO handovers)
+        // a leg capped at exactly the link's rate cannot catch up
+        // (measured: LEO 1 MB uploads 0.74x direct at 1.0x, 1.0x at
+        // 1.25x; on a clean GEO link 1.25x cost 3 %).
+        let headroom = if link.is_long() { 0 } else { rate / 4 };
+        long.pacing_bytes_per_s = Some(rate + headroom);
+        // Send buffer autotuning starts at two initial windows and
+        // follows the RTT when it grows (queues, LEO handovers); a
+        // fixed buffer would not. So it is fixed only where
+        // autotuning's ceiling (tcp_wmem) cannot reach two BDPs.
+        let two_bdp = link.two_bdp(bps);
+        let ceiling = system.autotuning_ceiling_bytes;
+        if ceiling.is_some_and(|max| max < u64::from(two_bdp)) {
+            long.sndbuf_bytes.get_or_insert(two_bdp);
+        }
+    }
+    // The receive buffer stays with autotuning. A fixed one of two
+    // BDPs of the other direction lets the route's initrwnd act (the
+    // kernel's 128 KB start holds the window back for several round
+    // trips): with pepwrt at the far end too, which sends a BDP at
+    // once, downloads then reach the link's limit (geo-clean: 1 MB
+    // 3.52 -> 2.04 s, 10 MB 11.06 -> 9.57 s). But from a plain server
+    // that window let its slow start overshoot the link's queue
+    // (geo-clean 10 MB downloads 13.25 s against 12.42 s direct), so
+    // it is for two-ended setups: a tunnel whose far end runs pepwrt
+    // (--tunnel) sets it on long links; --server-rcvbuf on the router
+    // or --client-rcvbuf on the gateway set it by hand. On short links
+    // a fixed buffer cannot follow an RTT that grows (LEO handovers:
+    // 1 MB uploads 0.93 s with it, 0.82 s autotuned).
+    if two_ended
+        && link.is_long()
+        && let Some(bps) = link.receive_bps()
+    {
+        long.rcvbuf_bytes.get_or_insert(link.two_bdp(bps));
+    }
+    bbr_by_link
 }
 
 /// Initial congestion and receive windows (segments) for the routes the
@@ -236,7 +291,7 @@ mod tests {
 
     fn applied(link: Link, system: System) -> (LegOptions, bool) {
         let mut long = LegOptions::default();
-        let bbr = link.apply(&mut long, &system, false);
+        let bbr = apply(&link, &mut long, &system, false);
         (long, bbr)
     }
 
@@ -286,14 +341,14 @@ mod tests {
             congestion: Some(Congestion::Cubic),
             ..LegOptions::default()
         };
-        assert!(!GEO_UPLINK.apply(&mut long, &System::default(), false));
+        assert!(!apply(&GEO_UPLINK, &mut long, &System::default(), false));
         assert_eq!(long.congestion, Some(Congestion::Cubic));
     }
 
     #[test]
     fn with_pepwrt_at_the_far_end_a_long_leg_offers_two_bdp_at_once() {
         let mut long = LegOptions::default();
-        GEO_UPLINK.apply(&mut long, &System::default(), true);
+        apply(&GEO_UPLINK, &mut long, &System::default(), true);
         // Two BDPs of the downlink it receives: 50 Mbit/s x 600 ms x 2.
         assert_eq!(long.rcvbuf_bytes, Some(7_500_000));
         let leo = Link {
@@ -301,13 +356,13 @@ mod tests {
             ..GEO_UPLINK
         };
         let mut short = LegOptions::default();
-        leo.apply(&mut short, &System::default(), true);
+        apply(&leo, &mut short, &System::default(), true);
         assert_eq!(short.rcvbuf_bytes, None);
         let mut mine = LegOptions {
             rcvbuf_bytes: Some(1 << 20),
             ..LegOptions::default()
         };
-        GEO_UPLINK.apply(&mut mine, &System::default(), true);
+        apply(&GEO_UPLINK, &mut mine, &System::default(), true);
         assert_eq!(mine.rcvbuf_bytes, Some(1 << 20));
     }
 
@@ -328,5 +383,26 @@ mod tests {
         assert_eq!(route_windows(Some(GEO_UPLINK), None), Some((518, 2590)));
         assert_eq!(route_windows(Some(GEO_UPLINK), Some(64)), Some((64, 64)));
         assert_eq!(route_windows(None, None), None);
+    }
+
+    #[test]
+    fn link_figures_come_as_a_set() {
+        let rates_only = Figures {
+            uplink_bps: Some(8_000),
+            ..Figures::default()
+        };
+        let e = rates_only.checked().unwrap_err();
+        assert!(e.contains("need --rtt"), "{e}");
+        let rtt_only = Figures {
+            rtt: Some(Duration::from_millis(600)),
+            ..Figures::default()
+        };
+        let e = rtt_only.checked().unwrap_err();
+        assert!(e.contains("--rtt needs --uplink or --downlink"), "{e}");
+        let leg_only = Figures {
+            leg: Some(LinkLeg::Client),
+            ..Figures::default()
+        };
+        assert!(!leg_only.given());
     }
 }

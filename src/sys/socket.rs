@@ -245,6 +245,12 @@ pub fn set_buffer(fd: RawFd, force: libc::c_int, plain: libc::c_int, bytes: u32)
     let val = bytes.min(i32::MAX as u32) as i32;
     set_int(fd, libc::SOL_SOCKET, force, val).or_else(|_| set_int(fd, libc::SOL_SOCKET, plain, val))
 }
+/// SO_MAX_PACING_RATE's value for a rate in bits per second (`None`: not
+/// paced): the kernel counts bytes per second.
+pub fn pacing_rate(bits_per_s: Option<u64>) -> Option<u64> {
+    let bits = bits_per_s?;
+    Some(bits / 8)
+}
 
 /// A receive buffer of `bytes`, see `set_buffer`.
 pub fn set_receive_buffer(fd: RawFd, bytes: u32) -> io::Result<()> {
