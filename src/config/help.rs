@@ -75,6 +75,14 @@ INTERCEPTION:
                              router's input firewall instead of its
                              forwarding rules
     --exclude-port PORT      never split connections to this port; repeatable
+    --quic pass|reject       QUIC (HTTP/3, UDP to port 443) forwarded from
+                             the intercepted side. pass: forwarded like
+                             any UDP [default]. reject: answered at once
+                             with ICMP port unreachable, so browsers fall
+                             back to HTTP/2 over TCP, which pepwrt splits
+                             (over a long link split TCP beats end-to-end
+                             QUIC). Other UDP and traffic to the router
+                             itself pass; the rule is in the forward hook
     --no-ipv6                IPv4 only
 
 POOL:
@@ -101,7 +109,9 @@ OUTGOING LEG (router to server):
     --server-fastopen        TCP fast open on the outgoing connect
     --tunnel IF              the link is inside tunnel IF, with pepwrt at
                              its far end: IF's routes get the windows
-    --zero-rtt               with --tunnel IF: data in the SYN
+    --zero-rtt               with --tunnel IF: data in the SYN, without a
+                             cookie, between the two pepwrts (rules set
+                             fastopen_no_cookie on IF's routes)
     --initcwnd SEGMENTS      initial congestion and receive windows of the
                              connections the router opens itself (pepwrt's
                              outgoing legs), set on the default routes by
@@ -233,9 +243,11 @@ DESCRIPTION:
     SYNs to pepwrt's queue and split connections to its listener: a
     firewall part (nft or iptables) and a routing part (a policy rule and
     a table for marked packets; with link settings, the initial window on
-    the routes the long leg uses). The options of run that shape it (the
-    queue, port, mark, table, interception, Snoop and link options) must
-    be the ones run gets.
+    the routes the long leg uses; with --zero-rtt at the router, data in
+    the SYN without a cookie on the tunnel's routes), and where run's
+    options refuse QUIC, the forward rule that answers it. The options of
+    run that shape it (the queue, port, mark, table, interception, Snoop,
+    tunnel and link options) must be the ones run gets.
 
 OPTIONS:
     --backend nft|iptables   rule flavour [default: nft]

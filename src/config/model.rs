@@ -164,6 +164,10 @@ pub struct Config {
     pub link: Option<Link>,
     pub intercept: Vec<Target>,
     pub exclude_ports: Vec<u16>,
+    /// `--quic reject`: UDP to port 443 forwarded from the intercepted
+    /// side is answered with ICMP port unreachable, so browsers fall back
+    /// to TCP (which pepwrt splits) at once.
+    pub reject_quic: bool,
     pub ipv6: bool,
     pub control_path: PathBuf,
     /// Run as this user after start-up, keeping only the capabilities
@@ -204,6 +208,7 @@ impl Default for Config {
             link: None,
             intercept: Vec::new(),
             exclude_ports: Vec::new(),
+            reject_quic: false,
             ipv6: true,
             control_path: PathBuf::from("/var/run/pepwrt.sock"),
             user: None,

@@ -22,6 +22,7 @@ use std::net::IpAddr;
 
 use crate::config::{Backend, Config, RulesPart, RulesRequest, Target};
 
+mod quic;
 mod routes;
 
 pub fn render(cfg: &Config, req: RulesRequest) -> String {
@@ -150,6 +151,7 @@ fn nft_ruleset(cfg: &Config, delete: bool, out: &mut String) {
     let _ = writeln!(out, "    fib daddr type local return");
     let _ = writeln!(out, "    queue num {} bypass", cfg.queue);
     let _ = writeln!(out, "  }}");
+    quic::nft_chain(cfg, out);
     if let Some(s) = &cfg.snoop {
         crate::snoop::rules::nft_chains(cfg, s, out);
     }
@@ -196,6 +198,7 @@ fn iptables_script(cfg: &Config, delete: bool, out: &mut String) {
             ("mangle", "PREROUTING", "PEPWRT"),
             ("mangle", "FORWARD", "PEPWRT_SNOOP"),
             ("raw", "OUTPUT", "PEPWRT_RAW"),
+            ("filter", "FORWARD", "PEPWRT_QUIC"),
         ] {
             let _ = writeln!(out, "{ipt} -t {table} -D {hook} -j {chain} 2>/dev/null");
             let _ = writeln!(out, "{ipt} -t {table} -F {chain} 2>/dev/null");
@@ -275,6 +278,7 @@ fn iptables_script(cfg: &Config, delete: bool, out: &mut String) {
             cfg.queue
         );
         let _ = writeln!(out, "{ipt} -t mangle -I PREROUTING -j PEPWRT");
+        quic::iptables_chain(cfg, fam, out);
         if let Some(s) = &cfg.snoop {
             crate::snoop::rules::iptables_chain(cfg, s, ipt, fam == Family::V4, out);
             crate::snoop::rules::iptables_raw(cfg, ipt, out);
@@ -322,7 +326,7 @@ mod tests {
     use super::*;
     use crate::config::parse;
 
-    fn rules(args: &[&str]) -> String {
+    pub(super) fn rules(args: &[&str]) -> String {
         let cfg = parse(args.iter().copied(), &Default::default()).unwrap();
         match cfg.command {
             crate::config::Command::Rules(req) => render(&cfg, req),

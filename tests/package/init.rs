@@ -289,6 +289,8 @@ const DEFAULT_FLAGS: &[&str] = &[
     "client",
     "--link-leg",
     "server",
+    "--quic",
+    "pass",
     "--queue",
     "3135",
     "--port",
@@ -432,7 +434,7 @@ fn init_options_map_to_flags() {
     let main = "\toption server_cc ''\n\toption client_cc 'cubic'\n\toption server_fastopen '1'\n\
                 \toption server_nodelay 'yes'\n\toption server_sndbuf '4m'\n\toption client_rcvbuf '256k'\n\
                 \toption server_mss '1400'\n\toption outgoing_source 'router'\n\tlist intercept '198.18.2.0/24'\n\
-                \tlist exclude_port '853'\n\toption log_level 'debug'\n";
+                \tlist exclude_port '853'\n\toption log_level 'debug'\n\toption quic 'reject'\n";
     let snoop = "\toption enabled '1'\n\tlist target '198.19.0.0/16'\n";
     let r = Router::new(&config(main, snoop), true);
     let (ok, log) = r.run("start");
@@ -470,6 +472,8 @@ fn init_options_map_to_flags() {
         "1400",
         "--link-leg",
         "server",
+        "--quic",
+        "reject",
         "--queue",
         "3135",
         "--port",
@@ -503,6 +507,7 @@ fn init_options_map_to_flags() {
     );
     let nft = std::fs::read_to_string(r.path("var/etc/pepwrt/pepwrt.nft")).unwrap();
     assert!(nft.contains("chain snoop"), "{nft}");
+    assert!(nft.contains("chain quic"), "{nft}");
 }
 
 #[test]
