@@ -472,10 +472,39 @@ mod tests {
         let r = rules(&gw);
         assert!(!r.contains("route show default"));
         assert!(r.contains(
-            "ip route show dev g1 | grep ' via ' | sed -E 's/ (initcwnd|initrwnd) [0-9]+//g' | while read -r r; do ip route change $r dev g1 initcwnd 2590 initrwnd 518 && echo \"ip route change $r dev g1\" >> \"$rec\"; done"
+            "ip route show dev g1 | grep ' via ' | sed -E 's/ (initcwnd|initrwnd|fastopen_no_cookie) [0-9]+//g' | while read -r r; do ip route change $r dev g1 initcwnd 2590 initrwnd 518 && echo \"ip route change $r dev g1\" >> \"$rec\"; done"
         ));
         let d = rules(&[&gw[..], &["--delete"]].concat());
         assert!(d.contains("ip -6 route change $r dev g1; done"));
+    }
+
+    #[test]
+    fn zero_rtt_at_the_router_marks_the_tunnels_routes_cookieless() {
+        let tunnel = ["rules", "--part", "routing", "--tunnel", "wg0"];
+        let r = rules(&[&tunnel[..], &["--zero-rtt"]].concat());
+        let v4 = "ip -4 route show table all dev wg0 type unicast | grep -v '^fe80:' | sed -E 's/ (initcwnd|initrwnd|fastopen_no_cookie) [0-9]+//g' | while read -r r; do ip route change $r dev wg0 fastopen_no_cookie 1 && echo \"ip route change $r dev wg0\" >> \"$rec\"; done";
+        assert!(r.contains(v4), "{r}");
+        assert!(r.contains("ip -6 route change $r dev wg0 fastopen_no_cookie 1 && echo"));
+        assert!(r.contains("mkdir -p /var/run/pepwrt"));
+        // With the link's windows: both on the same change.
+        let link = ["--uplink", "10mbit", "--rtt", "600ms"];
+        let w = rules(&[&tunnel[..], &link, &["--zero-rtt"]].concat());
+        assert!(
+            w.contains("dev wg0 initcwnd 518 initrwnd 518 fastopen_no_cookie 1 &&"),
+            "{w}"
+        );
+        // Not without --zero-rtt, not at a gateway (its listener takes
+        // data without a cookie by itself), not on other routes.
+        assert!(!rules(&[&tunnel[..], &link].concat()).contains("fastopen_no_cookie 1"));
+        let gw = [
+            &tunnel[..],
+            &["--zero-rtt", "--link-leg", "client", "--intercept", "wg0"],
+        ];
+        assert!(!rules(&gw.concat()).contains("fastopen_no_cookie 1"));
+        // Removal: the record, else the tunnel's routes stripped.
+        let d = rules(&[&tunnel[..], &["--zero-rtt", "--delete"]].concat());
+        assert!(d.contains("ip route change $r dev wg0; done"), "{d}");
+        assert!(!d.contains("fastopen_no_cookie 1"), "{d}");
     }
 
     #[test]

@@ -511,6 +511,38 @@ fn init_options_map_to_flags() {
 }
 
 #[test]
+fn init_zero_rtt_at_the_router_needs_ip_full() {
+    let main = "\toption tunnel 'wg0'\n\toption zero_rtt '1'\n";
+    let r = Router::new(&config(main, ""), true);
+    // busybox's ip: its banner when called bare, and no route metrics.
+    let ip = r.path("bin/ip");
+    std::fs::remove_file(&ip).unwrap();
+    std::fs::write(
+        &ip,
+        "#!/bin/sh\n[ $# -gt 0 ] || { echo 'BusyBox v1.36.1 (2024-09-23) multi-call binary.'; exit 1; }\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&ip, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (ok, log) = r.run("start");
+    assert!(!ok, "{log:#?}");
+    assert_refused(
+        &log,
+        "zero_rtt needs the ip-full package (opkg install ip-full, or apk add ip-full)",
+    );
+    // At the gateway its listener needs no route of the router's.
+    let main = "\toption tunnel 'wg0'\n\toption zero_rtt '1'\n\toption link_leg 'client'\n";
+    let gw = config(main, "").replace("\tlist intercept 'br-lan'\n", "\tlist intercept 'wg0'\n");
+    std::fs::write(r.path("etc/config/pepwrt"), gw).unwrap();
+    let (ok, log) = r.run("start");
+    assert!(ok, "{log:#?}");
+    assert!(
+        command_line(&log).unwrap().contains("'--zero-rtt'"),
+        "{log:#?}"
+    );
+}
+
+#[test]
 fn init_max_conns_sets_nofile() {
     let r = Router::new(&config("\toption max_conns '1000'\n", ""), true);
     let (ok, log) = r.run("start");
