@@ -65,16 +65,11 @@ const IPT4: &[&str] = &["iptables-restore", "--test", "--noflush"];
 const IPT6: &[&str] = &["ip6tables-restore", "--test", "--noflush"];
 
 fn nft_probe(name: &'static str, statement: String, package: &'static str) -> Probe {
-    nft_hook_probe(name, "prerouting priority raw", statement, package)
-}
-
-/// A probe in a chain on `hook` (with its priority).
-fn nft_hook_probe(
-    name: &'static str,
-    hook: &str,
-    statement: String,
-    package: &'static str,
-) -> Probe {
+    // QUIC's reject is in the forward hook, as the rule is.
+    let hook = match name {
+        "reject" => "forward priority filter",
+        _ => "prerouting priority raw",
+    };
     Probe {
         name,
         argv: NFT,
@@ -143,9 +138,8 @@ fn probes(backend: Backend, cfg: &Config) -> Vec<Probe> {
                 probes.push(p("notrack", "notrack".into(), "kmod-nft-core"));
             }
             if cfg.reject_quic {
-                probes.push(nft_hook_probe(
+                probes.push(p(
                     "reject",
-                    "forward priority filter",
                     "udp dport 443 reject with icmpx type port-unreachable".into(),
                     "kmod-nft-core",
                 ));

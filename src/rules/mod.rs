@@ -129,19 +129,7 @@ fn nft_ruleset(cfg: &Config, delete: bool, out: &mut String) {
         );
     }
     let syn = format!("tcp flags & (fin|syn|rst|ack) == syn meta mark & {d:#x} == 0");
-    let fam = if cfg.ipv6 { "" } else { "meta nfproto ipv4 " };
-    if cfg.intercept.is_empty() {
-        let _ = writeln!(out, "    {fam}{syn} jump intercept");
-    }
-    for t in &cfg.intercept {
-        let _ = match t {
-            Target::Interface(i) => writeln!(out, "    {fam}{syn} iifname \"{i}\" jump intercept"),
-            Target::Subnet(a, l) if a.is_ipv4() => {
-                writeln!(out, "    {syn} ip saddr {a}/{l} jump intercept")
-            }
-            Target::Subnet(a, l) => writeln!(out, "    {syn} ip6 saddr {a}/{l} jump intercept"),
-        };
-    }
+    nft_per_source(cfg, &syn, "jump intercept", out);
     let _ = writeln!(out, "  }}");
     let _ = writeln!(out, "  chain intercept {{");
     if !cfg.exclude_ports.is_empty() {
@@ -158,6 +146,39 @@ fn nft_ruleset(cfg: &Config, delete: bool, out: &mut String) {
     let _ = writeln!(out, "}}");
     if let Some(s) = &cfg.snoop {
         crate::snoop::rules::nft_bridge_table(cfg, s, false, out);
+    }
+}
+
+/// One rule `{head} SOURCE {tail}` per intercepted interface or subnet,
+/// or `{head} {tail}` for all traffic when none is named.
+#[inline(never)]
+fn nft_per_source(cfg: &Config, head: &str, tail: &str, out: &mut String) {
+    let fam = if cfg.ipv6 { "" } else { "meta nfproto ipv4 " };
+    if cfg.intercept.is_empty() {
+        let _ = writeln!(out, "    {fam}{head} {tail}");
+    }
+    for t in &cfg.intercept {
+        let _ = match t {
+            Target::Interface(i) => writeln!(out, "    {fam}{head} iifname \"{i}\" {tail}"),
+            Target::Subnet(a, l) if a.is_ipv4() => {
+                writeln!(out, "    {head} ip saddr {a}/{l} {tail}")
+            }
+            Target::Subnet(a, l) => writeln!(out, "    {head} ip6 saddr {a}/{l} {tail}"),
+        };
+    }
+}
+
+/// The same for iptables, in family `fam`.
+#[inline(never)]
+fn iptables_per_source(cfg: &Config, fam: Family, head: &str, tail: &str, out: &mut String) {
+    if cfg.intercept.is_empty() {
+        let _ = writeln!(out, "{head} {tail}");
+    }
+    for t in targets_for(&cfg.intercept, fam) {
+        let _ = match t {
+            Target::Interface(i) => writeln!(out, "{head} -i {i} {tail}"),
+            Target::Subnet(a, l) => writeln!(out, "{head} -s {a}/{l} {tail}"),
+        };
     }
 }
 
@@ -252,16 +273,7 @@ fn iptables_script(cfg: &Config, delete: bool, out: &mut String) {
             cfg.port
         );
         let syn = format!("{ipt} -t mangle -A PEPWRT -p tcp --syn -m mark --mark 0/{d:#x}");
-        let targets = targets_for(&cfg.intercept, fam);
-        if cfg.intercept.is_empty() {
-            let _ = writeln!(out, "{syn} -j PEPWRT_Q");
-        }
-        for t in targets {
-            let _ = match t {
-                Target::Interface(i) => writeln!(out, "{syn} -i {i} -j PEPWRT_Q"),
-                Target::Subnet(a, l) => writeln!(out, "{syn} -s {a}/{l} -j PEPWRT_Q"),
-            };
-        }
+        iptables_per_source(cfg, fam, &syn, "-j PEPWRT_Q", out);
         for port in &cfg.exclude_ports {
             let _ = writeln!(
                 out,

@@ -5,56 +5,34 @@
 
 use std::fmt::Write;
 
-use super::{Family, iptables_cmd, targets_for};
-use crate::config::{Config, Target};
+use super::{Family, iptables_cmd, iptables_per_source, nft_per_source};
+use crate::config::Config;
 
 /// The nft chain, inside `table inet pepwrt`. `icmpx` answers each family
 /// with its own port unreachable.
 pub(super) fn nft_chain(cfg: &Config, out: &mut String) {
-    if !cfg.reject_quic {
-        return;
+    if cfg.reject_quic {
+        out.push_str(
+            "  chain quic {\n    type filter hook forward priority filter; policy accept;\n",
+        );
+        let reject = "reject with icmpx type port-unreachable";
+        nft_per_source(cfg, "udp dport 443", reject, out);
+        out.push_str("  }\n");
     }
-    let fam = if cfg.ipv6 { "" } else { "meta nfproto ipv4 " };
-    let _ = writeln!(out, "  chain quic {{");
-    let _ = writeln!(
-        out,
-        "    type filter hook forward priority filter; policy accept;"
-    );
-    let reject = "udp dport 443 reject with icmpx type port-unreachable";
-    if cfg.intercept.is_empty() {
-        let _ = writeln!(out, "    {fam}{reject}");
-    }
-    for t in &cfg.intercept {
-        let _ = match t {
-            Target::Interface(i) => writeln!(out, "    {fam}iifname \"{i}\" {reject}"),
-            Target::Subnet(a, l) if a.is_ipv4() => writeln!(out, "    ip saddr {a}/{l} {reject}"),
-            Target::Subnet(a, l) => writeln!(out, "    ip6 saddr {a}/{l} {reject}"),
-        };
-    }
-    let _ = writeln!(out, "  }}");
 }
 
 /// The iptables chain PEPWRT_QUIC of the filter table, jumped to from
 /// FORWARD (the removal at the top of the script takes it off).
 pub(super) fn iptables_chain(cfg: &Config, fam: Family, out: &mut String) {
-    if !cfg.reject_quic {
-        return;
+    if cfg.reject_quic {
+        let ipt = iptables_cmd(fam);
+        let icmp = if fam == Family::V4 { "" } else { "6" };
+        let _ = writeln!(out, "{ipt} -t filter -N PEPWRT_QUIC");
+        let head = format!("{ipt} -t filter -A PEPWRT_QUIC -p udp --dport 443");
+        let tail = format!("-j REJECT --reject-with icmp{icmp}-port-unreachable");
+        iptables_per_source(cfg, fam, &head, &tail, out);
+        let _ = writeln!(out, "{ipt} -t filter -I FORWARD -j PEPWRT_QUIC");
     }
-    let ipt = iptables_cmd(fam);
-    let icmp = if fam == Family::V4 { "icmp" } else { "icmp6" };
-    let rule = format!("{ipt} -t filter -A PEPWRT_QUIC");
-    let reject = format!("-p udp --dport 443 -j REJECT --reject-with {icmp}-port-unreachable");
-    let _ = writeln!(out, "{ipt} -t filter -N PEPWRT_QUIC");
-    if cfg.intercept.is_empty() {
-        let _ = writeln!(out, "{rule} {reject}");
-    }
-    for t in targets_for(&cfg.intercept, fam) {
-        let _ = match t {
-            Target::Interface(i) => writeln!(out, "{rule} -i {i} {reject}"),
-            Target::Subnet(a, l) => writeln!(out, "{rule} -s {a}/{l} {reject}"),
-        };
-    }
-    let _ = writeln!(out, "{ipt} -t filter -I FORWARD -j PEPWRT_QUIC");
 }
 
 #[cfg(test)]
@@ -81,9 +59,9 @@ mod tests {
             "fd00:1::/64",
         ]);
         let chain = "  chain quic {\n    type filter hook forward priority filter; policy accept;\n    \
-             iifname \"br-lan\" udp dport 443 reject with icmpx type port-unreachable\n    \
-             ip saddr 198.18.0.0/24 udp dport 443 reject with icmpx type port-unreachable\n    \
-             ip6 saddr fd00:1::/64 udp dport 443 reject with icmpx type port-unreachable\n  }\n";
+             udp dport 443 iifname \"br-lan\" reject with icmpx type port-unreachable\n    \
+             udp dport 443 ip saddr 198.18.0.0/24 reject with icmpx type port-unreachable\n    \
+             udp dport 443 ip6 saddr fd00:1::/64 reject with icmpx type port-unreachable\n  }\n";
         assert!(n.contains(chain), "{n}");
         let i = rules(&[
             "rules",
@@ -98,7 +76,7 @@ mod tests {
             for line in [
                 format!("{ipt} -w -t filter -N PEPWRT_QUIC"),
                 format!(
-                    "{ipt} -w -t filter -A PEPWRT_QUIC -i br-lan -p udp --dport 443 -j REJECT --reject-with {icmp}-port-unreachable"
+                    "{ipt} -w -t filter -A PEPWRT_QUIC -p udp --dport 443 -i br-lan -j REJECT --reject-with {icmp}-port-unreachable"
                 ),
                 format!("{ipt} -w -t filter -I FORWARD -j PEPWRT_QUIC"),
             ] {
