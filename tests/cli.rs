@@ -282,10 +282,27 @@ fn check_backend_probes_every_statement_the_rules_use() {
             "{out}"
         );
     }
-    let (code, out, _) = tb_run(&tb, &["check", "--backend", "iptables", "--snoop", "lo"]);
+    let (code, out, _) = tb_run(&tb, &["check", "--backend", "nft", "--quic", "reject"]);
+    assert!(out.contains("ok      nft loads the rules' tproxy"), "{out}");
+    assert!(out.contains(", fib, reject\n"), "{out}");
+    assert_eq!(code, if queue_loads { 0 } else { 3 }, "{out}");
+    let (code, out, _) = tb_run(
+        &tb,
+        &[
+            "check",
+            "--backend",
+            "iptables",
+            "--snoop",
+            "lo",
+            "--quic",
+            "reject",
+        ],
+    );
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.contains("ok      iptables loads the rules' NFQUEUE, TPROXY, socket, CONNMARK, CT"),
+        out.contains(
+            "ok      iptables loads the rules' NFQUEUE, TPROXY, socket, CONNMARK, CT, REJECT"
+        ),
         "{out}"
     );
 }

@@ -622,3 +622,177 @@ fn fast_open_connect(to: SocketAddr, data: &[u8]) -> std::io::Result<TcpStream> 
     (&s).write_all(data)?;
     Ok(s)
 }
+
+/// The accepted socket's SYN carried data it took (TCP_INFO's
+/// tcpi_options, TCPI_OPT_SYN_DATA).
+fn took_syn_data(s: &TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    const TCPI_OPT_SYN_DATA: u8 = 32;
+    let mut info = [0u8; 8];
+    let mut len = info.len() as libc::socklen_t;
+    // SAFETY: TCP_INFO writes at most `len` bytes into `info`.
+    let r = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(r, 0, "TCP_INFO");
+    info[5] & TCPI_OPT_SYN_DATA != 0
+}
+
+/// Unicast routes of namespace `ns` (every table) but link-local ones,
+/// one a line.
+fn routes(ns: &str) -> String {
+    let out = exec_in(
+        ns,
+        &["ip", "route", "show", "table", "all", "type", "unicast"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines = text.lines().filter(|l| !l.starts_with("fe80:"));
+    lines.map(|l| format!("{l}\n")).collect()
+}
+
+#[test]
+fn zero_rtt_puts_data_in_the_syn_only_into_the_tunnel() {
+    let Some(mut te) = TwoEnds::new() else { return };
+    let ns_r = te.var("NS_R");
+    let wg_r = te.var("WG_R");
+    // A server the router reaches beside the tunnel, on a route of its
+    // own, made before the rules. It takes data in a SYN without a
+    // cookie, as the gateway's pepwrt does: any data in the router's SYN
+    // would be taken, and seen on its socket.
+    let side = format!("{}d", te.prefix);
+    te.extra_ns.push(side.clone());
+    run(&["ip", "netns", "add", &side]);
+    let (r_if, d_if) = (format!("{}dr", te.prefix), format!("{}dd", te.prefix));
+    run(&[
+        "ip", "link", "add", &r_if, "netns", &ns_r, "type", "veth", "peer", "name", &d_if, "netns",
+        &side,
+    ]);
+    for (ns, dev, addr) in [
+        (&ns_r, &r_if, "198.18.9.1/24"),
+        (&side, &d_if, "198.18.9.2/24"),
+    ] {
+        run(&["ip", "-n", ns, "addr", "add", addr, "dev", dev]);
+        run(&["ip", "-n", ns, "link", "set", dev, "up"]);
+    }
+    run(&["ip", "-n", &side, "link", "set", "lo", "up"]);
+    run(&[
+        "ip",
+        "-n",
+        &side,
+        "route",
+        "add",
+        "default",
+        "via",
+        "198.18.9.1",
+    ]);
+    exec_in(&side, &["sysctl", "-qw", "net.ipv4.tcp_fastopen=3"]);
+    let side_listener = || {
+        in_netns(&side, || {
+            let l = TcpListener::bind("198.18.9.2:7401").expect("bind");
+            for (opt, v) in [(libc::TCP_FASTOPEN, 16), (libc::TCP_FASTOPEN_NO_COOKIE, 1)] {
+                let v: libc::c_int = v;
+                // SAFETY: `v` lives across the call; its size is passed.
+                let r = unsafe {
+                    libc::setsockopt(
+                        std::os::fd::AsRawFd::as_raw_fd(&l),
+                        libc::IPPROTO_TCP,
+                        opt,
+                        (&raw const v).cast(),
+                        4,
+                    )
+                };
+                assert_eq!(r, 0, "fast open listener");
+            }
+            l
+        })
+        .join()
+        .expect("listener")
+    };
+    let to: SocketAddr = "198.18.9.2:7401".parse().expect("addr");
+
+    // The method sees data in a SYN: a cookieless fast open from the
+    // router's namespace itself is taken.
+    let listener = side_listener();
+    let control = in_netns(&ns_r, move || {
+        fast_open_connect(to, b"hello").expect("connect")
+    })
+    .join()
+    .expect("control");
+    let (s, _) = listener.accept().expect("accept");
+    assert!(took_syn_data(&s), "a SYN with data, taken");
+    drop((s, control, listener));
+
+    let router = te.start(At::Router, &["--zero-rtt"]);
+    let gateway = te.start(At::Gateway, &["--zero-rtt"]);
+    // The tunnel's routes say cookieless fast open; the side's does not.
+    let table = routes(&ns_r);
+    let tunnel: Vec<&str> = table.lines().filter(|l| l.contains(&wg_r)).collect();
+    let defaults = tunnel.iter().filter(|l| l.starts_with("default ")).count();
+    assert_eq!(defaults, 2, "IPv4 and IPv6 into the tunnel: {table}");
+    for l in &tunnel {
+        assert!(l.contains("fastopen_no_cookie 1"), "{l}");
+    }
+    for l in table.lines().filter(|l| !l.contains(&wg_r)) {
+        assert!(!l.contains("fastopen_no_cookie"), "{l}");
+    }
+
+    // A split connection to the side server: its SYN carries no data
+    // (the kernel asks for a cookie instead), and every byte arrives.
+    let listener = side_listener();
+    let server = thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        let syn_data = took_syn_data(&s);
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let r = recv_pattern(&mut s, 11, 100_000);
+        send_pattern(&mut s, 12, 100_000, None).expect("send");
+        (syn_data, r.good, r.mismatch_at)
+    });
+    te.in_client(move || {
+        let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(5)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        send_pattern(&mut s, 11, 100_000, None).expect("upload");
+        let r = recv_pattern(&mut s, 12, 100_000);
+        assert_eq!((r.good, r.mismatch_at), (100_000, None), "at the client");
+    })
+    .join()
+    .expect("client");
+    let (syn_data, good, mismatch) = server.join().expect("server");
+    assert_eq!((good, mismatch), (100_000, None), "at the side server");
+    assert!(!syn_data, "the router's SYN beside the tunnel carried data");
+    assert!(
+        eventually(Duration::from_secs(5), || te.counter(router, "active") == 0),
+        "router: connection still live"
+    );
+    assert_eq!(te.counter(router, "total"), 1, "the router split it");
+    assert_eq!(te.counter(router, "zero_rtt_opens"), 0, "beside the tunnel");
+
+    // Into the tunnel, in the same run: data in the SYN, taken by the
+    // gateway, the server reached within one round trip.
+    let (accepted, _) = open_times(&te, 7402, true);
+    assert!(accepted < RTT, "server accepted {accepted:?} after connect");
+    for (n, name) in [(router, "router"), (gateway, "gateway")] {
+        assert!(
+            eventually(Duration::from_secs(5), || te.counter(n, "zero_rtt_opens")
+                == 1),
+            "{name}: one zero-RTT open"
+        );
+    }
+
+    // Removal takes the attribute off the tunnel's routes again.
+    let lan = te.var("LAN_IF");
+    let mut del = vec!["rules", "--backend", "iptables", "--delete"];
+    del.extend_from_slice(&["--intercept", &lan, "--tunnel", &wg_r, "--zero-rtt"]);
+    del.extend_from_slice(&LINK);
+    install_rules_in(&ns_r, &del);
+    let table = routes(&ns_r);
+    assert!(table.contains(&format!("default dev {wg_r}")), "{table}");
+    assert!(!table.contains("fastopen_no_cookie"), "{table}");
+}

@@ -65,11 +65,16 @@ const IPT4: &[&str] = &["iptables-restore", "--test", "--noflush"];
 const IPT6: &[&str] = &["ip6tables-restore", "--test", "--noflush"];
 
 fn nft_probe(name: &'static str, statement: String, package: &'static str) -> Probe {
+    // QUIC's reject is in the forward hook, as the rule is.
+    let hook = match name {
+        "reject" => "forward priority filter",
+        _ => "prerouting priority raw",
+    };
     Probe {
         name,
         argv: NFT,
         ruleset: format!(
-            "table inet pepwrt_probe {{\n  chain probe {{\n    type filter hook prerouting priority raw; policy accept;\n    {statement}\n  }}\n}}\n"
+            "table inet pepwrt_probe {{\n  chain probe {{\n    type filter hook {hook}; policy accept;\n    {statement}\n  }}\n}}\n"
         ),
         package,
     }
@@ -132,6 +137,13 @@ fn probes(backend: Backend, cfg: &Config) -> Vec<Probe> {
             if cfg.snoop.is_some() {
                 probes.push(p("notrack", "notrack".into(), "kmod-nft-core"));
             }
+            if cfg.reject_quic {
+                probes.push(p(
+                    "reject",
+                    "udp dport 443 reject with icmpx type port-unreachable".into(),
+                    "kmod-nft-core",
+                ));
+            }
         }
         Backend::Iptables => {
             let families: &[&'static [&'static str]] =
@@ -164,6 +176,21 @@ fn probes(backend: Backend, cfg: &Config) -> Vec<Probe> {
                 ));
                 if cfg.snoop.is_some() {
                     probes.push(x("CT", "raw", "-j CT --notrack".into(), "kmod-ipt-raw"));
+                }
+                if cfg.reject_quic {
+                    let (icmp, package) = if argv == IPT4 {
+                        ("icmp", "kmod-ipt-core")
+                    } else {
+                        ("icmp6", "kmod-ip6tables")
+                    };
+                    probes.push(x(
+                        "REJECT",
+                        "filter",
+                        format!(
+                            "-p udp --dport 443 -j REJECT --reject-with {icmp}-port-unreachable"
+                        ),
+                        package,
+                    ));
                 }
             }
         }
@@ -272,6 +299,32 @@ mod tests {
             matches!(&found[1], Finding::Missing(m) if m.contains("install iptables-mod-tproxy")),
             "{found:?}"
         );
+    }
+
+    #[test]
+    fn quic_reject_probes_reject_in_the_forward_hook() {
+        let cfg = Config {
+            reject_quic: true,
+            ..Config::default()
+        };
+        let mut sets = Vec::new();
+        let found = probe(Backend::Nft, &cfg, &mut |_, ruleset| {
+            sets.push(ruleset.to_string());
+            DryRun::Loaded
+        });
+        assert!(matches!(&found[..], [Finding::Ok(l)] if l.ends_with("fib, reject")));
+        assert!(
+            sets.iter()
+                .any(|r| r.contains("hook forward priority filter;")
+                    && r.contains("udp dport 443 reject with icmpx type port-unreachable"))
+        );
+        let found = probe(Backend::Iptables, &cfg, &mut without("REJECT"));
+        let missing: Vec<_> = found[1..].iter().collect();
+        assert_eq!(missing.len(), 2, "{found:?}");
+        assert!(matches!(missing[0], Finding::Missing(m) if m.ends_with("install kmod-ipt-core")));
+        assert!(matches!(missing[1], Finding::Missing(m) if m.ends_with("install kmod-ip6tables")));
+        let plain = probe(Backend::Nft, &Config::default(), &mut without("reject"));
+        assert_eq!(plain.len(), 1, "{plain:?}");
     }
 
     #[test]

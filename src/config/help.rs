@@ -2,6 +2,10 @@
 //! like a manual page (synopsis, description, options, exit status,
 //! examples). Every option a page names is one its subcommand takes
 //! (tests/cli.rs holds each page to that).
+//!
+//! `\t` at the start of a line stands for the 29 spaces that align an
+//! option's description under the one above: stored as one byte, they
+//! leave 1.5 KB out of the MIPS binary. `page` puts the spaces back.
 
 use super::model::Subcommand;
 
@@ -26,11 +30,9 @@ DESCRIPTION:
     the SYN passes untouched and the connection is forwarded as usual. With
     queue bypass in the rules, traffic flows unsplit while pepwrt is stopped.
 
-    check and rules take run's options (all but -f; rules not the status
-    socket either), so they check, or print the setup for, exactly the
-    configuration run is given. An
-    option that belongs to another command is refused, naming the
-    commands it belongs to.
+    check and rules take run's options, so they check, or print the
+    setup for, exactly what run is given; an option of another command
+    is refused, naming the commands it belongs to.
 
 EXIT STATUS:
     0 success, 1 runtime failure, 2 bad command line or configuration,
@@ -57,41 +59,42 @@ GENERAL OPTIONS:
     --log-level LEVEL        error, warn, info or debug [default: info]
     --control PATH           status socket [default: /var/run/pepwrt.sock]
     --user NAME              once set up, run as this user (e.g. nobody)
-                             with only CAP_NET_ADMIN and CAP_NET_RAW
+\twith only CAP_NET_ADMIN and CAP_NET_RAW
 
 INTERCEPTION:
     --queue NUM              NFQUEUE number for SYNs [default: 3135]
     --port PORT              transparent listener port [default: 3135]
     --mark BIT               packet mark bit for split SYNs; the next bit up
-                             marks decided SYNs, the one above it Snoop's
-                             retransmissions and the next Wi-Fi stations
-                             behind a bridge [default: 0x10000]
+\tmarks decided SYNs, the one above it Snoop's
+\tretransmissions and the next Wi-Fi stations
+\tbehind a bridge [default: 0x10000]
     --table NUM              routing table for marked packets [default: 313]
     --intercept IF|CIDR      intercept SYNs arriving on this interface or
-                             from this subnet; repeatable [default: all].
-                             On a router name the LAN side (e.g. br-lan):
-                             connections coming in from the WAN would
-                             otherwise be split too, and then meet the
-                             router's input firewall instead of its
-                             forwarding rules
+\tfrom this subnet; repeatable [default: all].
+\tOn a router name the LAN side (e.g. br-lan),
+\tor connections from the WAN are split too and
+\tmeet its input firewall, not its forward rules
     --exclude-port PORT      never split connections to this port; repeatable
+    --quic pass|reject       QUIC (HTTP/3, UDP to port 443) forwarded from
+\tthe intercepted side: pass [default], or
+\treject at once (ICMP port unreachable), so
+\tbrowsers fall back to TCP, which is split
     --no-ipv6                IPv4 only
 
 POOL:
     --max-conns N            split connections at once, 1-65000 [default: 128]
     --buffer BYTES           relay buffer per direction per connection,
-                             4096-16777216, suffixes k and m [default: 32k]
+\t4096-16777216, suffixes k and m [default: 32k]
     --idle-timeout SECS      close connections idle this long [default: 600]
     --connect-timeout SECS   give up on the outgoing connect [default: 10]
     Memory for buffers is max-conns x 2 x buffer, allocated at start;
-    run and check refuse buffers that do not fit in the memory the
-    kernel has available (MemAvailable).
+    run and check refuse more than the kernel has (MemAvailable).
 
 OUTGOING LEG (router to server):
     --outgoing-source client|router
-                             source address of the outgoing leg: the client's
-                             own address (transparent, the default) or the
-                             router's
+\tsource address of the outgoing leg: the client's
+\town address (transparent, the default) or the
+\trouter's
     --server-cc NAME         congestion control, e.g. bbr or cubic
     --server-nodelay         set TCP_NODELAY
     --server-quickack        set TCP_QUICKACK
@@ -100,58 +103,39 @@ OUTGOING LEG (router to server):
     --server-mss BYTES       MSS [default: the client's SYN MSS]
     --server-fastopen        TCP fast open on the outgoing connect
     --tunnel IF              the link is inside tunnel IF, with pepwrt at
-                             its far end: IF's routes get the windows
-    --zero-rtt               with --tunnel IF: data in the SYN
-    --initcwnd SEGMENTS      initial congestion and receive windows of the
-                             connections the router opens itself (pepwrt's
-                             outgoing legs), set on the default routes by
-                             `pepwrt rules` (Linux starts at 10 segments;
-                             a long link fills faster from 32-64); the
-                             other traffic the router forwards is unchanged.
-                             At a gateway, where the long link is the
-                             client leg, set it on the routes back over
-                             the link instead (ip route change ROUTE
-                             initcwnd N initrwnd N)
+\tits far end: IF's routes get the windows
+    --zero-rtt               with --tunnel IF: data in the SYN without a
+\tcookie, on IF's routes only
+    --initcwnd SEGMENTS      initial congestion and receive windows of
+\tpepwrt's outgoing legs (Linux starts at 10;
+\ta long link fills faster from 32-64), set on
+\tthe default routes by `pepwrt rules`; other
+\tforwarded traffic is unchanged. At a gateway
+\tset it on the routes back over the link
 
 LINK (the slow link's figures, like SQM's; optional):
     --uplink RATE            the link's rate from this side to the far side
     --downlink RATE          its rate toward this side; RATE is
-                             bits per second with a unit: 850kbit,
-                             10mbit, 1gbit
+\tbits per second with a unit: 850kbit,
+\t10mbit, 1gbit
     --rtt DURATION           the link's round-trip time when idle, e.g.
-                             600ms (GEO), 40ms (LEO), 0.1s
-    --link-leg server|client which leg crosses the link [default: server].
-                             server: pepwrt in the router on the users'
-                             side; uploads leave over the link at the
-                             uplink rate. client: pepwrt at the far end
-                             of the link (a gateway, two-ended setup);
-                             downloads leave over the link at the
-                             downlink rate. Give both ends the same
-                             --uplink and --downlink.
+\t600ms (GEO), 40ms (LEO), 0.1s
+    --link-leg server|client which leg crosses the link: server, pepwrt
+\tin the users' router [default], or client,
+\tpepwrt at the far end (a gateway), which sends
+\tdownloads at the downlink rate. Give both ends
+\tthe same --uplink and --downlink.
     With link settings the leg that sends over the link is paced at the
-    link's rate (SO_MAX_PACING_RATE; under 200 ms RTT a lone leg gets a
-    quarter above it; legs sending at the same time share the link's
-    rate, worked out again once an RTT). With an RTT of 200 ms
-    or more it uses bbr (unless --*-cc is given; below that the kernel's
-    default, cubic, which follows RTT steps such as LEO handovers
-    better), and a leg whose far end's receive window stays under half
-    the BDP (bandwidth-delay product = rate x rtt) after a few seconds
-    of sending goes over to cubic: bbr's probing costs there and gains
-    nothing. A leg that keeps bbr gets a fresh bbr every 7 s: bbr's RTT
-    probe, due every 10 s, would idle the link for about a second at
-    GEO RTTs, and a leg paced at the link's rate builds no queue for it
-    to drain. The send buffer is left to autotuning unless its ceiling
-    (tcp_wmem) is under 2 x BDP; then it is 2 x BDP (unless --*-sndbuf
-    is given). Two-ended (pepwrt at both ends) on a link of 200 ms or
-    more: give the router --server-rcvbuf of 2 x downlink BDP and the
-    gateway --client-rcvbuf of 2 x uplink BDP, so the window each offers
-    the other starts at about one BDP (on shorter links leave them to
-    autotuning: a fixed buffer cannot follow RTT steps). `pepwrt rules`
-    sets the routes it uses to an initial window of one BDP (initcwnd,
-    in 1448-byte segments; initrwnd from the other direction), so a
-    transfer starts at the link's rate instead of probing up from 10
-    segments. server: the default routes (an explicit --initcwnd wins);
-    client: the routes via the --intercept interfaces.
+    link's rate (SO_MAX_PACING_RATE; legs sending at once share it). With
+    an RTT of 200 ms or more it uses bbr (unless --*-cc is given), goes
+    over to cubic while the far end's window stays under half the BDP
+    (bandwidth-delay product = rate x rtt), and gets a fresh bbr every
+    7 s instead of idling the link for bbr's RTT probe. Its send buffer
+    may grow to 2 x BDP; with --tunnel on such a link, its receive
+    buffer is 2 x BDP, so each end offers the other a full window at
+    once. `pepwrt rules` gives the long leg's routes initial windows of
+    one BDP each way: the default routes (an explicit --initcwnd wins),
+    at a gateway those via --intercept, with --tunnel the tunnel's.
 
 CLIENT LEG (client to router):
     --client-cc NAME, --client-nodelay (on by default; --client-delay turns it
@@ -160,9 +144,9 @@ CLIENT LEG (client to router):
 
 SNOOP (local recovery toward lossy wireless hosts):
     --snoop IF|CIDR          snoop forwarded TCP toward this interface or
-                             subnet; repeatable; enables Snoop. A Wi-Fi
-                             port of a bridge (phy0-ap0 in br-lan) takes
-                             its stations only, not the wired hosts
+\tsubnet; repeatable; enables Snoop. A Wi-Fi
+\tport of a bridge (phy0-ap0 in br-lan) takes
+\tits stations only, not the wired hosts
     --snoop-queue NUM        NFQUEUE number for snooped packets [default: 3136]
     --snoop-flows N          flows tracked at once [default: 64]
     --snoop-cache BYTES      segment cache, suffixes k and m [default: 1m]
@@ -202,13 +186,12 @@ DESCRIPTION:
     left out, not guessed.
 
 OPTIONS:
-    --backend nft|iptables   also probe that this firewall can load each
-                             statement of pepwrt's rules (nft with
-                             'nft -c', iptables with 'iptables-restore
-                             --test'; nothing is installed)
+    --backend nft|iptables   also dry-run each statement of pepwrt's rules
+\tin this firewall ('nft -c', 'iptables-restore
+\t--test'; nothing is installed)
     --control PATH           a pepwrt running there frees its buffers on
-                             restart: they count as available
-                             [default: /var/run/pepwrt.sock]
+\trestart: they count as available
+\t[default: /var/run/pepwrt.sock]
     check takes every option of run but -f (see 'pepwrt run --help').
 
 EXIT STATUS:
@@ -231,22 +214,21 @@ SYNOPSIS:
 DESCRIPTION:
     Prints, and changes nothing, the setup that sends new connections'
     SYNs to pepwrt's queue and split connections to its listener: a
-    firewall part (nft or iptables) and a routing part (a policy rule and
-    a table for marked packets; with link settings, the initial window on
-    the routes the long leg uses). The options of run that shape it (the
-    queue, port, mark, table, interception, Snoop and link options) must
-    be the ones run gets.
+    firewall part (nft or iptables, refusing QUIC if asked) and a
+    routing part (a policy rule, a table for marked packets, and on the
+    long leg's routes the link's initial windows and the tunnel's
+    fastopen_no_cookie). Give it the options run gets.
 
 OPTIONS:
     --backend nft|iptables   rule flavour [default: nft]
     --delete                 print the commands that remove the setup instead
-                             (the routes' initial windows: those the setup
-                             recorded in /var/run/pepwrt, whatever the flags)
+\t(route attributes: those recorded in
+\t/var/run/pepwrt, whatever the flags)
     --part all|firewall|routing
-                             all: one shell script [default]; firewall: nft's
-                             bare ruleset (for nft -f or a fw4 include) or the
-                             iptables commands; routing: the ip rule/route
-                             commands
+\tall: one shell script [default]; firewall: nft's
+\tbare ruleset (for nft -f or a fw4 include) or the
+\tiptables commands; routing: the ip rule/route
+\tcommands
     rules takes every option of run but -f and the status socket (see
     'pepwrt run --help').
 
@@ -280,8 +262,17 @@ EXIT STATUS:
     command line
 ";
 
-/// The page for `pepwrt [COMMAND] --help`.
+/// The page for `pepwrt [COMMAND] --help`, as printed.
 pub fn page(topic: Option<Subcommand>) -> &'static str {
+    let page = stored(topic).replace('\t', DESCRIPTION_INDENT);
+    // Printed once, as the program ends.
+    page.leak()
+}
+
+/// The column an option's description starts at.
+const DESCRIPTION_INDENT: &str = "                             ";
+
+fn stored(topic: Option<Subcommand>) -> &'static str {
     match topic {
         None => OVERVIEW,
         Some(Subcommand::Run) => RUN,

@@ -17,8 +17,8 @@ mod values;
 
 pub use crate::link::System;
 pub use model::{
-    Backend, Command, Config, ConfigError, FastOpen, OutgoingSource, RulesPart, RulesRequest,
-    SnoopConfig, Subcommand, Target, human_bytes,
+    Backend, Command, Config, ConfigError, OutgoingSource, RulesPart, RulesRequest, SnoopConfig,
+    Subcommand, Target, human_bytes,
 };
 pub use parse::parse;
 pub use values::{parse_duration, parse_rate, parse_target};

@@ -89,18 +89,6 @@ impl fmt::Display for Target {
     }
 }
 
-/// TCP fast open on an outgoing connect.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FastOpen {
-    Off,
-    /// The kernel's own: data in the SYN once the server gave a cookie.
-    Cookie,
-    /// Data in the first SYN (a pepwrt at the far end takes it without a
-    /// cookie; any other server acknowledges only the SYN, and the
-    /// kernel sends the data again after the handshake).
-    NoCookie,
-}
-
 /// Source address of the outgoing (server) leg.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutgoingSource {
@@ -164,6 +152,10 @@ pub struct Config {
     pub link: Option<Link>,
     pub intercept: Vec<Target>,
     pub exclude_ports: Vec<u16>,
+    /// `--quic reject`: UDP to port 443 forwarded from the intercepted
+    /// side is answered with ICMP port unreachable, so browsers fall back
+    /// to TCP (which pepwrt splits) at once.
+    pub reject_quic: bool,
     pub ipv6: bool,
     pub control_path: PathBuf,
     /// Run as this user after start-up, keeping only the capabilities
@@ -204,6 +196,7 @@ impl Default for Config {
             link: None,
             intercept: Vec::new(),
             exclude_ports: Vec::new(),
+            reject_quic: false,
             ipv6: true,
             control_path: PathBuf::from("/var/run/pepwrt.sock"),
             user: None,
@@ -291,16 +284,19 @@ impl Config {
         Ok(())
     }
 
-    /// How the outgoing legs open: without a cookie into a tunnel whose
-    /// far end runs pepwrt, with one if asked for, else ordinarily.
-    pub fn outgoing_fast_open(&self) -> FastOpen {
-        if self.zero_rtt && self.link_leg == LinkLeg::Server {
-            FastOpen::NoCookie
-        } else if self.server_fastopen {
-            FastOpen::Cookie
-        } else {
-            FastOpen::Off
-        }
+    /// The outgoing legs open with TCP fast open: asked for, or the
+    /// router's zero-round-trip opens. Whether a SYN carries data without
+    /// a cookie is the route's to say (`fastopen_no_cookie`, which `pepwrt
+    /// rules` sets on the tunnel's routes): only legs into the tunnel do;
+    /// any other asks for a cookie, as RFC 7413 has it.
+    pub fn outgoing_fast_open(&self) -> bool {
+        self.server_fastopen || self.zero_rtt_routes()
+    }
+
+    /// The router's zero-round-trip opens: its tunnel's routes carry
+    /// `fastopen_no_cookie`.
+    pub fn zero_rtt_routes(&self) -> bool {
+        self.zero_rtt && self.link_leg == LinkLeg::Server
     }
 
     /// The listener takes data in a SYN without a cookie: a gateway whose

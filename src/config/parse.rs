@@ -217,6 +217,13 @@ impl Cli {
                 .exclude_ports
                 .push(parse_num(&flag, &value.get()?, 1, 65535)? as u16),
             "no-ipv6" => cfg.ipv6 = false,
+            "quic" => {
+                cfg.reject_quic = match value.get()?.as_str() {
+                    "pass" => false,
+                    "reject" => true,
+                    other => return err(format!("--quic: '{other}' is not pass or reject")),
+                }
+            }
             _ => return Ok(None),
         }
         Ok(Some(DAEMON))

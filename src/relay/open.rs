@@ -8,7 +8,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use super::Conn;
-use crate::config::{Config, FastOpen, OutgoingSource};
+use crate::config::{Config, OutgoingSource};
 use crate::error::StartError;
 use crate::link::{Opened, tuning};
 use crate::pool::{ConnId, Pool};
@@ -360,12 +360,9 @@ fn take(
         if let Err(e) = socket::set_tos(fd, local.is_ipv4(), tos) {
             log::debug!("copying TOS: {e}");
         }
-        if fast_open == FastOpen::NoCookie {
-            socket::set_fast_open_no_cookie(fd)?;
-        }
         tuning::before_handshake(fd, leg, mss)
     };
-    let connect = |src| socket::connect(local, src, fast_open != FastOpen::Off, setup);
+    let connect = |src| socket::connect(local, src, fast_open, setup);
     let server = match cfg.outgoing_source {
         OutgoingSource::Router => connect(None),
         OutgoingSource::Client => {
@@ -399,7 +396,7 @@ fn take(
     };
     // With fast open the SYN waits for the first write: it carries the
     // client's first bytes if they come soon enough.
-    let first_bytes_by = (fast_open != FastOpen::Off).then(|| now + FIRST_BYTES_WAIT);
+    let first_bytes_by = fast_open.then(|| now + FIRST_BYTES_WAIT);
     let conn = Conn::new(
         client,
         server,

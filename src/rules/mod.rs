@@ -22,6 +22,7 @@ use std::net::IpAddr;
 
 use crate::config::{Backend, Config, RulesPart, RulesRequest, Target};
 
+mod quic;
 mod routes;
 
 pub fn render(cfg: &Config, req: RulesRequest) -> String {
@@ -128,19 +129,7 @@ fn nft_ruleset(cfg: &Config, delete: bool, out: &mut String) {
         );
     }
     let syn = format!("tcp flags & (fin|syn|rst|ack) == syn meta mark & {d:#x} == 0");
-    let fam = if cfg.ipv6 { "" } else { "meta nfproto ipv4 " };
-    if cfg.intercept.is_empty() {
-        let _ = writeln!(out, "    {fam}{syn} jump intercept");
-    }
-    for t in &cfg.intercept {
-        let _ = match t {
-            Target::Interface(i) => writeln!(out, "    {fam}{syn} iifname \"{i}\" jump intercept"),
-            Target::Subnet(a, l) if a.is_ipv4() => {
-                writeln!(out, "    {syn} ip saddr {a}/{l} jump intercept")
-            }
-            Target::Subnet(a, l) => writeln!(out, "    {syn} ip6 saddr {a}/{l} jump intercept"),
-        };
-    }
+    nft_per_source(cfg, &syn, "jump intercept", out);
     let _ = writeln!(out, "  }}");
     let _ = writeln!(out, "  chain intercept {{");
     if !cfg.exclude_ports.is_empty() {
@@ -150,12 +139,46 @@ fn nft_ruleset(cfg: &Config, delete: bool, out: &mut String) {
     let _ = writeln!(out, "    fib daddr type local return");
     let _ = writeln!(out, "    queue num {} bypass", cfg.queue);
     let _ = writeln!(out, "  }}");
+    quic::nft_chain(cfg, out);
     if let Some(s) = &cfg.snoop {
         crate::snoop::rules::nft_chains(cfg, s, out);
     }
     let _ = writeln!(out, "}}");
     if let Some(s) = &cfg.snoop {
         crate::snoop::rules::nft_bridge_table(cfg, s, false, out);
+    }
+}
+
+/// One rule `{head} SOURCE {tail}` per intercepted interface or subnet,
+/// or `{head} {tail}` for all traffic when none is named.
+#[inline(never)]
+fn nft_per_source(cfg: &Config, head: &str, tail: &str, out: &mut String) {
+    let fam = if cfg.ipv6 { "" } else { "meta nfproto ipv4 " };
+    if cfg.intercept.is_empty() {
+        let _ = writeln!(out, "    {fam}{head} {tail}");
+    }
+    for t in &cfg.intercept {
+        let _ = match t {
+            Target::Interface(i) => writeln!(out, "    {fam}{head} iifname \"{i}\" {tail}"),
+            Target::Subnet(a, l) if a.is_ipv4() => {
+                writeln!(out, "    {head} ip saddr {a}/{l} {tail}")
+            }
+            Target::Subnet(a, l) => writeln!(out, "    {head} ip6 saddr {a}/{l} {tail}"),
+        };
+    }
+}
+
+/// The same for iptables, in family `fam`.
+#[inline(never)]
+fn iptables_per_source(cfg: &Config, fam: Family, head: &str, tail: &str, out: &mut String) {
+    if cfg.intercept.is_empty() {
+        let _ = writeln!(out, "{head} {tail}");
+    }
+    for t in targets_for(&cfg.intercept, fam) {
+        let _ = match t {
+            Target::Interface(i) => writeln!(out, "{head} -i {i} {tail}"),
+            Target::Subnet(a, l) => writeln!(out, "{head} -s {a}/{l} {tail}"),
+        };
     }
 }
 
@@ -196,6 +219,7 @@ fn iptables_script(cfg: &Config, delete: bool, out: &mut String) {
             ("mangle", "PREROUTING", "PEPWRT"),
             ("mangle", "FORWARD", "PEPWRT_SNOOP"),
             ("raw", "OUTPUT", "PEPWRT_RAW"),
+            ("filter", "FORWARD", "PEPWRT_QUIC"),
         ] {
             let _ = writeln!(out, "{ipt} -t {table} -D {hook} -j {chain} 2>/dev/null");
             let _ = writeln!(out, "{ipt} -t {table} -F {chain} 2>/dev/null");
@@ -249,16 +273,7 @@ fn iptables_script(cfg: &Config, delete: bool, out: &mut String) {
             cfg.port
         );
         let syn = format!("{ipt} -t mangle -A PEPWRT -p tcp --syn -m mark --mark 0/{d:#x}");
-        let targets = targets_for(&cfg.intercept, fam);
-        if cfg.intercept.is_empty() {
-            let _ = writeln!(out, "{syn} -j PEPWRT_Q");
-        }
-        for t in targets {
-            let _ = match t {
-                Target::Interface(i) => writeln!(out, "{syn} -i {i} -j PEPWRT_Q"),
-                Target::Subnet(a, l) => writeln!(out, "{syn} -s {a}/{l} -j PEPWRT_Q"),
-            };
-        }
+        iptables_per_source(cfg, fam, &syn, "-j PEPWRT_Q", out);
         for port in &cfg.exclude_ports {
             let _ = writeln!(
                 out,
@@ -275,6 +290,7 @@ fn iptables_script(cfg: &Config, delete: bool, out: &mut String) {
             cfg.queue
         );
         let _ = writeln!(out, "{ipt} -t mangle -I PREROUTING -j PEPWRT");
+        quic::iptables_chain(cfg, fam, out);
         if let Some(s) = &cfg.snoop {
             crate::snoop::rules::iptables_chain(cfg, s, ipt, fam == Family::V4, out);
             crate::snoop::rules::iptables_raw(cfg, ipt, out);
@@ -322,7 +338,7 @@ mod tests {
     use super::*;
     use crate::config::parse;
 
-    fn rules(args: &[&str]) -> String {
+    pub(super) fn rules(args: &[&str]) -> String {
         let cfg = parse(args.iter().copied(), &Default::default()).unwrap();
         match cfg.command {
             crate::config::Command::Rules(req) => render(&cfg, req),
@@ -468,10 +484,39 @@ mod tests {
         let r = rules(&gw);
         assert!(!r.contains("route show default"));
         assert!(r.contains(
-            "ip route show dev g1 | grep ' via ' | sed -E 's/ (initcwnd|initrwnd) [0-9]+//g' | while read -r r; do ip route change $r dev g1 initcwnd 2590 initrwnd 518 && echo \"ip route change $r dev g1\" >> \"$rec\"; done"
+            "ip route show dev g1 | grep ' via ' | sed -E 's/ (initcwnd|initrwnd|fastopen_no_cookie) [0-9]+//g' | while read -r r; do ip route change $r dev g1 initcwnd 2590 initrwnd 518 && echo \"ip route change $r dev g1\" >> \"$rec\"; done"
         ));
         let d = rules(&[&gw[..], &["--delete"]].concat());
         assert!(d.contains("ip -6 route change $r dev g1; done"));
+    }
+
+    #[test]
+    fn zero_rtt_at_the_router_marks_the_tunnels_routes_cookieless() {
+        let tunnel = ["rules", "--part", "routing", "--tunnel", "wg0"];
+        let r = rules(&[&tunnel[..], &["--zero-rtt"]].concat());
+        let v4 = "ip -4 route show table all dev wg0 type unicast | grep -v '^fe80:' | sed -E 's/ (initcwnd|initrwnd|fastopen_no_cookie) [0-9]+//g' | while read -r r; do ip route change $r dev wg0 fastopen_no_cookie 1 && echo \"ip route change $r dev wg0\" >> \"$rec\"; done";
+        assert!(r.contains(v4), "{r}");
+        assert!(r.contains("ip -6 route change $r dev wg0 fastopen_no_cookie 1 && echo"));
+        assert!(r.contains("mkdir -p /var/run/pepwrt"));
+        // With the link's windows: both on the same change.
+        let link = ["--uplink", "10mbit", "--rtt", "600ms"];
+        let w = rules(&[&tunnel[..], &link, &["--zero-rtt"]].concat());
+        assert!(
+            w.contains("dev wg0 initcwnd 518 initrwnd 518 fastopen_no_cookie 1 &&"),
+            "{w}"
+        );
+        // Not without --zero-rtt, not at a gateway (its listener takes
+        // data without a cookie by itself), not on other routes.
+        assert!(!rules(&[&tunnel[..], &link].concat()).contains("fastopen_no_cookie 1"));
+        let gw = [
+            &tunnel[..],
+            &["--zero-rtt", "--link-leg", "client", "--intercept", "wg0"],
+        ];
+        assert!(!rules(&gw.concat()).contains("fastopen_no_cookie 1"));
+        // Removal: the record, else the tunnel's routes stripped.
+        let d = rules(&[&tunnel[..], &["--zero-rtt", "--delete"]].concat());
+        assert!(d.contains("ip route change $r dev wg0; done"), "{d}");
+        assert!(!d.contains("fastopen_no_cookie 1"), "{d}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The long legs' routes' initial windows (`ip route change ... initcwnd`)
-//! and the record that lets `--delete` take off exactly those.
+//! The long legs' routes' initial windows (`ip route change ... initcwnd`),
+//! the tunnel's `fastopen_no_cookie`, and the record that lets `--delete`
+//! take off exactly those.
 
 use std::fmt::Write;
 
@@ -15,41 +16,51 @@ const ROUTE_RECORD: &str = "rec=/var/run/pepwrt/routes.$(readlink /proc/self/ns/
 /// Takes off the windows the record names, and forgets it.
 const ROUTE_UNDO: &str = "while read -r c; do $c 2>/dev/null; done < \"$rec\"; rm -f \"$rec\"";
 
-/// The long legs' routes' initial windows. Setting them first takes off
-/// what an earlier run set (the settings may have changed since, or gone);
-/// removing them takes off exactly what the record names, whatever the
-/// flags say now. Without a record (a setup older than it), removal falls
-/// back to the routes the flags name.
+/// The long legs' routes' initial windows, and with the router's
+/// zero-round-trip opens the tunnel's `fastopen_no_cookie` (the kernel
+/// then sends data in the SYN without a cookie to destinations on those
+/// routes only; every other fast open asks for a cookie first). Setting
+/// them first takes off what an earlier run set (the settings may have
+/// changed since, or gone); removing them takes off exactly what the
+/// record names, whatever the flags say now. Without a record (a setup
+/// older than it), removal falls back to the routes the flags name.
 pub(super) fn windows_script(cfg: &Config, delete: bool, out: &mut String) {
     let _ = writeln!(out, "{ROUTE_RECORD}");
-    let windows = route_windows(cfg.link, cfg.initcwnd);
+    let mut attrs = String::new();
+    if let Some((cwnd, rwnd)) = route_windows(cfg.link, cfg.initcwnd) {
+        let _ = write!(attrs, " initcwnd {cwnd} initrwnd {rwnd}");
+    }
+    // Only the tunnel's routes: --zero-rtt needs --tunnel.
+    if cfg.zero_rtt_routes() {
+        attrs.push_str(" fastopen_no_cookie 1");
+    }
     if delete {
         let _ = writeln!(out, "if [ -f \"$rec\" ]; then {ROUTE_UNDO}; else");
-        if windows.is_some() {
+        if !attrs.is_empty() {
             window_routes(cfg, None, out);
         }
         out.push_str("true; fi\n");
         return;
     }
     let _ = writeln!(out, "if [ -f \"$rec\" ]; then {ROUTE_UNDO}; fi");
-    if let Some(set) = windows {
+    if !attrs.is_empty() {
         out.push_str("mkdir -p /var/run/pepwrt\n");
-        window_routes(cfg, Some(set), out);
+        window_routes(cfg, Some(&attrs), out);
     }
 }
 
-/// Gives the long legs' routes the windows `set` (initcwnd, initrwnd),
-/// recording each route it changed, or with None strips them.
-fn window_routes(cfg: &Config, set: Option<(u32, u32)>, out: &mut String) {
+/// Gives the long legs' routes the attributes `set`, recording each route
+/// it changed, or with None strips them.
+fn window_routes(cfg: &Config, set: Option<&str>, out: &mut String) {
     // netifd owns these routes; the service reapplies this on interface
-    // changes. Existing window settings are stripped first.
+    // changes. Existing settings are stripped first.
     let windows = |ip: &str, dev: &str| match set {
-        Some((cwnd, rwnd)) => format!(
-            "{dev} initcwnd {cwnd} initrwnd {rwnd} && echo \"{ip} route change $r{dev}\" >> \"$rec\""
-        ),
+        Some(attrs) => {
+            format!("{dev}{attrs} && echo \"{ip} route change $r{dev}\" >> \"$rec\"")
+        }
         None => dev.to_string(),
     };
-    let strip = "sed -E 's/ (initcwnd|initrwnd) [0-9]+//g'";
+    let strip = "sed -E 's/ (initcwnd|initrwnd|fastopen_no_cookie) [0-9]+//g'";
     let at_gateway = cfg.link.is_some_and(|l| l.leg == LinkLeg::Client);
     for &fam in families(cfg) {
         let ip = if fam == Family::V4 { "ip" } else { "ip -6" };

@@ -315,14 +315,10 @@ pub fn is_connecting(fd: RawFd) -> bool {
 /// Data in SYNs without a cookie for a listener: a fast open queue of
 /// `qlen` (TCP_FASTOPEN) and no cookie asked (TCP_FASTOPEN_NO_COOKIE).
 /// The kernel still needs the server bit (2) of net.ipv4.tcp_fastopen.
+/// (A connecting socket sends data in its first SYN where its route says
+/// `fastopen_no_cookie`: see `pepwrt rules`.)
 pub fn set_fast_open_listener(fd: RawFd, qlen: i32) -> io::Result<()> {
     set_int(fd, libc::IPPROTO_TCP, libc::TCP_FASTOPEN, qlen)?;
-    set_fast_open_no_cookie(fd)
-}
-
-/// Fast open without a cookie: on a connecting socket (with
-/// TCP_FASTOPEN_CONNECT) the first SYN carries data.
-pub fn set_fast_open_no_cookie(fd: RawFd) -> io::Result<()> {
     set_int(fd, libc::IPPROTO_TCP, libc::TCP_FASTOPEN_NO_COOKIE, 1)
 }
 

@@ -570,6 +570,12 @@ function combosFlags(file) {
 					flags.push('--no-ipv6');
 				return;
 			}
+			// A flag (UCI boolean): the switch alone, when on.
+			if (k == 'main.zero_rtt') {
+				if (v == '1')
+					flags.push('--zero-rtt');
+				return;
+			}
 			const flag = FLAG_NAMES[k] || '--' + k.split('.')[1].replace(/_/g, '-');
 			(Array.isArray(v) ? v : [ v ]).forEach(x => flags.push(flag, x));
 		});

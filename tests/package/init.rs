@@ -289,6 +289,8 @@ const DEFAULT_FLAGS: &[&str] = &[
     "client",
     "--link-leg",
     "server",
+    "--quic",
+    "pass",
     "--queue",
     "3135",
     "--port",
@@ -432,7 +434,7 @@ fn init_options_map_to_flags() {
     let main = "\toption server_cc ''\n\toption client_cc 'cubic'\n\toption server_fastopen '1'\n\
                 \toption server_nodelay 'yes'\n\toption server_sndbuf '4m'\n\toption client_rcvbuf '256k'\n\
                 \toption server_mss '1400'\n\toption outgoing_source 'router'\n\tlist intercept '198.18.2.0/24'\n\
-                \tlist exclude_port '853'\n\toption log_level 'debug'\n";
+                \tlist exclude_port '853'\n\toption log_level 'debug'\n\toption quic 'reject'\n";
     let snoop = "\toption enabled '1'\n\tlist target '198.19.0.0/16'\n";
     let r = Router::new(&config(main, snoop), true);
     let (ok, log) = r.run("start");
@@ -470,6 +472,8 @@ fn init_options_map_to_flags() {
         "1400",
         "--link-leg",
         "server",
+        "--quic",
+        "reject",
         "--queue",
         "3135",
         "--port",
@@ -503,6 +507,39 @@ fn init_options_map_to_flags() {
     );
     let nft = std::fs::read_to_string(r.path("var/etc/pepwrt/pepwrt.nft")).unwrap();
     assert!(nft.contains("chain snoop"), "{nft}");
+    assert!(nft.contains("chain quic"), "{nft}");
+}
+
+#[test]
+fn init_zero_rtt_at_the_router_needs_ip_full() {
+    let main = "\toption tunnel 'wg0'\n\toption zero_rtt '1'\n";
+    let r = Router::new(&config(main, ""), true);
+    // busybox's ip: its banner when called bare, and no route metrics.
+    let ip = r.path("bin/ip");
+    std::fs::remove_file(&ip).unwrap();
+    std::fs::write(
+        &ip,
+        "#!/bin/sh\n[ $# -gt 0 ] || { echo 'BusyBox v1.36.1 (2024-09-23) multi-call binary.'; exit 1; }\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&ip, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (ok, log) = r.run("start");
+    assert!(!ok, "{log:#?}");
+    assert_refused(
+        &log,
+        "zero_rtt needs the ip-full package (opkg install ip-full, or apk add ip-full)",
+    );
+    // At the gateway its listener needs no route of the router's.
+    let main = "\toption tunnel 'wg0'\n\toption zero_rtt '1'\n\toption link_leg 'client'\n";
+    let gw = config(main, "").replace("\tlist intercept 'br-lan'\n", "\tlist intercept 'wg0'\n");
+    std::fs::write(r.path("etc/config/pepwrt"), gw).unwrap();
+    let (ok, log) = r.run("start");
+    assert!(ok, "{log:#?}");
+    assert!(
+        command_line(&log).unwrap().contains("'--zero-rtt'"),
+        "{log:#?}"
+    );
 }
 
 #[test]

@@ -134,6 +134,9 @@ function targetCheck(section_id, value) {
 function interceptCheck(section_id, value) {
 	var valid = targetCheck(section_id, value);
 
+	// At a gateway the tunnel must be the only entry.
+	recheck(this.map, section_id, 'tunnel');
+
 	if (valid !== true || formValue(this.map, section_id, 'ipv6') != '0')
 		return valid;
 
@@ -273,6 +276,46 @@ function recheck(map, section_id, name) {
 function rateField(section_id, value) {
 	recheck(this.map, section_id, 'rtt');
 	return rateCheck(section_id, value);
+}
+
+// The tunnel as pepwrt --tunnel takes it: an interface name; at a
+// gateway (the far end of the link) the only interface it accelerates
+// from, so no one outside the tunnel can use it.
+function tunnelCheck(section_id, value) {
+	recheck(this.map, section_id, 'zero_rtt');
+
+	if (value == null || value === '')
+		return true;
+
+	if (isIPv4(value) || isIPv6(value) || !/^[A-Za-z0-9._@-]{1,15}$/.test(value))
+		return _('Enter the tunnel\'s interface name, for example wg0');
+
+	var from = formValue(this.map, section_id, 'intercept');
+
+	from = (Array.isArray(from) ? from : String(from).split(/\s+/)).filter(function(v) { return v !== ''; });
+
+	if (formValue(this.map, section_id, 'link_leg') == 'client' && (from.length != 1 || from[0] != value))
+		return _('At the gateway, accelerate connections from the tunnel alone: set "Accelerate connections from" (General tab) to %s and nothing else').format(value);
+
+	return true;
+}
+
+// Zero-round-trip opens need the tunnel they cross (pepwrt refuses
+// --zero-rtt without --tunnel).
+function zeroRttCheck(section_id, value) {
+	if (value == '1' && formValue(this.map, section_id, 'tunnel') === '')
+		return _('Enter the tunnel too: opens without a round trip work only through a gateway running pepwrt');
+
+	return true;
+}
+
+// pass or reject, as pepwrt --quic takes it (a hand-edited config may
+// hold anything).
+function quicCheck(section_id, value) {
+	if (value == null || value === '' || value == 'pass' || value == 'reject')
+		return true;
+
+	return _('Choose pass or reject');
 }
 
 // Typical figures of each kind of link, as a user would give SQM, from
@@ -537,13 +580,25 @@ return view.extend({
 			{ default: 'server' });
 		o.value('server', _('On the users\' side'));
 		o.value('client', _('At the far end (gateway)'));
+		// At a gateway the tunnel must be the only intercepted interface.
+		o.onchange = function(ev, section_id) {
+			recheck(this.map, section_id, 'tunnel');
+		};
 
 		field(s, 'link', form.Value, 'tunnel', _('Through a gateway: tunnel'),
 			_('The WireGuard interface (e.g. wg0) whose far end runs pepwrt as the gateway. The link is crossed inside it: its routes get the link\'s windows, and both ends offer each other a full window from the start. On the gateway itself, intercept only this interface.'),
-			{ placeholder: _('not set') });
+			{ placeholder: _('not set'), validate: tunnelCheck });
 
 		field(s, 'link', form.Flag, 'zero_rtt', _('Open without a round trip'),
-			_('Connections across the tunnel carry their first data in the connection request (TCP Fast Open between the two pepwrts), saving one round trip of the link per connection. Needs the tunnel above; set it at both ends.'));
+			_('Connections across the tunnel carry their first data in the connection request (TCP Fast Open between the two pepwrts), saving one round trip of the link per connection. Needs the tunnel above; set it at both ends.'),
+			{ validate: zeroRttCheck });
+
+		o = field(s, 'link', form.ListValue, 'quic', _('QUIC (HTTP/3)'),
+			_('QUIC is UDP, which pepwrt cannot accelerate. "Refuse" answers QUIC from your network (UDP to port 443) at once with an error, so browsers switch to HTTP/2 over TCP without waiting, and pepwrt accelerates that: over a long link it loads pages faster than QUIC. ' +
+			  'Other UDP (DNS, calls, games) and traffic to the router itself are not touched.'),
+			{ default: 'pass', validate: quicCheck });
+		o.value('pass', _('Pass: let browsers use it'));
+		o.value('reject', _('Refuse: browsers fall back to TCP'));
 
 		/* Advanced: numbers that only matter when they clash with other software. */
 
