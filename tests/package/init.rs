@@ -514,16 +514,7 @@ fn init_options_map_to_flags() {
 fn init_zero_rtt_at_the_router_needs_ip_full() {
     let main = "\toption tunnel 'wg0'\n\toption zero_rtt '1'\n";
     let r = Router::new(&config(main, ""), true);
-    // busybox's ip: its banner when called bare, and no route metrics.
-    let ip = r.path("bin/ip");
-    std::fs::remove_file(&ip).unwrap();
-    std::fs::write(
-        &ip,
-        "#!/bin/sh\n[ $# -gt 0 ] || { echo 'BusyBox v1.36.1 (2024-09-23) multi-call binary.'; exit 1; }\n",
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&ip, std::fs::Permissions::from_mode(0o755)).unwrap();
+    busybox_ip(&r);
     let (ok, log) = r.run("start");
     assert!(!ok, "{log:#?}");
     assert_refused(
@@ -538,6 +529,25 @@ fn init_zero_rtt_at_the_router_needs_ip_full() {
     assert!(ok, "{log:#?}");
     assert!(
         command_line(&log).unwrap().contains("'--zero-rtt'"),
+        "{log:#?}"
+    );
+}
+
+#[test]
+fn init_link_settings_warn_when_ip_cannot_set_the_windows() {
+    let warning = "logger '-t' 'pepwrt' '-p' 'daemon.warn' 'busybox's ip cannot give the routes";
+    let r = Router::new(&config("", ""), true);
+    busybox_ip(&r);
+    let (ok, log) = r.run("start");
+    assert!(ok, "{log:#?}");
+    assert!(!log.iter().any(|l| l.starts_with(warning)), "{log:#?}");
+    let main = "\toption uplink '5mbit'\n\toption downlink '50mbit'\n\toption rtt '600ms'\n";
+    std::fs::write(r.path("etc/config/pepwrt"), config(main, "")).unwrap();
+    let (ok, log) = r.run("start");
+    assert!(ok, "{log:#?}");
+    let line = log.iter().find(|l| l.starts_with(warning));
+    assert!(
+        line.is_some_and(|l| l.contains("install ip-full")),
         "{log:#?}"
     );
 }
@@ -771,4 +781,18 @@ fn uci_defaults_registers_fw3_include_only_without_fw4() {
     }
     let nft = std::fs::read_to_string(repo().join("openwrt/pepwrt/files/pepwrt.nft")).unwrap();
     assert!(nft.contains("include \"/var/etc/pepwrt/*.nft\""));
+}
+
+/// Makes the router's `ip` a busybox one: its banner when called bare, and
+/// no route metrics.
+fn busybox_ip(r: &Router) {
+    let ip = r.path("bin/ip");
+    std::fs::remove_file(&ip).unwrap();
+    std::fs::write(
+        &ip,
+        "#!/bin/sh\n[ $# -gt 0 ] || { echo 'BusyBox v1.36.1 (2024-09-23) multi-call binary.'; exit 1; }\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&ip, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
