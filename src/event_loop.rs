@@ -106,16 +106,8 @@ impl Proxy {
         let snoop = snoop.transpose()?;
         let signals = SignalPipe::install(&shutdown::SIGNALS)
             .map_err(|e| StartError::new(format!("signal handlers: {e}")))?;
-        let want = 2 * u64::from(cfg.max_conns) + 32;
-        match crate::sys::raise_nofile(want) {
-            Ok(have) if have < want => log::warn!(
-                "open-file limit {have} is below the {want} that --max-conns {} needs; raise it (procd: limits nofile)",
-                cfg.max_conns
-            ),
-            Ok(_) => {}
-            Err(e) => log::warn!("open-file limit: {e}"),
-        }
-        let pool = Pool::new(cfg.max_conns, cfg.buffer_bytes as usize);
+        // Two sockets and two pipes per connection.
+        let (pool, want) = crate::relay::pool_for(&cfg);
         let epoll = |e| StartError::new(format!("epoll: {e}"));
         // Sockets beyond the open-file limit cannot exist; the poller serves
         // any beyond its table, only less cheaply.

@@ -1,12 +1,13 @@
-//! The fixed pool of connection slots: each slot owns its two ring
-//! buffers for the life of the process, and is free, reserved for a SYN
+//! The fixed pool of connection slots: each slot owns its two buffers
+//! (pipes, or rings where the open-file limit leaves no room for pipes)
+//! for the life of the process, and is free, reserved for a SYN
 //! that pepwrt admitted, or holding a live split connection (`C`: the
 //! relay's connection; the pool never looks inside it). Only the pool
 //! changes a slot's state, and only the pool makes handles to slots.
 
 use std::time::Instant;
 
-use crate::ring::Ring;
+use crate::relay::Channel;
 use crate::tuple::{FourTuple, SynInfo};
 
 /// A slot handle that goes stale when the slot is freed and reused.
@@ -44,8 +45,8 @@ enum State<C> {
 struct Slot<C> {
     generation: u16,
     state: State<C>,
-    up: Ring,
-    down: Ring,
+    up: Channel,
+    down: Channel,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,8 +71,8 @@ pub struct Claim {
 /// A live connection and its two buffers, borrowed from its slot.
 pub struct Live<'a, C> {
     pub conn: &'a mut C,
-    pub up: &'a mut Ring,
-    pub down: &'a mut Ring,
+    pub up: &'a mut Channel,
+    pub down: &'a mut Channel,
 }
 
 pub struct Pool<C> {
@@ -83,14 +84,40 @@ pub struct Pool<C> {
 
 impl<C> Pool<C> {
     /// Allocates every slot and buffer now: memory use is known before the
-    /// first connection.
+    /// first connection. Buffers are rings of `buffer_bytes`.
     pub fn new(slots: u16, buffer_bytes: usize) -> Pool<C> {
+        Pool::with_pipes(slots, buffer_bytes, 0, 0)
+    }
+
+    /// As `new`, but the first `spliced` slots relay through pipes of
+    /// `buffer_bytes` (see `Channel`), with `first_bytes` of ring for a
+    /// fast open's first bytes toward the server. A slot whose pipes the
+    /// kernel refuses (out of open files) gets rings.
+    pub fn with_pipes(
+        slots: u16,
+        buffer_bytes: usize,
+        spliced: u16,
+        first_bytes: usize,
+    ) -> Pool<C> {
+        let pair = |i: u16| -> (Channel, Channel) {
+            if i < spliced {
+                let up = Channel::spliced(buffer_bytes, first_bytes);
+                let down = Channel::spliced(buffer_bytes, 0);
+                if let (Ok(up), Ok(down)) = (up, down) {
+                    return (up, down);
+                }
+            }
+            (Channel::ring(buffer_bytes), Channel::ring(buffer_bytes))
+        };
         let slots: Vec<Slot<C>> = (0..slots)
-            .map(|_| Slot {
-                generation: 0,
-                state: State::Free,
-                up: Ring::with_capacity(buffer_bytes),
-                down: Ring::with_capacity(buffer_bytes),
+            .map(|i| {
+                let (up, down) = pair(i);
+                Slot {
+                    generation: 0,
+                    state: State::Free,
+                    up,
+                    down,
+                }
             })
             .collect();
         let free = (0..slots.len() as u16).rev().collect();
@@ -103,6 +130,11 @@ impl<C> Pool<C> {
 
     pub fn capacity(&self) -> usize {
         self.slots.len()
+    }
+
+    /// Slots that relay through pipes.
+    pub fn spliced(&self) -> usize {
+        self.slots.iter().filter(|s| s.up.is_spliced()).count()
     }
 
     /// Slots holding live connections.
