@@ -1,6 +1,5 @@
 //! The fixed pool of connection slots: each slot owns its two buffers
-//! (pipes, or rings where the open-file limit leaves no room for pipes)
-//! for the life of the process, and is free, reserved for a SYN
+//! (pipes) for the life of the process, and is free, reserved for a SYN
 //! that pepwrt admitted, or holding a live split connection (`C`: the
 //! relay's connection; the pool never looks inside it). Only the pool
 //! changes a slot's state, and only the pool makes handles to slots.
@@ -83,43 +82,24 @@ pub struct Pool<C> {
 }
 
 impl<C> Pool<C> {
-    /// Allocates every slot and buffer now: memory use is known before the
-    /// first connection. Buffers are rings of `buffer_bytes`.
+    /// Makes every slot and its two pipes now, each to hold up to
+    /// `buffer_bytes`: memory use is known before the first connection.
+    /// Fewer slots when the kernel refuses more pipes (open files).
     pub fn new(slots: u16, buffer_bytes: usize) -> Pool<C> {
-        Pool::with_pipes(slots, buffer_bytes, 0, 0)
-    }
-
-    /// As `new`, but the first `spliced` slots relay through pipes of
-    /// `buffer_bytes` (see `Channel`), with `first_bytes` of ring for a
-    /// fast open's first bytes toward the server. A slot whose pipes the
-    /// kernel refuses (out of open files) gets rings.
-    pub fn with_pipes(
-        slots: u16,
-        buffer_bytes: usize,
-        spliced: u16,
-        first_bytes: usize,
-    ) -> Pool<C> {
-        let pair = |i: u16| -> (Channel, Channel) {
-            if i < spliced {
-                let up = Channel::spliced(buffer_bytes, first_bytes);
-                let down = Channel::spliced(buffer_bytes, 0);
-                if let (Ok(up), Ok(down)) = (up, down) {
-                    return (up, down);
-                }
-            }
-            (Channel::ring(buffer_bytes), Channel::ring(buffer_bytes))
-        };
-        let slots: Vec<Slot<C>> = (0..slots)
-            .map(|i| {
-                let (up, down) = pair(i);
-                Slot {
-                    generation: 0,
-                    state: State::Free,
-                    up,
-                    down,
-                }
-            })
-            .collect();
+        let mut made = Vec::with_capacity(usize::from(slots));
+        while made.len() < usize::from(slots) {
+            let (Some(up), Some(down)) = (Channel::new(buffer_bytes), Channel::new(buffer_bytes))
+            else {
+                break;
+            };
+            made.push(Slot {
+                generation: 0,
+                state: State::Free,
+                up,
+                down,
+            });
+        }
+        let slots = made;
         let free = (0..slots.len() as u16).rev().collect();
         Pool {
             slots,
@@ -130,11 +110,6 @@ impl<C> Pool<C> {
 
     pub fn capacity(&self) -> usize {
         self.slots.len()
-    }
-
-    /// Slots that relay through pipes.
-    pub fn spliced(&self) -> usize {
-        self.slots.iter().filter(|s| s.up.is_spliced()).count()
     }
 
     /// Slots holding live connections.

@@ -12,7 +12,7 @@ use super::channel::{Channel, OneWay, discard_input, in_progress, pull, relay_on
 use crate::link::Opened;
 use crate::pool::ConnId;
 use crate::sys::poll::{self, Events};
-use crate::sys::socket;
+use crate::sys::{pipe, socket};
 use crate::tuple::FourTuple;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +45,9 @@ pub enum Side {
     Server,
 }
 
+/// The most of the client's first bytes a fast open's SYN is offered: a
+/// SYN carries at most one segment.
+const FIRST_BYTES: usize = 2048;
 /// How long a reset's survivor may take to receive what it is owed.
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 /// How long an ended connection waits for its last acknowledgements
@@ -239,14 +242,14 @@ impl Conn {
     /// Poll events wanted on (client, server): a side is read while the
     /// buffer it fills wants more (`Channel::wants_read`).
     pub fn interest(&self, up: &Channel, down: &Channel) -> (Events, Events) {
-        let wants_read = |f: &OneWay, r: &Channel| !f.eof && r.wants_read(false);
+        let wants_read = |f: &OneWay, r: &Channel| !f.eof && r.wants_read();
         let writes = |r: &Channel| if r.is_empty() { 0 } else { poll::OUT };
         let reads = |want: bool| if want { poll::IN } else { 0 };
         match self.phase {
             // A SYN held for the client's first bytes: the socket is
             // writable at once, and nothing is to be written yet.
             Phase::Connecting { first_bytes_by, .. } => (
-                reads(!self.up.eof && up.wants_read(first_bytes_by.is_some())),
+                reads(wants_read(&self.up, up)),
                 if first_bytes_by.is_some() {
                     0
                 } else {
@@ -297,34 +300,29 @@ impl Conn {
         down: &mut Channel,
         now: Instant,
     ) -> Step {
-        // Buffer early client bytes: they leave once connected; a fast
-        // open's first ones in user space, for the SYN.
-        let first = matches!(
-            self.phase,
-            Phase::Connecting {
-                first_bytes_by: Some(_),
-                ..
-            }
-        );
-        if ready.client & (poll::IN | poll::ERR) != 0
-            && pull(&self.client, up, &mut self.up, first).is_err()
-        {
-            // Nothing can reach the server yet.
-            return self.abort(End::ClientReset);
-        }
+        // A SYN held for the client's first bytes: they wait in the
+        // client's socket, and the SYN leaves as soon as anything (bytes,
+        // a FIN) comes from the client, or at `by` without them.
         if let Phase::Connecting {
             deadline,
             first_bytes_by: Some(by),
         } = self.phase
         {
-            if up.is_empty() && !self.up.eof && now < by {
+            if ready.client == 0 && now < by {
                 return Step::Continue;
             }
             self.phase = Phase::Connecting {
                 deadline,
                 first_bytes_by: None,
             };
-            return self.send_syn(up);
+            return self.send_syn(true);
+        }
+        // Buffer early client bytes: they leave once connected.
+        if ready.client & (poll::IN | poll::ERR) != 0
+            && pull(&self.client, up, &mut self.up).is_err()
+        {
+            // Nothing can reach the server yet.
+            return self.abort(End::ClientReset);
         }
         if ready.server == 0 {
             return Step::Continue;
@@ -337,7 +335,7 @@ impl Conn {
                 // router's kernel acknowledged for the client (with fast
                 // open they come with the handshake). They reach the client
                 // before the reset, as on a relaying connection.
-                let _ = pull(&self.server, down, &mut self.down, false);
+                let _ = pull(&self.server, down, &mut self.down);
                 return self.on_reset(Side::Server, up, down, now);
             }
             return self.abort(End::ConnectFailed(e.raw_os_error().unwrap_or(0)));
@@ -355,7 +353,7 @@ impl Conn {
                     now,
                 )
             }
-            Err(_) => self.send_syn(up),
+            Err(_) => self.send_syn(false),
         }
     }
 
@@ -363,16 +361,27 @@ impl Conn {
     /// if any (a zero-length write sends a bare SYN: the server speaks
     /// first); a write that only sent the SYN says EINPROGRESS. Bytes the
     /// far end did not take with the SYN go again after the handshake.
-    /// Only the head's bytes go (an ordinary write); what came after them
-    /// waits in the pipe until the leg is connected.
-    fn send_syn(&mut self, up: &mut Channel) -> Step {
-        let sent = if up.head_is_empty() {
-            (&self.server).write(&[]).map(drop)
+    /// The first bytes go with an ordinary write (whether a splice into
+    /// such a socket puts data in the SYN differs between kernels): a
+    /// copy of the client's first bytes (`with_data`), which leave its
+    /// socket once the kernel has taken them for the SYN; what it did not
+    /// take follows through the pipe once the leg is connected.
+    fn send_syn(&mut self, with_data: bool) -> Step {
+        let mut first = [0u8; FIRST_BYTES];
+        let client = self.client.as_raw_fd();
+        let len = if with_data {
+            pipe::peek(client, &mut first)
         } else {
-            up.drain_head_into(&self.server).map(drop)
+            0
         };
-        match sent {
-            Ok(()) => Step::Continue,
+        match (&self.server).write(&first[..len]) {
+            Ok(n) => {
+                // The SYN carries these: out of the client's socket, so
+                // that the pipe does not pass them on again.
+                let _ = pipe::skip(client, n);
+                self.up.bytes += n as u64;
+                Step::Continue
+            }
             Err(e) if in_progress(&e) => Step::Continue,
             Err(e) => self.abort(End::ConnectFailed(e.raw_os_error().unwrap_or(0))),
         }
