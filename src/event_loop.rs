@@ -122,12 +122,11 @@ impl Proxy {
             poller.set(fd, poll::IN, token.encode()).map_err(epoll)?;
         }
         log::info!(
-            "started: queue {}, port {}, {} connections of 2 x {} bytes ({} KiB of buffers)",
+            "started: queue {}, port {}, {} connections, each with 2 pipes of up to {} bytes",
             cfg.queue,
             cfg.port,
-            cfg.max_conns,
+            pool.capacity(),
             cfg.buffer_bytes,
-            u64::from(cfg.max_conns) * 2 * u64::from(cfg.buffer_bytes) / 1024
         );
         let mut proxy = Proxy {
             timers: Deadlines::new(FIXED_WAKES + pool.capacity()),
