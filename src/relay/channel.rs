@@ -196,7 +196,7 @@ pub(super) fn pull(src: &TcpStream, ch: &mut Channel, flow: &mut OneWay) -> Resu
 pub(super) fn relay_one(
     src: &TcpStream,
     dst: &TcpStream,
-    ring: &mut Channel,
+    pipe: &mut Channel,
     flow: &mut OneWay,
     readable: bool,
     from: Side,
@@ -207,12 +207,12 @@ pub(super) fn relay_one(
     };
     let mut moved = 0;
     if readable {
-        moved += pull(src, ring, flow).map_err(|()| from)?;
+        moved += pull(src, pipe, flow).map_err(|()| from)?;
     }
-    if !ring.is_empty() {
-        moved += ring.drain_into(dst).map_err(|_| to)?;
+    if !pipe.is_empty() {
+        moved += pipe.drain_into(dst).map_err(|_| to)?;
     }
-    if flow.eof && ring.is_empty() && !flow.shut {
+    if flow.eof && pipe.is_empty() && !flow.shut {
         match dst.shutdown(Shutdown::Write) {
             Ok(()) => flow.shut = true,
             Err(e) if e.kind() == io::ErrorKind::NotConnected => flow.shut = true,

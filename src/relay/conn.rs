@@ -485,17 +485,17 @@ impl Conn {
         up: &mut Channel,
         down: &mut Channel,
     ) -> Step {
-        let (sock, ring, revents) = match toward {
+        let (sock, owed, revents) = match toward {
             Side::Server => (&self.server, up, ready.server),
             Side::Client => (&self.client, down, ready.client),
         };
         if revents & (poll::IN | poll::ERR) != 0 && !discard_input(sock) {
             return self.abort(end);
         }
-        if ring.drain_into(sock).is_err() {
+        if owed.drain_into(sock).is_err() {
             return self.abort(end);
         }
-        if ring.is_empty() && socket::all_acked(sock.as_raw_fd()) {
+        if owed.is_empty() && socket::all_acked(sock.as_raw_fd()) {
             return self.abort(end);
         }
         Step::Continue
