@@ -106,16 +106,8 @@ impl Proxy {
         let snoop = snoop.transpose()?;
         let signals = SignalPipe::install(&shutdown::SIGNALS)
             .map_err(|e| StartError::new(format!("signal handlers: {e}")))?;
-        let want = 2 * u64::from(cfg.max_conns) + 32;
-        match crate::sys::raise_nofile(want) {
-            Ok(have) if have < want => log::warn!(
-                "open-file limit {have} is below the {want} that --max-conns {} needs; raise it (procd: limits nofile)",
-                cfg.max_conns
-            ),
-            Ok(_) => {}
-            Err(e) => log::warn!("open-file limit: {e}"),
-        }
-        let pool = Pool::new(cfg.max_conns, cfg.buffer_bytes as usize);
+        // Two sockets and two pipes per connection.
+        let (pool, want) = crate::relay::pool_for(&cfg);
         let epoll = |e| StartError::new(format!("epoll: {e}"));
         // Sockets beyond the open-file limit cannot exist; the poller serves
         // any beyond its table, only less cheaply.
@@ -130,12 +122,11 @@ impl Proxy {
             poller.set(fd, poll::IN, token.encode()).map_err(epoll)?;
         }
         log::info!(
-            "started: queue {}, port {}, {} connections of 2 x {} bytes ({} KiB of buffers)",
+            "started: queue {}, port {}, {} connections, each with 2 pipes of up to {} bytes",
             cfg.queue,
             cfg.port,
-            cfg.max_conns,
+            pool.capacity(),
             cfg.buffer_bytes,
-            u64::from(cfg.max_conns) * 2 * u64::from(cfg.buffer_bytes) / 1024
         );
         let mut proxy = Proxy {
             timers: Deadlines::new(FIXED_WAKES + pool.capacity()),

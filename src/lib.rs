@@ -20,7 +20,6 @@ pub mod logger;
 pub(crate) mod nfqueue;
 pub mod pool;
 pub(crate) mod relay;
-pub(crate) mod ring;
 pub mod rules;
 pub(crate) mod shutdown;
 pub mod snoop;

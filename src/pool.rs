@@ -1,12 +1,12 @@
-//! The fixed pool of connection slots: each slot owns its two ring
-//! buffers for the life of the process, and is free, reserved for a SYN
+//! The fixed pool of connection slots: each slot owns its two buffers
+//! (pipes) for the life of the process, and is free, reserved for a SYN
 //! that pepwrt admitted, or holding a live split connection (`C`: the
 //! relay's connection; the pool never looks inside it). Only the pool
 //! changes a slot's state, and only the pool makes handles to slots.
 
 use std::time::Instant;
 
-use crate::ring::Ring;
+use crate::relay::Channel;
 use crate::tuple::{FourTuple, SynInfo};
 
 /// A slot handle that goes stale when the slot is freed and reused.
@@ -44,8 +44,8 @@ enum State<C> {
 struct Slot<C> {
     generation: u16,
     state: State<C>,
-    up: Ring,
-    down: Ring,
+    up: Channel,
+    down: Channel,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,8 +70,8 @@ pub struct Claim {
 /// A live connection and its two buffers, borrowed from its slot.
 pub struct Live<'a, C> {
     pub conn: &'a mut C,
-    pub up: &'a mut Ring,
-    pub down: &'a mut Ring,
+    pub up: &'a mut Channel,
+    pub down: &'a mut Channel,
 }
 
 pub struct Pool<C> {
@@ -82,17 +82,24 @@ pub struct Pool<C> {
 }
 
 impl<C> Pool<C> {
-    /// Allocates every slot and buffer now: memory use is known before the
-    /// first connection.
+    /// Makes every slot and its two pipes now, each to hold up to
+    /// `buffer_bytes`: memory use is known before the first connection.
+    /// Fewer slots when the kernel refuses more pipes (open files).
     pub fn new(slots: u16, buffer_bytes: usize) -> Pool<C> {
-        let slots: Vec<Slot<C>> = (0..slots)
-            .map(|_| Slot {
+        let mut made = Vec::with_capacity(usize::from(slots));
+        while made.len() < usize::from(slots) {
+            let (Some(up), Some(down)) = (Channel::new(buffer_bytes), Channel::new(buffer_bytes))
+            else {
+                break;
+            };
+            made.push(Slot {
                 generation: 0,
                 state: State::Free,
-                up: Ring::with_capacity(buffer_bytes),
-                down: Ring::with_capacity(buffer_bytes),
-            })
-            .collect();
+                up,
+                down,
+            });
+        }
+        let slots = made;
         let free = (0..slots.len() as u16).rev().collect();
         Pool {
             slots,

@@ -3,16 +3,16 @@
 //! resets between them. Time comes in as an argument; nothing here reads
 //! the clock.
 
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::io::Write;
+use std::net::TcpStream;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
+use super::channel::{Channel, OneWay, discard_input, in_progress, pull, relay_one};
 use crate::link::Opened;
 use crate::pool::ConnId;
-use crate::ring::{Fill, Ring};
 use crate::sys::poll::{self, Events};
-use crate::sys::socket;
+use crate::sys::{pipe, socket};
 use crate::tuple::FourTuple;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +45,9 @@ pub enum Side {
     Server,
 }
 
+/// The most of the client's first bytes a fast open's SYN is offered: a
+/// SYN carries at most one segment.
+const FIRST_BYTES: usize = 2048;
 /// How long a reset's survivor may take to receive what it is owed.
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 /// How long an ended connection waits for its last acknowledgements
@@ -138,16 +141,6 @@ impl std::fmt::Display for Seconds {
 pub struct Ready {
     pub client: Events,
     pub server: Events,
-}
-
-/// One direction of the relay: how far its close has got, and its bytes.
-#[derive(Debug, Clone, Copy, Default)]
-struct OneWay {
-    /// The source sent FIN.
-    eof: bool,
-    /// We passed the FIN on (shutdown(SHUT_WR) on the destination).
-    shut: bool,
-    bytes: u64,
 }
 
 pub struct Conn {
@@ -246,14 +239,11 @@ impl Conn {
         }
     }
 
-    /// Poll events wanted on (client, server). Reading a side stops while
-    /// the ring it fills is full and resumes once a quarter is free again
-    /// (high and low watermarks), so a slow reader throttles a fast writer
-    /// through TCP's own flow control.
-    pub fn interest(&self, up: &Ring, down: &Ring) -> (Events, Events) {
-        let wants_read =
-            |f: &OneWay, r: &Ring| !f.eof && (r.is_empty() || r.free() >= r.capacity() / 4);
-        let writes = |r: &Ring| if r.is_empty() { 0 } else { poll::OUT };
+    /// Poll events wanted on (client, server): a side is read while the
+    /// buffer it fills wants more (`Channel::wants_read`).
+    pub fn interest(&self, up: &Channel, down: &Channel) -> (Events, Events) {
+        let wants_read = |f: &OneWay, r: &Channel| !f.eof && r.wants_read();
+        let writes = |r: &Channel| if r.is_empty() { 0 } else { poll::OUT };
         let reads = |want: bool| if want { poll::IN } else { 0 };
         match self.phase {
             // A SYN held for the client's first bytes: the socket is
@@ -288,7 +278,13 @@ impl Conn {
 
     /// Moves what it can in both directions and decides whether the
     /// connection is over.
-    pub fn run(&mut self, ready: Ready, up: &mut Ring, down: &mut Ring, now: Instant) -> Step {
+    pub fn run(
+        &mut self,
+        ready: Ready,
+        up: &mut Channel,
+        down: &mut Channel,
+        now: Instant,
+    ) -> Step {
         match self.phase {
             Phase::Connecting { .. } => self.connecting(ready, up, down, now),
             Phase::Relaying => self.relaying(ready, up, down, now),
@@ -297,27 +293,36 @@ impl Conn {
         }
     }
 
-    fn connecting(&mut self, ready: Ready, up: &mut Ring, down: &mut Ring, now: Instant) -> Step {
-        // Buffer early client bytes: they leave once connected.
-        if ready.client & (poll::IN | poll::ERR) != 0
-            && pull(&mut self.client, up, &mut self.up).is_err()
-        {
-            // Nothing can reach the server yet.
-            return self.abort(End::ClientReset);
-        }
+    fn connecting(
+        &mut self,
+        ready: Ready,
+        up: &mut Channel,
+        down: &mut Channel,
+        now: Instant,
+    ) -> Step {
+        // A SYN held for the client's first bytes: they wait in the
+        // client's socket, and the SYN leaves as soon as anything (bytes,
+        // a FIN) comes from the client, or at `by` without them.
         if let Phase::Connecting {
             deadline,
             first_bytes_by: Some(by),
         } = self.phase
         {
-            if up.is_empty() && !self.up.eof && now < by {
+            if ready.client == 0 && now < by {
                 return Step::Continue;
             }
             self.phase = Phase::Connecting {
                 deadline,
                 first_bytes_by: None,
             };
-            return self.send_syn(up);
+            return self.send_syn(true);
+        }
+        // Buffer early client bytes: they leave once connected.
+        if ready.client & (poll::IN | poll::ERR) != 0
+            && pull(&self.client, up, &mut self.up).is_err()
+        {
+            // Nothing can reach the server yet.
+            return self.abort(End::ClientReset);
         }
         if ready.server == 0 {
             return Step::Continue;
@@ -330,7 +335,7 @@ impl Conn {
                 // router's kernel acknowledged for the client (with fast
                 // open they come with the handshake). They reach the client
                 // before the reset, as on a relaying connection.
-                let _ = pull(&mut self.server, down, &mut self.down);
+                let _ = pull(&self.server, down, &mut self.down);
                 return self.on_reset(Side::Server, up, down, now);
             }
             return self.abort(End::ConnectFailed(e.raw_os_error().unwrap_or(0)));
@@ -348,7 +353,7 @@ impl Conn {
                     now,
                 )
             }
-            Err(_) => self.send_syn(up),
+            Err(_) => self.send_syn(false),
         }
     }
 
@@ -356,25 +361,44 @@ impl Conn {
     /// if any (a zero-length write sends a bare SYN: the server speaks
     /// first); a write that only sent the SYN says EINPROGRESS. Bytes the
     /// far end did not take with the SYN go again after the handshake.
-    fn send_syn(&mut self, up: &mut Ring) -> Step {
-        let sent = if up.is_empty() {
-            (&self.server).write(&[]).map(drop)
+    /// The first bytes go with an ordinary write (whether a splice into
+    /// such a socket puts data in the SYN differs between kernels): a
+    /// copy of the client's first bytes (`with_data`), which leave its
+    /// socket once the kernel has taken them for the SYN; what it did not
+    /// take follows through the pipe once the leg is connected.
+    fn send_syn(&mut self, with_data: bool) -> Step {
+        let mut first = [0u8; FIRST_BYTES];
+        let client = self.client.as_raw_fd();
+        let len = if with_data {
+            pipe::peek(client, &mut first)
         } else {
-            up.drain_into(&mut self.server).map(drop)
+            0
         };
-        match sent {
-            Ok(()) => Step::Continue,
+        match (&self.server).write(&first[..len]) {
+            Ok(n) => {
+                // The SYN carries these: out of the client's socket, so
+                // that the pipe does not pass them on again.
+                let _ = pipe::skip(client, n);
+                self.up.bytes += n as u64;
+                Step::Continue
+            }
             Err(e) if in_progress(&e) => Step::Continue,
             Err(e) => self.abort(End::ConnectFailed(e.raw_os_error().unwrap_or(0))),
         }
     }
 
-    fn relaying(&mut self, ready: Ready, up: &mut Ring, down: &mut Ring, now: Instant) -> Step {
+    fn relaying(
+        &mut self,
+        ready: Ready,
+        up: &mut Channel,
+        down: &mut Channel,
+        now: Instant,
+    ) -> Step {
         let client_in = ready.client & (poll::IN | poll::ERR) != 0;
         let server_in = ready.server & (poll::IN | poll::ERR) != 0;
         let moved = relay_one(
-            &mut self.client,
-            &mut self.server,
+            &self.client,
+            &self.server,
             up,
             &mut self.up,
             client_in,
@@ -382,8 +406,8 @@ impl Conn {
         )
         .and_then(|a| {
             relay_one(
-                &mut self.server,
-                &mut self.client,
+                &self.server,
+                &self.client,
                 down,
                 &mut self.down,
                 server_in,
@@ -425,7 +449,13 @@ impl Conn {
 
     /// A reset (or a failed read or write) on side `failed`: the other side
     /// first receives every byte still owed to it, then a reset.
-    fn on_reset(&mut self, failed: Side, up: &mut Ring, down: &mut Ring, now: Instant) -> Step {
+    fn on_reset(
+        &mut self,
+        failed: Side,
+        up: &mut Channel,
+        down: &mut Channel,
+        now: Instant,
+    ) -> Step {
         let (toward, end) = match failed {
             Side::Client => (Side::Server, End::ClientReset),
             Side::Server => (Side::Client, End::ServerReset),
@@ -452,20 +482,20 @@ impl Conn {
         toward: Side,
         end: End,
         ready: Ready,
-        up: &mut Ring,
-        down: &mut Ring,
+        up: &mut Channel,
+        down: &mut Channel,
     ) -> Step {
-        let (sock, ring, revents) = match toward {
-            Side::Server => (&mut self.server, up, ready.server),
-            Side::Client => (&mut self.client, down, ready.client),
+        let (sock, owed, revents) = match toward {
+            Side::Server => (&self.server, up, ready.server),
+            Side::Client => (&self.client, down, ready.client),
         };
         if revents & (poll::IN | poll::ERR) != 0 && !discard_input(sock) {
             return self.abort(end);
         }
-        if ring.drain_into(sock).is_err() {
+        if owed.drain_into(sock).is_err() {
             return self.abort(end);
         }
-        if ring.is_empty() && socket::all_acked(sock.as_raw_fd()) {
+        if owed.is_empty() && socket::all_acked(sock.as_raw_fd()) {
             return self.abort(end);
         }
         Step::Continue
@@ -478,8 +508,8 @@ impl Conn {
         &mut self,
         now: Instant,
         idle: Duration,
-        up: &mut Ring,
-        down: &mut Ring,
+        up: &mut Channel,
+        down: &mut Channel,
     ) -> Step {
         match self.phase {
             // A connect has its own deadline; idleness starts once connected.
@@ -524,74 +554,4 @@ impl Conn {
         socket::set_abortive_close(&self.server);
         Step::Done(end)
     }
-}
-
-/// A fast-open write that sent only the SYN, or a connect still under way.
-fn in_progress(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::WouldBlock || e.raw_os_error() == Some(libc::EINPROGRESS)
-}
-
-/// Reads and drops whatever a reset's survivor still sends; false once it
-/// has closed or failed.
-fn discard_input(sock: &mut TcpStream) -> bool {
-    let mut sink = [0u8; 2048];
-    for _ in 0..64 {
-        match sock.read(&mut sink) {
-            Ok(0) => return false,
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return false,
-        }
-    }
-    true
-}
-
-/// Reads from `src` into `ring`, noting EOF; a read error fails `src`.
-fn pull(src: &mut TcpStream, ring: &mut Ring, flow: &mut OneWay) -> Result<usize, ()> {
-    if flow.eof || ring.free() == 0 {
-        return Ok(0);
-    }
-    let n = match ring.fill_from(src).map_err(drop)? {
-        Fill::Open(n) => n,
-        Fill::Eof(n) => {
-            flow.eof = true;
-            n
-        }
-    };
-    flow.bytes += n as u64;
-    Ok(n)
-}
-
-/// One direction, from side `from`: read what is ready, write what is
-/// buffered (at once: the destination is usually writable, which saves a
-/// poll round), and pass a FIN on once every byte before it has been
-/// written. Returns bytes moved (read plus written), or the side that failed.
-fn relay_one(
-    src: &mut TcpStream,
-    dst: &mut TcpStream,
-    ring: &mut Ring,
-    flow: &mut OneWay,
-    readable: bool,
-    from: Side,
-) -> Result<usize, Side> {
-    let to = match from {
-        Side::Client => Side::Server,
-        Side::Server => Side::Client,
-    };
-    let mut moved = 0;
-    if readable {
-        moved += pull(src, ring, flow).map_err(|()| from)?;
-    }
-    if !ring.is_empty() {
-        moved += ring.drain_into(dst).map_err(|_| to)?;
-    }
-    if flow.eof && ring.is_empty() && !flow.shut {
-        match dst.shutdown(Shutdown::Write) {
-            Ok(()) => flow.shut = true,
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => flow.shut = true,
-            Err(_) => return Err(to),
-        }
-    }
-    Ok(moved)
 }

@@ -6,6 +6,7 @@
 pub mod alloc_count;
 pub mod conntrack;
 pub mod netlink;
+pub mod pipe;
 pub mod poll;
 pub mod privileges;
 pub mod raw;
@@ -32,9 +33,10 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Raises the open-file limit to at least `want` (two sockets per
-/// connection plus a few), up to the hard limit; returns the soft limit
-/// in force afterwards.
+/// Raises the open-file limit to at least `want` (two sockets and two
+/// pipes per connection plus a few): the hard limit too where allowed
+/// (root, CAP_SYS_RESOURCE), else up to it; returns the soft limit in
+/// force afterwards.
 pub fn raise_nofile(want: u64) -> io::Result<u64> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
@@ -47,6 +49,16 @@ pub fn raise_nofile(want: u64) -> io::Result<u64> {
     let (cur, max) = (lim.rlim_cur as u64, lim.rlim_max as u64);
     if cur >= want {
         return Ok(cur);
+    }
+    if max < want {
+        let raised = libc::rlimit {
+            rlim_cur: want as libc::rlim_t,
+            rlim_max: want as libc::rlim_t,
+        };
+        // SAFETY: setrlimit reads the struct; a refusal changes nothing.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return Ok(want);
+        }
     }
     lim.rlim_cur = want.min(max) as libc::rlim_t;
     // SAFETY: lim holds values within the hard limit.
