@@ -83,11 +83,11 @@ INTERCEPTION:
 
 POOL:
     --max-conns N            split connections at once, 1-65000 [default: 128]
-    --buffer BYTES           relay buffer per direction per connection,
+    --buffer BYTES           bytes in flight per direction per connection,
 \t4096-16777216, suffixes k and m [default: 32k]
     --idle-timeout SECS      close connections idle this long [default: 600]
     --connect-timeout SECS   give up on the outgoing connect [default: 10]
-    Memory for buffers is max-conns x 2 x buffer, allocated at start;
+    At most max-conns x 2 x buffer, in kernel pipes made at start;
     run and check refuse more than the kernel has (MemAvailable).
 
 OUTGOING LEG (router to server):

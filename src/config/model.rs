@@ -305,16 +305,17 @@ impl Config {
         self.zero_rtt && self.link_leg == LinkLeg::Client
     }
 
-    /// Memory allocated at start: two relay buffers per connection, and
-    /// Snoop's segment cache.
+    /// Memory the relay may hold: at most a buffer in each of a
+    /// connection's two pipes (made at start, kernel memory), and Snoop's
+    /// segment cache.
     pub fn buffer_memory_bytes(&self) -> u64 {
         let relay = 2 * u64::from(self.max_conns) * u64::from(self.buffer_bytes);
         relay + self.snoop.as_ref().map_or(0, |s| u64::from(s.cache_bytes))
     }
 
     /// Refuses buffers that do not fit in `available_bytes` (the kernel's
-    /// MemAvailable, read by the caller): allocated at start, they would
-    /// abort pepwrt, or later wake the OOM killer on a small router.
+    /// MemAvailable, read by the caller): filled, they would wake the OOM
+    /// killer on a small router.
     pub fn check_memory(&self, available_bytes: u64) -> Result<(), ConfigError> {
         let need = self.buffer_memory_bytes();
         if need <= available_bytes {

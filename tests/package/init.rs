@@ -333,7 +333,7 @@ fn init_default_config_fw4_start_and_stop() {
         "procd_open_instance",
         "procd_set_param 'respawn' '3600' '5' '5'",
         "procd_set_param 'stderr' '1'",
-        "procd_set_param 'limits' 'nofile=320 320'",
+        "procd_set_param 'limits' 'nofile=832 832'",
         "procd_close_instance",
         "procd_add_reload_trigger 'pepwrt'",
         "procd_add_interface_trigger 'interface.*.up' 'wan' '/etc/init.d/pepwrt' 'reload'",
@@ -559,7 +559,7 @@ fn init_max_conns_sets_nofile() {
     assert!(ok);
     assert!(
         log.iter()
-            .any(|l| l == "procd_set_param 'limits' 'nofile=2064 2064'"),
+            .any(|l| l == "procd_set_param 'limits' 'nofile=6064 6064'"),
         "{log:#?}"
     );
 }

@@ -465,8 +465,8 @@ return view.extend({
 			{ datatype: 'range(1,65000)', placeholder: '128' });
 
 		field(s, 'pool', form.Value, 'buffer_size', _('Buffer per direction'),
-			_('Memory each accelerated connection gets for each direction, from 4k to 16m. ' +
-			  'Bigger buffers help fast long-distance links but use max connections × 2 × buffer of RAM in total, reserved at start.'),
+			_('Bytes each accelerated connection holds in flight for each direction, from 4k to 16m. ' +
+			  'Bigger buffers help fast long-distance links; in flight they take up to max connections × 2 × buffer of RAM, in kernel pipes made at start.'),
 			{ placeholder: '32k', validate: sizeCheck(4096, 16777216, '4k', '16m') });
 
 		field(s, 'pool', form.Value, 'idle_timeout', _('Idle timeout (seconds)'),
