@@ -485,7 +485,7 @@ fn views_render_in_headless_chromium() {
     render(
         &dir.0,
         "status",
-        Some((&shots.join("status.png"), "1200,1350")),
+        Some((&shots.join("status.png"), "1200,1550")),
     );
     render(
         &dir.0,
@@ -498,6 +498,7 @@ fn views_render_in_headless_chromium() {
         "status-disabled",
         "status-nobackend",
         "status-two-samples",
+        "status-tunnel",
     ] {
         render(&dir.0, scenario, None);
     }

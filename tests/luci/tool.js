@@ -298,6 +298,11 @@ const SCENARIOS = {
 	}),
 	// The first rate, after the second sample.
 	'status-two-samples': () => ({ view: 'status', status: statusSeries(2), polls: 1 }),
+	// A router through a WireGuard tunnel to a gateway running pepwrt.
+	'status-tunnel': () => ({
+		view: 'status', status: statusSeries(2).map(st => Object.assign(st, { counters: Object.assign(st.counters, { zero_rtt_opens: 42 }) })), polls: 1,
+		uci: u => Object.assign(u.pepwrt.main, { tunnel: 'wg0', zero_rtt: '1' })
+	}),
 	// The link preset picker: GEO fills the figures, LEO empties them.
 	'config-preset-geo': () => ({ view: 'config', pick: [ 'main', 'link_preset', 'geo' ], save: {} }),
 	'config-preset-leo': () => ({
@@ -439,7 +444,8 @@ function verify(name, domFile) {
 		expect(gaps.every(g => g >= 1000), 'samples at least a second apart, got gaps (ms) ' + JSON.stringify(gaps.slice(0, 5)));
 		[ 'Running', '198.18.0.2:40000', '[fd00::2]:40002', '[fd00:1::2]:443', 'transferring', 'connecting to server',
 		  'Wireless loss recovery (Snoop)', 'Resent locally after duplicate ACKs', '<polyline', 'Download (server → clients)',
-		  'cbi-progressbar' ].forEach(s => expect(has(s), 'status page shows ' + s));
+		  'cbi-progressbar', 'Link settings', 'uplink 5.00', 'Paced at', '259 segments', 'Measured on the long legs' ].forEach(s => expect(has(s), 'status page shows ' + s));
+		expect(!has('Through a gateway'), 'no tunnel row without a tunnel');
 		const line = shown.match(/<polyline[^>]*points="([^"]+)"/);
 		expect(line && line[1].split(' ').length > 90, 'graph has a point per sample');
 		expect(/title="\d+ of 128 \(\d+%\)"/.test(shown), 'pool bar shows active of max_conns');
@@ -463,6 +469,10 @@ function verify(name, domFile) {
 		const line = shown.match(/<polyline[^>]*points="([^"]+)"/);
 		const xs = line ? line[1].split(' ').map(p => parseFloat(p)) : [];
 		expect(xs.length == 2 && xs[0] > 80 + 630 * 0.9, 'the first rate is drawn over its own 3 s, not 5 minutes: ' + (line && line[1]));
+	}
+	else if (name == 'status-tunnel') {
+		expect(has('Through a gateway') && has('wg0, to pepwrt at the far end'), 'the tunnel is shown');
+		expect(has('Opens without a round trip') && has('on: 42 so far'), 'zero-RTT opens are counted');
 	}
 	else if (name == 'status-nobackend') {
 		expect(has('did not answer'), 'missing backend is explained');

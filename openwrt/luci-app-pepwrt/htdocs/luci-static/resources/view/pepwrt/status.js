@@ -3,6 +3,7 @@
 'require rpc';
 'require poll';
 'require dom';
+'require uci';
 
 // Live status page. Every POLL_SECS it asks the rpcd plugin (ubus
 // luci.pepwrt getStatus, i.e. "pepwrt status --json") and redraws. The
@@ -238,7 +239,39 @@ return view.extend({
 		this.samples = [];
 		this.pid = null;
 
-		return L.resolveDefault(callGetStatus(), null);
+		// The tunnel is a setting, not something the daemon reports.
+		return Promise.all([
+			L.resolveDefault(callGetStatus(), null),
+			L.resolveDefault(uci.load('pepwrt'), null)
+		]).then(function(r) { return r[0]; });
+	},
+
+	// The link settings in force, what the long legs measured and the
+	// tunnel to a gateway, when any of them is there.
+	renderLink: function(st) {
+		var link = st.link, learned = st.learned,
+		    tunnel = uci.get('pepwrt', 'main', 'tunnel'),
+		    rows = [];
+
+		if (link && typeof link == 'object') {
+			rows.push([ _('Link settings'), _('uplink %s, downlink %s, round trip %s ms; the %s leg crosses the link').format(
+				link.uplink_bps != null ? rate(link.uplink_bps / 8) : _('not set'),
+				link.downlink_bps != null ? rate(link.downlink_bps / 8) : _('not set'),
+				String(link.rtt_ms), String(link.leg)) ]);
+			if (link.pacing_bps != null)
+				rows.push([ _('Paced at'), rate(link.pacing_bps / 8) ]);
+			if (link.route_initcwnd != null)
+				rows.push([ _('First flight'), _('%d segments (the routes\' initial window)').format(num(link.route_initcwnd)) ]);
+		}
+		if (learned && typeof learned == 'object')
+			rows.push([ _('Measured on the long legs'), _('up to %s, smallest round trip %s ms').format(rate(num(learned.send_bps) / 8), String(learned.min_rtt_ms)) ]);
+		if (tunnel) {
+			rows.push([ _('Through a gateway'), _('%s, to pepwrt at the far end').format(tunnel) ]);
+			rows.push([ _('Opens without a round trip'), uci.get('pepwrt', 'main', 'zero_rtt') == '1'
+				? _('on: %d so far').format(num((st.counters || {}).zero_rtt_opens)) : _('off') ]);
+		}
+
+		return rows.length ? section(_('Link'), [ keyValueTable(rows) ]) : null;
 	},
 
 	// Keeps the totals of the last GRAPH_SECS; starts over when the daemon
@@ -311,9 +344,14 @@ return view.extend({
 				[ _('Process ID'), String(st.pid || '?') ],
 				[ _('Running for'), duration(st.uptime_s) ],
 				[ _('Accelerated connections'), progressBar(active, maxConns, _('%d of %d').format(active, maxConns)) ],
-				[ _('Buffer memory'), _('%s per direction, %s reserved in total').format(bytes(st.buffer_bytes), bytes(num(st.buffer_bytes) * 2 * maxConns)) ]
+				[ _('Buffer memory'), _('%s per direction, at most %s in flight in total').format(bytes(st.buffer_bytes), bytes(num(st.buffer_bytes) * 2 * maxConns)) ]
 			])
 		]));
+
+		var link = this.renderLink(st);
+
+		if (link)
+			parts.push(link);
 
 		parts.push(section(_('Counters since start'), [
 			keyValueTable([
