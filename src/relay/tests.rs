@@ -57,8 +57,8 @@ fn rig_to(server: TcpListener, dst: SocketAddr, fastopen: bool, now: Instant) ->
             fastopen.then(|| now + Duration::from_millis(100)),
             now,
         ),
-        up: Channel::new(4096).unwrap(),
-        down: Channel::new(4096).unwrap(),
+        up: Channel::with_pipe(4096),
+        down: Channel::with_pipe(4096),
         user,
         server,
     }
