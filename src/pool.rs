@@ -117,20 +117,31 @@ impl<C> Pool<C> {
                 queued: false,
             })
             .collect();
-        let pipes: Vec<_> = (0..pipes)
-            .map_while(|_| Channel::pipe_for(buffer_bytes))
-            .collect();
-        Pool {
-            free: (0..slots.len() as u16).rev().collect(),
+        let mut pool = Pool {
+            free: (0..n as u16).rev().collect(),
             slots,
             active: 0,
-            made: pipes.len(),
-            pipes,
-            line: vec![0; n],
+            made: 0,
+            pipes: Vec::with_capacity(usize::from(pipes)),
+            // Any numbers: a slot is written before it is read.
+            line: (0..n as u16).rev().collect(),
             head: 0,
             queued: 0,
             woken: None,
+        };
+        while pool.made < usize::from(pipes) {
+            let Some(pipe) = Channel::pipe_for(buffer_bytes) else {
+                break;
+            };
+            pool.put_back([Some(pipe), None]);
+            pool.made += 1;
         }
+        pool
+    }
+
+    /// Pipes back from a slot's two directions.
+    fn put_back(&mut self, back: [Option<Pipe>; 2]) {
+        self.pipes.extend(back.into_iter().flatten());
     }
 
     /// A pool of slots with no pipes (tests of the slots alone).
@@ -174,8 +185,13 @@ impl<C> Pool<C> {
                     ch.waiting = true;
                     if !s.queued {
                         s.queued = true;
-                        let n = self.line.len();
-                        self.line[(self.head + self.queued) % n] = id.slot;
+                        let at = self.head + self.queued;
+                        let n = if at < self.line.len() {
+                            0
+                        } else {
+                            self.line.len()
+                        };
+                        self.line[at - n] = id.slot;
                         self.queued += 1;
                     }
                 }
@@ -188,7 +204,7 @@ impl<C> Pool<C> {
     pub fn settle(&mut self, id: ConnId) {
         if let Some(s) = self.slot_mut(id) {
             let back = [s.up.give_back(), s.down.give_back()];
-            self.pipes.extend(back.into_iter().flatten());
+            self.put_back(back);
         }
     }
 
@@ -207,7 +223,10 @@ impl<C> Pool<C> {
     pub fn next_waiter(&mut self) -> Option<ConnId> {
         while !self.pipes.is_empty() && self.queued > 0 {
             let slot = self.line[self.head];
-            self.head = (self.head + 1) % self.line.len();
+            self.head += 1;
+            if self.head == self.line.len() {
+                self.head = 0;
+            }
             self.queued -= 1;
             let s = &mut self.slots[usize::from(slot)];
             s.queued = false;
@@ -328,7 +347,7 @@ impl<C> Pool<C> {
         let state = std::mem::replace(&mut s.state, State::Free);
         let back = [s.up.clear(), s.down.clear()];
         s.generation = s.generation.wrapping_add(1);
-        self.pipes.extend(back.into_iter().flatten());
+        self.put_back(back);
         self.free.push(id.slot);
         match state {
             State::Active(conn) => {
