@@ -141,7 +141,9 @@ impl<C> Pool<C> {
 
     /// Pipes back from a slot's two directions.
     fn put_back(&mut self, back: [Option<Pipe>; 2]) {
-        self.pipes.extend(back.into_iter().flatten());
+        for p in back.into_iter().flatten() {
+            self.pipes.push(p);
+        }
     }
 
     /// A pool of slots with no pipes (tests of the slots alone).
@@ -163,39 +165,23 @@ impl<C> Pool<C> {
     /// found none free, and has none. None free, or others in line first:
     /// the direction waits, unread, and its slot gets in line.
     pub fn lend(&mut self, id: ConnId, mut ready: [Events; 2]) -> [Events; 2] {
-        let woken = self.woken.take() == Some(id.slot);
-        let first = woken || self.queued == 0;
-        let Some(s) = self.slots.get_mut(id.index()) else {
-            return ready;
-        };
-        if s.generation != id.generation || !matches!(s.state, State::Active(_)) {
-            return ready;
-        }
-        let [client, server] = &mut ready;
-        for (ch, ev) in [(&mut s.up, client), (&mut s.down, server)] {
-            if ch.has_pipe() || (*ev & (poll::IN | poll::ERR) == 0 && !ch.waiting) {
-                continue;
-            }
-            match if first { self.pipes.pop() } else { None } {
-                Some(p) => {
-                    ch.lend(p);
-                    *ev |= poll::IN;
-                }
-                None => {
-                    ch.waiting = true;
-                    if !s.queued {
-                        s.queued = true;
-                        let at = self.head + self.queued;
-                        let n = if at < self.line.len() {
-                            0
-                        } else {
-                            self.line.len()
-                        };
-                        self.line[at - n] = id.slot;
-                        self.queued += 1;
-                    }
-                }
-            }
+        let first = self.woken.take() == Some(id.slot) || self.queued == 0;
+        // Readiness comes only for live connections (`Token::decode`), and
+        // `next_waiter` wakes only those.
+        let s = &mut self.slots[id.index()];
+        let pipes = &mut self.pipes;
+        let waits = lend_one(pipes, &mut s.up, &mut ready[0], first)
+            | lend_one(pipes, &mut s.down, &mut ready[1], first);
+        if waits && !s.queued {
+            s.queued = true;
+            let at = self.head + self.queued;
+            let wrap = if at < self.line.len() {
+                0
+            } else {
+                self.line.len()
+            };
+            self.line[at - wrap] = id.slot;
+            self.queued += 1;
         }
         ready
     }
@@ -423,6 +409,22 @@ impl<C> Pool<C> {
                 _ => None,
             })
     }
+}
+
+/// Lends `ch` a pipe if its source is readable (`ev`), or was when none
+/// was free, and it has none, and it may take one (`first`); whether it
+/// waits for one.
+fn lend_one(pipes: &mut Vec<Pipe>, ch: &mut Channel, ev: &mut Events, first: bool) -> bool {
+    if !ch.has_pipe() && (*ev & (poll::IN | poll::ERR) != 0 || ch.waiting) {
+        match if first { pipes.pop() } else { None } {
+            Some(p) => {
+                ch.lend(p);
+                *ev |= poll::IN;
+            }
+            None => ch.waiting = true,
+        }
+    }
+    ch.waiting
 }
 
 #[cfg(test)]

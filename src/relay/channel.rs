@@ -20,13 +20,13 @@ use crate::sys::pipe::{self, Pipe};
 
 /// Open files besides the pool's: listeners, epoll, the queues, the log,
 /// control clients.
-const OTHER_FILES: u64 = 32;
+const OTHER_FILES: usize = 32;
 /// The most pipes: the directions with bytes in flight at once (a pipe
 /// goes back as soon as it is empty; a direction waiting for one is not
 /// read, and TCP's flow control slows its sender meanwhile).
-const MOST_PIPES: u64 = 256;
+const MOST_PIPES: usize = 256;
 /// The fewest pipes the pool is made with, when open files are short.
-const FEWEST_PIPES: u64 = 4;
+const FEWEST_PIPES: usize = 4;
 
 /// Pipe slots (pages) per page of --buffer: a slot holds what one packet
 /// brought (1448 bytes on an Ethernet link without receive offloads), so
@@ -39,25 +39,25 @@ const PIPE_SCALE: usize = 4;
 /// (a slot fewer passes a connection unsplit, a pipe fewer only makes
 /// busy directions take turns). And the files wanted.
 pub fn pool_for<C>(cfg: &Config) -> (Pool<C>, u64) {
-    let conns = u64::from(cfg.max_conns);
+    let conns = usize::from(cfg.max_conns);
     let pipes = (2 * conns).min(MOST_PIPES);
     let want = 2 * (conns + pipes) + OTHER_FILES;
-    let have = crate::sys::raise_nofile(want).unwrap_or(0);
-    let room = have.saturating_sub(OTHER_FILES) / 2;
+    let have = crate::sys::raise_nofile(want as u64).unwrap_or(0);
+    let room = (have.min(want as u64) as usize).saturating_sub(OTHER_FILES) / 2;
     let slots = conns.min(room.saturating_sub(FEWEST_PIPES));
     let pool = Pool::make(
         slots as u16,
         pipes.min(room - slots) as u16,
         cfg.buffer_bytes as usize,
     );
-    if (pool.capacity() as u64) < conns || (pool.pipes().1 as u64) < pipes {
+    if pool.capacity() < conns || pool.pipes().1 < pipes {
         log::warn!(
             "{} of --max-conns {conns} connections and {} of {pipes} pipes fit: each takes 2 open files (the limit is {have}; procd: limits nofile)",
             pool.capacity(),
             pool.pipes().1,
         );
     }
-    (pool, want)
+    (pool, want as u64)
 }
 
 /// What one fill from a socket ended with.
@@ -154,7 +154,7 @@ impl Channel {
         // Bounded: every pass adds bytes or returns.
         while self.inside < self.budget {
             let room = self.budget - self.inside;
-            match pipe::splice(fd, p.write.as_raw_fd(), room) {
+            match pipe::splice(fd, p.write, room) {
                 Ok(0) => return Ok(Fill::Eof(total)),
                 Ok(n) => {
                     self.inside += n;
@@ -180,7 +180,7 @@ impl Channel {
         let Some(p) = &self.pipe else {
             return Ok(0);
         };
-        let (from, to) = (p.read.as_raw_fd(), dst.as_raw_fd());
+        let (from, to) = (p.read, dst.as_raw_fd());
         while self.inside > 0 {
             match pipe::splice(from, to, self.inside) {
                 // An empty pipe (cannot happen: `inside` counts what it
@@ -202,7 +202,7 @@ impl Channel {
     /// reset left behind); its pipe, if any, goes back to the pool.
     pub fn clear(&mut self) -> Option<Pipe> {
         if let Some(p) = &self.pipe {
-            pipe::discard(p.read.as_raw_fd(), self.inside);
+            pipe::discard(p.read, self.inside);
         }
         self.inside = 0;
         self.jammed = false;
