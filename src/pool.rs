@@ -90,9 +90,9 @@ pub struct Pool<C> {
     /// Indices of free slots; capacity fixed at start, so push never grows.
     free: Vec<u16>,
     active: usize,
-    /// Pipes not lent; capacity fixed at start (all of them).
+    /// Every pipe, made at start; the first `spare` are not lent.
     pipes: Vec<Pipe>,
-    made: usize,
+    spare: usize,
     /// Slots in line for a pipe, oldest at `head`: a ring as long as the
     /// pool, which a slot enters at most once.
     line: Vec<u16>,
@@ -121,7 +121,7 @@ impl<C> Pool<C> {
             free: (0..n as u16).rev().collect(),
             slots,
             active: 0,
-            made: 0,
+            spare: 0,
             pipes: Vec::with_capacity(usize::from(pipes)),
             // Any numbers: a slot is written before it is read.
             line: (0..n as u16).rev().collect(),
@@ -129,20 +129,21 @@ impl<C> Pool<C> {
             queued: 0,
             woken: None,
         };
-        while pool.made < usize::from(pipes) {
+        while pool.pipes.len() < usize::from(pipes) {
             let Some(pipe) = Channel::pipe_for(buffer_bytes) else {
                 break;
             };
-            pool.put_back([Some(pipe), None]);
-            pool.made += 1;
+            pool.pipes.push(pipe);
         }
+        pool.spare = pool.pipes.len();
         pool
     }
 
-    /// Pipes back from a slot's two directions.
-    fn put_back(&mut self, back: [Option<Pipe>; 2]) {
-        for p in back.into_iter().flatten() {
-            self.pipes.push(p);
+    /// A pipe back from a direction.
+    fn put_back(&mut self, back: Option<Pipe>) {
+        if let Some(p) = back {
+            self.pipes[self.spare] = p;
+            self.spare += 1;
         }
     }
 
@@ -157,7 +158,7 @@ impl<C> Pool<C> {
 
     /// Pipes lent, and made.
     pub fn pipes(&self) -> (usize, usize) {
-        (self.made - self.pipes.len(), self.made)
+        (self.pipes.len() - self.spare, self.pipes.len())
     }
 
     /// Before live connection `id` runs on `ready` (client, server): lends
@@ -169,9 +170,9 @@ impl<C> Pool<C> {
         // Readiness comes only for live connections (`Token::decode`), and
         // `next_waiter` wakes only those.
         let s = &mut self.slots[id.index()];
-        let pipes = &mut self.pipes;
-        let waits = lend_one(pipes, &mut s.up, &mut ready[0], first)
-            | lend_one(pipes, &mut s.down, &mut ready[1], first);
+        let (pipes, spare) = (&self.pipes, &mut self.spare);
+        let waits = lend_one(pipes, spare, &mut s.up, &mut ready[0], first)
+            | lend_one(pipes, spare, &mut s.down, &mut ready[1], first);
         if waits && !s.queued {
             s.queued = true;
             let at = self.head + self.queued;
@@ -190,7 +191,8 @@ impl<C> Pool<C> {
     pub fn settle(&mut self, id: ConnId) {
         if let Some(s) = self.slot_mut(id) {
             let back = [s.up.give_back(), s.down.give_back()];
-            self.put_back(back);
+            self.put_back(back[0]);
+            self.put_back(back[1]);
         }
     }
 
@@ -207,7 +209,7 @@ impl<C> Pool<C> {
     /// and no direction starts to wait meanwhile: only readiness makes one
     /// wait.
     pub fn next_waiter(&mut self) -> Option<ConnId> {
-        while !self.pipes.is_empty() && self.queued > 0 {
+        while self.spare > 0 && self.queued > 0 {
             let slot = self.line[self.head];
             self.head += 1;
             if self.head == self.line.len() {
@@ -333,7 +335,8 @@ impl<C> Pool<C> {
         let state = std::mem::replace(&mut s.state, State::Free);
         let back = [s.up.clear(), s.down.clear()];
         s.generation = s.generation.wrapping_add(1);
-        self.put_back(back);
+        self.put_back(back[0]);
+        self.put_back(back[1]);
         self.free.push(id.slot);
         match state {
             State::Active(conn) => {
@@ -414,14 +417,20 @@ impl<C> Pool<C> {
 /// Lends `ch` a pipe if its source is readable (`ev`), or was when none
 /// was free, and it has none, and it may take one (`first`); whether it
 /// waits for one.
-fn lend_one(pipes: &mut Vec<Pipe>, ch: &mut Channel, ev: &mut Events, first: bool) -> bool {
+fn lend_one(
+    pipes: &[Pipe],
+    spare: &mut usize,
+    ch: &mut Channel,
+    ev: &mut Events,
+    first: bool,
+) -> bool {
     if !ch.has_pipe() && (*ev & (poll::IN | poll::ERR) != 0 || ch.waiting) {
-        match if first { pipes.pop() } else { None } {
-            Some(p) => {
-                ch.lend(p);
-                *ev |= poll::IN;
-            }
-            None => ch.waiting = true,
+        if first && *spare > 0 {
+            *spare -= 1;
+            ch.lend(pipes[*spare]);
+            *ev |= poll::IN;
+        } else {
+            ch.waiting = true;
         }
     }
     ch.waiting
