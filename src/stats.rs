@@ -167,10 +167,6 @@ fn json_endpoint(out: &mut String, addr: std::net::SocketAddr) {
     let _ = write!(out, "\"{addr}\"");
 }
 
-/// An endpoint as `198.18.0.2:80` or `[fd00::2]:80` (SocketAddr's Display),
-/// written without a temporary String.
-struct Endpoint(std::net::SocketAddr);
-
 impl Report<'_> {
     fn live_bytes(&self) -> (u64, u64) {
         self.pool.active().fold((0, 0), |(u, d), (_, c)| {
@@ -357,22 +353,14 @@ impl Report<'_> {
                 out,
                 "{:<10x} {:<46} {:<46} {:<12} {:>7}s {:>12} {:>12}",
                 id.as_u32(),
-                Endpoint(conn.tuple.client),
-                Endpoint(conn.tuple.server),
+                // SocketAddr pads as one string.
+                conn.tuple.client,
+                conn.tuple.server,
                 conn.state_name(),
                 Seconds(self.now.duration_since(conn.started)),
                 conn.bytes_up(),
                 conn.bytes_down()
             );
         }
-    }
-}
-
-impl std::fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Padding applies to the whole endpoint, so format it once.
-        let mut buf: heapless::String<64> = heapless::String::new();
-        let _ = write!(buf, "{}", self.0);
-        f.pad(&buf)
     }
 }
