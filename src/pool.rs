@@ -201,27 +201,26 @@ impl<C> Pool<C> {
         self.queued
     }
 
-    /// While a pipe is free: the live connection longest in line for one,
-    /// out of the line. It runs next (`lend` with no readiness lends to
+    /// While a pipe is free: the slot longest in line for one, out of the
+    /// line. It runs next (`lend` with no readiness lends to
     /// its waiting directions), before those behind it. Calling this until
     /// None ends: each call serves a waiting direction (one of the same
-    /// slot left without a pipe goes back in line) or drops a stale entry,
+    /// slot left without a pipe goes back in line) or a stale entry,
     /// and no direction starts to wait meanwhile: only readiness makes one
     /// wait.
     pub fn next_waiter(&mut self) -> Option<ConnId> {
-        while self.spare > 0 && self.queued > 0 {
+        if self.spare > 0 && self.queued > 0 {
             let slot = self.line[self.head];
             self.head += 1;
             if self.head == self.line.len() {
                 self.head = 0;
             }
             self.queued -= 1;
-            let s = &mut self.slots[usize::from(slot)];
-            s.queued = false;
-            if matches!(s.state, State::Active(_)) && (s.up.waiting || s.down.waiting) {
-                self.woken = Some(slot);
-                return Some(self.id(usize::from(slot)));
-            }
+            self.slots[usize::from(slot)].queued = false;
+            // A slot freed or reused since still wakes: its run finds no
+            // live connection, or nothing waiting, and does nothing.
+            self.woken = Some(slot);
+            return Some(self.id(usize::from(slot)));
         }
         None
     }
@@ -581,7 +580,12 @@ mod tests {
         p.release(b);
         p.release(a);
         assert_eq!(p.pipes(), (0, 1));
-        assert_eq!(p.next_waiter(), None, "b's entry is stale");
-        assert_eq!(p.waiting(), 0);
+        // b's entry is stale: it wakes a slot with no live connection,
+        // whose run lends nothing, and the line is empty.
+        let stale = p.next_waiter().unwrap();
+        assert!(p.live(stale).is_none());
+        assert_eq!(p.lend(stale, [0, 0]), [0, 0]);
+        assert_eq!((p.waiting(), p.pipes()), (0, (0, 1)));
+        assert_eq!(p.next_waiter(), None);
     }
 }

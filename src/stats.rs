@@ -349,15 +349,17 @@ impl Report<'_> {
             );
         }
         for (id, conn) in self.pool.active() {
+            let age = Seconds(self.now.duration_since(conn.started)).split();
             let _ = writeln!(
                 out,
-                "{:<10x} {:<46} {:<46} {:<12} {:>7}s {:>12} {:>12}",
+                "{:<10x} {:<46} {:<46} {:<12} {:>5}.{}s {:>12} {:>12}",
                 id.as_u32(),
                 // SocketAddr pads as one string.
                 conn.tuple.client,
                 conn.tuple.server,
                 conn.state_name(),
-                Seconds(self.now.duration_since(conn.started)),
+                age.0,
+                age.1,
                 conn.bytes_up(),
                 conn.bytes_down()
             );

@@ -52,7 +52,7 @@ pub fn pool_for<C>(cfg: &Config) -> (Pool<C>, u64) {
     );
     if pool.capacity() < conns || pool.pipes().1 < pipes {
         log::warn!(
-            "open-file limit {have}: {} of --max-conns {conns} connections and {} of {pipes} pipes fit, 2 files each (procd: limits nofile)",
+            "open-file limit {have}: {} of {conns} connections, {} of {pipes} pipes (procd: limits nofile)",
             pool.capacity(),
             pool.pipes().1,
         );
