@@ -106,7 +106,7 @@ impl Proxy {
         let snoop = snoop.transpose()?;
         let signals = SignalPipe::install(&shutdown::SIGNALS)
             .map_err(|e| StartError::new(format!("signal handlers: {e}")))?;
-        // Two sockets and two pipes per connection.
+        // Two sockets per connection, and the pipes lent to them.
         let (pool, want) = crate::relay::pool_for(&cfg);
         let epoll = |e| StartError::new(format!("epoll: {e}"));
         // Sockets beyond the open-file limit cannot exist; the poller serves
@@ -122,10 +122,11 @@ impl Proxy {
             poller.set(fd, poll::IN, token.encode()).map_err(epoll)?;
         }
         log::info!(
-            "started: queue {}, port {}, {} connections, each with 2 pipes of up to {} bytes",
+            "started: queue {}, port {}, {} connections, {} pipes of up to {} bytes",
             cfg.queue,
             cfg.port,
             pool.capacity(),
+            pool.pipes().1,
             cfg.buffer_bytes,
         );
         let mut proxy = Proxy {
@@ -169,6 +170,7 @@ impl Proxy {
                 };
                 self.on_deadline(wake, now);
             }
+            self.wake_waiters(now);
             if self.drain.is_over(self.st.pool.active_count(), now) {
                 self.close_all(now);
                 log::info!("stopped");
@@ -300,10 +302,11 @@ impl Proxy {
         }
     }
 
-    /// Brings a connection's registration up to date with what it wants
-    /// to read and write, and its deadline with when it next needs the
-    /// loop.
+    /// Gives back a connection's empty pipes, brings its registration up
+    /// to date with what it wants to read and write, and its deadline with
+    /// when it next needs the loop.
     fn sync_conn(&mut self, id: ConnId, now: Instant) {
+        self.st.pool.settle(id);
         let Some(live) = self.st.pool.live(id) else {
             return;
         };
@@ -326,7 +329,7 @@ impl Proxy {
     /// Runs a connection on readiness of (client, server), or on its
     /// deadline (None).
     fn on_conn(&mut self, id: ConnId, ready: Option<[Events; 2]>, now: Instant) {
-        let idle = self.st.cfg.idle_timeout;
+        let ready = ready.map(|r| self.st.pool.lend(id, r));
         let Some(live) = self.st.pool.live(id) else {
             return;
         };
@@ -335,11 +338,18 @@ impl Proxy {
                 let ready = Ready { client, server };
                 live.conn.run(ready, live.up, live.down, now)
             }
-            None => live.conn.check_timers(now, idle, live.up, live.down),
+            None => (live.conn).check_timers(now, self.st.cfg.idle_timeout, live.up, live.down),
         };
         match step {
             Step::Done(end) => self.finish(id, end, now),
             Step::Continue => self.sync_conn(id, now),
+        }
+    }
+
+    /// Runs the connections in line for a pipe, oldest first, while one is free.
+    fn wake_waiters(&mut self, now: Instant) {
+        while let Some(id) = self.st.pool.next_waiter() {
+            self.on_conn(id, Some([0, 0]), now);
         }
     }
 

@@ -1,12 +1,21 @@
-//! The fixed pool of connection slots: each slot owns its two buffers
-//! (pipes) for the life of the process, and is free, reserved for a SYN
-//! that pepwrt admitted, or holding a live split connection (`C`: the
-//! relay's connection; the pool never looks inside it). Only the pool
-//! changes a slot's state, and only the pool makes handles to slots.
+//! The fixed pool of connection slots and of the pipes lent to their
+//! directions. A slot is free, reserved for a SYN that pepwrt admitted, or
+//! holding a live split connection (`C`: the relay's connection; the pool
+//! never looks inside it). Only the pool changes a slot's state, and only
+//! the pool makes handles to slots.
+//!
+//! Pipes are made at start and never closed. A direction borrows one when
+//! its source is readable and gives it back once empty; one whose
+//! destination is slow keeps its bytes, and its pipe, until they leave.
+//! When none is free, the direction is not read (the kernel keeps the
+//! bytes, TCP slows the sender) and its slot waits in line; a pipe that
+//! comes back goes to the slot longest in line, so none starves.
 
 use std::time::Instant;
 
 use crate::relay::Channel;
+use crate::sys::pipe::Pipe;
+use crate::sys::poll::{self, Events};
 use crate::tuple::{FourTuple, SynInfo};
 
 /// A slot handle that goes stale when the slot is freed and reused.
@@ -46,6 +55,8 @@ struct Slot<C> {
     state: State<C>,
     up: Channel,
     down: Channel,
+    /// In line for a pipe (at most once).
+    queued: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,37 +90,139 @@ pub struct Pool<C> {
     /// Indices of free slots; capacity fixed at start, so push never grows.
     free: Vec<u16>,
     active: usize,
+    /// Every pipe, made at start; the first `spare` are not lent.
+    pipes: Vec<Pipe>,
+    spare: usize,
+    /// Slots in line for a pipe, oldest at `head`: a ring as long as the
+    /// pool, which a slot enters at most once.
+    line: Vec<u16>,
+    head: usize,
+    queued: usize,
+    /// The slot `next_waiter` called: it may take a pipe before the line.
+    woken: Option<u16>,
 }
 
 impl<C> Pool<C> {
-    /// Makes every slot and its two pipes now, each to hold up to
-    /// `buffer_bytes`: memory use is known before the first connection.
-    /// Fewer slots when the kernel refuses more pipes (open files).
-    pub fn new(slots: u16, buffer_bytes: usize) -> Pool<C> {
-        let mut made = Vec::with_capacity(usize::from(slots));
-        while made.len() < usize::from(slots) {
-            let (Some(up), Some(down)) = (Channel::new(buffer_bytes), Channel::new(buffer_bytes))
-            else {
-                break;
-            };
-            made.push(Slot {
+    /// Makes every slot, and `pipes` pipes for directions of up to
+    /// `buffer_bytes`, now: memory use is known before the first
+    /// connection. Fewer pipes if the kernel refuses more (open files).
+    pub fn make(slots: u16, pipes: u16, buffer_bytes: usize) -> Pool<C> {
+        let n = usize::from(slots);
+        let slots: Vec<_> = (0..n)
+            .map(|_| Slot {
                 generation: 0,
                 state: State::Free,
-                up,
-                down,
-            });
-        }
-        let slots = made;
-        let free = (0..slots.len() as u16).rev().collect();
-        Pool {
+                up: Channel::new(buffer_bytes),
+                down: Channel::new(buffer_bytes),
+                queued: false,
+            })
+            .collect();
+        let mut pool = Pool {
+            free: (0..n as u16).rev().collect(),
             slots,
-            free,
             active: 0,
+            spare: 0,
+            pipes: Vec::with_capacity(usize::from(pipes)),
+            // Any numbers: a slot is written before it is read.
+            line: (0..n as u16).rev().collect(),
+            head: 0,
+            queued: 0,
+            woken: None,
+        };
+        while pool.pipes.len() < usize::from(pipes) {
+            let Some(pipe) = Channel::pipe_for(buffer_bytes) else {
+                break;
+            };
+            pool.pipes.push(pipe);
         }
+        pool.spare = pool.pipes.len();
+        pool
+    }
+
+    /// A pipe back from a direction.
+    fn put_back(&mut self, back: Option<Pipe>) {
+        if let Some(p) = back {
+            self.pipes[self.spare] = p;
+            self.spare += 1;
+        }
+    }
+
+    /// A pool of slots with no pipes (tests of the slots alone).
+    pub fn new(slots: u16, buffer_bytes: usize) -> Pool<C> {
+        Pool::make(slots, 0, buffer_bytes)
     }
 
     pub fn capacity(&self) -> usize {
         self.slots.len()
+    }
+
+    /// Pipes lent, and made.
+    pub fn pipes(&self) -> (usize, usize) {
+        (self.pipes.len() - self.spare, self.pipes.len())
+    }
+
+    /// Before live connection `id` runs on `ready` (client, server): lends
+    /// a pipe to each direction whose source is readable, or was when it
+    /// found none free, and has none. None free, or others in line first:
+    /// the direction waits, unread, and its slot gets in line.
+    pub fn lend(&mut self, id: ConnId, mut ready: [Events; 2]) -> [Events; 2] {
+        let first = self.woken.take() == Some(id.slot) || self.queued == 0;
+        // Readiness comes only for live connections (`Token::decode`), and
+        // `next_waiter` wakes only those.
+        let s = &mut self.slots[id.index()];
+        let (pipes, spare) = (&self.pipes, &mut self.spare);
+        let waits = lend_one(pipes, spare, &mut s.up, &mut ready[0], first)
+            | lend_one(pipes, spare, &mut s.down, &mut ready[1], first);
+        if waits && !s.queued {
+            s.queued = true;
+            let at = self.head + self.queued;
+            let wrap = if at < self.line.len() {
+                0
+            } else {
+                self.line.len()
+            };
+            self.line[at - wrap] = id.slot;
+            self.queued += 1;
+        }
+        ready
+    }
+
+    /// After a connection ran: its directions' empty pipes go back.
+    pub fn settle(&mut self, id: ConnId) {
+        if let Some(s) = self.slot_mut(id) {
+            let back = [s.up.give_back(), s.down.give_back()];
+            self.put_back(back[0]);
+            self.put_back(back[1]);
+        }
+    }
+
+    /// Slots in line for a pipe.
+    pub fn waiting(&self) -> usize {
+        self.queued
+    }
+
+    /// While a pipe is free: the slot longest in line for one, out of the
+    /// line. It runs next (`lend` with no readiness lends to
+    /// its waiting directions), before those behind it. Calling this until
+    /// None ends: each call serves a waiting direction (one of the same
+    /// slot left without a pipe goes back in line) or a stale entry,
+    /// and no direction starts to wait meanwhile: only readiness makes one
+    /// wait.
+    pub fn next_waiter(&mut self) -> Option<ConnId> {
+        if self.spare > 0 && self.queued > 0 {
+            let slot = self.line[self.head];
+            self.head += 1;
+            if self.head == self.line.len() {
+                self.head = 0;
+            }
+            self.queued -= 1;
+            self.slots[usize::from(slot)].queued = false;
+            // A slot freed or reused since still wakes: its run finds no
+            // live connection, or nothing waiting, and does nothing.
+            self.woken = Some(slot);
+            return Some(self.id(usize::from(slot)));
+        }
+        None
     }
 
     /// Slots holding live connections.
@@ -219,9 +332,10 @@ impl<C> Pool<C> {
     pub fn release(&mut self, id: ConnId) -> Option<C> {
         let s = self.slot_mut(id)?;
         let state = std::mem::replace(&mut s.state, State::Free);
-        s.up.clear();
-        s.down.clear();
+        let back = [s.up.clear(), s.down.clear()];
         s.generation = s.generation.wrapping_add(1);
+        self.put_back(back[0]);
+        self.put_back(back[1]);
         self.free.push(id.slot);
         match state {
             State::Active(conn) => {
@@ -297,6 +411,28 @@ impl<C> Pool<C> {
                 _ => None,
             })
     }
+}
+
+/// Lends `ch` a pipe if its source is readable (`ev`), or was when none
+/// was free, and it has none, and it may take one (`first`); whether it
+/// waits for one.
+fn lend_one(
+    pipes: &[Pipe],
+    spare: &mut usize,
+    ch: &mut Channel,
+    ev: &mut Events,
+    first: bool,
+) -> bool {
+    if !ch.has_pipe() && (*ev & (poll::IN | poll::ERR) != 0 || ch.waiting) {
+        if first && *spare > 0 {
+            *spare -= 1;
+            ch.lend(pipes[*spare]);
+            *ev |= poll::IN;
+        } else {
+            ch.waiting = true;
+        }
+    }
+    ch.waiting
 }
 
 #[cfg(test)]
@@ -390,5 +526,66 @@ mod tests {
         assert_eq!(c.syn, None);
         assert!(p.claim_late(now).is_none());
         assert!(p.reserve(syn(1), now + LATER, now + LATER * 9).is_err());
+    }
+
+    fn live_slot(p: &mut Pool<()>) -> ConnId {
+        let c = p.claim_late(Instant::now()).unwrap();
+        p.activate(c.id, ()).unwrap();
+        c.id
+    }
+
+    #[test]
+    fn pipes_go_to_the_slot_longest_in_line_and_a_slot_waits_once() {
+        const IN: Events = poll::IN;
+        let mut p = Pool::<()>::make(3, 1, 4096);
+        let (a, b, c) = (live_slot(&mut p), live_slot(&mut p), live_slot(&mut p));
+        assert_eq!(p.lend(a, [IN, 0]), [IN, 0]);
+        assert_eq!(p.pipes(), (1, 1));
+        // No pipe left: both of b's directions wait, b is in line once.
+        p.lend(b, [IN, IN]);
+        p.lend(c, [0, IN]);
+        p.lend(b, [IN, IN]);
+        assert_eq!(p.waiting(), 2);
+        assert_eq!(p.next_waiter(), None, "none is free");
+        // A's pipe held nothing: back, and b is first in line.
+        p.settle(a);
+        assert_eq!(p.pipes(), (0, 1));
+        // Someone not in line does not get it before those in line.
+        assert_eq!(p.lend(a, [IN, 0]), [IN, 0]);
+        assert_eq!(p.pipes(), (0, 1));
+        assert_eq!(p.next_waiter(), Some(b));
+        // Woken with no readiness: b's first direction gets the pipe (and
+        // reads), its second goes back in line, behind c and a.
+        assert_eq!(p.lend(b, [0, 0]), [IN, 0]);
+        p.settle(b);
+        let order: Vec<_> = std::iter::from_fn(|| {
+            let id = p.next_waiter()?;
+            let got = p.lend(id, [0, 0]);
+            p.settle(id);
+            Some((id, got))
+        })
+        .take(10)
+        .collect();
+        assert_eq!(order, [(c, [0, IN]), (a, [IN, 0]), (b, [0, IN])]);
+        assert_eq!((p.waiting(), p.pipes()), (0, (0, 1)));
+    }
+
+    #[test]
+    fn a_released_slot_gives_its_pipes_back_and_leaves_the_line() {
+        let mut p = Pool::<()>::make(2, 1, 4096);
+        let (a, b) = (live_slot(&mut p), live_slot(&mut p));
+        p.lend(a, [poll::IN, 0]);
+        p.lend(b, [poll::IN, 0]);
+        assert_eq!(p.waiting(), 1);
+        p.release(b);
+        p.release(a);
+        assert_eq!(p.pipes(), (0, 1));
+        // b's entry is stale: it wakes a slot with no live connection,
+        // whose run lends nothing, and the line is empty.
+        let stale = p.next_waiter().unwrap();
+        assert!(p.live(stale).is_none());
+        assert_eq!(p.lend(stale, [0, 0]), [0, 0]);
+        assert_eq!((p.waiting(), p.pipes()), (0, (0, 1)));
+        assert_eq!(p.next_waiter(), None);
     }
 }

@@ -161,32 +161,11 @@ fn write_link_text(out: &mut String, f: LinkInForce) {
     out.push('\n');
 }
 
-/// Writes `s` as a JSON string (endpoints and states need no escaping,
-/// but nothing is trusted blindly).
-fn json_str(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
+/// An endpoint as a JSON string: SocketAddr's Display has nothing to
+/// escape.
 fn json_endpoint(out: &mut String, addr: std::net::SocketAddr) {
-    let mut ep: heapless::String<64> = heapless::String::new();
-    let _ = write!(ep, "{addr}");
-    json_str(out, &ep);
+    let _ = write!(out, "\"{addr}\"");
 }
-
-/// An endpoint as `198.18.0.2:80` or `[fd00::2]:80` (SocketAddr's Display),
-/// written without a temporary String.
-struct Endpoint(std::net::SocketAddr);
 
 impl Report<'_> {
     fn live_bytes(&self) -> (u64, u64) {
@@ -370,26 +349,20 @@ impl Report<'_> {
             );
         }
         for (id, conn) in self.pool.active() {
+            let age = Seconds(self.now.duration_since(conn.started)).split();
             let _ = writeln!(
                 out,
-                "{:<10x} {:<46} {:<46} {:<12} {:>7}s {:>12} {:>12}",
+                "{:<10x} {:<46} {:<46} {:<12} {:>5}.{}s {:>12} {:>12}",
                 id.as_u32(),
-                Endpoint(conn.tuple.client),
-                Endpoint(conn.tuple.server),
+                // SocketAddr pads as one string.
+                conn.tuple.client,
+                conn.tuple.server,
                 conn.state_name(),
-                Seconds(self.now.duration_since(conn.started)),
+                age.0,
+                age.1,
                 conn.bytes_up(),
                 conn.bytes_down()
             );
         }
-    }
-}
-
-impl std::fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Padding applies to the whole endpoint, so format it once.
-        let mut buf: heapless::String<64> = heapless::String::new();
-        let _ = write!(buf, "{}", self.0);
-        f.pad(&buf)
     }
 }

@@ -709,3 +709,152 @@ fn outgoing_legs_never_take_a_port_of_the_clients_unsplit_connections() {
     assert_eq!(results, 0, "unsplit connections broken by a clashing port");
     srv.join().expect("server");
 }
+
+/// A pepwrt in the router whose open-file limit (soft and hard) is
+/// `nofile`, so that its pool gets fewer pipes than connections (the
+/// testbed's own start cannot lower it); killed when dropped.
+struct Limited(std::process::Child);
+
+impl Drop for Limited {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_limited(tb: &Testbed, nofile: u64, flags: &[&str]) -> Limited {
+    use std::os::unix::process::CommandExt;
+    let control = tb.control.to_string_lossy().to_string();
+    let log = std::fs::File::create(tb.log_path()).expect("log");
+    let mut cmd = std::process::Command::new("ip");
+    cmd.args(["netns", "exec", &tb.router, PEPWRT, "run", "--foreground"])
+        .args(["--control", &control, "--intercept", &tb.lan_if])
+        .args(flags)
+        .stderr(log);
+    // SAFETY: setrlimit is async-signal-safe and touches only the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: nofile as libc::rlim_t,
+                rlim_max: nofile as libc::rlim_t,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let pep = Limited(cmd.spawn().expect("pepwrt"));
+    assert!(
+        eventually(Duration::from_secs(10), || tb.try_status().is_some()),
+        "pepwrt did not answer status: {}",
+        tb.log()
+    );
+    pep
+}
+
+/// 16 connections, 4 pipes (2 fds per connection and per pipe, and 32
+/// for the rest: 72 files): every connection's bytes, both ways, arrive
+/// intact while most wait their turn for a pipe.
+const SIXTEEN_CONNS_FOUR_PIPES: u64 = 2 * 16 + 2 * 4 + 32;
+
+#[test]
+fn more_connections_than_pipes_all_arrive_intact() {
+    let tb = testbed!();
+    tb.install_rules("iptables", &[]);
+    let _pep = start_limited(&tb, SIXTEEN_CONNS_FOUR_PIPES, &["--max-conns", "16"]);
+    assert!(tb.log().contains("16 connections, 4 pipes"), "{}", tb.log());
+    let listener = tb.server_listener("198.18.1.2:7010");
+    let srv = thread::spawn(move || echo_after_eof(listener, 16));
+    let start = std::sync::Arc::new(std::sync::Barrier::new(16));
+    let clients: Vec<_> = (0..16u64)
+        .map(|i| {
+            let start = start.clone();
+            tb.in_client(move || {
+                let data = payload(i + 100, 1 << 20);
+                let mut s = TcpStream::connect_timeout(
+                    &"198.18.1.2:7010".parse().unwrap(),
+                    Duration::from_secs(10),
+                )
+                .expect("connect");
+                start.wait();
+                let mut w = s.try_clone().expect("clone");
+                let sender = thread::spawn(move || {
+                    w.write_all(&data).expect("send");
+                    w.shutdown(Shutdown::Write).expect("half-close");
+                    data
+                });
+                let back = read_all(&mut s, Duration::from_secs(60)).expect("echo");
+                let data = sender.join().expect("sender");
+                assert_eq!(back.len(), data.len(), "connection {i}: length");
+                assert!(back == data, "connection {i}: bytes differ");
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().expect("client");
+    }
+    srv.join().expect("server");
+    assert_eq!(tb.counter("split"), 16, "{}", tb.status());
+    assert_eq!(tb.counter("passed"), 0);
+}
+
+#[test]
+fn slow_readers_hold_their_pipes_and_the_others_still_move() {
+    let tb = testbed!();
+    tb.install_rules("iptables", &[]);
+    let _pep = start_limited(&tb, SIXTEEN_CONNS_FOUR_PIPES, &["--max-conns", "16"]);
+    // Three downloads whose clients do not read yet: once their sockets
+    // are full, each holds a pipe with bytes in it.
+    const SLOW: usize = 3;
+    const BIG: usize = 24 << 20;
+    let slow_listener = tb.server_listener("198.18.1.2:7011");
+    let slow_srv = thread::spawn(move || {
+        let socks: Vec<_> = (0..SLOW)
+            .map(|_| slow_listener.accept().expect("accept").0)
+            .collect();
+        let writers: Vec<_> = socks
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut s)| {
+                thread::spawn(move || {
+                    s.write_all(&payload(i as u64 + 7, BIG)).expect("send");
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().expect("writer");
+        }
+    });
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let wait = std::sync::Arc::new(std::sync::Mutex::new(wait));
+    let slow: Vec<_> = (0..SLOW)
+        .map(|_| {
+            let wait = wait.clone();
+            tb.in_client(move || {
+                let mut s = TcpStream::connect("198.18.1.2:7011").expect("connect");
+                wait.lock()
+                    .unwrap()
+                    .recv_timeout(Duration::from_secs(60))
+                    .ok();
+                let got = read_all(&mut s, Duration::from_secs(60)).expect("read");
+                assert_eq!(got.len(), BIG);
+                got
+            })
+        })
+        .collect();
+    // Their sockets fill (a few MB each), then their pipes.
+    thread::sleep(Duration::from_secs(2));
+    let others: Vec<SocketAddr> = concurrent_echo(&tb, SERVER4, 8, 1 << 20);
+    assert_eq!(others.len(), 8);
+    for _ in 0..SLOW {
+        go.send(()).ok();
+    }
+    let mut seen: Vec<Vec<u8>> = slow.into_iter().map(|c| c.join().expect("slow")).collect();
+    slow_srv.join().expect("server");
+    let mut want: Vec<Vec<u8>> = (0..SLOW).map(|i| payload(i as u64 + 7, BIG)).collect();
+    seen.sort();
+    want.sort();
+    assert!(seen == want, "a slow download's bytes differ");
+    assert_eq!(tb.counter("split"), (SLOW + 8) as u64, "{}", tb.status());
+}

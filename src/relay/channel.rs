@@ -1,11 +1,13 @@
-//! One direction's buffer between a connection's two legs: a pipe. Bytes
-//! go socket to pipe to socket with splice(2) and never enter user space
-//! (two copies through user space were the relay's cost per byte).
+//! One direction's buffer between a connection's two legs: a pipe, lent
+//! from the pool while the direction has bytes in flight. Bytes go socket
+//! to pipe to socket with splice(2) and never enter user space (two copies
+//! through user space were the relay's cost per byte).
 //!
-//! Memory is fixed at start: each slot's two pipes are made and sized with
-//! the pool, and splice only moves the kernel's own pages (the ones the
-//! bytes arrived in) from one socket's queue into the pipe and on to the
-//! other's: at most --buffer bytes, in at most the pipe's slots of pages.
+//! Memory is fixed at start: the pool's pipes are made and sized then and
+//! never closed, and splice only moves the kernel's own pages (the ones
+//! the bytes arrived in) from one socket's queue into the pipe and on to
+//! the other's: at most --buffer bytes, in at most the pipe's slots of
+//! pages. An idle connection holds no pipe, only its two sockets.
 
 use std::io;
 use std::net::{Shutdown, TcpStream};
@@ -16,31 +18,46 @@ use crate::config::Config;
 use crate::pool::Pool;
 use crate::sys::pipe::{self, Pipe};
 
-/// Open files per connection: two sockets, and two pipes of two ends.
-const FILES_PER_CONN: u64 = 6;
+/// Open files besides the pool's: listeners, epoll, the queues, the log,
+/// control clients.
+const OTHER_FILES: usize = 32;
+/// The most pipes: the directions with bytes in flight at once (a pipe
+/// goes back as soon as it is empty; a direction waiting for one is not
+/// read, and TCP's flow control slows its sender meanwhile).
+const MOST_PIPES: usize = 256;
+/// The fewest pipes the pool is made with, when open files are short.
+const FEWEST_PIPES: usize = 4;
 
 /// Pipe slots (pages) per page of --buffer: a slot holds what one packet
 /// brought (1448 bytes on an Ethernet link without receive offloads), so
 /// a pipe of `buffer` bytes of pages would hold about a third of --buffer.
 const PIPE_SCALE: usize = 4;
 
-/// The pool of `cfg.max_conns` slots, after raising the open-file limit
-/// for their sockets and pipes (fewer slots if the limit stays lower);
-/// and the files wanted.
+/// The pool of `cfg.max_conns` slots (two sockets each) and its pipes
+/// (two ends each: two per slot, at most `MOST_PIPES`), after raising
+/// the open-file limit for them; when it stays lower, slots come first
+/// (a slot fewer passes a connection unsplit, a pipe fewer only makes
+/// busy directions take turns). And the files wanted.
 pub fn pool_for<C>(cfg: &Config) -> (Pool<C>, u64) {
-    let want = FILES_PER_CONN * u64::from(cfg.max_conns) + 32;
-    let have = crate::sys::raise_nofile(want).unwrap_or(0);
-    let fit = have.saturating_sub(32) / FILES_PER_CONN;
-    let slots = fit.min(u64::from(cfg.max_conns)) as u16;
-    let pool = Pool::new(slots, cfg.buffer_bytes as usize);
-    if pool.capacity() < usize::from(cfg.max_conns) {
+    let conns = usize::from(cfg.max_conns);
+    let pipes = (2 * conns).min(MOST_PIPES);
+    let want = 2 * (conns + pipes) + OTHER_FILES;
+    let have = crate::sys::raise_nofile(want as u64).unwrap_or(0);
+    let room = (have.min(want as u64) as usize).saturating_sub(OTHER_FILES) / 2;
+    let slots = conns.min(room.saturating_sub(FEWEST_PIPES));
+    let pool = Pool::make(
+        slots as u16,
+        pipes.min(room - slots) as u16,
+        cfg.buffer_bytes as usize,
+    );
+    if pool.capacity() < conns || pool.pipes().1 < pipes {
         log::warn!(
-            "{} of --max-conns {} connections fit: each needs {FILES_PER_CONN} open files (the limit is {have}; procd: limits nofile)",
+            "open-file limit {have}: {} of {conns} connections, {} of {pipes} pipes (procd: limits nofile)",
             pool.capacity(),
-            cfg.max_conns
+            pool.pipes().1,
         );
     }
-    (pool, want)
+    (pool, want as u64)
 }
 
 /// What one fill from a socket ended with.
@@ -54,7 +71,8 @@ pub enum Fill {
 }
 
 pub struct Channel {
-    pipe: Pipe,
+    /// Lent while bytes are in flight.
+    pipe: Option<Pipe>,
     /// Bytes in the pipe.
     inside: usize,
     /// At most this many bytes in the pipe (--buffer).
@@ -62,30 +80,67 @@ pub struct Channel {
     /// The pipe refused more (its slots full of small packets) while the
     /// source had bytes: reading waits until some leave.
     jammed: bool,
+    /// The source was readable and no pipe was free: not read (nor
+    /// polled) until the pool lends one.
+    pub waiting: bool,
 }
 
 impl Channel {
-    /// A pipe holding up to `budget` bytes; None if the kernel refuses
-    /// one (out of open files).
-    pub fn new(budget: usize) -> Option<Channel> {
-        Some(Channel {
-            pipe: Pipe::new(budget.saturating_mul(PIPE_SCALE))?,
+    /// A direction holding up to `budget` bytes once lent a pipe.
+    pub fn new(budget: usize) -> Channel {
+        Channel {
+            pipe: None,
             inside: 0,
             budget,
             jammed: false,
-        })
+            waiting: false,
+        }
+    }
+
+    /// A direction that keeps its own pipe (the state machine's tests,
+    /// which run without the pool).
+    #[cfg(test)]
+    pub fn with_pipe(budget: usize) -> Channel {
+        let mut ch = Channel::new(budget);
+        ch.lend(Channel::pipe_for(budget).unwrap());
+        ch
+    }
+
+    /// A pipe for directions of `budget` bytes; None if the kernel
+    /// refuses one (out of open files).
+    pub fn pipe_for(budget: usize) -> Option<Pipe> {
+        Pipe::new(budget.saturating_mul(PIPE_SCALE))
+    }
+
+    pub fn has_pipe(&self) -> bool {
+        self.pipe.is_some()
+    }
+
+    pub fn lend(&mut self, pipe: Pipe) {
+        self.pipe = Some(pipe);
+        self.waiting = false;
+    }
+
+    /// The pipe, once empty: it goes back to the pool.
+    pub fn give_back(&mut self) -> Option<Pipe> {
+        if self.inside > 0 {
+            return None;
+        }
+        self.pipe.take()
     }
 
     pub fn is_empty(&self) -> bool {
         self.inside == 0
     }
 
-    /// Whether to read the source: not while the buffer is full, and once
-    /// full, not until a quarter is free again (high and low watermarks),
-    /// so a slow reader throttles a fast writer through TCP's own flow
-    /// control.
+    /// Whether to read the source: not while waiting for a pipe, nor while
+    /// the buffer is full, and once full, not until a quarter is free again
+    /// (high and low watermarks), so a slow reader throttles a fast writer
+    /// through TCP's own flow control.
     pub fn wants_read(&self) -> bool {
-        !self.jammed && (self.inside == 0 || self.budget - self.inside >= self.budget / 4)
+        !self.waiting
+            && !self.jammed
+            && (self.inside == 0 || self.budget - self.inside >= self.budget / 4)
     }
 
     /// Takes what `src` has, up to the buffer's room; called when `src`
@@ -93,10 +148,13 @@ impl Channel {
     pub fn fill_from(&mut self, src: &TcpStream) -> io::Result<Fill> {
         let fd = src.as_raw_fd();
         let mut total = 0;
+        let Some(p) = &self.pipe else {
+            return Ok(Fill::Open(0));
+        };
         // Bounded: every pass adds bytes or returns.
         while self.inside < self.budget {
             let room = self.budget - self.inside;
-            match pipe::splice(fd, self.pipe.write.as_raw_fd(), room) {
+            match pipe::splice(fd, p.write, room) {
                 Ok(0) => return Ok(Fill::Eof(total)),
                 Ok(n) => {
                     self.inside += n;
@@ -118,8 +176,11 @@ impl Channel {
 
     /// Passes on what it holds until `dst` takes no more.
     pub fn drain_into(&mut self, dst: &TcpStream) -> io::Result<usize> {
-        let (from, to) = (self.pipe.read.as_raw_fd(), dst.as_raw_fd());
         let mut total = 0;
+        let Some(p) = &self.pipe else {
+            return Ok(0);
+        };
+        let (from, to) = (p.read, dst.as_raw_fd());
         while self.inside > 0 {
             match pipe::splice(from, to, self.inside) {
                 // An empty pipe (cannot happen: `inside` counts what it
@@ -138,13 +199,15 @@ impl Channel {
     }
 
     /// Empties the buffer for the slot's next connection (dropping what a
-    /// reset left behind).
-    pub fn clear(&mut self) {
-        if self.inside > 0 {
-            pipe::discard(self.pipe.read.as_raw_fd(), self.inside);
+    /// reset left behind); its pipe, if any, goes back to the pool.
+    pub fn clear(&mut self) -> Option<Pipe> {
+        if let Some(p) = &self.pipe {
+            pipe::discard(p.read, self.inside);
         }
         self.inside = 0;
         self.jammed = false;
+        self.waiting = false;
+        self.pipe.take()
     }
 }
 

@@ -121,18 +121,23 @@ impl std::fmt::Display for CloseLine<'_> {
 }
 
 /// A duration in seconds with one decimal, as `{:.1}` prints an `f64`
-/// (`2.4`), padded like a string; integer arithmetic keeps float
+/// (`2.4`); integer arithmetic keeps float
 /// formatting out of the binary (about 10 KB on MIPS).
 pub struct Seconds(pub Duration);
 
-impl std::fmt::Display for Seconds {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        use std::fmt::Write as _;
+impl Seconds {
+    /// Whole seconds and tenths, rounded (a table pads the first).
+    pub fn split(&self) -> (u64, u64) {
         let rounded = (self.0.subsec_nanos() + 50_000_000) / 100_000_000;
         let tenths = self.0.as_secs() * 10 + u64::from(rounded);
-        let mut buf: heapless::String<24> = heapless::String::new();
-        let _ = write!(buf, "{}.{}", tenths / 10, tenths % 10);
-        f.pad(&buf)
+        (tenths / 10, tenths % 10)
+    }
+}
+
+impl std::fmt::Display for Seconds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (s, tenths) = self.split();
+        write!(f, "{s}.{tenths}")
     }
 }
 

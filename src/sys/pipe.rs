@@ -3,12 +3,14 @@
 //! peek at a client's first bytes that a fast open's SYN carries.
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::RawFd;
 
-/// A pipe's two ends, both non-blocking.
+/// A pipe's two ends, both non-blocking. Pipes are made at start and
+/// live as long as the process: the ends are never closed (no drop code).
+#[derive(Clone, Copy)]
 pub struct Pipe {
-    pub read: OwnedFd,
-    pub write: OwnedFd,
+    pub read: RawFd,
+    pub write: RawFd,
 }
 
 impl Pipe {
@@ -23,13 +25,6 @@ impl Pipe {
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
             return None;
         }
-        // SAFETY: both descriptors are new and ours alone.
-        let pipe = unsafe {
-            Pipe {
-                read: OwnedFd::from_raw_fd(fds[0]),
-                write: OwnedFd::from_raw_fd(fds[1]),
-            }
-        };
         for want in [bytes, bytes.min(1 << 20)] {
             let want = libc::c_int::try_from(want).unwrap_or(libc::c_int::MAX);
             // SAFETY: fcntl with integer arguments on our own descriptor.
@@ -37,15 +32,17 @@ impl Pipe {
                 break;
             }
         }
-        Some(pipe)
+        Some(Pipe {
+            read: fds[0],
+            write: fds[1],
+        })
     }
 
     /// The pipe's size in bytes.
     #[cfg(test)]
     pub fn size(&self) -> usize {
-        use std::os::fd::AsRawFd;
         // SAFETY: as above.
-        unsafe { libc::fcntl(self.write.as_raw_fd(), libc::F_GETPIPE_SZ) as usize }
+        unsafe { libc::fcntl(self.write, libc::F_GETPIPE_SZ) as usize }
     }
 }
 
@@ -152,7 +149,7 @@ mod tests {
         let (mut eof, mut inside) = (false, 0);
         for _ in 0..100_000 {
             if !eof {
-                match splice(b.as_raw_fd(), p.write.as_raw_fd(), 8192) {
+                match splice(b.as_raw_fd(), p.write, 8192) {
                     Ok(0) => eof = true,
                     Ok(n) => inside += n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -160,7 +157,7 @@ mod tests {
                 }
             }
             if inside > 0 {
-                inside -= splice(p.read.as_raw_fd(), d.as_raw_fd(), inside).unwrap();
+                inside -= splice(p.read, d.as_raw_fd(), inside).unwrap();
             }
             if eof && inside == 0 {
                 break;

@@ -559,7 +559,7 @@ fn init_max_conns_sets_nofile() {
     assert!(ok);
     assert!(
         log.iter()
-            .any(|l| l == "procd_set_param 'limits' 'nofile=6064 6064'"),
+            .any(|l| l == "procd_set_param 'limits' 'nofile=2576 2576'"),
         "{log:#?}"
     );
 }
