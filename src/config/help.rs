@@ -30,9 +30,8 @@ DESCRIPTION:
     the SYN passes untouched and the connection is forwarded as usual. With
     queue bypass in the rules, traffic flows unsplit while pepwrt is stopped.
 
-    check and rules take run's options, so they check, or print the
-    setup for, exactly what run is given; an option of another command
-    is refused, naming the commands it belongs to.
+    check and rules take run's options and check, or print the setup
+    for, exactly what run is given. Other commands' options are refused.
 
 EXIT STATUS:
     0 success, 1 runtime failure, 2 bad command line or configuration,
@@ -92,9 +91,8 @@ POOL:
 
 OUTGOING LEG (router to server):
     --outgoing-source client|router
-\tsource address of the outgoing leg: the client's
-\town address (transparent, the default) or the
-\trouter's
+\tthe outgoing leg's source: the client's address
+\t(transparent, the default) or the router's
     --server-cc NAME         congestion control, e.g. bbr or cubic
     --server-nodelay         set TCP_NODELAY
     --server-quickack        set TCP_QUICKACK
@@ -182,8 +180,7 @@ DESCRIPTION:
         BUSY     in use, e.g. by a running pepwrt
         MISSING  the kernel or firewall lacks it; the line names the
                  package that has it
-    What this system does not tell (a kernel without a module list) is
-    left out, not guessed.
+    What this system does not tell (e.g. no module list) is left out.
 
 OPTIONS:
     --backend nft|iptables   also dry-run each statement of pepwrt's rules

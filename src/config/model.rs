@@ -305,9 +305,10 @@ impl Config {
         self.zero_rtt && self.link_leg == LinkLeg::Client
     }
 
-    /// Memory the relay may hold: at most a buffer in each of a
-    /// connection's two pipes (made at start, kernel memory), and Snoop's
-    /// segment cache.
+    /// Memory the relay may hold, at most: a buffer per direction of
+    /// every connection (in pipes lent from a pool made at start, kernel
+    /// memory; fewer pipes than directions hold less), and Snoop's segment
+    /// cache.
     pub fn buffer_memory_bytes(&self) -> u64 {
         let relay = 2 * u64::from(self.max_conns) * u64::from(self.buffer_bytes);
         relay + self.snoop.as_ref().map_or(0, |s| u64::from(s.cache_bytes))
