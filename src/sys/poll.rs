@@ -184,6 +184,11 @@ mod tests {
     use std::io::Write;
     use std::os::unix::net::UnixStream;
 
+    /// Room for any fd the test may get: other tests in the same process
+    /// (pipe pools, sockets) hold fds at the same time, so a test's own
+    /// can be numbered far above the handful it opens.
+    const FDS: usize = 1 << 16;
+
     fn tokens(p: &mut Poller) -> Vec<u64> {
         p.wait(Duration::ZERO).unwrap();
         p.events().map(|e| e.token).collect()
@@ -192,7 +197,7 @@ mod tests {
     #[test]
     fn reports_registered_readiness_with_its_token_and_forgets_removed_fds() {
         let (mut a, b) = UnixStream::pair().unwrap();
-        let mut p = Poller::new(64, 4).unwrap();
+        let mut p = Poller::new(FDS, 4).unwrap();
         p.set(b.as_raw_fd(), IN, 7).unwrap();
         assert_eq!(p.registered(b.as_raw_fd()), Some(IN));
         assert!(tokens(&mut p).is_empty());
@@ -211,7 +216,7 @@ mod tests {
     fn interest_changes_in_place_and_repeats_cost_nothing() {
         let (_a, b) = UnixStream::pair().unwrap();
         let fd = b.as_raw_fd();
-        let mut p = Poller::new(64, 4).unwrap();
+        let mut p = Poller::new(FDS, 4).unwrap();
         p.set(fd, IN, 1).unwrap();
         p.set(fd, IN, 1).unwrap();
         assert!(tokens(&mut p).is_empty());
@@ -228,7 +233,7 @@ mod tests {
 
     #[test]
     fn a_closed_fd_forgotten_is_registered_afresh_when_its_number_returns() {
-        let mut p = Poller::new(64, 4).unwrap();
+        let mut p = Poller::new(FDS, 4).unwrap();
         let (_a, b) = UnixStream::pair().unwrap();
         let fd = b.as_raw_fd();
         p.set(fd, OUT, 1).unwrap();
