@@ -279,7 +279,7 @@ mod tests {
         let _ = std::fs::create_dir(&dir);
         let path = dir.join("sock");
         let mut c = Control::bind(&path, 4096).unwrap();
-        let mut p = Poller::new(64, 4).unwrap();
+        let mut p = Poller::new(1 << 16, 4).unwrap();
         let now = Instant::now();
         let silent: Vec<UnixStream> = (0..SESSIONS + 2)
             .map(|_| UnixStream::connect(&path).unwrap())
