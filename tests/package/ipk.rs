@@ -428,7 +428,7 @@ fn ipk_installs_starts_stops_and_removes_in_openwrt_18_06() {
         "\"--table\", \"313\", \"--user\", \"nobody\" ]",
         "\"respawn\": [ \"3600\", \"5\", \"5\" ]",
         "\"stderr\": true",
-        "\"limits\": { \"nofile\": \"320 320\" }",
+        "\"limits\": { \"nofile\": \"832 832\" }",
         "[ \"config.change\", [ \"if\", [ \"eq\", \"package\", \"pepwrt\" ], [ \"run_script\", \"/etc/init.d/pepwrt\", \"reload\" ] ], 1000 ]",
         "[ \"interface.*.up\", [ \"if\", [ \"eq\", \"interface\", \"wan\" ], [ \"run_script\", \"/etc/init.d/pepwrt\", \"reload\" ] ], 1000 ]",
         "[ \"interface.*.up\", [ \"if\", [ \"eq\", \"interface\", \"lan\" ], [ \"run_script\", \"/etc/init.d/pepwrt\", \"reload\" ] ], 1000 ]",
