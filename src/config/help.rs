@@ -63,10 +63,10 @@ GENERAL OPTIONS:
 INTERCEPTION:
     --queue NUM              NFQUEUE number for SYNs [default: 3135]
     --port PORT              transparent listener port [default: 3135]
-    --mark BIT               packet mark bit for split SYNs; the next bit up
-\tmarks decided SYNs, the one above it Snoop's
-\tretransmissions and the next Wi-Fi stations
-\tbehind a bridge [default: 0x10000]
+    --mark BIT               packet mark bit for split SYNs; pepwrt also
+\towns the three bits above it (decided SYNs,
+\tSnoop's resends, bridged Wi-Fi stations)
+\t[default: 0x10000]
     --table NUM              routing table for marked packets [default: 313]
     --intercept IF|CIDR      intercept SYNs arriving on this interface or
 \tfrom this subnet; repeatable [default: all].

@@ -44,7 +44,8 @@ pub fn pool_for<C>(cfg: &Config) -> (Pool<C>, u64) {
     let want = 2 * (conns + pipes) + OTHER_FILES;
     let have = crate::sys::raise_nofile(want as u64).unwrap_or(0);
     let room = (have.min(want as u64) as usize).saturating_sub(OTHER_FILES) / 2;
-    let slots = conns.min(room.saturating_sub(FEWEST_PIPES));
+    // Room for the pipes' first few (all of them, in a small pool).
+    let slots = conns.min(room.saturating_sub(pipes.min(FEWEST_PIPES)));
     let pool = Pool::make(
         slots as u16,
         pipes.min(room - slots) as u16,
