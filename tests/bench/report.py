@@ -118,6 +118,47 @@ def profile_table(run, setups):
     return "\n".join(lines)
 
 
+def ratios(direct_rs, rs):
+    """Run k's speedup over direct's run k, sorted, for the runs that both finished."""
+    return sorted(elapsed(d) / elapsed(r) for d, r in zip(direct_rs, rs)
+                  if elapsed(d) is not None and elapsed(r) is not None)
+
+
+def aa_table(run, setups):
+    """With setup direct2 (the direct path measured a second time, with
+    the same losses): the spread of direct against direct2 run by run is
+    what the emulator and the machine alone make of identical setups. A
+    setup whose speedups fall inside it is not told apart from direct."""
+    lines = [
+        "| Test | Setup | Runs | Speedup over direct run by run: median (min–max) "
+        "| A/A, direct over direct2: median (min–max) | Median inside the A/A range (both ways) "
+        "| Runs below it |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (op, size), by_setup in run["results"].items():
+        direct = by_setup.get("direct", [])
+        aa = ratios(direct, by_setup.get("direct2", []))
+        if len(aa) < 2:
+            continue
+        # Identical setups: direct over direct2 and direct2 over direct
+        # are the same draw, so the range counts both ways; compared at
+        # the two decimals shown.
+        lo, hi = round(min(aa[0], 1 / aa[-1]), 2), round(max(aa[-1], 1 / aa[0]), 2)
+        aa_text = f"{statistics.median(aa):.2f}× ({aa[0]:.2f}–{aa[-1]:.2f}); both ways {lo:.2f}–{hi:.2f}"
+        for setup in setups:
+            if setup in ("direct", "direct2") or not by_setup.get(setup):
+                continue
+            rs = ratios(direct, by_setup[setup])
+            if not rs:
+                continue
+            med = round(statistics.median(rs), 2)
+            inside = "yes" if lo <= med <= hi else ("no, above" if med > hi else "no, below")
+            below = sum(1 for x in rs if round(x, 2) < lo)
+            lines.append(f"| {NAMES[op]} {human(size)} | {setup} | {len(rs)} | {med:.2f}× ({rs[0]:.2f}–{rs[-1]:.2f}) "
+                         f"| {aa_text} | {inside} | {below} of {len(rs)} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def pep_table(run):
     rows = []
     for setup, peps in run["peps"].items():
@@ -174,7 +215,8 @@ def markdown(command, runs, setups, args, seconds):
         f"Run {len(runs)} profile(s) in {seconds / 60:.1f} min; {args.repeat} repetition(s) per test; "
         f"transfer timeout {args.timeout:g} s. Setups: " + ", ".join(setups) + ".",
         "",
-        "- **direct**: plain forwarding. **defaults**: pepwrt in the router with the package's defaults "
+        "- **direct**: plain forwarding. **direct2**: the same, measured again in the same run (A/A). "
+        "**defaults**: pepwrt in the router with the package's defaults "
         "(what the init script passes for the default /etc/config/pepwrt: pool 128 x 32 KB, the kernel's "
         "congestion control, which is cubic on OpenWrt and named here as `--server-cc cubic` because the test "
         "namespaces inherit this host's). **link**: the same plus the link settings "
@@ -206,6 +248,9 @@ def markdown(command, runs, setups, args, seconds):
         "- *Run by run*: each run's speedup over direct's run with the same losses (run k against run k), their "
         "median and range; on lossy links a cell's times spread more than setups differ, and this column tells "
         "them apart.",
+        *(["- *Interleaved*: run k of a test went through every setup before run k+1, the order turned by one "
+            "setup each run, pepwrt started and stopped around each run."] if getattr(args, "interleave", False)
+          else []),
         "- Links are emulated by linkem (tests/linkem); profiles in tests/net/profiles.sh.",
         "",
     ]
@@ -213,6 +258,10 @@ def markdown(command, runs, setups, args, seconds):
         out += [f"## {run['profile']} ({describe(run)})", "",
                 f"Link settings of this profile: `{' '.join(args.link_flags(run['profile']))}`", "",
                 profile_table(run, setups), ""]
+        aa = aa_table(run, setups) if "direct2" in setups else ""
+        if aa:
+            out += ["A/A: direct2 is the direct path measured again with the same losses; direct over direct2 run "
+                    "by run is how far identical setups differ here:", "", aa, ""]
         pt = pep_table(run)
         if pt:
             out += ["PEP process: VmRSS from /proc/PID/status at start, with every pool slot busy (64 parallel "
