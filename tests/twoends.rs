@@ -626,21 +626,8 @@ fn fast_open_connect(to: SocketAddr, data: &[u8]) -> std::io::Result<TcpStream> 
 /// The accepted socket's SYN carried data it took (TCP_INFO's
 /// tcpi_options, TCPI_OPT_SYN_DATA).
 fn took_syn_data(s: &TcpStream) -> bool {
-    use std::os::fd::AsRawFd;
     const TCPI_OPT_SYN_DATA: u8 = 32;
-    let mut info = [0u8; 8];
-    let mut len = info.len() as libc::socklen_t;
-    // SAFETY: TCP_INFO writes at most `len` bytes into `info`.
-    let r = unsafe {
-        libc::getsockopt(
-            s.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            info.as_mut_ptr().cast(),
-            &mut len,
-        )
-    };
-    assert_eq!(r, 0, "TCP_INFO");
+    let info = common::tcp_info_head(s).expect("TCP_INFO");
     info[5] & TCPI_OPT_SYN_DATA != 0
 }
 

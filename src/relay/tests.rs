@@ -270,19 +270,16 @@ fn an_idle_connection_times_out() {
     );
 }
 
-/// Fast open with a cookie cached from an earlier connection: connect()
-/// returns at once and the SYN waits for the first write. With a server
-/// that speaks first there is nothing to write, so the relay sends a bare
-/// SYN, which the kernel answers with EINPROGRESS.
-#[test]
-fn fast_open_with_a_cached_cookie_and_a_server_that_speaks_first() {
+/// Runs `body` in a private network namespace with client and server
+/// fast open on (there only), given a loopback listener that takes data
+/// in SYNs. Needs root; says SKIPPED without it (CI runs as root).
+fn with_fast_open_server(body: impl FnOnce(TcpListener) + Send + 'static) {
     if !crate::sys::is_root() {
         eprintln!("SKIPPED: needs root for a private network namespace (CI runs it as root)");
         return;
     }
     std::thread::spawn(|| {
         crate::sys::testns::enter_private_netns().unwrap();
-        // Client and server fast open, in this namespace only.
         std::fs::write("/proc/sys/net/ipv4/tcp_fastopen", "3").unwrap();
         let server = loopback_listener();
         socket::set_int(
@@ -292,6 +289,19 @@ fn fast_open_with_a_cached_cookie_and_a_server_that_speaks_first() {
             16,
         )
         .unwrap();
+        body(server)
+    })
+    .join()
+    .unwrap();
+}
+
+/// Fast open with a cookie cached from an earlier connection: connect()
+/// returns at once and the SYN waits for the first write. With a server
+/// that speaks first there is nothing to write, so the relay sends a bare
+/// SYN, which the kernel answers with EINPROGRESS.
+#[test]
+fn fast_open_with_a_cached_cookie_and_a_server_that_speaks_first() {
+    with_fast_open_server(|server| {
         let dst = server.local_addr().unwrap();
         let banner = std::thread::spawn(move || {
             for _ in 0..3 {
@@ -313,9 +323,7 @@ fn fast_open_with_a_cached_cookie_and_a_server_that_speaks_first() {
             assert_eq!(&reader.join().unwrap().unwrap(), b"220 hello\r\n");
         }
         banner.join().unwrap();
-    })
-    .join()
-    .unwrap();
+    });
 }
 
 /// Fast open with a cached cookie and a client that speaks first: the
@@ -324,21 +332,7 @@ fn fast_open_with_a_cached_cookie_and_a_server_that_speaks_first() {
 /// and in order.
 #[test]
 fn fast_open_with_a_cached_cookie_and_a_client_that_speaks_first() {
-    if !crate::sys::is_root() {
-        eprintln!("SKIPPED: needs root for a private network namespace (CI runs it as root)");
-        return;
-    }
-    std::thread::spawn(|| {
-        crate::sys::testns::enter_private_netns().unwrap();
-        std::fs::write("/proc/sys/net/ipv4/tcp_fastopen", "3").unwrap();
-        let server = loopback_listener();
-        socket::set_int(
-            server.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_FASTOPEN,
-            16,
-        )
-        .unwrap();
+    with_fast_open_server(|server| {
         let dst = server.local_addr().unwrap();
         let sent = payload(100_000);
         let sink = std::thread::spawn(move || {
@@ -370,9 +364,7 @@ fn fast_open_with_a_cached_cookie_and_a_client_that_speaks_first() {
                 got.len()
             );
         }
-    })
-    .join()
-    .unwrap();
+    });
 }
 
 /// A connection dropped before it ended in order (pepwrt killed: the

@@ -638,24 +638,31 @@ pub fn read_rest(s: &mut TcpStream) -> (Vec<u8>, Ending) {
 pub fn all_acked(s: &TcpStream, limit: Duration) -> bool {
     const TCP_SYN_RECV: u8 = 3;
     eventually(limit, || {
-        let mut info = [0u8; 8];
-        let mut len = info.len() as libc::socklen_t;
-        // SAFETY: TCP_INFO writes at most `len` bytes (its first is the
-        // state) into the buffer given.
-        let rc = unsafe {
-            libc::getsockopt(
-                s.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_INFO,
-                info.as_mut_ptr().cast(),
-                &mut len,
-            )
-        };
+        let info = tcp_info_head(s);
         let mut unacked: libc::c_int = 0;
         // SAFETY: TIOCOUTQ writes one int to the pointer given.
         let rc2 = unsafe { libc::ioctl(s.as_raw_fd(), libc::TIOCOUTQ, &mut unacked) };
-        rc == 0 && info[0] != TCP_SYN_RECV && rc2 == 0 && unacked == 0
+        info.is_some_and(|i| i[0] != TCP_SYN_RECV) && rc2 == 0 && unacked == 0
     })
+}
+
+/// The first 8 bytes of a socket's TCP_INFO (state, ca_state,
+/// retransmits, probes, backoff, options, window scales, ...), or None if
+/// the kernel refused.
+pub fn tcp_info_head(s: &TcpStream) -> Option<[u8; 8]> {
+    let mut info = [0u8; 8];
+    let mut len = info.len() as libc::socklen_t;
+    // SAFETY: TCP_INFO writes at most `len` bytes into the buffer given.
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then_some(info)
 }
 
 /// SO_LINGER 0: closing the socket sends RST.
