@@ -8,6 +8,7 @@
 // The rest is the crate's own.
 
 pub mod admission;
+pub(crate) mod channel;
 pub mod check;
 pub mod config;
 pub mod control;

@@ -13,7 +13,7 @@
 
 use std::time::Instant;
 
-use crate::relay::Channel;
+use crate::channel::Channel;
 use crate::sys::pipe::Pipe;
 use crate::sys::poll::{self, Events};
 use crate::tuple::{FourTuple, SynInfo};

@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
-use super::channel::{Channel, OneWay, discard_input, in_progress, pull, relay_one};
+use crate::channel::{Channel, OneWay, Side, discard_input, in_progress, pull, relay_one};
 use crate::link::Opened;
 use crate::pool::ConnId;
 use crate::sys::poll::{self, Events};
@@ -37,12 +37,6 @@ pub enum Phase {
     Closing {
         deadline: Instant,
     },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    Client,
-    Server,
 }
 
 /// The most of the client's first bytes a fast open's SYN is offered: a

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
-use super::Conn;
+use super::conn::{Conn, End};
 use crate::config::{Config, OutgoingSource};
 use crate::error::StartError;
 use crate::link::{Opened, tuning};
@@ -409,7 +409,7 @@ fn take(
         Ok(()) => Ok(claim.id),
         // Cannot happen: the claim is this call's own.
         Err(mut conn) => {
-            conn.abort(super::End::Shutdown);
+            conn.abort(End::Shutdown);
             Err(Refusal::NoSlot)
         }
     }

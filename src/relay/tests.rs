@@ -8,7 +8,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use super::{Conn, End, Ready, Seconds, Step};
-use crate::relay::Channel;
+use crate::channel::Channel;
 use crate::sys::poll::Poller;
 use crate::sys::socket;
 use crate::tuple::FourTuple;

@@ -13,53 +13,12 @@ use std::io;
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
 
-use super::conn::Side;
-use crate::config::Config;
-use crate::pool::Pool;
 use crate::sys::pipe::{self, Pipe};
-
-/// Open files besides the pool's: listeners, epoll, the queues, the log,
-/// control clients.
-const OTHER_FILES: usize = 32;
-/// The most pipes: the directions with bytes in flight at once (a pipe
-/// goes back as soon as it is empty; a direction waiting for one is not
-/// read, and TCP's flow control slows its sender meanwhile).
-const MOST_PIPES: usize = 256;
-/// The fewest pipes the pool is made with, when open files are short.
-const FEWEST_PIPES: usize = 4;
 
 /// Pipe slots (pages) per page of --buffer: a slot holds what one packet
 /// brought (1448 bytes on an Ethernet link without receive offloads), so
 /// a pipe of `buffer` bytes of pages would hold about a third of --buffer.
 const PIPE_SCALE: usize = 4;
-
-/// The pool of `cfg.max_conns` slots (two sockets each) and its pipes
-/// (two ends each: two per slot, at most `MOST_PIPES`), after raising
-/// the open-file limit for them; when it stays lower, slots come first
-/// (a slot fewer passes a connection unsplit, a pipe fewer only makes
-/// busy directions take turns). And the files wanted.
-pub fn pool_for<C>(cfg: &Config) -> (Pool<C>, u64) {
-    let conns = usize::from(cfg.max_conns);
-    let pipes = (2 * conns).min(MOST_PIPES);
-    let want = 2 * (conns + pipes) + OTHER_FILES;
-    let have = crate::sys::raise_nofile(want as u64).unwrap_or(0);
-    let room = (have.min(want as u64) as usize).saturating_sub(OTHER_FILES) / 2;
-    // Room for the pipes' first few (all of them, in a small pool).
-    let slots = conns.min(room.saturating_sub(pipes.min(FEWEST_PIPES)));
-    let pool = Pool::make(
-        slots as u16,
-        pipes.min(room - slots) as u16,
-        cfg.buffer_bytes as usize,
-    );
-    if pool.capacity() < conns || pool.pipes().1 < pipes {
-        log::warn!(
-            "open-file limit {have}: {} of {conns} connections, {} of {pipes} pipes (procd: limits nofile)",
-            pool.capacity(),
-            pool.pipes().1,
-        );
-    }
-    (pool, want as u64)
-}
 
 /// What one fill from a socket ended with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +28,14 @@ pub enum Fill {
     Open(usize),
     /// The peer sent FIN after these bytes.
     Eof(usize),
+}
+
+/// A connection's leg: the client's, which pepwrt accepted, or the
+/// server's, which it opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Server,
 }
 
 pub struct Channel {
