@@ -22,13 +22,12 @@ SYNOPSIS:
     pepwrt -V | --version
 
 DESCRIPTION:
-    Connections that cross the router are intercepted when their first SYN
-    reaches NFQUEUE --queue. If a pool slot is free the SYN gets the split mark
-    and TPROXY delivers it to pepwrt's transparent listener on --port; pepwrt
-    then opens its own connection to the real destination and relays bytes
-    between the two. If the pool is full, or policy excludes the connection,
-    the SYN passes untouched and the connection is forwarded as usual. With
-    queue bypass in the rules, traffic flows unsplit while pepwrt is stopped.
+    A connection crossing the router is split: its SYN reaches NFQUEUE
+    --queue, TPROXY hands it to pepwrt's listener on --port, and pepwrt
+    opens its own connection to the real destination and relays the bytes.
+    With the pool full or the connection excluded, the SYN passes and the
+    connection is forwarded as usual; so is all traffic while pepwrt is
+    stopped.
 
     check and rules take run's options and check, or print the setup
     for, exactly what run is given. Other commands' options are refused.
@@ -104,12 +103,9 @@ OUTGOING LEG (router to server):
 \tits far end: IF's routes get the windows
     --zero-rtt               with --tunnel IF: data in the SYN without a
 \tcookie, on IF's routes only
-    --initcwnd SEGMENTS      initial congestion and receive windows of
-\tpepwrt's outgoing legs (Linux starts at 10;
-\ta long link fills faster from 32-64), set on
-\tthe default routes by `pepwrt rules`; other
-\tforwarded traffic is unchanged. At a gateway
-\tset it on the routes back over the link
+    --initcwnd SEGMENTS      initial windows of the long legs' routes
+\t(Linux starts at 10; a long link fills
+\tfaster from 32-64), set by `pepwrt rules`
 
 LINK (the slow link's figures, like SQM's; optional):
     --uplink RATE            the link's rate from this side to the far side
@@ -123,17 +119,14 @@ LINK (the slow link's figures, like SQM's; optional):
 \tpepwrt at the far end (a gateway), which sends
 \tdownloads at the downlink rate. Give both ends
 \tthe same --uplink and --downlink.
-    With link settings the leg that sends over the link is paced at the
-    link's rate (SO_MAX_PACING_RATE; legs sending at once share it). With
-    an RTT of 200 ms or more it uses bbr (unless --*-cc is given), goes
-    over to cubic while the far end's window stays under half the BDP
-    (bandwidth-delay product = rate x rtt), and gets a fresh bbr every
-    7 s instead of idling the link for bbr's RTT probe. Its send buffer
-    may grow to 2 x BDP; with --tunnel on such a link, its receive
-    buffer is 2 x BDP, so each end offers the other a full window at
-    once. `pepwrt rules` gives the long leg's routes initial windows of
-    one BDP each way: the default routes (an explicit --initcwnd wins),
-    at a gateway those via --intercept, with --tunnel the tunnel's.
+    The leg sending over the link is paced at its rate (legs sending at
+    once share it). From 200 ms RTT it uses bbr (unless --*-cc is given),
+    cubic while the far end's window is under half the BDP (rate x rtt),
+    and restarts bbr instead of idling for its RTT probe. Its send buffer
+    may grow to 2 BDP; with --tunnel its receive buffer is 2 BDP. `pepwrt
+    rules` gives the long leg's routes one BDP as initial windows (the
+    default routes, at a gateway those via --intercept, with --tunnel the
+    tunnel's; --initcwnd wins).
 
 CLIENT LEG (client to router):
     --client-cc NAME, --client-nodelay (on by default; --client-delay turns it
