@@ -227,7 +227,7 @@ pub(super) fn pull(src: &TcpStream, ch: &mut Channel, flow: &mut OneWay) -> Resu
 pub(super) fn relay_one(
     src: &TcpStream,
     dst: &TcpStream,
-    pipe: &mut Channel,
+    ch: &mut Channel,
     flow: &mut OneWay,
     readable: bool,
     from: Side,
@@ -238,12 +238,12 @@ pub(super) fn relay_one(
     };
     let mut moved = 0;
     if readable {
-        moved += pull(src, pipe, flow).map_err(|()| from)?;
+        moved += pull(src, ch, flow).map_err(|()| from)?;
     }
-    if !pipe.is_empty() {
-        moved += pipe.drain_into(dst).map_err(|_| to)?;
+    if !ch.is_empty() {
+        moved += ch.drain_into(dst).map_err(|_| to)?;
     }
-    if flow.eof && pipe.is_empty() && !flow.shut {
+    if flow.eof && ch.is_empty() && !flow.shut {
         match dst.shutdown(Shutdown::Write) {
             Ok(()) => flow.shut = true,
             Err(e) if e.kind() == io::ErrorKind::NotConnected => flow.shut = true,

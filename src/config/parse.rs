@@ -435,7 +435,7 @@ impl Cli {
         }
         let backend = self.backend;
         let figures = self.link;
-        cfg.link_leg = figures.leg.unwrap_or(LinkLeg::Server);
+        cfg.link_leg = figures.leg();
         cfg.validate()?;
         // The link module checks the figures and puts its policy in force
         // on the leg over the link.

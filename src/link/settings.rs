@@ -78,6 +78,13 @@ impl Figures {
         self.uplink_bps.is_some() || self.downlink_bps.is_some() || self.rtt.is_some()
     }
 
+    /// The leg that crosses the link: the server's unless told (the
+    /// router), also without figures (it still decides a gateway's
+    /// listener).
+    pub fn leg(&self) -> LinkLeg {
+        self.leg.unwrap_or(LinkLeg::Server)
+    }
+
     /// The link they describe, or what is missing from the set.
     pub fn checked(&self) -> Result<Link, &'static str> {
         let rates = self.uplink_bps.is_some() || self.downlink_bps.is_some();
@@ -86,7 +93,7 @@ impl Figures {
                 uplink_bps: self.uplink_bps,
                 downlink_bps: self.downlink_bps,
                 rtt,
-                leg: self.leg.unwrap_or(LinkLeg::Server),
+                leg: self.leg(),
             }),
             (false, _) => Err("--rtt needs --uplink or --downlink (the link's rates)"),
             (true, None) => Err(

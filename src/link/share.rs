@@ -60,7 +60,7 @@ impl LinkShare {
         let rate = long.pacing_bytes_per_s?;
         Some(LinkShare {
             rate,
-            link_rate: link.send_bps().map_or(rate, |bps| bps / 8).min(rate),
+            link_rate: socket::pacing_rate(link.send_bps()).map_or(rate, |r| r.min(rate)),
             young: (2 * link.rtt).clamp(YOUNG_MIN, YOUNG_MAX),
             period: link.rtt.clamp(PERIOD_MIN, PERIOD_MAX),
             due: None,
