@@ -31,11 +31,12 @@ profile_load() {
     leo)
         # Every 15 s the path changes: RTT steps by 60 ms (30 ms each
         # way, on for one period, off the next) and the link is down
-        # for 100 ms.
-        local ev="jitter=2ms,period=15s,step=30ms,outage=100ms"
+        # for 100 ms. LEO_PERIOD_S shortens the cycle for experiments
+        # (the bench waits for the same phase each run: 15 s is slow).
+        local ev="jitter=2ms,period=${LEO_PERIOD_S:-15}s,step=30ms,outage=100ms"
         WAN_DOWN="rate=100mbit,delay=20ms,$ev,limit=512k"
         WAN_UP="rate=15mbit,delay=20ms,$ev,limit=256k"
-        DOWN_BPS=100000000 UP_BPS=15000000 RTT_MS=40 PERIOD_S=15
+        DOWN_BPS=100000000 UP_BPS=15000000 RTT_MS=40 PERIOD_S=${LEO_PERIOD_S:-15}
         ;;
     wifi-lossy)
         # Lossy last hop between router and client; a clean ~100 ms
