@@ -195,7 +195,7 @@ pub fn apply(link: &Link, long: &mut LegOptions, system: &System, two_ended: boo
     if bbr_by_link {
         long.congestion = Some(Congestion::Bbr);
     }
-    let send = link.leg.pick(link.downlink_bps, link.uplink_bps);
+    let send = link.send_bps();
     let paced = socket::pacing_rate(send);
     if let (Some(bps), Some(rate)) = (send, paced) {
         // The cap is the link's rate on long links; short ones get half
